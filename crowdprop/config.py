@@ -1,0 +1,273 @@
+"""Campaign configuration: a TOML file with one table per section.
+
+Every key has a default that reproduces the paper (Papadopoulos, Weber and
+Torralba, ICCV 2021). Unknown keys, wrong types and out-of-range values are
+refused with an :class:`~crowdprop.errors.InputError` naming the file, the table
+and the key. The resolved configuration is stored in ``RUN_DIR/config.json`` so a
+run directory always knows how it was started.
+
+Example ``campaign.toml``::
+
+    [campaign]
+    seed = 7
+    budget_usd = 25.0
+
+    [policy]
+    name = "sequential"      # paper | sequential
+    sampling = "stratified"  # uniform | stratified
+
+    [simulation]
+    spammer_share = 0.2
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from .errors import InputError
+
+
+@dataclass
+class CampaignSection:
+    name: str = "crowdprop"
+    seed: int = 0
+    budget_usd: float = 1_000_000.0
+    """Hard cap on rewards + bonuses + MTurk fees, in dollars."""
+    max_rounds: int = 200
+    manual_seconds_per_mask: float = 80.0
+    """Time to draw one polygon by hand, for the speedup figure (paper: 80 s)."""
+    correct_iou: float = 0.75
+    """Replay: a mask is correct when its IoU with the best same-class GT is above this."""
+
+    def validate(self, v: "_V") -> None:
+        v.check(self.budget_usd > 0, "budget_usd", "must be > 0")
+        v.check(self.max_rounds >= 1, "max_rounds", "must be >= 1")
+        v.check(self.manual_seconds_per_mask > 0, "manual_seconds_per_mask", "must be > 0")
+        v.check(0.0 < self.correct_iou < 1.0, "correct_iou", "must be in (0, 1)")
+        v.check(self.seed >= 0, "seed", "must be >= 0")
+
+
+@dataclass
+class PolicySection:
+    name: str = "paper"
+    """``paper``: ask k masks per cluster at once; ``sequential``: ask in small
+    batches and stop as soon as the interval clears a bar."""
+    sampling: str = "uniform"
+    """``uniform`` (paper) or ``stratified`` across the cluster's two children."""
+    accept: float = 0.85
+    reject: float = 0.15
+    k: int = 15
+    k_pa: float = 0.7
+    """Clusters whose predicted quality is below this are split without asking."""
+    min_cluster_size: int = 15
+    """Clusters of at most this many masks are verified mask by mask."""
+    quality: str = "auto"
+    """Predicted quality of a mask: ``score``, ``pred_iou``, ``score_x_pred_iou``,
+    or ``auto`` (score x pred_iou when the detector gave pred_iou, else score)."""
+    candidates_per_class: int = 64
+    """At most this many clusters per class are asked about in one round."""
+    batch: int = 5
+    """Sequential policy: masks asked per cluster per round."""
+    credible: float = 0.95
+    """Mass of the Beta posterior interval reported and used by the sequential policy."""
+    prior_a: float = 1.0
+    prior_b: float = 1.0
+
+    def validate(self, v: "_V") -> None:
+        v.check(self.name in ("paper", "sequential"), "name", "must be 'paper' or 'sequential'")
+        v.check(self.sampling in ("uniform", "stratified"), "sampling", "must be 'uniform' or 'stratified'")
+        v.check(0.0 < self.accept <= 1.0, "accept", "must be in (0, 1]")
+        v.check(0.0 <= self.reject < 1.0, "reject", "must be in [0, 1)")
+        v.check(self.reject < self.accept, "reject", "must be below accept")
+        v.check(self.k >= 1, "k", "must be >= 1")
+        v.check(0.0 <= self.k_pa <= 1.0, "k_pa", "must be in [0, 1]")
+        v.check(self.min_cluster_size >= 1, "min_cluster_size", "must be >= 1")
+        v.check(self.quality in ("auto", "score", "pred_iou", "score_x_pred_iou"), "quality",
+                "must be auto, score, pred_iou or score_x_pred_iou")
+        v.check(self.candidates_per_class >= 1, "candidates_per_class", "must be >= 1")
+        v.check(1 <= self.batch <= self.k, "batch", "must be in [1, k]")
+        v.check(0.5 <= self.credible < 1.0, "credible", "must be in [0.5, 1)")
+        v.check(self.prior_a > 0 and self.prior_b > 0, "prior_a", "Beta prior parameters must be > 0")
+
+
+@dataclass
+class CrowdSection:
+    questions_per_hit: int = 50
+    """Questions in one HIT, golds included."""
+    golds_per_hit: int = 5
+    assignments_per_hit: int = 1
+    """Workers per HIT (1 = the paper). MTurk doubles its fee at 10, so at most 9."""
+    reward_usd: float = 0.20
+    """Reward per assignment (one worker doing one HIT)."""
+    seconds_per_question: float = 1.4
+
+    def validate(self, v: "_V") -> None:
+        v.check(1 <= self.questions_per_hit <= 500, "questions_per_hit", "must be in [1, 500]")
+        v.check(0 <= self.golds_per_hit < self.questions_per_hit, "golds_per_hit", "must be in [0, questions_per_hit)")
+        v.check(1 <= self.assignments_per_hit <= 9, "assignments_per_hit", "must be in [1, 9] (MTurk fees double at 10)")
+        v.check(0.01 <= self.reward_usd <= 100.0, "reward_usd", "must be in [0.01, 100]")
+        v.check(self.seconds_per_question > 0, "seconds_per_question", "must be > 0")
+
+
+@dataclass
+class SimulationSection:
+    """The simulated crowd of a replay: answers from ground truth."""
+
+    workers: int = 25
+    accuracy: float = 0.95
+    """Mean accuracy of ordinary workers."""
+    accuracy_spread: float = 0.03
+    spammer_share: float = 0.0
+    """Share of workers who answer at random."""
+    sloppy_share: float = 0.0
+    sloppy_accuracy: float = 0.75
+    seconds_per_question: float = 1.4
+
+    def validate(self, v: "_V") -> None:
+        v.check(self.workers >= 1, "workers", "must be >= 1")
+        v.check(0.5 <= self.accuracy <= 1.0, "accuracy", "must be in [0.5, 1]")
+        v.check(0.0 <= self.accuracy_spread <= 0.5, "accuracy_spread", "must be in [0, 0.5]")
+        v.check(0.0 <= self.spammer_share <= 1.0, "spammer_share", "must be in [0, 1]")
+        v.check(0.0 <= self.sloppy_share <= 1.0, "sloppy_share", "must be in [0, 1]")
+        v.check(self.spammer_share + self.sloppy_share <= 1.0, "sloppy_share", "spammer_share + sloppy_share must be <= 1")
+        v.check(0.0 <= self.sloppy_accuracy <= 1.0, "sloppy_accuracy", "must be in [0, 1]")
+        v.check(self.seconds_per_question > 0, "seconds_per_question", "must be > 0")
+
+
+@dataclass
+class FeaturesSection:
+    grid: int = 16
+    """Built-in featurizer: the mask cropped to its box is resized to grid x grid."""
+    quality_weight: float = 1.0
+    """Weight of the predicted-quality distance against the normalized feature distance."""
+    pca_dims: int = 64
+    """Features are reduced to this many dimensions (PCA) before clustering; 0 keeps all."""
+
+    def validate(self, v: "_V") -> None:
+        v.check(4 <= self.grid <= 64, "grid", "must be in [4, 64]")
+        v.check(self.quality_weight >= 0, "quality_weight", "must be >= 0")
+        v.check(self.pca_dims >= 0, "pca_dims", "must be >= 0")
+
+
+@dataclass
+class TreeSection:
+    exact_max: int = 4000
+    """Classes up to this size get exact complete linkage; larger ones the scalable build."""
+    micro_size: int = 256
+    """Scalable build: target size of the micro-clusters that get exact linkage."""
+
+    def validate(self, v: "_V") -> None:
+        v.check(2 <= self.exact_max <= 50_000, "exact_max", "must be in [2, 50000]")
+        v.check(2 <= self.micro_size <= self.exact_max, "micro_size", "must be in [2, exact_max]")
+
+
+@dataclass
+class Config:
+    campaign: CampaignSection = field(default_factory=CampaignSection)
+    policy: PolicySection = field(default_factory=PolicySection)
+    crowd: CrowdSection = field(default_factory=CrowdSection)
+    simulation: SimulationSection = field(default_factory=SimulationSection)
+    features: FeaturesSection = field(default_factory=FeaturesSection)
+    tree: TreeSection = field(default_factory=TreeSection)
+    extra: dict = field(default_factory=dict)
+    """Sections owned by optional stages (``mturk``, ``quality``), validated by them."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "extra"}
+EXTRA_SECTIONS: dict[str, Any] = {}
+"""Optional stages register ``name -> validator(dict, _V)`` here."""
+
+
+class _V:
+    def __init__(self, source: str, section: str):
+        self.source = source
+        self.section = section
+
+    def check(self, ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise InputError(self.source, f"[{self.section}]", key, message)
+
+
+def _section_from_dict(cls, data: dict, source: str, name: str):
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise InputError(source, f"[{name}]", key, f"unknown key (known: {', '.join(sorted(hints))})")
+        t = hints[key]
+        if t is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if t is bool:
+            ok = isinstance(value, bool)
+        elif t is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif t is float:
+            ok = isinstance(value, float) and math.isfinite(value)
+        else:
+            ok = isinstance(value, t)
+        if not ok:
+            raise InputError(source, f"[{name}]", key, f"expected {t.__name__}, got {value!r}")
+        kwargs[key] = value
+    obj = cls(**kwargs)
+    obj.validate(_V(source, name))
+    return obj
+
+
+def from_dict(data: dict, source: str = "<config>") -> Config:
+    if not isinstance(data, dict):
+        raise InputError(source, None, None, "expected a table of sections")
+    sections = {}
+    extra = {}
+    for name, table in data.items():
+        if name == "extra":
+            for ename, etable in (table or {}).items():
+                extra[ename] = etable
+            continue
+        if not isinstance(table, dict):
+            raise InputError(source, f"[{name}]", None, "expected a table")
+        if name in SECTIONS:
+            sections[name] = _section_from_dict(SECTIONS[name], table, source, name)
+        elif name in EXTRA_SECTIONS:
+            extra[name] = table
+        else:
+            raise InputError(source, f"[{name}]", None,
+                             f"unknown section (known: {', '.join(sorted(set(SECTIONS) | set(EXTRA_SECTIONS)))})")
+    for name, table in extra.items():
+        if name in EXTRA_SECTIONS:
+            EXTRA_SECTIONS[name](table, _V(source, name))
+    return Config(**sections, extra=extra)
+
+
+def load(path: str | os.PathLike | None) -> Config:
+    """Read a campaign TOML file (or return the defaults for ``None``)."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise InputError(p, None, None, "file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(p, None, None, f"malformed TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise InputError(p, None, None, "not UTF-8 text") from None
+    return from_dict(data, str(p))
+
+
+def load_json(path: str | os.PathLike) -> Config:
+    """Read the resolved configuration stored in a run directory."""
+    with open(path, "rb") as f:
+        return from_dict(json.load(f), str(path))
