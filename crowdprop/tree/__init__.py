@@ -15,6 +15,7 @@ start, end : (m,) int64
 parent, left, right : (m,) int64
     -1 where absent. Node ids are topologically ordered: ``parent[j] < j``.
 """
+from .build import build_forest
 from .forest import Forest
 
-__all__ = ["Forest"]
+__all__ = ["Forest", "build_forest"]
