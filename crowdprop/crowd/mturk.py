@@ -1,0 +1,567 @@
+"""The Amazon Mechanical Turk backend (boto3), for the sandbox, production and
+the local MTurk-compatible endpoint alike.
+
+Only the endpoint differs between the three targets:
+
+========== ===================================================== ==================
+target     endpoint                                              credentials
+========== ===================================================== ==================
+sandbox    https://mturk-requester-sandbox.us-east-1.amazonaws.com AWS chain
+production https://mturk-requester.us-east-1.amazonaws.com        AWS chain
+None       ``endpoint_url`` (the local endpoint)                 AWS chain or none
+========== ===================================================== ==================
+
+Credentials come only from the standard AWS chain (environment, shared
+``~/.aws`` files, ``profile``); this module never reads, logs or stores them.
+
+Guarantees
+----------
+- ``publish`` is idempotent on :attr:`HitRequest.token` (MTurk's
+  ``UniqueRequestToken``); a repeat returns the existing HIT's id.
+- The HTMLQuestion is refused before CreateHIT when it passes 64 KB, and so is
+  a HIT whose maximum cost would pass the budget cap (:class:`BudgetGuard`).
+- ``poll`` lists assignments through boto3 paginators and checks every answer
+  against the questions of the HIT; anything unexpected flags the assignment.
+- Throttling, ``ServiceFault`` and HTTP 5xx are retried with jittered
+  exponential backoff (a bounded number of times); nothing else is.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
+
+import pandas as pd
+import tenacity
+
+from .. import config as _config
+from ..errors import BudgetExhausted, CrowdpropError, InputError
+from .base import Assignment, Fees, HitRequest
+
+log = logging.getLogger(__name__)
+
+SANDBOX_ENDPOINT = "https://mturk-requester-sandbox.us-east-1.amazonaws.com"
+PRODUCTION_ENDPOINT = "https://mturk-requester.us-east-1.amazonaws.com"
+SANDBOX_WORKER_URL = "https://workersandbox.mturk.com/mturk/preview?groupId="
+PRODUCTION_WORKER_URL = "https://worker.mturk.com/mturk/preview?groupId="
+
+QUAL_PERCENT_APPROVED = "000000000000000000L0"
+QUAL_HITS_APPROVED = "00000000000000000040"
+QUAL_LOCALE = "00000000000000000071"
+
+PASSTHROUGH_FIELDS = frozenset({"assignmentId", "workerId", "hitId", "turkSubmitTo"})
+"""Form fields that may come back as answers but are not questions."""
+MAX_ANSWER_CHARS = 16
+"""An answer value longer than this is malformed (``yes``/``no`` expected)."""
+
+
+class MTurkError(CrowdpropError):
+    """MTurk refused a request, or answered something crowdprop cannot use."""
+
+
+# --------------------------------------------------------------------- config
+@dataclass
+class MTurkSection:
+    """The ``[mturk]`` table of a campaign TOML file.
+
+    The reward per assignment and the assignments per HIT are in ``[crowd]``
+    (``reward_usd``, ``assignments_per_hit``); the budget cap in ``[campaign]``.
+    """
+
+    title: str = "Is the colored region a correct outline of the object? (quick yes/no)"
+    description: str = ("Look at each highlighted region and answer Yes if it outlines the named "
+                        "object correctly, No otherwise. Keyboard: Y / N.")
+    keywords: str = "image, segmentation, outline, yes/no, quick, keyboard"
+    assignment_duration_s: int = 1800
+    lifetime_s: int = 3 * 86400
+    """How long a HIT stays available to workers (also the lifetime of presigned image URLs)."""
+    auto_approval_delay_s: int = 3 * 86400
+    qualifications: str = "auto"
+    """``auto``: the thresholds below in production, none in the sandbox and on a
+    local endpoint; ``always``; ``none``."""
+    min_percent_approved: int = 95
+    """PercentAssignmentsApproved >= this (production default)."""
+    min_hits_approved: int = 100
+    """NumberHITsApproved >= this (production default)."""
+    locale: list = field(default_factory=list)
+    """ISO 3166 country codes workers must be in (e.g. ``["US", "CA"]``); empty: anywhere."""
+    image_base_url: str = ""
+    """Images are written to a local folder that you serve at this URL (https for MTurk)."""
+    s3_bucket: str = ""
+    """Images are uploaded to this bucket and shown through presigned GET URLs."""
+    s3_prefix: str = "crowdprop/"
+    region: str = "us-east-1"
+    frame_height: int = 0
+    """HTMLQuestion FrameHeight in pixels (0: the full worker window)."""
+
+    def validate(self, v: Any) -> None:
+        for key in ("title", "description"):
+            v.check(0 < len(getattr(self, key)) <= 2000, key, "must be 1 to 2000 characters")
+        v.check(len(self.keywords) <= 1000, "keywords", "must be at most 1000 characters")
+        v.check(30 <= self.assignment_duration_s <= 365 * 86400, "assignment_duration_s",
+                "must be in [30, 31536000] seconds")
+        v.check(30 <= self.lifetime_s <= 365 * 86400, "lifetime_s", "must be in [30, 31536000] seconds")
+        v.check(0 <= self.auto_approval_delay_s <= 30 * 86400, "auto_approval_delay_s",
+                "must be in [0, 2592000] seconds")
+        v.check(self.qualifications in ("auto", "always", "none"), "qualifications",
+                "must be 'auto', 'always' or 'none'")
+        v.check(0 <= self.min_percent_approved <= 100, "min_percent_approved", "must be in [0, 100]")
+        v.check(self.min_hits_approved >= 0, "min_hits_approved", "must be >= 0")
+        v.check(all(isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c) for c in self.locale), "locale",
+                "must be a list of two-letter upper-case country codes, e.g. [\"US\", \"CA\"]")
+        v.check(self.image_base_url == "" or re.match(r"https?://", self.image_base_url) is not None,
+                "image_base_url", "must start with https:// (or http:// for a local endpoint)")
+        v.check(self.s3_bucket == "" or re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", self.s3_bucket) is not None,
+                "s3_bucket", "is not a valid S3 bucket name")
+        v.check(not (self.s3_bucket and self.image_base_url), "image_base_url",
+                "set either image_base_url or s3_bucket, not both")
+        v.check(not self.s3_bucket or self.lifetime_s <= 7 * 86400, "lifetime_s",
+                "must be at most 7 days with s3_bucket (presigned URLs last at most 7 days)")
+        v.check(re.fullmatch(r"[a-z]{2}-[a-z]+-\d", self.region) is not None, "region",
+                "must be an AWS region such as us-east-1")
+        v.check(0 <= self.frame_height <= 10000, "frame_height", "must be in [0, 10000]")
+
+
+def _build_section(table: dict, v: Any) -> MTurkSection:
+    types = {f.name: f.type for f in fields(MTurkSection)}
+    kwargs = {}
+    for key, value in (table or {}).items():
+        v.check(key in types, key, f"unknown key (known: {', '.join(sorted(types))})")
+        t = types[key]
+        if t == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif t == "list":
+            ok = isinstance(value, list)
+        else:
+            ok = isinstance(value, str)
+        v.check(ok, key, f"expected {t}, got {value!r}")
+        kwargs[key] = value
+    section = MTurkSection(**kwargs)
+    section.validate(v)
+    return section
+
+
+def _validate_table(table: dict, v: Any) -> None:
+    _build_section(table, v)
+
+
+_config.EXTRA_SECTIONS["mturk"] = _validate_table
+
+
+def mturk_section(config: _config.Config, *, source: str = "<config>") -> MTurkSection:
+    """The validated ``[mturk]`` section of ``config`` (defaults when absent)."""
+    return _build_section(config.extra.get("mturk", {}), _config._V(source, "mturk"))
+
+
+def qualification_requirements(section: MTurkSection, target: str | None) -> list[dict]:
+    """MTurk ``QualificationRequirements`` for ``target`` (see :attr:`MTurkSection.qualifications`)."""
+    if section.qualifications == "none" or (section.qualifications == "auto" and target != "production"):
+        return []
+    reqs = [
+        {"QualificationTypeId": QUAL_PERCENT_APPROVED, "Comparator": "GreaterThanOrEqualTo",
+         "IntegerValues": [section.min_percent_approved], "ActionsGuarded": "Accept"},
+        {"QualificationTypeId": QUAL_HITS_APPROVED, "Comparator": "GreaterThanOrEqualTo",
+         "IntegerValues": [section.min_hits_approved], "ActionsGuarded": "Accept"},
+    ]
+    if section.locale:
+        reqs.append({"QualificationTypeId": QUAL_LOCALE, "Comparator": "In",
+                     "LocaleValues": [{"Country": c} for c in section.locale], "ActionsGuarded": "Accept"})
+    return reqs
+
+
+# --------------------------------------------------------------------- client
+def connect(target: str | None, *, endpoint_url: str | None = None, profile: str | None = None,
+            region: str = "us-east-1"):
+    """A boto3 MTurk client for ``target`` ("sandbox", "production") or ``endpoint_url``.
+
+    Credentials come from the standard AWS chain only. With no target and no
+    credentials anywhere (a local endpoint on a fresh machine), requests go
+    unsigned. botocore itself does not retry: :class:`MTurkBackend` does.
+    """
+    import boto3
+    import botocore
+    from botocore.config import Config as BotoConfig
+
+    if target not in ("sandbox", "production", None):
+        raise ValueError(f"target must be 'sandbox', 'production' or None, not {target!r}")
+    if endpoint_url is None:
+        if target is None:
+            raise ValueError("a local target needs endpoint_url")
+        endpoint_url = SANDBOX_ENDPOINT if target == "sandbox" else PRODUCTION_ENDPOINT
+    session = boto3.Session(profile_name=profile, region_name=region)
+    options: dict[str, Any] = {"retries": {"max_attempts": 1, "mode": "standard"},
+                               "connect_timeout": 10, "read_timeout": 60, "user_agent_extra": "crowdprop"}
+    if target is None and session.get_credentials() is None:
+        options["signature_version"] = botocore.UNSIGNED
+    elif target is not None and session.get_credentials() is None:
+        raise MTurkError(
+            f"no AWS credentials found for the MTurk {target}: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+            "or a profile in ~/.aws/credentials (aws configure), then try again")
+    return session.client("mturk", endpoint_url=endpoint_url, config=BotoConfig(**options))
+
+
+def error_code(exc: BaseException) -> tuple[str, str, int, str]:
+    """``(Code, TurkErrorCode, HTTP status, Message)`` of a botocore ClientError (blanks otherwise)."""
+    resp = getattr(exc, "response", None) or {}
+    err = resp.get("Error", {}) or {}
+    status = int((resp.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode", 0) or 0)
+    turk = resp.get("TurkErrorCode") or err.get("TurkErrorCode") or ""
+    return str(err.get("Code", "")), str(turk), status, str(err.get("Message", ""))
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Throttling, MTurk ServiceFault and HTTP 5xx are worth retrying; nothing else."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    code, _, status, _ = error_code(exc)
+    return code in ("ThrottlingException", "Throttling", "ServiceFault") or status >= 500
+
+
+# --------------------------------------------------------------------- budget
+@dataclass
+class BudgetGuard:
+    """Refuses a HIT or bonus whose maximum cost would pass the cap.
+
+    The campaign loop owns the spend ledger: it sets :attr:`spent_usd` (money
+    paid plus the maximum cost of live HITs) with :meth:`update`. The guard adds
+    what it let through since the last update, so a round that publishes many
+    HITs cannot pass the cap between two updates.
+    """
+
+    cap_usd: float
+    spent_usd: float = 0.0
+    fees: Fees = field(default_factory=Fees)
+    pending_usd: float = 0.0
+
+    def update(self, spent_usd: float) -> None:
+        self.spent_usd = float(spent_usd)
+        self.pending_usd = 0.0
+
+    def _admit(self, cost: float, what: str) -> None:
+        total = self.spent_usd + self.pending_usd + cost
+        if total > self.cap_usd + 1e-9:
+            raise BudgetExhausted(
+                f"budget: {what} could cost ${cost:.2f}, and ${self.spent_usd + self.pending_usd:.2f} of the "
+                f"${self.cap_usd:.2f} cap ([campaign] budget_usd) is spent or committed; not published")
+        self.pending_usd += cost
+
+    def admit_hit(self, hit: HitRequest) -> float:
+        cost = self.fees.hit_cost(hit.reward_usd, hit.assignments)
+        self._admit(cost, f"HIT {hit.token} ({hit.assignments} x (${hit.reward_usd:.2f} + fee))")
+        return cost
+
+    def admit_bonus(self, bonus_usd: float) -> float:
+        cost = bonus_usd + self.fees.bonus_fee(bonus_usd)
+        self._admit(cost, f"a bonus of ${bonus_usd:.2f} (+ fee)")
+        return cost
+
+    def refund(self, cost: float) -> None:
+        """Give back a cost admitted for a call that did not happen."""
+        self.pending_usd = max(0.0, self.pending_usd - cost)
+
+
+# -------------------------------------------------------------------- answers
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def parse_answers(xml: str, asked: Sequence[str] | None, *, max_bytes: int | None = None
+                  ) -> tuple[dict[str, bool], str | None]:
+    """Parse MTurk QuestionFormAnswers XML and check it against the questions asked.
+
+    Parameters
+    ----------
+    xml
+        The assignment's ``Answer`` field.
+    asked
+        Question ids of the HIT, or None when unknown (then only the format is checked).
+    max_bytes
+        Larger answers are refused unparsed (default: 64 bytes per question + 4 KiB).
+
+    Returns
+    -------
+    answers, flag
+        ``{question_id: True for "yes" / False for "no"}`` and None, or the
+        answers that could be read and a one-line reason the assignment is flagged.
+        DTDs, entities and external references are refused (defusedxml), never expanded.
+    """
+    import defusedxml
+    from defusedxml import ElementTree as DET
+    from xml.etree.ElementTree import ParseError
+
+    limit = max_bytes if max_bytes is not None else 4096 + 256 * len(asked or ())
+    size = len(xml.encode("utf-8", "replace"))
+    if size > limit:
+        return {}, f"oversized answer: {size} bytes (at most {limit})"
+    try:
+        root = DET.fromstring(xml, forbid_dtd=True)
+    except defusedxml.DefusedXmlException as e:
+        return {}, f"refused answer XML: {type(e).__name__}"
+    except (ParseError, ValueError) as e:
+        return {}, f"malformed answer XML: {e}"
+    answers: dict[str, bool] = {}
+    seen: set[str] = set()
+    problems: list[str] = []
+    known = set(asked) if asked is not None else None
+    for node in root:
+        if _local(node.tag) != "Answer":
+            continue
+        qid, value = None, None
+        for child in node:
+            name = _local(child.tag)
+            if name == "QuestionIdentifier":
+                qid = (child.text or "").strip()
+            elif name == "FreeText":
+                value = child.text or ""
+        if qid is None or qid in PASSTHROUGH_FIELDS:
+            continue
+        if known is not None and qid not in known:
+            problems.append(f"unknown question id {qid[:40]!r}")
+        elif qid in seen:
+            problems.append(f"question {qid[:40]!r} answered twice")
+        elif value is None or len(value) > MAX_ANSWER_CHARS or value.strip().lower() not in ("yes", "no"):
+            problems.append(f"malformed answer {str(value)[:20]!r} to {qid[:40]!r} (yes/no expected)")
+        else:
+            answers[qid] = value.strip().lower() == "yes"
+        seen.add(qid)
+    if known is not None:
+        missing = [q for q in asked if q not in seen]
+        if missing:
+            problems.append(f"missing answers to {len(missing)} question(s), first {missing[0]!r}")
+    return answers, ("; ".join(problems[:3]) if problems else None)
+
+
+_QID_RE = re.compile(r'data-question-id="([^"]*)"')
+_HIT_ID_RE = re.compile(r"\b[A-Z0-9]{30}\b")
+
+
+def question_ids_in(question_xml: str) -> list[str]:
+    """Question ids of a published HTMLQuestion (the ``data-question-id`` attributes)."""
+    import html
+
+    return [html.unescape(m) for m in _QID_RE.findall(question_xml)]
+
+
+def annotation(hit: HitRequest) -> str:
+    """RequesterAnnotation tagging a HIT with its campaign, round and token."""
+    return f"crowdprop:{hit.campaign}:r{hit.round}:{hit.token}"[:255]
+
+
+def _seconds(t: Any) -> float:
+    if isinstance(t, datetime):
+        return t.timestamp()
+    return float(t or 0.0)
+
+
+# -------------------------------------------------------------------- backend
+class MTurkBackend:
+    """:class:`~crowdprop.crowd.base.CrowdBackend` on MTurk (or a compatible endpoint).
+
+    Parameters
+    ----------
+    client
+        A boto3 ``mturk`` client (:func:`connect`).
+    config, mturk
+        The campaign configuration and its ``[mturk]`` section.
+    page
+        A :class:`crowdprop.hits.render.PageRenderer`.
+    target
+        ``"sandbox"``, ``"production"`` or ``"local"`` (decides the default qualifications).
+    masks
+        masks.parquet as a DataFrame; questions refer to its rows.
+    guard
+        Budget guard (default: the ``[campaign] budget_usd`` cap, nothing spent).
+    retry_attempts, retry_wait_s, sleep
+        Bounded jittered exponential backoff for retryable errors.
+    """
+
+    name = "mturk"
+
+    def __init__(self, client, *, config: _config.Config, mturk: MTurkSection, page, target: str,
+                 masks: pd.DataFrame | None = None, guard: BudgetGuard | None = None,
+                 retry_attempts: int = 6, retry_wait_s: float = 1.0, retry_max_wait_s: float = 60.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.client = client
+        self.config = config
+        self.mturk = mturk
+        self.page = page
+        self.target = target
+        self.masks = masks
+        self.guard = guard or BudgetGuard(config.campaign.budget_usd)
+        self._hit_types: dict[str, str] = {}
+        self._asked: dict[str, tuple[str, ...]] = {}
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_retryable),
+            wait=tenacity.wait_random_exponential(multiplier=retry_wait_s, max=retry_max_wait_s),
+            stop=tenacity.stop_after_attempt(retry_attempts),
+            sleep=sleep, reraise=True,
+            before_sleep=lambda rs: log.warning("MTurk %s: %s; retry %d", getattr(rs.fn, "__name__", "call"),
+                                                error_code(rs.outcome.exception())[0], rs.attempt_number),
+        )
+
+    # -- plumbing
+    def _call(self, op: str, **kwargs):
+        fn = getattr(self.client, op)
+        return self._retrying(fn, **kwargs)
+
+    def remember(self, hit_id: str, hit: HitRequest) -> None:
+        """Record the questions of a HIT published earlier (e.g. by a previous process)."""
+        self._asked[hit_id] = tuple(q.question_id for q in hit.questions)
+
+    def hit_type_id(self, reward_usd: float) -> str:
+        """The campaign's HIT type for this reward (created once, then cached)."""
+        key = f"{reward_usd:.2f}"
+        if key not in self._hit_types:
+            resp = self._call(
+                "create_hit_type", AutoApprovalDelayInSeconds=self.mturk.auto_approval_delay_s,
+                AssignmentDurationInSeconds=self.mturk.assignment_duration_s, Reward=key,
+                Title=self.mturk.title, Keywords=self.mturk.keywords, Description=self.mturk.description,
+                QualificationRequirements=qualification_requirements(self.mturk, self.target))
+            self._hit_types[key] = resp["HITTypeId"]
+        return self._hit_types[key]
+
+    # -- the seam
+    def publish(self, hit: HitRequest) -> str:
+        """Publish ``hit`` (idempotent on ``hit.token``) and return its HIT id."""
+        from botocore.exceptions import ClientError
+
+        if not 1 <= hit.assignments <= 9:
+            raise MTurkError(f"HIT {hit.token}: {hit.assignments} assignments; MTurk fees double at 10, use 1 to 9")
+        if not 0 < len(hit.token) <= 64:
+            raise MTurkError(f"HIT token {hit.token!r} must be 1 to 64 characters")
+        html = self.page.render(hit, self.masks)
+        question = self.page.question_xml(html, token=hit.token)  # raises before CreateHIT when > 64 KB
+        cost = self.guard.admit_hit(hit)
+        try:
+            type_id = self.hit_type_id(hit.reward_usd)
+            resp = self._call("create_hit_with_hit_type", HITTypeId=type_id, MaxAssignments=hit.assignments,
+                              LifetimeInSeconds=self.mturk.lifetime_s, Question=question,
+                              RequesterAnnotation=annotation(hit), UniqueRequestToken=hit.token)
+            hit_id = resp["HIT"]["HITId"]
+        except ClientError as e:
+            code, turk, _, message = error_code(e)
+            if turk != "AWS.MechanicalTurk.HitAlreadyExists" and "HitAlreadyExists" not in message:
+                self.guard.refund(cost)
+                raise
+            hit_id = self._existing_hit_id(hit, message)
+            log.info("HIT %s already exists as %s (token reused)", hit.token, hit_id)
+        self._asked[hit_id] = tuple(q.question_id for q in hit.questions)
+        return hit_id
+
+    def _existing_hit_id(self, hit: HitRequest, message: str) -> str:
+        m = _HIT_ID_RE.search(message)
+        if m:
+            return m.group(0)
+        found = self.find_hits(hit.campaign).get(hit.token)
+        if found is None:
+            raise MTurkError(f"HIT {hit.token}: MTurk says it exists but neither its message nor ListHITs "
+                             f"names it: {message[:200]}")
+        return found
+
+    def find_hits(self, campaign: str) -> dict[str, str]:
+        """``{token: hit_id}`` of this campaign's HITs still on MTurk (by RequesterAnnotation)."""
+        prefix = f"crowdprop:{campaign}:"
+
+        def listing() -> dict[str, str]:
+            out: dict[str, str] = {}
+            for page in self.client.get_paginator("list_hits").paginate(PaginationConfig={"PageSize": 100}):
+                for h in page.get("HITs", []):
+                    note = h.get("RequesterAnnotation") or ""
+                    if note.startswith(prefix):
+                        out[note.split(":", 3)[3] if note.count(":") >= 3 else note] = h["HITId"]
+            return out
+
+        return self._retrying(listing)
+
+    def _questions_of(self, hit_id: str) -> tuple[str, ...] | None:
+        if hit_id not in self._asked:
+            resp = self._call("get_hit", HITId=hit_id)
+            ids = question_ids_in(resp["HIT"].get("Question", ""))
+            if not ids:
+                log.warning("HIT %s: no question ids in its Question; answers checked for format only", hit_id)
+                return None
+            self._asked[hit_id] = tuple(ids)
+        return self._asked[hit_id]
+
+    def _submitted(self, hit_id: str) -> list[dict]:
+        def listing() -> list[dict]:
+            pages = self.client.get_paginator("list_assignments_for_hit").paginate(
+                HITId=hit_id, AssignmentStatuses=["Submitted"], PaginationConfig={"PageSize": 100})
+            return [a for page in pages for a in page.get("Assignments", [])]
+
+        return self._retrying(listing)
+
+    def poll(self, hit_ids: Sequence[str]) -> list[Assignment]:
+        """Every submitted, unsettled assignment of ``hit_ids``, answers checked."""
+        out = []
+        for hit_id in hit_ids:
+            asked = self._questions_of(hit_id)
+            for a in self._submitted(hit_id):
+                out.append(self._assignment(hit_id, a, asked))
+        return out
+
+    @staticmethod
+    def _assignment(hit_id: str, a: dict, asked: Sequence[str] | None) -> Assignment:
+        answers, flag = parse_answers(a.get("Answer") or "", asked)
+        accept, submit = _seconds(a.get("AcceptTime")), _seconds(a.get("SubmitTime"))
+        if flag:
+            log.warning("assignment %s of HIT %s flagged: %s", a.get("AssignmentId"), hit_id, flag)
+        return Assignment(assignment_id=a["AssignmentId"], hit_id=hit_id, worker_id=a.get("WorkerId", ""),
+                          answers=answers, work_seconds=max(0.0, submit - accept), accept_time=accept,
+                          submit_time=submit, flag=flag, status=a.get("AssignmentStatus", "Submitted"))
+
+    def settle(self, assignment_id: str, approve: bool, feedback: str | None = None) -> None:
+        """Approve or reject; an assignment already in that state counts as done."""
+        from botocore.exceptions import ClientError
+
+        try:
+            if approve:
+                kw = {"RequesterFeedback": feedback[:1024]} if feedback else {}
+                self._call("approve_assignment", AssignmentId=assignment_id, **kw)
+            else:
+                self._call("reject_assignment", AssignmentId=assignment_id,
+                           RequesterFeedback=(feedback or "Answers did not match known items.")[:1024])
+        except ClientError as e:
+            if error_code(e)[0] != "RequestError" or not self._already(assignment_id, approve):
+                raise
+
+    def _already(self, assignment_id: str, approve: bool) -> bool:
+        status = self._call("get_assignment", AssignmentId=assignment_id)["Assignment"].get("AssignmentStatus")
+        return status == ("Approved" if approve else "Rejected")
+
+    def expire(self, hit_id: str) -> None:
+        """Take the HIT off the market now (work already accepted can still be submitted)."""
+        self._call("update_expiration_for_hit", HITId=hit_id, ExpireAt=datetime(1970, 1, 1, tzinfo=timezone.utc))
+
+    def balance(self) -> float:
+        """Available balance in dollars (the sandbox always says 10000.00)."""
+        return float(self._call("get_account_balance")["AvailableBalance"])
+
+    def send_bonus(self, *, worker_id: str, assignment_id: str, amount_usd: float, reason: str, token: str) -> None:
+        """Pay a bonus once per ``token`` (<= 64 characters, remembered by MTurk for 24 h)."""
+        from botocore.exceptions import ClientError
+
+        cost = self.guard.admit_bonus(amount_usd)
+        try:
+            self._call("send_bonus", WorkerId=worker_id, BonusAmount=f"{amount_usd:.2f}", AssignmentId=assignment_id,
+                       Reason=reason, UniqueRequestToken=token)
+        except ClientError as e:
+            message = error_code(e)[3]
+            if "already" in message.lower() and ("token" in message.lower() or "processed" in message.lower()):
+                log.info("bonus %s was already sent", token)
+                return
+            self.guard.refund(cost)
+            raise
+
+    def worker_url(self, hit_type_id: str) -> str:
+        """Where workers find this campaign's HITs."""
+        base = PRODUCTION_WORKER_URL if self.target == "production" else SANDBOX_WORKER_URL
+        return base + hit_type_id
+
+    def close(self) -> None:
+        pass
