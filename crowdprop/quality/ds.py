@@ -39,8 +39,10 @@ class DawidSkene:
         \qquad
         \pi = \frac{1 + \sum_{t \notin G} q_t}{2 + |\{t \notin G\}|}
 
-    EM starts from the majority-vote shares and stops when no parameter moves by
-    more than ``tol`` or after ``max_iter`` rounds. With ``gold`` (tasks :math:`G`
+    EM starts from the majority-vote shares (with ``gold``: from one E-step with
+    each worker's smoothed rates on the golds they answered, majority-vote rates
+    for workers without golds) and stops when no parameter moves by more than
+    ``tol`` or after ``max_iter`` rounds. With ``gold`` (tasks :math:`G`
     whose label is known), :math:`q_t` of a gold task is clamped to its label in
     every E-step; golds teach the confusion matrices but not the class prior.
 
@@ -91,6 +93,14 @@ class DawidSkene:
         nw = enc.n_workers
 
         q = clamp(vote_share(enc), enc)
+        if enc.gold_mask.any():
+            # start from the rates on golds, so golds can overrule a wrong majority
+            g = enc.gold_mask[t]
+            sens_mv, spec_mv = self._m_step(w, y, q[t], nw, a0, b0)
+            sens_g, spec_g = self._m_step(w[g], y[g], q[t][g], nw, a0, b0)
+            n_g = np.bincount(w[g], minlength=nw)
+            q, _ = self._posterior(enc, np.where(n_g > 0, sens_g, sens_mv), np.where(n_g > 0, spec_g, spec_mv),
+                                   (1.0 + q[free].sum()) / (2.0 + n_free))
         sens = np.full(nw, 0.5)
         spec = np.full(nw, 0.5)
         prior = 0.5
@@ -98,11 +108,7 @@ class DawidSkene:
         it = 0
         for it in range(1, self.max_iter + 1):
             # M-step
-            qt = q[t]
-            pos = np.bincount(w, weights=qt, minlength=nw)
-            neg = np.bincount(w, weights=1.0 - qt, minlength=nw)
-            new_sens = (np.bincount(w, weights=y * qt, minlength=nw) + a0) / (pos + a0 + b0)
-            new_spec = (np.bincount(w, weights=(1.0 - y) * (1.0 - qt), minlength=nw) + a0) / (neg + a0 + b0)
+            new_sens, new_spec = self._m_step(w, y, q[t], nw, a0, b0)
             new_prior = (1.0 + q[free].sum()) / (2.0 + n_free)
             delta = max(float(np.max(np.abs(new_sens - sens))), float(np.max(np.abs(new_spec - spec))),
                         abs(new_prior - prior))
@@ -126,6 +132,15 @@ class DawidSkene:
         self.n_iter_ = it
         self.converged_ = converged
         return self
+
+    @staticmethod
+    def _m_step(w: np.ndarray, y: np.ndarray, qt: np.ndarray, nw: int, a0: float, b0: float):
+        """Sensitivity and specificity, shape (nw,), from answers (w, y) and q of their tasks."""
+        pos = np.bincount(w, weights=qt, minlength=nw)
+        neg = np.bincount(w, weights=1.0 - qt, minlength=nw)
+        sens = (np.bincount(w, weights=y * qt, minlength=nw) + a0) / (pos + a0 + b0)
+        spec = (np.bincount(w, weights=(1.0 - y) * (1.0 - qt), minlength=nw) + a0) / (neg + a0 + b0)
+        return sens, spec
 
     @staticmethod
     def _posterior(enc, sens: np.ndarray, spec: np.ndarray, prior: float) -> tuple[np.ndarray, float]:

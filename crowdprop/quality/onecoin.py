@@ -36,8 +36,10 @@ class OneCoinDawidSkene:
                    {\alpha + \beta + |T_w|}, \qquad
         \pi = \frac{1 + \sum_{t \notin G} q_t}{2 + |\{t \notin G\}|}
 
-    EM starts from the majority-vote shares and stops when no parameter moves by
-    more than ``tol`` or after ``max_iter`` rounds. A worker with :math:`a_w < 1/2`
+    EM starts from the majority-vote shares (with ``gold``: from one E-step with
+    each worker's smoothed accuracy on the golds they answered, majority-vote
+    agreement for the others) and stops when no parameter moves by more than
+    ``tol`` or after ``max_iter`` rounds. A worker with :math:`a_w < 1/2`
     (adversarial) gets a negative weight, so their answers count in reverse.
 
     With ``gold`` (tasks :math:`G` whose label is known), :math:`q_t` of a gold task
@@ -109,6 +111,16 @@ class OneCoinDawidSkene:
         n_w = np.bincount(w, minlength=enc.n_workers).astype(float)
 
         q = clamp(vote_share(enc), enc)
+        if enc.gold_mask.any():
+            # start from accuracies on golds, so golds can overrule a wrong majority
+            on_gold = enc.gold_mask[t]
+            qt = q[t]
+            correct = np.where(yes, qt, 1.0 - qt)
+            acc_mv = (np.bincount(w, weights=correct, minlength=enc.n_workers) + a0) / (n_w + a0 + b0)
+            n_g = np.bincount(w[on_gold], minlength=enc.n_workers)
+            c_g = np.bincount(w[on_gold], weights=correct[on_gold], minlength=enc.n_workers)
+            acc0 = np.where(n_g > 0, (c_g + a0) / (n_g + a0 + b0), acc_mv)
+            q, _ = self._posterior(enc, acc0, (1.0 + q[free].sum()) / (2.0 + n_free))
         acc = np.full(enc.n_workers, 0.5)
         prior = 0.5
         converged = False
