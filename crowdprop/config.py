@@ -75,7 +75,10 @@ class PolicySection:
     batch: int = 5
     """Sequential policy: masks asked per cluster per round."""
     credible: float = 0.95
-    """Mass of the Beta posterior interval reported and used by the sequential policy."""
+    """Mass of the equal-tailed Beta posterior interval reported for each cluster."""
+    confidence: float = 0.95
+    """Sequential policy: stop a cluster once one of the paper rule's outcomes has at
+    least this predictive probability."""
     prior_a: float = 1.0
     prior_b: float = 1.0
 
@@ -93,6 +96,7 @@ class PolicySection:
         v.check(self.candidates_per_class >= 1, "candidates_per_class", "must be >= 1")
         v.check(1 <= self.batch <= self.k, "batch", "must be in [1, k]")
         v.check(0.5 <= self.credible < 1.0, "credible", "must be in [0.5, 1)")
+        v.check(0.5 < self.confidence <= 1.0, "confidence", "must be in (0.5, 1]")
         v.check(self.prior_a > 0 and self.prior_b > 0, "prior_a", "Beta prior parameters must be > 0")
 
 
@@ -106,8 +110,15 @@ class CrowdSection:
     reward_usd: float = 0.20
     """Reward per assignment (one worker doing one HIT)."""
     seconds_per_question: float = 1.4
+    poll_interval_s: float = 30.0
+    """Seconds between polls for submitted work (real crowds)."""
+    round_timeout_s: float = 86400.0
+    """A round stops waiting after this long; unanswered HITs expire and their
+    questions are asked again in the next round."""
 
     def validate(self, v: "_V") -> None:
+        v.check(self.poll_interval_s >= 0, "poll_interval_s", "must be >= 0")
+        v.check(self.round_timeout_s > 0, "round_timeout_s", "must be > 0")
         v.check(1 <= self.questions_per_hit <= 500, "questions_per_hit", "must be in [1, 500]")
         v.check(0 <= self.golds_per_hit < self.questions_per_hit, "golds_per_hit", "must be in [0, questions_per_hit)")
         v.check(1 <= self.assignments_per_hit <= 9, "assignments_per_hit", "must be in [1, 9] (MTurk fees double at 10)")
@@ -185,7 +196,8 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "extra"}
+SECTIONS = {"campaign": CampaignSection, "policy": PolicySection, "crowd": CrowdSection,
+            "simulation": SimulationSection, "features": FeaturesSection, "tree": TreeSection}
 EXTRA_SECTIONS: dict[str, Any] = {}
 """Optional stages register ``name -> validator(dict, _V)`` here."""
 

@@ -78,6 +78,14 @@ class NodeStatus(str, enum.Enum):
     """Decided member by member (leaf or small cluster)."""
 
 
+NODE_CODES: dict[NodeStatus, int] = {
+    NodeStatus.INACTIVE: 0, NodeStatus.OPEN: 1, NodeStatus.SPLIT: 2,
+    NodeStatus.ACCEPTED: 3, NodeStatus.REJECTED: 4, NodeStatus.VERIFIED: 5,
+}
+"""Node status as int8 codes in the controller's arrays (one byte per node)."""
+INACTIVE, OPEN, SPLIT, ACCEPTED, REJECTED, VERIFIED = range(6)
+
+
 class MaskStatus(str, enum.Enum):
     """Final label of a mask."""
 

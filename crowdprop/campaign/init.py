@@ -1,0 +1,136 @@
+"""Creating a run directory: validate every input first, write into a temporary
+folder, build the cluster trees, then rename into place. A failure at any point
+leaves RUN_DIR as it was."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from .. import config as config_mod
+from ..errors import InputError, StateError
+from ..io import atomic_write_text, write_parquet
+from ..masks import load_ground_truth, load_predictions
+from ..policy.controller import predicted_quality
+from .store import RunDir
+
+log = logging.getLogger(__name__)
+
+GOLD_POOL_SIZE = 200
+"""Replay: size of the gold pool drawn from ground truth (balanced yes/no)."""
+
+
+def _check_target(run_dir: Path) -> None:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise StateError(f"{run_dir}: already exists and is not empty; choose a new run directory")
+
+
+def replay_gold_pool(masks: pd.DataFrame, correct_iou: float, rng: np.random.Generator,
+                     size: int = GOLD_POOL_SIZE) -> pd.DataFrame:
+    """Unambiguous golds from ground truth: clearly right (IoU >= 0.85 and above the bar)
+    and clearly wrong (IoU < 0.5) masks, half and half."""
+    iou = masks["gt_iou"].to_numpy(np.float64)
+    yes = np.flatnonzero((iou > correct_iou) & (iou >= 0.85))
+    no = np.flatnonzero(iou < 0.5)
+    half = size // 2
+    pick_yes = np.sort(rng.choice(yes, min(half, len(yes)), replace=False)) if len(yes) else yes
+    pick_no = np.sort(rng.choice(no, min(half, len(no)), replace=False)) if len(no) else no
+    return pd.DataFrame({"mask_row": np.concatenate([pick_yes, pick_no]).astype(np.int64),
+                         "label": np.concatenate([np.ones(len(pick_yes)), np.zeros(len(pick_no))]).astype(np.int64)})
+
+
+def build_trees(run: RunDir, *, progress: bool | None = None) -> None:
+    """Featurise the masks (or take the given features) and build the per-class forest."""
+    from ..features import clustering_embedding, shape_features
+    from ..tree.build import build_forest
+
+    cfg = run.config
+    masks = run.masks
+    fpath = run.path / "features.npy"
+    if fpath.exists():
+        feats = np.load(fpath, mmap_mode="r")
+    else:
+        feats = shape_features(masks, grid=cfg.features.grid, progress=bool(progress))
+    quality = predicted_quality(masks, cfg.policy.quality)
+    rng = np.random.default_rng([cfg.campaign.seed, 1])
+    emb = clustering_embedding(np.asarray(feats, dtype=np.float32), quality,
+                               quality_weight=cfg.features.quality_weight, pca_dims=cfg.features.pca_dims, rng=rng)
+    forest = build_forest(masks["category_id"].to_numpy(np.int64), emb, exact_max=cfg.tree.exact_max,
+                          micro_size=cfg.tree.micro_size, rng=rng, progress=bool(progress))
+    run.write_forest(forest)
+    log.info("built %d trees with %d nodes over %d masks", len(forest.roots), forest.n_nodes, len(masks))
+
+
+def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: str | os.PathLike | None = None,
+             features: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None,
+             crowd: dict | None = None, seed: int | None = None, progress: bool | None = None) -> RunDir:
+    """Validate the inputs and create ``run_dir``. Returns the new run directory."""
+    run_dir = Path(run_dir)
+    _check_target(run_dir)
+    cfg = config_mod.load(config_path)
+    if seed is not None:
+        cfg.campaign.seed = int(seed)
+    gt_obj = load_ground_truth(gt) if gt is not None else None
+    masks = load_predictions(predictions, gt_obj)
+    feats = None
+    if features is not None:
+        from ..features import load_features
+
+        feats = load_features(features, masks)
+    if crowd and crowd.get("kind") in ("simulated", "mturk-local") and gt_obj is None:
+        raise InputError(predictions, None, None, "a replay needs ground truth: pass --gt")
+    predicted_quality(masks, cfg.policy.quality)  # fails early if the quality source is missing
+
+    if gt_obj is not None:
+        images, categories = gt_obj.images, gt_obj.categories
+        gt_ann = gt_obj.annotations
+    else:
+        im = masks.groupby("image_id")[["height", "width"]].first().reset_index()
+        images = pd.DataFrame({"id": im["image_id"], "file_name": "", "height": im["height"], "width": im["width"],
+                               "coco_url": ""})
+        cats = np.unique(masks["category_id"])
+        categories = pd.DataFrame({"id": cats, "name": [f"class {c}" for c in cats], "supercategory": ""})
+        gt_ann = None
+
+    tmp = run_dir.parent / f".{run_dir.name}.init-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        atomic_write_text(tmp / "config.json", cfg.to_json())
+        campaign = {
+            "campaign_id": uuid.uuid4().hex[:12],
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "crowd": crowd or {"kind": "mturk", "target": "sandbox"},
+            "sources": {"predictions": str(predictions), "gt": str(gt) if gt else None,
+                        "features": str(features) if features else None,
+                        "config": str(config_path) if config_path else None},
+            "version": __version__,
+        }
+        atomic_write_text(tmp / "campaign.json", json.dumps(campaign, indent=2, sort_keys=True))
+        write_parquet(tmp / "masks.parquet", masks)
+        write_parquet(tmp / "images.parquet", images)
+        write_parquet(tmp / "categories.parquet", categories)
+        if gt_ann is not None:
+            write_parquet(tmp / "gt.parquet", gt_ann)
+            golds = replay_gold_pool(masks, cfg.campaign.correct_iou, np.random.default_rng([cfg.campaign.seed, 2]))
+            write_parquet(tmp / "golds.parquet", golds)
+        if feats is not None:
+            np.save(tmp / "features.npy", np.asarray(feats, dtype=np.float32))
+        build_trees(RunDir(tmp), progress=progress)
+        if run_dir.exists():
+            run_dir.rmdir()
+        os.replace(tmp, run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("created %s with %d masks", run_dir, len(masks))
+    return RunDir(run_dir)

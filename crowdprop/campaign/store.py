@@ -1,0 +1,195 @@
+"""The run directory: every fact of a campaign, in Parquet, written atomically.
+
+Layout::
+
+    RUN_DIR/
+      config.json            resolved configuration (crowdprop.config)
+      campaign.json          campaign id, crowd kind, sources, version
+      masks.parquet          one row per predicted mask (crowdprop.schema)
+      images.parquet         id, file_name, height, width, coco_url
+      categories.parquet     id, name, supercategory
+      gt.parquet             ground-truth instances (replay; recall figures)
+      features.npy           optional input features, rows aligned with masks
+      trees/nodes.parquet    the forest (crowdprop.tree.Forest)
+      trees/order.parquet
+      golds.parquet          gold pool: mask_row, label
+      state/round=00001/     one folder per completed round:
+          questions.parquet hits.parquet assignments.parquet answers.parquet
+          decisions.parquet spend.parquet
+      journal/round=00002/   the round in progress: what was planned, published,
+                             received and settled, recorded before it is acted on
+      report.json
+
+A round folder is written as ``state/.round=0000k.tmp`` and renamed into place,
+so it exists complete or not at all; the last complete round is where ``run``
+continues. The journal makes a round in progress safe to kill: HIT tokens are
+recorded before CreateHIT, answers before approval, approvals before they are paid.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import config as config_mod
+from ..errors import StateError
+from ..io import atomic_write_text, read_parquet, write_parquet
+from ..schema import MASK_COLUMNS
+from ..tree import Forest
+
+ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend")
+
+
+def round_dirname(r: int) -> str:
+    return f"round={r:05d}"
+
+
+class RunDir:
+    """Read and write one campaign's run directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # -- static inputs -------------------------------------------------------------------------
+    def require(self) -> "RunDir":
+        if not self.path.is_dir():
+            raise StateError(f"{self.path}: not a run directory (create one with 'crowdprop init' or 'crowdprop replay')")
+        for name in ("config.json", "campaign.json", "masks.parquet"):
+            if not (self.path / name).exists():
+                raise StateError(f"{self.path}: incomplete run directory, {name} is missing")
+        return self
+
+    @cached_property
+    def config(self) -> config_mod.Config:
+        try:
+            return config_mod.load_json(self.path / "config.json")
+        except (OSError, json.JSONDecodeError) as e:
+            raise StateError(f"{self.path / 'config.json'}: unreadable: {e}") from None
+
+    @cached_property
+    def campaign(self) -> dict:
+        try:
+            return json.loads((self.path / "campaign.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise StateError(f"{self.path / 'campaign.json'}: unreadable: {e}") from None
+
+    def write_campaign(self, data: dict) -> None:
+        atomic_write_text(self.path / "campaign.json", json.dumps(data, indent=2, sort_keys=True))
+        self.__dict__.pop("campaign", None)
+
+    @cached_property
+    def masks(self) -> pd.DataFrame:
+        df = read_parquet(self.path / "masks.parquet")
+        missing = [c for c in MASK_COLUMNS if c not in df]
+        if missing:
+            raise StateError(f"{self.path / 'masks.parquet'}: field '{missing[0]}': column missing")
+        return df
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        p = self.path / f"{name}.parquet"
+        return read_parquet(p) if p.exists() else None
+
+    @property
+    def has_forest(self) -> bool:
+        return (self.path / "trees" / "nodes.parquet").exists()
+
+    @cached_property
+    def forest(self) -> Forest:
+        if not self.has_forest:
+            raise StateError(f"{self.path}: no cluster trees yet")
+        return Forest.from_tables(read_parquet(self.path / "trees" / "nodes.parquet"),
+                                  read_parquet(self.path / "trees" / "order.parquet"))
+
+    def write_forest(self, forest: Forest) -> None:
+        write_parquet(self.path / "trees" / "order.parquet", forest.order_table())
+        write_parquet(self.path / "trees" / "nodes.parquet", forest.nodes_table())
+        self.__dict__.pop("forest", None)
+
+    @cached_property
+    def golds(self) -> pd.DataFrame:
+        t = self.table("golds")
+        return t if t is not None else pd.DataFrame({"mask_row": pd.Series(dtype=np.int64),
+                                                      "label": pd.Series(dtype=np.int64)})
+
+    # -- rounds --------------------------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        return self.path / "state"
+
+    def rounds(self) -> list[int]:
+        if not self.state_dir.exists():
+            return []
+        out = []
+        for p in self.state_dir.iterdir():
+            if p.is_dir() and p.name.startswith("round=") and (p / "_COMPLETE").exists():
+                out.append(int(p.name.split("=")[1]))
+        return sorted(out)
+
+    def read_rounds(self, name: str, upto: int | None = None) -> pd.DataFrame:
+        frames = []
+        for r in self.rounds():
+            if upto is not None and r > upto:
+                break
+            p = self.state_dir / round_dirname(r) / f"{name}.parquet"
+            if p.exists():
+                frames.append(read_parquet(p))
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            p = None
+            for r in self.rounds():
+                p = self.state_dir / round_dirname(r) / f"{name}.parquet"
+            return read_parquet(p).iloc[:0] if p is not None and p.exists() else pd.DataFrame()
+        return pd.concat(frames, ignore_index=True)
+
+    def commit_round(self, r: int, tables: dict[str, pd.DataFrame]) -> None:
+        """Write one round's tables as a folder that appears complete or not at all."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        final = self.state_dir / round_dirname(r)
+        if final.exists():
+            raise StateError(f"{final}: round {r} is already committed")
+        tmp = self.state_dir / f".{round_dirname(r)}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for name in ROUND_TABLES:
+            write_parquet(tmp / f"{name}.parquet", tables[name])
+        atomic_write_text(tmp / "_COMPLETE", "")
+        os.replace(tmp, final)
+        shutil.rmtree(self.journal_dir(r), ignore_errors=True)
+
+    # -- the journal of the round in progress ---------------------------------------------------
+    def journal_dir(self, r: int) -> Path:
+        return self.path / "journal" / round_dirname(r)
+
+    def journal_write(self, r: int, name: str, df: pd.DataFrame) -> None:
+        write_parquet(self.journal_dir(r) / f"{name}.parquet", df)
+
+    def journal_read(self, r: int, name: str) -> pd.DataFrame | None:
+        p = self.journal_dir(r) / f"{name}.parquet"
+        return read_parquet(p) if p.exists() else None
+
+    def journal_append(self, r: int, name: str, record: dict) -> None:
+        """Append one JSON line and fsync it before returning."""
+        d = self.journal_dir(r)
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / f"{name}.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def journal_lines(self, r: int, name: str) -> list[dict]:
+        p = self.journal_dir(r) / f"{name}.jsonl"
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill mid-write: everything after it is unwritten
+        return out

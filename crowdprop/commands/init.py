@@ -1,0 +1,29 @@
+"""crowdprop init: validate predictions (and ground truth) and create a run directory."""
+from __future__ import annotations
+
+NAME = "init"
+HELP = "validate predictions (and ground truth) and create a run directory with cluster trees"
+ORDER = 10
+
+
+def register(p):
+    p.add_argument("run_dir", metavar="RUN_DIR", help="new run directory (must not exist or be empty)")
+    p.add_argument("--predictions", required=True, help="COCO results JSON (RLE or polygon segmentation, score)")
+    p.add_argument("--gt", help="COCO instances ground truth (needed for polygons and for replay)")
+    p.add_argument("--features", help=".npy aligned with the predictions, or Parquet keyed by mask_id")
+    p.add_argument("--config", help="campaign TOML (see README for every key)")
+    p.add_argument("--crowd", choices=["mturk", "simulated"], default="mturk",
+                   help="who answers: MTurk (sandbox unless told otherwise at run) or simulated workers (replay)")
+    p.add_argument("--seed", type=int, help="override [campaign] seed")
+    p.epilog = "example:\n  crowdprop init runs/cars --predictions preds.json --gt instances.json --config campaign.toml"
+
+
+def run(args) -> int:
+    from ..campaign.init import init_run
+
+    crowd = {"kind": "simulated"} if args.crowd == "simulated" else {"kind": "mturk", "target": "sandbox"}
+    rd = init_run(args.run_dir, predictions=args.predictions, gt=args.gt, features=args.features,
+                  config_path=args.config, crowd=crowd, seed=args.seed, progress=None)
+    n = len(rd.masks)
+    print(f"created {rd.path}: {n} masks, {len(rd.forest.roots)} class trees; next: crowdprop run {rd.path}")
+    return 0

@@ -1,0 +1,70 @@
+"""crowdprop replay: init + run + report with simulated workers answering from ground truth."""
+from __future__ import annotations
+
+NAME = "replay"
+HELP = "dress rehearsal: a whole campaign with simulated workers answering from ground truth"
+ORDER = 5
+
+
+def register(p):
+    p.add_argument("--predictions", help="COCO results JSON (default: the sample shipped with crowdprop)")
+    p.add_argument("--gt", help="COCO instances ground truth (default: the shipped sample's)")
+    p.add_argument("--features", help=".npy aligned with the predictions, or Parquet keyed by mask_id")
+    p.add_argument("--config", help="campaign TOML")
+    p.add_argument("--run-dir", help="run directory (default: a new folder under ./crowdprop-runs/)")
+    p.add_argument("--seed", type=int, help="override [campaign] seed")
+    p.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    p.epilog = ("examples:\n  crowdprop replay\n"
+                "  crowdprop replay --predictions preds.json --gt instances.json --config campaign.toml --seed 3\n"
+                "An interrupted replay continues with: crowdprop run RUN_DIR")
+
+
+def sample_paths():
+    from importlib.resources import files
+
+    d = files("crowdprop.data")
+    return str(d / "sample_predictions.json"), str(d / "sample_gt.json")
+
+
+def run(args) -> int:
+    import datetime as dt
+    import json
+    from pathlib import Path
+
+    from ..campaign.backends import make_backend
+    from ..campaign.init import init_run
+    from ..campaign.loop import Campaign
+    from ..campaign.store import RunDir
+    from ..errors import InputError
+    from ..io import atomic_write_text
+    from ..report.summary import compute_report, format_report
+
+    preds, gt = args.predictions, args.gt
+    if (preds is None) != (gt is None):
+        raise InputError("replay", None, "--predictions/--gt", "give both, or neither for the shipped sample")
+    if preds is None:
+        preds, gt = sample_paths()
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    else:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("crowdprop-runs") / f"replay-{stamp}"
+        k = 1
+        while run_dir.exists():
+            k += 1
+            run_dir = Path("crowdprop-runs") / f"replay-{stamp}-{k}"
+    print(f"run directory: {run_dir}")
+    rd = init_run(run_dir, predictions=preds, gt=gt, features=args.features, config_path=args.config,
+                  crowd={"kind": "simulated"}, seed=args.seed, progress=None)
+    backend = make_backend(rd)
+    try:
+        res = Campaign(rd, backend).run()
+    finally:
+        backend.close()
+    rep = compute_report(rd)
+    text = json.dumps(rep, indent=2, default=float)
+    atomic_write_text(rd.path / "report.json", text)
+    print(text if args.json else format_report(rep))
+    print(f"stopped: {res.stop_reason}. Report: {rd.path / 'report.json'}; "
+          f"export: crowdprop export {rd.path} -o annotations.json")
+    return 0

@@ -1,0 +1,83 @@
+"""In-process simulated crowd: the CrowdBackend of a replay when no HTTP is wanted.
+
+Workers come from :class:`crowdprop.replay.workers.WorkerPool` and answer from
+ground truth. Every answer is a pure function of (seed, worker, question), so a
+campaign interrupted at any moment and run again sees the same answers.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from ..replay.workers import WorkerPool
+from .base import Assignment, HitRequest
+
+log = logging.getLogger(__name__)
+
+
+class SimulatedCrowd:
+    """A crowd that finishes every HIT as soon as it is published.
+
+    Parameters
+    ----------
+    truth : (n,) bool array
+        Whether each mask row is correct (from ground truth).
+    pool : WorkerPool
+    blocked : set of worker ids that get no more HITs (soft blocks).
+    """
+
+    name = "simulated"
+
+    def __init__(self, truth: np.ndarray, pool: WorkerPool, *, blocked: set[str] | None = None):
+        self.truth = np.asarray(truth, dtype=bool)
+        self.pool = pool
+        self.blocked = set(blocked or ())
+        self._hits: dict[str, HitRequest] = {}
+        self._assignments: dict[str, Assignment] = {}
+        self._by_hit: dict[str, list[str]] = {}
+        self.publish_calls = 0
+
+    def publish(self, hit: HitRequest) -> str:
+        self.publish_calls += 1
+        hit_id = f"SIMHIT-{hit.token}"
+        if hit_id in self._hits:
+            return hit_id
+        self._hits[hit_id] = hit
+        key = f"r{hit.round}-b{hit.batch}"
+        workers = self.pool.pick(key, hit.assignments, exclude=self.blocked)
+        ids = []
+        for a, w in enumerate(workers):
+            wid = self.pool.worker_ids[w]
+            answers = {q.question_id: self.pool.answer(w, f"{q.question_id}:{q.mask_row}", bool(self.truth[q.mask_row]))
+                       for q in hit.questions}
+            secs = self.pool.seconds(w, f"{key}-{a}", len(hit.questions))
+            aid = f"SIMASG-{hit.token}-{a}"
+            self._assignments[aid] = Assignment(assignment_id=aid, hit_id=hit_id, worker_id=wid, answers=answers,
+                                                work_seconds=secs, accept_time=0.0, submit_time=secs)
+            ids.append(aid)
+        self._by_hit[hit_id] = ids
+        return hit_id
+
+    def poll(self, hit_ids: Sequence[str]) -> list[Assignment]:
+        out = []
+        for h in hit_ids:
+            for aid in self._by_hit.get(h, []):
+                a = self._assignments[aid]
+                if a.status == "Submitted":
+                    out.append(a)
+        return out
+
+    def settle(self, assignment_id: str, approve: bool, feedback: str | None = None) -> None:
+        a = self._assignments[assignment_id]
+        a.status = "Approved" if approve else "Rejected"
+
+    def expire(self, hit_id: str) -> None:
+        pass
+
+    def block(self, worker_id: str, reason: str) -> None:
+        self.blocked.add(worker_id)
+
+    def close(self) -> None:
+        pass

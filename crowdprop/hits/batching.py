@@ -1,0 +1,104 @@
+"""Batching questions into HITs with gold questions mixed in (pure)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..config import CrowdSection
+from ..crowd.base import Fees, HitRequest, Question
+
+QUESTION_COLUMNS = ["question_id", "round", "batch", "position", "mask_row", "node_id", "is_gold", "gold_label", "token"]
+
+
+def hit_token(campaign_id: str, round_: int, batch: int) -> str:
+    """Deterministic ``UniqueRequestToken`` for (campaign, round, batch); at most 64 characters."""
+    token = f"{campaign_id}-r{round_:05d}-b{batch:05d}"
+    if len(token) > 64:
+        raise ValueError("campaign id too long for a 64-character request token")
+    return token
+
+
+def reward_for(n_questions: int, cfg: CrowdSection) -> float:
+    """Reward of one assignment: ``reward_usd`` for a full HIT, pro rata for a short one (>= $0.01)."""
+    return max(0.01, round(cfg.reward_usd * n_questions / cfg.questions_per_hit + 1e-9, 2))
+
+
+def pick_golds(pool: pd.DataFrame, n: int, used: dict[int, int], rng: np.random.Generator) -> pd.DataFrame:
+    """``n`` golds balanced between yes and no, least-used first (ties at random).
+
+    ``pool`` has columns ``mask_row, label`` (label 1 = the mask is correct).
+    ``used`` counts how often each gold was put in a HIT; it is updated.
+    """
+    if n <= 0 or len(pool) == 0:
+        return pool.iloc[:0]
+    picks = []
+    n_yes = (n + int(rng.integers(2))) // 2
+    for label, want in ((1, n_yes), (0, n - n_yes)):
+        sub = pool[pool["label"] == label]
+        if len(sub) == 0:
+            continue
+        counts = np.array([used.get(int(r), 0) for r in sub["mask_row"]])
+        key = counts + rng.random(len(sub)) * 0.5
+        idx = np.argsort(key, kind="stable")[: min(want, len(sub))]
+        picks.append(sub.iloc[idx])
+    out = pd.concat(picks) if picks else pool.iloc[:0]
+    if len(out) < n:  # one side of the pool ran short: fill from the other side
+        rest = pool[~pool["mask_row"].isin(out["mask_row"])]
+        counts = np.array([used.get(int(r), 0) for r in rest["mask_row"]])
+        idx = np.argsort(counts + rng.random(len(rest)) * 0.5, kind="stable")[: n - len(out)]
+        out = pd.concat([out, rest.iloc[idx]])
+    for r in out["mask_row"]:
+        used[int(r)] = used.get(int(r), 0) + 1
+    return out
+
+
+def make_hits(asks: dict[int, np.ndarray], *, round_: int, campaign_id: str, campaign_name: str,
+              cfg: CrowdSection, gold_pool: pd.DataFrame, gold_used: dict[int, int],
+              rng: np.random.Generator) -> tuple[pd.DataFrame, list[HitRequest]]:
+    """Shuffle this round's questions, cut them into HITs and add golds at random positions.
+
+    Returns the questions table (:data:`QUESTION_COLUMNS`) and one :class:`HitRequest` per HIT.
+    """
+    rows = [(int(node), int(r)) for node in sorted(asks) for r in asks[node]]
+    if not rows:
+        return pd.DataFrame(columns=QUESTION_COLUMNS), []
+    arr = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    arr = arr[rng.permutation(len(arr))]
+    golds_per_hit = cfg.golds_per_hit if len(gold_pool) else 0
+    per_hit = cfg.questions_per_hit - golds_per_hit
+    records = []
+    hits = []
+    qn = 0
+    for b, s in enumerate(range(0, len(arr), per_hit)):
+        chunk = arr[s:s + per_hit]
+        g = pick_golds(gold_pool, golds_per_hit, gold_used, rng)
+        n_total = len(chunk) + len(g)
+        gold_pos = set(rng.choice(n_total, size=len(g), replace=False).tolist()) if len(g) else set()
+        token = hit_token(campaign_id, round_, b)
+        ci = gi = 0
+        qs = []
+        for pos in range(n_total):
+            qid = f"r{round_:05d}q{qn:07d}"
+            qn += 1
+            if pos in gold_pos:
+                grow = g.iloc[gi]
+                gi += 1
+                rec = (qid, round_, b, pos, int(grow["mask_row"]), -1, True, int(grow["label"]), token)
+                qs.append(Question(qid, int(grow["mask_row"]), True, bool(grow["label"])))
+            else:
+                node, mrow = chunk[ci]
+                ci += 1
+                rec = (qid, round_, b, pos, int(mrow), int(node), False, -1, token)
+                qs.append(Question(qid, int(mrow), False, None))
+            records.append(rec)
+        hits.append(HitRequest(token=token, round=round_, batch=b, questions=tuple(qs),
+                               assignments=cfg.assignments_per_hit, reward_usd=reward_for(n_total, cfg),
+                               campaign=campaign_name))
+    q = pd.DataFrame(records, columns=QUESTION_COLUMNS)
+    q["gold_label"] = q["gold_label"].astype(np.int8)
+    return q, hits
+
+
+def max_cost(hit: HitRequest, fees: Fees) -> float:
+    """Most a HIT can cost: every assignment approved, fees included."""
+    return round(hit.assignments * (hit.reward_usd + fees.assignment_fee(hit.reward_usd, hit.assignments)), 2)

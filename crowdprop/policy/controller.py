@@ -1,0 +1,261 @@
+"""Pure decisions of the propagation controller: which clusters to ask about, which
+masks to sample, and what to do with a cluster once its answers are in.
+
+Glossary
+--------
+forest : :class:`crowdprop.tree.Forest`
+    ``m`` nodes over ``n`` masks; node ``j`` holds mask rows ``order[start[j]:end[j]]``.
+status : (m,) int8 array of node status codes (:data:`crowdprop.schema.NODE_CODES`)
+    OPEN nodes are the frontier (candidates).
+node_quality : (m,) float
+    Mean predicted quality of a node's members.
+label_p : (n,) float
+    Per mask, the aggregated probability that it is correct, from the direct
+    (non-gold) answers so far; NaN where the mask has none.
+
+Nothing here touches disk or network; randomness comes from the generator passed in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..config import PolicySection
+from ..schema import ACCEPTED, INACTIVE, OPEN, REJECTED, SPLIT, VERIFIED, Decision
+from ..tree import Forest
+from .estimate import ACCEPT as _ACC, REJECT as _REJ, SPLIT as _SPL, WAIT as _WAIT
+from .estimate import beta_interval, paper_decision, sequential_decision
+
+
+def node_mean(forest: Forest, values: np.ndarray) -> np.ndarray:
+    """Mean of a per-mask array over each node's members, ``(m,)``, via prefix sums."""
+    v = np.asarray(values, dtype=np.float64)[forest.order]
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    size = np.maximum(forest.end - forest.start, 1)
+    return (c[forest.end] - c[forest.start]) / size
+
+
+def label_sums(forest: Forest, label_p: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number of labeled members and sum of their ``p`` for each node in ``nodes``."""
+    p = np.asarray(label_p, dtype=np.float64)[forest.order]
+    has = ~np.isnan(p)
+    cn = np.concatenate([[0], np.cumsum(has)])
+    cy = np.concatenate([[0.0], np.cumsum(np.where(has, p, 0.0))])
+    s, e = forest.start[nodes], forest.end[nodes]
+    return (cn[e] - cn[s]).astype(np.float64), cy[e] - cy[s]
+
+
+def predicted_quality(masks: pd.DataFrame, how: str) -> np.ndarray:
+    """Per-mask predicted quality in [0, 1] (``PolicySection.quality``)."""
+    score = masks["score"].to_numpy(np.float64)
+    piou = masks["pred_iou"].to_numpy(np.float64)
+    has_piou = bool(np.isfinite(piou).all()) and len(piou) > 0
+    if how == "auto":
+        how = "score_x_pred_iou" if has_piou else "score"
+    if how == "score":
+        return score
+    if not has_piou:
+        from ..errors import InputError
+
+        raise InputError("masks", None, "pred_iou", f"policy.quality = '{how}' needs a predicted IoU for every mask")
+    return piou if how == "pred_iou" else score * piou
+
+
+@dataclass
+class RoundPlan:
+    """What the controller wants from one round."""
+
+    free_splits: list[int] = field(default_factory=list)
+    """Nodes split without asking (predicted quality below K_pa)."""
+    nodes: list[int] = field(default_factory=list)
+    """Candidate nodes considered this round (asked about or decided from labels they already have)."""
+    asks: dict[int, np.ndarray] = field(default_factory=dict)
+    """node -> mask rows to ask about (may be empty: decided from inherited labels)."""
+
+    @property
+    def n_questions(self) -> int:
+        return int(sum(len(v) for v in self.asks.values()))
+
+
+def initial_status(forest: Forest) -> np.ndarray:
+    status = np.full(forest.n_nodes, INACTIVE, dtype=np.int8)
+    status[forest.roots] = OPEN
+    return status
+
+
+def _open_children(forest: Forest, status: np.ndarray, nodes: np.ndarray) -> None:
+    for arr in (forest.left[nodes], forest.right[nodes]):
+        arr = arr[arr >= 0]
+        status[arr] = OPEN
+
+
+def apply_split(forest: Forest, status: np.ndarray, nodes) -> None:
+    nodes = np.asarray(nodes, dtype=np.int64)
+    if len(nodes):
+        status[nodes] = SPLIT
+        _open_children(forest, status, nodes)
+
+
+def _sample_rows(forest: Forest, node: int, need: int, label_p: np.ndarray, cfg: PolicySection,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Unlabeled member rows to ask about, uniform or stratified over the two children."""
+    if need <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if cfg.sampling == "stratified" and forest.left[node] >= 0:
+        kids = [int(forest.left[node]), int(forest.right[node])]
+        sizes = np.array([forest.end[c] - forest.start[c] for c in kids], dtype=np.float64)
+        n_lab, _ = label_sums(forest, label_p, np.array(kids))
+        target_total = need + n_lab.sum()
+        target = target_total * sizes / sizes.sum()
+        base = np.floor(target).astype(int)
+        rem = int(round(target_total)) - base.sum()
+        if rem > 0:
+            base[np.argsort(-(target - base), kind="stable")[:rem]] += 1
+        want = np.maximum(base - n_lab.astype(int), 0)
+        # Hand any shortfall (a child with too few unlabeled members) to the other child.
+        out = []
+        for c, w in zip(kids, want):
+            out.append(_uniform(forest, c, int(w), label_p, rng))
+        got = sum(len(o) for o in out)
+        if got < need:
+            taken = np.concatenate(out) if out else np.zeros(0, np.int64)
+            extra = _uniform(forest, node, need - got, label_p, rng, exclude=taken)
+            out.append(extra)
+        return np.concatenate(out).astype(np.int64)
+    return _uniform(forest, node, need, label_p, rng)
+
+
+def _uniform(forest: Forest, node: int, need: int, label_p: np.ndarray, rng: np.random.Generator,
+             exclude: np.ndarray | None = None) -> np.ndarray:
+    if need <= 0:
+        return np.zeros(0, dtype=np.int64)
+    members = forest.order[forest.start[node]:forest.end[node]]
+    free = members[np.isnan(label_p[members])]
+    if exclude is not None and len(exclude):
+        free = free[~np.isin(free, exclude)]
+    if len(free) <= need:
+        return np.sort(free).astype(np.int64)
+    return np.sort(rng.choice(free, size=need, replace=False)).astype(np.int64)
+
+
+def plan_round(forest: Forest, status: np.ndarray, node_quality: np.ndarray, label_p: np.ndarray,
+               cfg: PolicySection, rng: np.random.Generator) -> RoundPlan:
+    """Choose this round's candidates (best-first per class) and the masks to ask about.
+
+    ``status`` is updated in place for free splits (nodes whose predicted quality is
+    below ``k_pa`` and which are larger than ``min_cluster_size``).
+    """
+    plan = RoundPlan()
+    size = forest.end - forest.start
+    while True:
+        open_ = np.flatnonzero(status == OPEN)
+        low = open_[(node_quality[open_] < cfg.k_pa) & (size[open_] > cfg.min_cluster_size)
+                    & (forest.left[open_] >= 0)]
+        if len(low) == 0:
+            break
+        apply_split(forest, status, low)
+        plan.free_splits.extend(low.tolist())
+    open_ = np.flatnonzero(status == OPEN)
+    if len(open_) == 0:
+        return plan
+    # Best-first within each class: highest predicted quality, then larger, then node id.
+    frame = pd.DataFrame({"node": open_, "cat": forest.category[open_], "q": node_quality[open_],
+                          "size": size[open_]})
+    frame = frame.sort_values(["cat", "q", "size", "node"], ascending=[True, False, False, True], kind="stable")
+    chosen = frame.groupby("cat", sort=True).head(cfg.candidates_per_class)["node"].to_numpy()
+    chosen = np.sort(chosen)
+    n_lab, _ = label_sums(forest, label_p, chosen)
+    for node, have in zip(chosen.tolist(), n_lab.tolist()):
+        sz = int(size[node])
+        if sz <= cfg.min_cluster_size or forest.left[node] < 0:
+            need = sz - int(have)  # verify every member
+            rows = _uniform(forest, node, need, label_p, rng)
+        else:
+            target = min(cfg.k, sz)
+            if cfg.name == "sequential":
+                target = min(target, int(have) + cfg.batch)
+            rows = _sample_rows(forest, node, target - int(have), label_p, cfg, rng)
+        plan.nodes.append(node)
+        plan.asks[node] = rows
+    return plan
+
+
+def decide(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cfg: PolicySection,
+           node_quality: np.ndarray | None = None) -> pd.DataFrame:
+    """Decide what happens to each candidate node given every label collected so far.
+
+    Returns a DataFrame with one row per node: ``node_id, decision, n_labeled, yes,
+    est_mean, est_lo, est_hi, quality`` (decision values are :class:`Decision` values).
+    """
+    nodes = np.asarray(nodes, dtype=np.int64)
+    n_lab, yes = label_sums(forest, label_p, nodes)
+    size = (forest.end - forest.start)[nodes]
+    mean, lo, hi = beta_interval(yes, n_lab - yes, prior_a=cfg.prior_a, prior_b=cfg.prior_b, credible=cfg.credible)
+    small = (size <= cfg.min_cluster_size) | (forest.left[nodes] < 0)
+    dec = np.full(len(nodes), _WAIT, dtype=object)
+    # Small clusters and leaves: decided member by member once every member has a label.
+    dec[small & (n_lab >= size)] = Decision.VERIFY.value
+    big = ~small
+    if np.any(big):
+        target = np.minimum(cfg.k, size[big]).astype(np.float64)
+        if cfg.name == "paper":
+            d = paper_decision(yes[big], n_lab[big], accept=cfg.accept, reject=cfg.reject)
+            d[n_lab[big] < target] = _WAIT
+        else:
+            d = sequential_decision(yes[big], n_lab[big], k=cfg.k, accept=cfg.accept, reject=cfg.reject,
+                                    confidence=cfg.confidence, prior_a=cfg.prior_a, prior_b=cfg.prior_b)
+            # A cluster smaller than k has run out of members to sample once all are labeled.
+            full = n_lab[big] >= target
+            d = np.where(full & (d == _WAIT),
+                         paper_decision(yes[big], n_lab[big], accept=cfg.accept, reject=cfg.reject), d)
+        dec[big] = d
+    return pd.DataFrame({
+        "node_id": nodes,
+        "decision": dec.astype(str),
+        "n_labeled": n_lab.astype(np.int64),
+        "yes": yes,
+        "est_mean": mean,
+        "est_lo": lo,
+        "est_hi": hi,
+        "quality": node_quality[nodes] if node_quality is not None else np.nan,
+    })
+
+
+def apply_decisions(forest: Forest, status: np.ndarray, decisions: pd.DataFrame) -> None:
+    """Move nodes to their new status (in place)."""
+    nodes = decisions["node_id"].to_numpy(np.int64)
+    d = decisions["decision"].to_numpy()
+    status[nodes[d == Decision.ACCEPT.value]] = ACCEPTED
+    status[nodes[d == Decision.REJECT.value]] = REJECTED
+    status[nodes[d == Decision.VERIFY.value]] = VERIFIED
+    apply_split(forest, status, nodes[d == Decision.SPLIT.value])
+
+
+def mask_status(forest: Forest, status: np.ndarray, label_p: np.ndarray) -> np.ndarray:
+    """Final label of every mask row: 1 accepted, 0 rejected, -1 open.
+
+    A mask answered directly keeps its own aggregated label (``p >= 0.5``); the
+    others take the verdict of the accepted or rejected cluster that holds them.
+    """
+    n = len(forest.order)
+    # +1 / -1 difference arrays over positions for accepted and rejected ranges.
+    acc = np.flatnonzero(status == ACCEPTED)
+    rej = np.flatnonzero(status == REJECTED)
+    d_acc = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(d_acc, forest.start[acc], 1)
+    np.add.at(d_acc, forest.end[acc], -1)
+    d_rej = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(d_rej, forest.start[rej], 1)
+    np.add.at(d_rej, forest.end[rej], -1)
+    in_acc = np.cumsum(d_acc)[:n] > 0
+    in_rej = np.cumsum(d_rej)[:n] > 0
+    by_pos = np.full(n, -1, dtype=np.int8)
+    by_pos[in_acc] = 1
+    by_pos[in_rej] = 0
+    out = np.empty(n, dtype=np.int8)
+    out[forest.order] = by_pos
+    direct = ~np.isnan(label_p)
+    out[direct] = (label_p[direct] >= 0.5).astype(np.int8)
+    return out
