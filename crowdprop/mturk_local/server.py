@@ -11,7 +11,8 @@ Routes
 ``GET /hits/<HITId>?assignmentId=&workerId=&hitId=&turkSubmitTo=``
     The HIT's worker page (its HTMLQuestion's HTMLContent). Without
     ``assignmentId`` it redirects to the preview
-    (``assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE``).
+    (``assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE``); with an assignment id and a
+    ``workerId`` the worker accepts the HIT under that assignment id.
 ``GET /hits/<HITId>/accept?workerId=W``
     Accept the HIT as worker ``W`` and redirect to its page with a fresh ``assignmentId``.
 ``POST /mturk/externalSubmit``
@@ -190,11 +191,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _hit_page(self, hit_id: str, query: dict) -> None:
         local = self.server.local
         page = local.hit_page(hit_id)  # 404-ish MTurkError if unknown
-        if not query.get("assignmentId"):
+        aid = query.get("assignmentId")
+        if not aid:
             q = {"assignmentId": ASSIGNMENT_ID_NOT_AVAILABLE, "hitId": hit_id,
                  "turkSubmitTo": self.server.base_url}
             self._send(302, b"", "text/plain", {"Location": f"/hits/{quote(hit_id)}?{urlencode(q)}"})
             return
+        if aid != ASSIGNMENT_ID_NOT_AVAILABLE and query.get("workerId"):
+            # opening the page with an assignment id and a worker id accepts the HIT
+            local.accept(hit_id, query["workerId"], aid)
         self._send(200, page.encode("utf-8"), "text/html; charset=utf-8")
 
     def _accept(self, hit_id: str, query: dict) -> None:

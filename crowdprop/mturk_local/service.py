@@ -931,18 +931,30 @@ class LocalMTurk:
                 raise self._err(f"Hit {hit_id} has no HTMLQuestion page.", "AWS.MechanicalTurk.InvalidHITState")
             return hit.html
 
-    def accept(self, hit_id: str, worker_id: str) -> str:
-        """A (browser) worker accepts a HIT; returns the new assignment id."""
+    def accept(self, hit_id: str, worker_id: str, assignment_id: str | None = None) -> str:
+        """A (browser) worker accepts a HIT; returns the assignment id (new unless given).
+
+        Accepting again with an assignment id this worker already holds on this
+        HIT returns it unchanged (a reload of the worker page)."""
         with self._lock:
             self._advance()
             hit = self._get_hit(hit_id)
             now = self.clock()
+            if assignment_id is not None:
+                held = self._assignments.get(assignment_id)
+                if held is not None:
+                    if held.hit_id != hit_id or held.worker_id != worker_id:
+                        raise self._err(f"Assignment {assignment_id} belongs to another worker or HIT.",
+                                        "AWS.MechanicalTurk.PermissionDenied")
+                    return held.id
+                if not _ENTITY_ID.match(assignment_id) or len(assignment_id) > 64:
+                    raise self._err(f"Assignment id '{assignment_id}' is invalid.", "AWS.ParameterOutOfRange")
             if self._status(hit, now)[0] != "Assignable":
                 raise self._err(f"Hit {hit_id} is not available.", "AWS.MechanicalTurk.InvalidHITState")
             if not self._can_work(worker_id, hit):
                 raise self._err(f"Worker {worker_id} may not work on HIT {hit_id}.",
                                 "AWS.MechanicalTurk.PermissionDenied")
-            a = _Assignment(self._new_id("assignment"), hit.id, worker_id, "Accepted", "browser",
+            a = _Assignment(assignment_id or self._new_id("assignment"), hit.id, worker_id, "Accepted", "browser",
                             accept_time=now, deadline=now + hit.type.assignment_duration)
             self._assignments[a.id] = a
             self._accepted.add(a.id)

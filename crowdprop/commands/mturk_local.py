@@ -1,0 +1,137 @@
+"""``crowdprop mturk-local``: a local MTurk-compatible endpoint with simulated workers."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "mturk-local"
+HELP = "serve a local MTurk-compatible endpoint (boto3 endpoint_url) whose workers are simulated from ground truth"
+ORDER = 70
+
+EPILOG = """\
+examples:
+  crowdprop mturk-local --run-dir runs/demo --port 8443
+  crowdprop mturk-local --gt instances.json --predictions results.json --spammers 0.2 --throttle 0.05
+
+then point boto3 at the printed URL:
+  boto3.client("mturk", endpoint_url=URL, region_name="us-east-1",
+               aws_access_key_id="local", aws_secret_access_key="local")
+
+Workers do each HIT as soon as it is created (--work-delay to wait). HITs whose
+RequesterAnnotation contains "manual" (or all HITs with --no-simulate) are left
+for a browser: open URL/ to list HITs and do them. URL/_ledger shows the money.
+"""
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    p.epilog = EPILOG
+    src = p.add_argument_group("ground truth (one of)")
+    src.add_argument("--run-dir", metavar="RUN_DIR", help="a run directory (masks.parquet with gt_iou, config.json)")
+    src.add_argument("--gt", metavar="GT_JSON", help="COCO ground-truth instances JSON (with --predictions)")
+    src.add_argument("--predictions", metavar="PREDS_JSON", help="COCO results JSON (with --gt)")
+    src.add_argument("--correct-iou", type=float, default=None,
+                     help="a mask is correct when its IoU with ground truth is above this "
+                          "(default: the run's campaign.correct_iou, else 0.75)")
+    net = p.add_argument_group("endpoint")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    net.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    net.add_argument("--images-dir", metavar="DIR", help="serve the files of DIR under URL/images/")
+    wk = p.add_argument_group("simulated workers (default: the run's [simulation] table, else its defaults)")
+    wk.add_argument("--workers", type=int, default=None, help="number of workers")
+    wk.add_argument("--accuracy", type=float, default=None, help="mean accuracy of ordinary workers")
+    wk.add_argument("--spammers", type=float, default=None, help="share of workers answering at random")
+    wk.add_argument("--sloppy", type=float, default=None, help="share of sloppy workers")
+    wk.add_argument("--seed", type=int, default=None, help="seed of the worker pool (default: campaign.seed)")
+    wk.add_argument("--work-delay", type=float, default=0.0, help="seconds before workers submit (default 0)")
+    wk.add_argument("--unanswered", type=float, default=0.0,
+                    help="share of assignment slots nobody ever takes (to exercise expiry)")
+    wk.add_argument("--no-simulate", action="store_true", help="no simulated workers: HITs wait for a browser")
+    wk.add_argument("--balance", type=float, default=10000.0, help="starting account balance in dollars")
+    ft = p.add_argument_group("faults (on API calls only)")
+    ft.add_argument("--throttle", type=float, default=0.0, help="share of requests refused with ThrottlingException")
+    ft.add_argument("--errors", type=float, default=0.0, help="share of requests failing with HTTP 500/503")
+    ft.add_argument("--lost-responses", type=float, default=0.0,
+                    help="share of those failures that happen after the operation took effect")
+    ft.add_argument("--latency", type=float, default=0.0, help="seconds added to every API request")
+
+
+def _check(ok: bool, flag: str, message: str) -> None:
+    from ..errors import InputError
+
+    if not ok:
+        raise InputError("command line", None, flag, message)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+    from pathlib import Path
+
+    from .. import config as cfg
+    from ..mturk_local import FaultConfig, LocalMTurk, serve
+    from ..mturk_local.truth import truth_from_coco, truth_from_run_dir
+    from ..replay.workers import WorkerPool
+
+    _check(bool(args.run_dir) != bool(args.gt or args.predictions), "--run-dir",
+           "give either --run-dir or --gt with --predictions")
+    _check(not (args.gt or args.predictions) or bool(args.gt and args.predictions), "--predictions",
+           "--gt and --predictions go together")
+    _check(args.correct_iou is None or 0.0 < args.correct_iou < 1.0, "--correct-iou", "must be in (0, 1)")
+    _check(0 <= args.port <= 65535, "--port", "must be in [0, 65535]")
+    _check(args.work_delay >= 0, "--work-delay", "must be >= 0")
+    _check(0.0 <= args.unanswered <= 1.0, "--unanswered", "must be in [0, 1]")
+    for flag in ("throttle", "errors", "lost_responses"):
+        _check(0.0 <= getattr(args, flag) <= 1.0, "--" + flag.replace("_", "-"), "must be in [0, 1]")
+    _check(args.throttle + args.errors <= 1.0, "--errors", "--throttle + --errors must be <= 1")
+    _check(args.latency >= 0, "--latency", "must be >= 0")
+
+    conf = cfg.Config()
+    if args.run_dir:
+        conf_path = Path(args.run_dir) / "config.json"
+        if conf_path.is_file():
+            conf = cfg.load_json(conf_path)
+        truth = truth_from_run_dir(args.run_dir, correct_iou=args.correct_iou)
+        source = str(args.run_dir)
+    else:
+        truth = truth_from_coco(args.gt, args.predictions,
+                                correct_iou=args.correct_iou if args.correct_iou is not None else conf.campaign.correct_iou)
+        source = str(args.predictions)
+
+    overrides = {k: v for k, v in (("workers", args.workers), ("accuracy", args.accuracy),
+                                   ("spammer_share", args.spammers), ("sloppy_share", args.sloppy)) if v is not None}
+    sim = dataclasses.replace(conf.simulation, **overrides)
+    sim.validate(cfg._V("command line", "simulation"))
+    seed = args.seed if args.seed is not None else conf.campaign.seed
+    _check(seed >= 0, "--seed", "must be >= 0")
+    pool = WorkerPool.build(sim, seed)
+    faults = None
+    if args.throttle or args.errors or args.latency:
+        faults = FaultConfig(throttle_rate=args.throttle, error_rate=args.errors, latency_s=args.latency, seed=seed,
+                             lost_response_share=args.lost_responses)
+    if args.images_dir:
+        _check(Path(args.images_dir).is_dir(), "--images-dir", f"{args.images_dir} is not a directory")
+    local = LocalMTurk(truth, pool, balance=args.balance, faults=faults, images_dir=args.images_dir,
+                       work_delay=args.work_delay, simulate=not args.no_simulate,
+                       unanswered_share=args.unanswered)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        import logging
+
+        logging.getLogger(__name__).warning("binding to %s: the endpoint has no authentication", args.host)
+    try:
+        handle = serve(local, host=args.host, port=args.port)
+    except OSError as e:
+        _check(False, "--port", f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
+    n_correct = sum(truth.values())
+    print(f"local MTurk endpoint: {handle.url}", flush=True)
+    print(f"  {len(truth)} masks from {source} ({n_correct} correct), {len(pool)} simulated workers "
+          f"(seed {seed}){'' if local.simulate else ', simulation off'}", flush=True)
+    print(f"  HITs: {handle.url}/   ledger: {handle.url}/_ledger   Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        led = local.ledger(entries=False)
+        print(f"stopped: {led['hits_created']} HITs, {led['approvals']} approvals, spent ${led['spent_usd']}",
+              flush=True)
+        return 0
+    finally:
+        handle.stop()
