@@ -192,7 +192,7 @@ def connect(target: str | None, *, endpoint_url: str | None = None, profile: str
             raise ValueError("a local target needs endpoint_url")
         endpoint_url = SANDBOX_ENDPOINT if target == "sandbox" else PRODUCTION_ENDPOINT
     session = boto3.Session(profile_name=profile, region_name=region)
-    options: dict[str, Any] = {"retries": {"max_attempts": 1, "mode": "standard"},
+    options: dict[str, Any] = {"retries": {"total_max_attempts": 1, "mode": "standard"},  # no botocore retries
                                "connect_timeout": 10, "read_timeout": 60, "user_agent_extra": "crowdprop"}
     if target is None and session.get_credentials() is None:
         options["signature_version"] = botocore.UNSIGNED
@@ -376,8 +376,10 @@ class MTurkBackend:
         masks.parquet as a DataFrame; questions refer to its rows.
     guard
         Budget guard (default: the ``[campaign] budget_usd`` cap, nothing spent).
-    retry_attempts, retry_wait_s, sleep
+    retry_attempts, retry_wait_s, retry_max_wait_s, sleep
         Bounded jittered exponential backoff for retryable errors.
+    page_size
+        Results per ListHITs / ListAssignmentsForHIT page (MTurk allows 100).
     """
 
     name = "mturk"
@@ -385,13 +387,14 @@ class MTurkBackend:
     def __init__(self, client, *, config: _config.Config, mturk: MTurkSection, page, target: str,
                  masks: pd.DataFrame | None = None, guard: BudgetGuard | None = None,
                  retry_attempts: int = 6, retry_wait_s: float = 1.0, retry_max_wait_s: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, page_size: int = 100):
         self.client = client
         self.config = config
         self.mturk = mturk
         self.page = page
         self.target = target
         self.masks = masks
+        self.page_size = page_size
         self.guard = guard or BudgetGuard(config.campaign.budget_usd)
         self._hit_types: dict[str, str] = {}
         self._asked: dict[str, tuple[str, ...]] = {}
@@ -469,7 +472,7 @@ class MTurkBackend:
 
         def listing() -> dict[str, str]:
             out: dict[str, str] = {}
-            for page in self.client.get_paginator("list_hits").paginate(PaginationConfig={"PageSize": 100}):
+            for page in self.client.get_paginator("list_hits").paginate(PaginationConfig={"PageSize": self.page_size}):
                 for h in page.get("HITs", []):
                     note = h.get("RequesterAnnotation") or ""
                     if note.startswith(prefix):
@@ -491,7 +494,7 @@ class MTurkBackend:
     def _submitted(self, hit_id: str) -> list[dict]:
         def listing() -> list[dict]:
             pages = self.client.get_paginator("list_assignments_for_hit").paginate(
-                HITId=hit_id, AssignmentStatuses=["Submitted"], PaginationConfig={"PageSize": 100})
+                HITId=hit_id, AssignmentStatuses=["Submitted"], PaginationConfig={"PageSize": self.page_size})
             return [a for page in pages for a in page.get("Assignments", [])]
 
         return self._retrying(listing)
@@ -551,8 +554,9 @@ class MTurkBackend:
             self._call("send_bonus", WorkerId=worker_id, BonusAmount=f"{amount_usd:.2f}", AssignmentId=assignment_id,
                        Reason=reason, UniqueRequestToken=token)
         except ClientError as e:
-            message = error_code(e)[3]
-            if "already" in message.lower() and ("token" in message.lower() or "processed" in message.lower()):
+            _, turk, _, message = error_code(e)
+            if turk == "AWS.MechanicalTurk.DuplicateRequest" or (
+                    "already" in message.lower() and ("token" in message.lower() or "processed" in message.lower())):
                 log.info("bonus %s was already sent", token)
                 return
             self.guard.refund(cost)

@@ -1,0 +1,86 @@
+"""[mturk] section, qualifications, budget guard, retry policy."""
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+from crowdprop import config as cfg
+from crowdprop.crowd import mturk as mt
+from crowdprop.crowd.base import Fees
+from crowdprop.errors import BudgetExhausted, InputError
+
+from .conftest import make_hit
+
+
+def test_section_defaults_and_overrides_through_the_config_loader():
+    c = cfg.from_dict({"mturk": {"lifetime_s": 7200, "locale": ["US", "CA"], "s3_bucket": "my-bucket"}})
+    s = mt.mturk_section(c)
+    assert (s.lifetime_s, s.locale, s.s3_bucket) == (7200, ["US", "CA"], "my-bucket")
+    assert (s.assignment_duration_s, s.auto_approval_delay_s, s.region) == (1800, 3 * 86400, "us-east-1")
+    assert mt.mturk_section(cfg.Config()) == mt.MTurkSection()
+
+
+@pytest.mark.parametrize("table,key", [
+    ({"reward": 0.1}, "reward"),
+    ({"lifetime_s": "3d"}, "lifetime_s"),
+    ({"locale": ["usa"]}, "locale"),
+    ({"qualifications": "maybe"}, "qualifications"),
+    ({"s3_bucket": "b1x", "image_base_url": "https://x"}, "image_base_url"),
+    ({"s3_bucket": "my-bucket", "lifetime_s": 8 * 86400}, "lifetime_s"),
+    ({"image_base_url": "ftp://x"}, "image_base_url"),
+])
+def test_bad_keys_are_refused_naming_file_table_and_key(table, key):
+    with pytest.raises(InputError) as e:
+        cfg.from_dict({"mturk": table}, "campaign.toml")
+    assert str(e.value).startswith(f"campaign.toml: [mturk]: field '{key}': ")
+
+
+def test_qualifications_production_only_by_default():
+    s = mt.MTurkSection(locale=["US"])
+    assert mt.qualification_requirements(s, "sandbox") == []
+    assert mt.qualification_requirements(s, None) == []
+    prod = mt.qualification_requirements(s, "production")
+    assert [(q["QualificationTypeId"], q["Comparator"], q.get("IntegerValues"), q.get("LocaleValues")) for q in prod] == [
+        ("000000000000000000L0", "GreaterThanOrEqualTo", [95], None),
+        ("00000000000000000040", "GreaterThanOrEqualTo", [100], None),
+        ("00000000000000000071", "In", None, [{"Country": "US"}]),
+    ]
+    assert mt.qualification_requirements(mt.MTurkSection(qualifications="always"), "sandbox")[0]["IntegerValues"] == [95]
+    assert mt.qualification_requirements(mt.MTurkSection(qualifications="none"), "production") == []
+
+
+def test_budget_guard_refuses_the_hit_that_would_pass_the_cap(coco128):
+    masks, _, _ = coco128
+    # 3 assignments x ($0.20 + 20 % fee $0.04) = $0.72 per HIT
+    guard = mt.BudgetGuard(cap_usd=1.50, spent_usd=0.0, fees=Fees())
+    hit = make_hit(masks, assignments=3, reward=0.20)
+    assert guard.admit_hit(hit) == pytest.approx(0.72)
+    assert guard.admit_hit(hit) == pytest.approx(0.72)
+    with pytest.raises(BudgetExhausted, match=r"could cost \$0.72, and \$1.44 of the \$1.50 cap"):
+        guard.admit_hit(hit)
+    guard.update(0.70)  # the loop's ledger: what was really spent or committed
+    assert guard.admit_hit(hit) == pytest.approx(0.72)
+    with pytest.raises(BudgetExhausted):
+        guard.admit_bonus(0.10)  # 0.70 + 0.72 + 0.10 + 0.02 fee = 1.54 > 1.50
+    assert guard.admit_bonus(0.07) == pytest.approx(0.08)  # 0.07 + 0.01 fee: exactly at the cap is allowed
+    with pytest.raises(BudgetExhausted):
+        guard.admit_bonus(0.01)
+
+
+def _err(code: str, status: int, turk: str = "") -> ClientError:
+    resp = {"Error": {"Code": code, "Message": f"{code} happened"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    if turk:
+        resp["TurkErrorCode"] = turk
+    return ClientError(resp, "GetAccountBalance")
+
+
+@pytest.mark.parametrize("exc,retry", [
+    (_err("ThrottlingException", 400), True),
+    (_err("ServiceFault", 500), True),
+    (_err("ServiceUnavailable", 503), True),
+    (_err("RequestError", 400, "AWS.MechanicalTurk.HitAlreadyExists"), False),
+    (_err("RequestError", 400), False),
+    (ValueError("x"), False),
+])
+def test_retry_policy(exc, retry):
+    assert mt.is_retryable(exc) is retry
