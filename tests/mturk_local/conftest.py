@@ -18,7 +18,7 @@ def make_pool(workers: int = 12, seed: int = 5) -> WorkerPool:
 
 
 def client_for(url: str, **retries) -> "boto3.client":
-    cfg = Config(retries=retries or {"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=30)
+    cfg = Config(retries=retries or {"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=30)
     return boto3.client("mturk", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
                         aws_secret_access_key="testing", config=cfg)
 
