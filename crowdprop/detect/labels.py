@@ -84,15 +84,15 @@ def load_label_map(path: str | Path) -> LabelMap:
         try:
             idx = int(key.strip())
         except ValueError:
-            raise InputError(p, f"key {key!r}", key, "class index must be an integer") from None
+            raise InputError(p, None, key, "class index must be an integer") from None
         if idx == 0:
-            raise InputError(p, f"key {key!r}", key, "index 0 is the background; classes start at 1")
+            raise InputError(p, None, key, "index 0 is the background; classes start at 1")
         if idx < 0:
-            raise InputError(p, f"key {key!r}", key, "class index must be >= 1")
+            raise InputError(p, None, key, "class index must be >= 1")
         if idx in names:
-            raise InputError(p, f"key {key!r}", key, f"class index {idx} appears twice")
+            raise InputError(p, None, key, f"class index {idx} appears twice")
         if not isinstance(name, str) or not name.strip():
-            raise InputError(p, f"key {key!r}", key, f"name must be a non-empty string, got {name!r}")
+            raise InputError(p, None, key, f"name must be a non-empty string, got {name!r}")
         names[idx] = name.strip()
     k = max(names)
     missing = sorted(set(range(1, k + 1)) - set(names))

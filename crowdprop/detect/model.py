@@ -334,8 +334,8 @@ class Detector:
 
         if not images:
             return []
-        tensors = [torch.from_numpy(np.require(im, np.uint8, ["C", "W"])).to(self.device).permute(2, 0, 1).float().div_(255)
-                   for im in images]
+        tensors = [torch.from_numpy(np.require(im, np.uint8, ["C", "W"])).to(self.device)
+                   .permute(2, 0, 1).float().div_(255) for im in images]
         self._captured.clear()
         with torch.inference_mode():
             out = self.model(tensors)

@@ -164,6 +164,8 @@ def detect_images(
     """
     if batch_size < 1:
         raise InputError("--batch-size", None, None, "must be >= 1")
+    if images_per_part < 1:
+        raise InputError("--images-per-part", None, None, "must be >= 1")
     if limit is not None and limit < 1:
         raise InputError("--limit", None, None, "must be >= 1")
     if engine not in ("local", "ray"):
