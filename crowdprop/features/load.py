@@ -38,7 +38,8 @@ def _load_npy(path: Path, masks: pd.DataFrame) -> np.ndarray:
                          f"has {arr.shape[0]} rows, the masks table has {len(masks)} (rows must align)")
     if arr.shape[1] == 0:
         raise InputError(path, None, "features", "has 0 columns")
-    x = arr.astype(np.float32)
+    with np.errstate(over="ignore"):  # too large for float32 -> inf, reported below
+        x = arr.astype(np.float32)
     _check_finite(path, x, masks["mask_id"].to_numpy(), lambda j: f"column {j}")
     return x
 
@@ -79,7 +80,8 @@ def _load_parquet(path: Path, masks: pd.DataFrame) -> np.ndarray:
             bad = next(i for i, v in enumerate(col) if np.asarray(v).dtype.kind not in "biuf")
             raise InputError(path, f"row {bad} (mask_id={ids[bad]})", "features",
                              f"non-numeric values (dtype {np.asarray(col[bad]).dtype})")
-        x = stacked.astype(np.float32)
+        with np.errstate(over="ignore"):
+            x = stacked.astype(np.float32)
         field_of = lambda j: f"features[{j}]"  # noqa: E731
     elif fcols:
         idx = [k for k, _ in fcols]
@@ -89,7 +91,8 @@ def _load_parquet(path: Path, masks: pd.DataFrame) -> np.ndarray:
         for _, c in fcols:
             if not (pd.api.types.is_numeric_dtype(df[c].dtype) and not pd.api.types.is_bool_dtype(df[c].dtype)):
                 raise InputError(path, None, c, f"non-numeric column (dtype {df[c].dtype})")
-        x = df[[c for _, c in fcols]].to_numpy(np.float32, na_value=np.nan)
+        with np.errstate(over="ignore"):
+            x = df[[c for _, c in fcols]].to_numpy(np.float64, na_value=np.nan).astype(np.float32)
         field_of = lambda j: f"f{j}"  # noqa: E731
     else:
         raise InputError(path, None, "features", "no feature columns: expected 'features' (list) or f0, f1, ...")

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from ..masks import rle
@@ -40,6 +41,8 @@ def resize_area(crop: np.ndarray, grid: int) -> np.ndarray:
     h, w = crop.shape
     if h == 0 or w == 0:
         return np.zeros((grid, grid), dtype=np.float32)
+    if crop.strides[0] < crop.strides[1]:  # column-major view (RLE crops): work on its transpose
+        return (_area_weights(w, grid) @ crop.T.astype(np.float32) @ _area_weights(h, grid).T).T
     return _area_weights(h, grid) @ crop.astype(np.float32) @ _area_weights(w, grid).T
 
 
@@ -87,10 +90,12 @@ def shape_features(masks: pd.DataFrame, *, grid: int = 16, progress: bool = Fals
     y1 = np.ceil(boxes[:, 1] + boxes[:, 3]).astype(np.int64)
     g2 = grid * grid
     it = tqdm(range(n), desc="shape features", unit="mask", disable=None if progress else True)
-    for i in it:
-        crop = rle.decode_box(counts[i], hs[i], ws[i], (x0[i], y0[i], x1[i], y1[i]))
-        out[i, :g2] = resize_area(crop, grid).reshape(-1)
-        out[i, g2] = np.log(max(int(np.count_nonzero(crop)), 1))
+    # the products are tiny: BLAS threads only add overhead (and stall on a busy machine)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for i in it:
+            crop = rle.decode_box(counts[i], hs[i], ws[i], (x0[i], y0[i], x1[i], y1[i]))
+            out[i, :g2] = resize_area(crop, grid).reshape(-1)
+            out[i, g2] = np.log(max(int(np.count_nonzero(crop)), 1))
     np.clip(out[:, :g2], 0.0, 1.0, out=out[:, :g2])  # float32 rounding can overshoot 1 by an ulp
     bw = np.maximum(boxes[:, 2], 1.0)
     bh = np.maximum(boxes[:, 3], 1.0)
