@@ -18,6 +18,7 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import InputError
@@ -91,10 +92,43 @@ def _parse_label(value: str, path: Path, line: int) -> int:
     return label
 
 
-def _read_table(path: str | os.PathLike, columns: list[str]):
+def _fast_table(text: str, columns: list[str]) -> dict[str, list[str]] | None:
+    """The ``columns`` of a well-formed CSV as lists of stripped text, or ``None``
+    when anything looks off (the caller then rereads the file line by line with
+    :func:`_read_table`, which names the line and field of the problem).
+
+    Only files without quote characters take this path, where pandas' parser and
+    the csv module agree exactly.
+    """
+    if '"' in text:
+        return None
+    try:
+        raw = pd.read_csv(io.StringIO(text), header=None, dtype=str, na_filter=False,
+                          skip_blank_lines=True, index_col=False, engine="c")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
+        return None
+    if len(raw) < 2 or raw.isna().to_numpy().any():
+        return None
+    header = [str(cell).strip().lower() for cell in raw.iloc[0]]
+    if any(header.count(name) != 1 for name in columns):
+        return None
+    out = {}
+    for name in columns:
+        col = [x.strip() for x in raw.iloc[1:, header.index(name)].tolist()]
+        if not all(col):
+            return None
+        out[name] = col
+    return out
+
+
+def _fast_labels(col: list[str]) -> np.ndarray | None:
+    labels = [_LABEL_WORDS.get(x.lower(), -1) for x in col]
+    arr = np.asarray(labels, dtype=np.int64)
+    return None if (arr < 0).any() else arr
+
+
+def _read_table(path: Path, text: str, columns: list[str]):
     """Yield (line number, {column: stripped text}) for each data row of a CSV file."""
-    path = Path(path)
-    text = _decode(path)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header = None
     index: dict[str, int] = {}
@@ -140,14 +174,24 @@ def read_answers_csv(path: str | os.PathLike) -> pd.DataFrame:
         malformed CSV, missing column, empty task or worker, a label outside
         1/0/yes/no/true/false, the same worker answering a task twice, no rows.
     """
+    path = Path(path)
+    text = _decode(path)
+    fast = _fast_table(text, ["task", "worker", "label"])
+    if fast is not None:
+        labels = _fast_labels(fast["label"])
+        if labels is not None:
+            out = pd.DataFrame({"task": pd.Series(fast["task"], dtype=object),
+                                "worker": pd.Series(fast["worker"], dtype=object), "label": labels})
+            if not out.duplicated(["task", "worker"]).any():
+                return out
     tasks, workers, labels = [], [], []
     seen: dict[tuple[str, str], int] = {}
-    for line, rec in _read_table(path, ["task", "worker", "label"]):
+    for line, rec in _read_table(path, text, ["task", "worker", "label"]):
         if not rec["task"]:
             raise InputError(path, f"line {line}", "task", "empty task")
         if not rec["worker"]:
             raise InputError(path, f"line {line}", "worker", "empty worker")
-        label = _parse_label(rec["label"], Path(path), line)
+        label = _parse_label(rec["label"], path, line)
         key = (rec["task"], rec["worker"])
         if key in seen:
             raise InputError(path, f"line {line}", "worker",
@@ -158,8 +202,8 @@ def read_answers_csv(path: str | os.PathLike) -> pd.DataFrame:
         labels.append(label)
     if not tasks:
         raise InputError(path, None, None, "no answers (the file has only a header)")
-    return pd.DataFrame({"task": pd.array(tasks, dtype=object), "worker": pd.array(workers, dtype=object),
-                         "label": pd.array(labels, dtype="int64")})
+    return pd.DataFrame({"task": pd.Series(tasks, dtype=object), "worker": pd.Series(workers, dtype=object),
+                         "label": np.asarray(labels, dtype=np.int64)})
 
 
 def read_gold_csv(path: str | os.PathLike) -> pd.DataFrame:
@@ -175,12 +219,21 @@ def read_gold_csv(path: str | os.PathLike) -> pd.DataFrame:
     InputError
         As :func:`read_answers_csv`; a task listed twice is refused.
     """
+    path = Path(path)
+    text = _decode(path)
+    fast = _fast_table(text, ["task", "label"])
+    if fast is not None:
+        labels = _fast_labels(fast["label"])
+        if labels is not None:
+            out = pd.DataFrame({"task": pd.Series(fast["task"], dtype=object), "label": labels})
+            if not out["task"].duplicated().any():
+                return out
     tasks, labels = [], []
     seen: dict[str, int] = {}
-    for line, rec in _read_table(path, ["task", "label"]):
+    for line, rec in _read_table(path, text, ["task", "label"]):
         if not rec["task"]:
             raise InputError(path, f"line {line}", "task", "empty task")
-        label = _parse_label(rec["label"], Path(path), line)
+        label = _parse_label(rec["label"], path, line)
         if rec["task"] in seen:
             raise InputError(path, f"line {line}", "task",
                              f"task {rec['task']!r} is already listed on line {seen[rec['task']]}")
@@ -189,7 +242,7 @@ def read_gold_csv(path: str | os.PathLike) -> pd.DataFrame:
         labels.append(label)
     if not tasks:
         raise InputError(path, None, None, "no gold labels (the file has only a header)")
-    return pd.DataFrame({"task": pd.array(tasks, dtype=object), "label": pd.array(labels, dtype="int64")})
+    return pd.DataFrame({"task": pd.Series(tasks, dtype=object), "label": np.asarray(labels, dtype=np.int64)})
 
 
 def write_labels_csv(path: str | os.PathLike, labels: pd.DataFrame) -> None:

@@ -76,3 +76,23 @@ def test_gold_errors(tmp_path, text, where):
     with pytest.raises(InputError) as e:
         read_gold_csv(p)
     assert where in str(e.value)
+
+
+def test_fast_and_line_by_line_paths_agree(tmp_path):
+    body = "task,worker,label\nm1,a,YES\n m1 , b ,no\n007,a,True\n"
+    fast = read_answers_csv(write(tmp_path, body, name="fast.csv"))
+    # a row of empty cells is skipped but sends the reader down the line-by-line path
+    slow = read_answers_csv(write(tmp_path, body + ",,\n", name="slow.csv"))
+    assert fast.to_dict("list") == slow.to_dict("list") == {
+        "task": ["m1", "m1", "007"], "worker": ["a", "b", "a"], "label": [1, 0, 1]}
+    assert [str(d) for d in fast.dtypes] == [str(d) for d in slow.dtypes]
+    gf = read_gold_csv(write(tmp_path, "task,label\nm1,no\n", name="gf.csv"))
+    gs = read_gold_csv(write(tmp_path, "task,label\n,\nm1,no\n", name="gs.csv"))
+    assert gf.to_dict("list") == gs.to_dict("list") == {"task": ["m1"], "label": [0]}
+
+
+def test_quoted_fields(tmp_path):
+    df = read_answers_csv(write(tmp_path, 'task,worker,label\n"m,1","a ""b""",yes\n'))
+    assert df.to_dict("list") == {"task": ["m,1"], "worker": ['a "b"'], "label": [1]}
+    with pytest.raises(InputError, match="line 2: malformed CSV"):
+        read_answers_csv(write(tmp_path, 'task,worker,label\nm1,"a"b,1\n', name="b.csv"))
