@@ -32,13 +32,13 @@ import re
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import tenacity
 
 from .. import config as _config
-from ..errors import BudgetExhausted, CrowdpropError, InputError
+from ..errors import BudgetExhausted, CrowdpropError
 from .base import Assignment, Fees, HitRequest
 
 log = logging.getLogger(__name__)
@@ -475,8 +475,9 @@ class MTurkBackend:
             for page in self.client.get_paginator("list_hits").paginate(PaginationConfig={"PageSize": self.page_size}):
                 for h in page.get("HITs", []):
                     note = h.get("RequesterAnnotation") or ""
-                    if note.startswith(prefix):
-                        out[note.split(":", 3)[3] if note.count(":") >= 3 else note] = h["HITId"]
+                    if note.startswith(prefix):  # crowdprop:<campaign>:r<round>:<token>
+                        rest = note[len(prefix):]
+                        out[rest.split(":", 1)[1] if ":" in rest else note] = h["HITId"]
             return out
 
         return self._retrying(listing)

@@ -10,7 +10,6 @@ import shutil
 import tempfile
 import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
 
