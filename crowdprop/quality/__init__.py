@@ -14,7 +14,8 @@ Estimators (scikit-learn style: ``fit(answers, gold=None) -> self``; results in
 
 Functions: :func:`aggregate`, :func:`read_answers_csv`, :func:`read_gold_csv`,
 :func:`gold_scores`, :func:`beta_interval`, and the rules in :mod:`.rules`
-(:class:`QualitySection`, :func:`judge_assignment`, :func:`workers_to_block`,
+(:class:`QualitySection`, :func:`judge_assignment`, :func:`passes_qualification`,
+:func:`workers_to_block`,
 :func:`choose_golds`, :func:`positions_for_golds`). Importing this package registers
 the ``[quality]`` configuration table with :mod:`crowdprop.config`.
 """
@@ -22,13 +23,13 @@ from .aggregate import METHODS, aggregate, make_estimator, read_answers_csv, rea
 from .ds import DawidSkene
 from .mv import MajorityVote
 from .onecoin import OneCoinDawidSkene
-from .rules import (QualitySection, Verdict, choose_golds, judge_assignment, positions_for_golds,
-                    workers_to_block)
+from .rules import (QualitySection, Verdict, choose_golds, judge_assignment, passes_qualification,
+                    positions_for_golds, workers_to_block)
 from .scores import beta_interval, gold_scores
 
 __all__ = [
     "METHODS", "aggregate", "make_estimator", "read_answers_csv", "read_gold_csv", "write_labels_csv",
     "DawidSkene", "MajorityVote", "OneCoinDawidSkene",
-    "QualitySection", "Verdict", "choose_golds", "judge_assignment", "positions_for_golds", "workers_to_block",
+    "QualitySection", "Verdict", "choose_golds", "judge_assignment", "passes_qualification", "positions_for_golds", "workers_to_block",
     "beta_interval", "gold_scores",
 ]

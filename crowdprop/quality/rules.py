@@ -157,6 +157,17 @@ def judge_assignment(n_gold: int, n_gold_correct: int, seconds: float | None, n_
     return Verdict(False, ",".join(reasons), feedback[:FEEDBACK_MAX_CHARS])
 
 
+def passes_qualification(n_questions: int, n_correct: int, cfg: QualitySection) -> bool:
+    """Whether a qualification test with ``n_correct`` of ``n_questions`` golds right
+    is passed: ``n_correct >= cfg.qualification_pass * n_questions``.
+
+    An empty test (``cfg.qualification_size == 0``, so ``n_questions == 0``) passes.
+    """
+    if n_questions < 0 or not (0 <= n_correct <= n_questions):
+        raise ValueError(f"need 0 <= n_correct <= n_questions, got {n_correct} of {n_questions}")
+    return n_correct >= cfg.qualification_pass * n_questions - 1e-9
+
+
 def workers_to_block(history: pd.DataFrame, cfg: QualitySection) -> tuple[set, set]:
     """Workers to block, from the approve/reject history of their assignments.
 

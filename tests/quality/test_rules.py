@@ -9,8 +9,8 @@ import pytest
 
 from crowdprop import config
 from crowdprop.errors import InputError
-from crowdprop.quality.rules import (QualitySection, choose_golds, judge_assignment, positions_for_golds,
-                                     workers_to_block)
+from crowdprop.quality.rules import (QualitySection, choose_golds, judge_assignment, passes_qualification,
+                                     positions_for_golds, workers_to_block)
 
 CFG = QualitySection()  # min_gold_accuracy 0.6, min_seconds_per_question 0.3
 
@@ -162,3 +162,16 @@ def test_quality_table_errors_name_the_key(table, key, words):
     msg = str(e.value)
     assert msg.startswith("c.toml: [quality]: field '" + key + "'")
     assert words in msg
+
+
+@pytest.mark.parametrize("n, right, cfg, ok", [
+    (10, 8, QualitySection(), True),
+    (10, 7, QualitySection(), False),
+    (5, 4, QualitySection(), True),
+    (5, 3, QualitySection(), False),
+    (0, 0, QualitySection(qualification_size=0), True),
+    (10, 10, QualitySection(qualification_pass=1.0), True),
+    (10, 9, QualitySection(qualification_pass=1.0), False),
+])
+def test_passes_qualification(n, right, cfg, ok):
+    assert passes_qualification(n, right, cfg) is ok
