@@ -179,15 +179,3 @@ def vote_share(enc: Encoded) -> np.ndarray:
     yes = np.bincount(enc.t, weights=enc.y, minlength=enc.n_tasks)
     return yes / n
 
-
-def logit(p: np.ndarray) -> np.ndarray:
-    return np.log(p) - np.log1p(-p)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x, dtype=float)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
