@@ -282,7 +282,7 @@ class LocalMTurk:
         self._approvals: dict[str, int] = {}
         self._approve_calls: dict[str, int] = {}
         self._bonus_counts: dict[str, int] = {}
-        self._warned_masks: set[int] = set()
+        self._warned_hits: set[str] = set()
         self._accepted: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
@@ -464,16 +464,19 @@ class LocalMTurk:
     def _simulated_work(self, a: _Assignment, hit: _Hit, now: float) -> None:
         w = a.worker_index
         fields = []
+        unknown = []
         for q in hit.questions:
             t = self.truth.get(q.mask_id) if q.mask_id is not None else None
             if t is None:
-                if q.mask_id not in self._warned_masks:
-                    self._warned_masks.add(q.mask_id)
-                    log.warning("HIT %s: question %s has mask id %r with no ground truth; simulated workers skip it",
-                                hit.id, q.question_id, q.mask_id)
+                unknown.append(q)
                 continue
             yes = self.pool.answer(w, f"{hit.key}:{q.question_id}", t)
             fields.append((q.question_id, "yes" if yes else "no"))
+        if unknown and hit.id not in self._warned_hits:
+            self._warned_hits.add(hit.id)
+            log.warning("HIT %s: %d question(s) have no ground truth (first: %s, mask id %r); "
+                        "simulated workers leave them unanswered", hit.id, len(unknown), unknown[0].question_id,
+                        unknown[0].mask_id)
         seconds = self.pool.seconds(w, hit.key, len(hit.questions))
         self._submit(a, hit, answers_xml(fields), accept_time=now, submit_time=now + seconds)
 

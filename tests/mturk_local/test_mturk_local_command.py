@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from crowdprop.cli import main
 from crowdprop.config import Config, SimulationSection
