@@ -262,8 +262,9 @@ class _Handler(BaseHTTPRequestHandler):
         rows = "".join(
             f"<tr><td>{html.escape(h['HITId'])}</td><td>{html.escape(h['HITStatus'])}</td>"
             f"<td>{html.escape(h.get('RequesterAnnotation', ''))}</td>"
-            f"<td><a href='/hits/{quote(h['HITId'])}'>preview</a> · "
-            f"<a href='/hits/{quote(h['HITId'])}/accept?workerId=ALOCALWORKER'>do it as ALOCALWORKER</a></td></tr>"
+            f"<td><a href='/hits/{quote(h['HITId'])}'>preview</a>"
+            + (f" · <a href='/hits/{quote(h['HITId'])}/accept?workerId=ALOCALWORKER'>do it as ALOCALWORKER</a>"
+               if h["HITStatus"] == "Assignable" else "") + "</td></tr>"
             for h in hits)
         body = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>local MTurk</title></head><body>"
                 f"<h1>local MTurk: {len(hits)} HITs</h1><p><a href='/_ledger'>ledger</a></p>"
