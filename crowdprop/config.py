@@ -67,9 +67,13 @@ class PolicySection:
     """Clusters whose predicted quality is below this are split without asking."""
     min_cluster_size: int = 15
     """Clusters of at most this many masks are verified mask by mask."""
+    low_quality: str = "skip"
+    """What happens to a cluster below K_pa that is too small to split further:
+    ``skip`` (paper: not worth asking about; its masks stay open) or ``verify``."""
     quality: str = "auto"
     """Predicted quality of a mask: ``score``, ``pred_iou``, ``score_x_pred_iou``,
-    or ``auto`` (score x pred_iou when the detector gave pred_iou, else score)."""
+    or ``auto``: sqrt(score x pred_iou) when the detector gave pred_iou (the same
+    ranking as the product, on the scale K_pa is compared with), else score."""
     candidates_per_class: int = 64
     """At most this many clusters per class are asked about in one round."""
     batch: int = 5
@@ -91,6 +95,7 @@ class PolicySection:
         v.check(self.k >= 1, "k", "must be >= 1")
         v.check(0.0 <= self.k_pa <= 1.0, "k_pa", "must be in [0, 1]")
         v.check(self.min_cluster_size >= 1, "min_cluster_size", "must be >= 1")
+        v.check(self.low_quality in ("skip", "verify"), "low_quality", "must be 'skip' or 'verify'")
         v.check(self.quality in ("auto", "score", "pred_iou", "score_x_pred_iou"), "quality",
                 "must be auto, score, pred_iou or score_x_pred_iou")
         v.check(self.candidates_per_class >= 1, "candidates_per_class", "must be >= 1")

@@ -23,7 +23,7 @@ def sample_paths():
     from importlib.resources import files
 
     d = files("crowdprop.data")
-    return str(d / "sample_predictions.json"), str(d / "sample_gt.json")
+    return str(d / "sample_predictions.json"), str(d / "sample_gt.json"), str(d / "sample_campaign.toml")
 
 
 def run(args) -> int:
@@ -42,8 +42,10 @@ def run(args) -> int:
     preds, gt = args.predictions, args.gt
     if (preds is None) != (gt is None):
         raise InputError("replay", None, "--predictions/--gt", "give both, or neither for the shipped sample")
+    config = args.config
     if preds is None:
-        preds, gt = sample_paths()
+        preds, gt, sample_config = sample_paths()
+        config = config or sample_config
     if args.run_dir:
         run_dir = Path(args.run_dir)
     else:
@@ -54,7 +56,7 @@ def run(args) -> int:
             k += 1
             run_dir = Path("crowdprop-runs") / f"replay-{stamp}-{k}"
     print(f"run directory: {run_dir}")
-    rd = init_run(run_dir, predictions=preds, gt=gt, features=args.features, config_path=args.config,
+    rd = init_run(run_dir, predictions=preds, gt=gt, features=args.features, config_path=config,
                   crowd={"kind": "simulated"}, seed=args.seed, progress=None)
     backend = make_backend(rd)
     try:

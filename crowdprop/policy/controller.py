@@ -53,7 +53,9 @@ def predicted_quality(masks: pd.DataFrame, how: str) -> np.ndarray:
     piou = masks["pred_iou"].to_numpy(np.float64)
     has_piou = bool(np.isfinite(piou).all()) and len(piou) > 0
     if how == "auto":
-        how = "score_x_pred_iou" if has_piou else "score"
+        # The geometric mean ranks masks exactly like score x pred_iou, on the [0, 1]
+        # scale of a single quality estimate that K_pa is compared with.
+        return np.sqrt(score * piou) if has_piou else score
     if how == "score":
         return score
     if not has_piou:
@@ -158,6 +160,8 @@ def plan_round(forest: Forest, status: np.ndarray, node_quality: np.ndarray, lab
         apply_split(forest, status, low)
         plan.free_splits.extend(low.tolist())
     open_ = np.flatnonzero(status == OPEN)
+    if cfg.low_quality == "skip":
+        open_ = open_[node_quality[open_] >= cfg.k_pa]
     if len(open_) == 0:
         return plan
     # Best-first within each class: highest predicted quality, then larger, then node id.

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from crowdprop.config import PolicySection
+from crowdprop.policy.controller import (apply_decisions, decide, initial_status, label_sums, mask_status,
+                                         node_mean, plan_round)
+from crowdprop.policy.estimate import beta_interval, outcome_probabilities, paper_decision, sequential_decision
+from crowdprop.schema import ACCEPTED, OPEN, REJECTED, SPLIT
+from crowdprop.tree.build import build_forest
+
+
+def test_beta_interval_matches_scipy():
+    mean, lo, hi = beta_interval([13, 0], [2, 15], credible=0.9)
+    assert mean[0] == pytest.approx(14 / 17)
+    assert lo[0] == pytest.approx(stats.beta.ppf(0.05, 14, 3))
+    assert hi[1] == pytest.approx(stats.beta.ppf(0.95, 1, 16))
+
+
+def test_paper_rule_thresholds():
+    d = paper_decision([13, 12.75, 3, 2, 8], [15, 15, 15, 15, 15], accept=0.85, reject=0.15)
+    # 13/15 = 0.867 >= 0.85 accept; 12.75/15 = 0.85 accept (boundary); 3/15 = 0.2 split; 2/15 reject
+    assert d.tolist() == ["accept", "accept", "split", "reject", "split"]
+
+
+def test_deterministic_curtailment():
+    # 3 "no" among the first answers: 13 yes out of 15 is impossible, so p_accept == 0.
+    p_acc, p_rej = outcome_probabilities([2], [5], k=15, accept=0.85, reject=0.15)
+    assert p_acc[0] == 0.0
+    # 3 yes: at most 2 yes is impossible, so p_reject == 0.
+    p_acc, p_rej = outcome_probabilities([3], [3], k=15, accept=0.85, reject=0.15)
+    assert p_rej[0] == 0.0
+    # Mixed answers: neither bar can be reached any more -> split now, with 6 questions not 15.
+    assert sequential_decision([3], [6], k=15, accept=0.85, reject=0.15, confidence=0.95).tolist() == ["split"]
+
+
+def test_predictive_probability_is_beta_binomial():
+    # 5 yes of 5 under Beta(1, 1): remaining 10 labels ~ BetaBinomial(10, 6, 1); accept needs >= 8 more yes.
+    p_acc, _ = outcome_probabilities([5], [5], k=15, accept=0.85, reject=0.15)
+    assert p_acc[0] == pytest.approx(stats.betabinom.sf(7, 10, 6, 1))
+    d = sequential_decision([5], [5], k=15, accept=0.85, reject=0.15, confidence=0.95)
+    assert d.tolist() == (["accept"] if p_acc[0] >= 0.95 else ["wait"])
+    assert sequential_decision([10], [10], k=15, accept=0.85, reject=0.15, confidence=0.95).tolist() == ["accept"]
+
+
+def two_cluster_forest():
+    """16 masks of one class in two tight groups of 8 (rows 0-7 and 8-15)."""
+    emb = np.concatenate([np.zeros((8, 2)), np.full((8, 2), 10.0)]) + np.arange(16)[:, None] * 1e-3
+    return build_forest(np.zeros(16, np.int64), emb.astype(np.float32), rng=np.random.default_rng(0))
+
+
+def test_free_split_below_k_pa_and_sampling():
+    f = two_cluster_forest()
+    root = int(f.roots[0])
+    quality = np.r_[np.full(8, 0.9), np.full(8, 0.3)]
+    nq = node_mean(f, quality)
+    assert nq[root] == pytest.approx(0.6)
+    cfg = PolicySection(k=4, min_cluster_size=2, k_pa=0.7)
+    status = initial_status(f)
+    plan = plan_round(f, status, nq, np.full(16, np.nan), cfg, np.random.default_rng(1))
+    assert plan.free_splits[0] == root  # 0.6 < K_pa: split without asking
+    good = [c for c in f.children(root) if set(f.members(c)) == set(range(8))][0]
+    assert good in plan.nodes and status[good] == OPEN
+    rows = plan.asks[good]
+    assert len(rows) == 4 and set(rows) <= set(range(8)) and len(set(rows)) == 4
+
+
+def test_inherited_labels_reduce_questions_and_decide():
+    f = two_cluster_forest()
+    nq = np.full(f.n_nodes, 0.9)
+    cfg = PolicySection(k=4, min_cluster_size=2)
+    status = initial_status(f)
+    label_p = np.full(16, np.nan)
+    label_p[[0, 1, 2]] = 1.0  # three members already answered "yes"
+    plan = plan_round(f, status, nq, label_p, cfg, np.random.default_rng(0))
+    root = int(f.roots[0])
+    assert len(plan.asks[root]) == 1  # k=4, 3 inherited
+    label_p[plan.asks[root]] = 0.0
+    dec = decide(f, np.array([root]), label_p, cfg, nq)
+    assert dec["decision"].tolist() == ["split"]  # 3 of 4 = 0.75
+    assert dec["n_labeled"].tolist() == [4] and dec["yes"].tolist() == [3.0]
+    apply_decisions(f, status, dec)
+    kids = f.children(root)
+    assert status[root] == SPLIT and all(status[c] == OPEN for c in kids)
+
+
+def test_mask_status_propagates_and_direct_labels_win():
+    f = two_cluster_forest()
+    status = initial_status(f)
+    root = int(f.roots[0])
+    a, b = f.children(root)
+    status[root] = SPLIT
+    status[a], status[b] = ACCEPTED, REJECTED
+    label_p = np.full(16, np.nan)
+    ma, mb = f.members(a), f.members(b)
+    label_p[ma[0]] = 0.0  # a "no" inside an accepted cluster
+    label_p[mb[0]] = 1.0  # a "yes" inside a rejected one
+    out = mask_status(f, status, label_p)
+    assert out[ma[0]] == 0 and out[mb[0]] == 1
+    assert (out[ma[1:]] == 1).all() and (out[mb[1:]] == 0).all()
+
+
+def test_label_sums_count_only_members():
+    f = two_cluster_forest()
+    label_p = np.full(16, np.nan)
+    label_p[[0, 9, 10]] = [1.0, 0.0, 0.5]
+    root = int(f.roots[0])
+    n, y = label_sums(f, label_p, np.array([root, *f.children(root)]))
+    assert n.tolist() == [3, 1, 2] or n.tolist() == [3, 2, 1]
+    assert y[0] == 1.5
+
+
+def test_stratified_sampling_covers_both_children():
+    f = two_cluster_forest()
+    cfg = PolicySection(k=6, min_cluster_size=2, sampling="stratified")
+    plan = plan_round(f, initial_status(f), np.full(f.n_nodes, 0.9), np.full(16, np.nan), cfg,
+                      np.random.default_rng(5))
+    rows = plan.asks[int(f.roots[0])]
+    assert len(rows) == 6 and (rows < 8).sum() == 3 and (rows >= 8).sum() == 3
