@@ -242,7 +242,16 @@ def _section_from_dict(cls, data: dict, source: str, name: str):
     return obj
 
 
+def _register_optional_sections() -> None:
+    """Stages that own a config table register its validator when imported."""
+    import importlib
+
+    for mod in ("crowdprop.quality", "crowdprop.crowd.mturk"):
+        importlib.import_module(mod)
+
+
 def from_dict(data: dict, source: str = "<config>") -> Config:
+    _register_optional_sections()
     if not isinstance(data, dict):
         raise InputError(source, None, None, "expected a table of sections")
     sections = {}
