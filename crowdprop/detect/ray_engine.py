@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CrowdpropError
+from ..errors import CrowdpropError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,37 @@ class ShardWorker:
     def __call__(self, batch: dict) -> dict:
         from .pipeline import process_shard
 
-        first, n_images, n_masks = [], [], []
+        first, n_images, n_masks, errors = [], [], [], []
         for text in batch["shard"]:
             shard = [(int(i), str(f)) for i, f in json.loads(str(text))]
-            ni, nm = process_shard(self.detector, self.images_dir, self.parts_dir, shard, batch_size=self.batch_size)
+            try:
+                ni, nm = process_shard(self.detector, self.images_dir, self.parts_dir, shard,
+                                       batch_size=self.batch_size)
+                err = ""
+            except CrowdpropError as e:  # sent back as data: the driver raises it as it was
+                ni, nm, err = 0, 0, _error_to_json(e)
             first.append(shard[0][0])
             n_images.append(ni)
             n_masks.append(nm)
+            errors.append(err)
         return {"first": np.asarray(first, np.int64), "n_images": np.asarray(n_images, np.int64),
-                "n_masks": np.asarray(n_masks, np.int64)}
+                "n_masks": np.asarray(n_masks, np.int64), "error": np.asarray(errors, dtype=object)}
+
+
+def _error_to_json(e: CrowdpropError) -> str:
+    if isinstance(e, InputError):
+        return json.dumps({"type": "InputError", "args": [e.file, e.record, e.field, e.message]})
+    return json.dumps({"type": type(e).__name__, "args": [str(e)]})
+
+
+def _error_from_json(text: str) -> CrowdpropError:
+    from .. import errors
+
+    d = json.loads(text)
+    cls = getattr(errors, d["type"], None)
+    if not (isinstance(cls, type) and issubclass(cls, CrowdpropError)) or cls is errors.MissingExtra:
+        return errors.StateError(" ".join(map(str, d["args"])))
+    return cls(*d["args"])
 
 
 def _crowdprop_cause(e: BaseException) -> CrowdpropError | None:
@@ -101,8 +123,6 @@ def run_ray(images_dir, parts_dir, shards, *, spec, projection_path, device: str
         device = "cuda" if n_gpus else "cpu"
     if device.startswith("cuda"):
         if not n_gpus:
-            from ..errors import InputError
-
             raise InputError("--device", None, None, "cuda requested but the Ray cluster has no GPU")
         num_gpus, num_cpus = 1, 1
         actors = actors or n_gpus
@@ -137,9 +157,14 @@ def run_ray(images_dir, parts_dir, shards, *, spec, projection_path, device: str
         with tqdm(total=sum(len(s) for s in shards), unit="img", desc="detect (ray)",
                   disable=None if progress else True) as bar:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for err in out["error"]:
+                    if err:
+                        raise _error_from_json(str(err))
                 k = int(np.sum(out["n_images"]))
                 done += k
                 bar.update(k)
+    except CrowdpropError:
+        raise
     except Exception as e:  # Ray wraps errors raised in actors
         cause = _crowdprop_cause(e)
         if cause is not None:
