@@ -12,8 +12,10 @@ def register(p):
     p.add_argument("--gt", help="COCO instances ground truth (needed for polygons and for replay)")
     p.add_argument("--features", help=".npy aligned with the predictions, or Parquet keyed by mask_id")
     p.add_argument("--config", help="campaign TOML (see README for every key)")
-    p.add_argument("--crowd", choices=["mturk", "simulated"], default="mturk",
-                   help="who answers: MTurk (sandbox unless told otherwise at run) or simulated workers (replay)")
+    p.add_argument("--crowd", choices=["mturk", "local", "simulated"], default="mturk",
+                   help="who answers: MTurk (the sandbox unless 'crowdprop run --target' says otherwise), "
+                        "local (simulated workers behind a local MTurk-compatible endpoint; needs --gt) "
+                        "or simulated (in process; needs --gt)")
     p.add_argument("--seed", type=int, help="override [campaign] seed")
     p.epilog = "example:\n  crowdprop init runs/cars --predictions preds.json --gt instances.json --config campaign.toml"
 
@@ -21,7 +23,8 @@ def register(p):
 def run(args) -> int:
     from ..campaign.init import init_run
 
-    crowd = {"kind": "simulated"} if args.crowd == "simulated" else {"kind": "mturk", "target": "sandbox"}
+    crowd = {"mturk": {"kind": "mturk", "target": "sandbox"}, "local": {"kind": "mturk-local", "images": "skip"},
+             "simulated": {"kind": "simulated"}}[args.crowd]
     rd = init_run(args.run_dir, predictions=args.predictions, gt=args.gt, features=args.features,
                   config_path=args.config, crowd=crowd, seed=args.seed, progress=None)
     n = len(rd.masks)

@@ -1,4 +1,8 @@
-"""crowdprop replay: init + run + report with simulated workers answering from ground truth."""
+"""crowdprop replay: init + run + report with simulated workers answering from ground truth.
+
+By default the campaign runs through a local MTurk-compatible endpoint started
+in this process (the same boto3 calls as on MTurk, simulated workers behind it);
+``--crowd simulated`` answers in process without HTTP."""
 from __future__ import annotations
 
 NAME = "replay"
@@ -14,8 +18,15 @@ def register(p):
     p.add_argument("--run-dir", help="run directory (default: a new folder under ./crowdprop-runs/)")
     p.add_argument("--seed", type=int, help="override [campaign] seed")
     p.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    p.add_argument("--crowd", choices=["local", "simulated"], default="local",
+                   help="local: simulated workers behind a local MTurk-compatible endpoint, through boto3 "
+                        "(default); simulated: in process, no HTTP")
+    p.add_argument("--hit-images", choices=["skip", "render"], default="skip",
+                   help="local crowd: draw the overlay picture of every question into RUN_DIR/hit_images "
+                        "(render), or only link them (skip, default: simulated workers do not look)")
     p.epilog = ("examples:\n  crowdprop replay\n"
                 "  crowdprop replay --predictions preds.json --gt instances.json --config campaign.toml --seed 3\n"
+                "  crowdprop replay --crowd simulated\n"
                 "An interrupted replay continues with: crowdprop run RUN_DIR")
 
 
@@ -55,10 +66,15 @@ def run(args) -> int:
         while run_dir.exists():
             k += 1
             run_dir = Path("crowdprop-runs") / f"replay-{stamp}-{k}"
+    if args.hit_images == "render" and args.crowd != "local":
+        raise InputError("command line", None, "--hit-images", "applies to --crowd local only")
     print(f"run directory: {run_dir}")
+    crowd = {"kind": "mturk-local", "images": args.hit_images} if args.crowd == "local" else {"kind": "simulated"}
     rd = init_run(run_dir, predictions=preds, gt=gt, features=args.features, config_path=config,
-                  crowd={"kind": "simulated"}, seed=args.seed, progress=None)
+                  crowd=crowd, seed=args.seed, progress=None)
     backend = make_backend(rd)
+    if getattr(backend, "handle", None) is not None:
+        print(f"simulated workers behind a local MTurk endpoint at {backend.handle.url}", flush=True)
     try:
         res = Campaign(rd, backend).run()
     finally:

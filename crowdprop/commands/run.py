@@ -1,28 +1,99 @@
 """crowdprop run: continue a campaign from its last completed round."""
 from __future__ import annotations
 
+import sys
+
 NAME = "run"
 HELP = "run (or continue) a campaign from its last completed round"
 ORDER = 20
+
+EPILOG = """\
+examples:
+  crowdprop run runs/cars                          (the MTurk sandbox, or the run's simulated crowd)
+  crowdprop run runs/cars --rounds 1
+  crowdprop run runs/cars --images photos/         (draw the masks on the photos in photos/)
+  crowdprop run runs/cars --endpoint-url http://127.0.0.1:8443   (crowdprop mturk-local --images-dir runs/cars/hit_images)
+  crowdprop run runs/cars --target production      (real money: shows what the budget buys, asks to type yes)
+
+Credentials come from the AWS chain only (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+~/.aws, --profile); they are never printed, logged or written to RUN_DIR.
+Workers see the pictures through [mturk] s3_bucket (presigned URLs) or
+[mturk] image_base_url (RUN_DIR/hit_images served at that URL).
+"""
 
 
 def register(p):
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--rounds", type=int, help="stop after this many rounds")
-    p.epilog = "example:\n  crowdprop run runs/cars\n  crowdprop run runs/cars --rounds 1"
+    m = p.add_argument_group("MTurk runs (crowdprop init --crowd mturk)")
+    m.add_argument("--target", choices=["sandbox", "production"],
+                   help="where HITs go (default: the run's target, initially the sandbox); "
+                        "production must always be given explicitly")
+    m.add_argument("--endpoint-url", metavar="URL",
+                   help="an MTurk-compatible endpoint instead of Amazon's (e.g. crowdprop mturk-local)")
+    m.add_argument("--profile", metavar="NAME", help="AWS profile of ~/.aws to take credentials from")
+    m.add_argument("--images", metavar="DIR", help="folder with the images' files (default: masks on gray)")
+    m.add_argument("--yes", action="store_true", help="production: do not ask for a typed confirmation")
+    p.epilog = EPILOG
+
+
+def _confirm_production(rd, backend, *, assume_yes: bool) -> bool:
+    """Print what the remaining budget buys and the balance; ask to type yes (unless ``assume_yes``)."""
+    from ..campaign.backends import hit_cost_estimate
+
+    e = hit_cost_estimate(rd)
+    cfg = rd.config
+    print(f"production MTurk: ${e['remaining_usd']:.2f} of the ${cfg.campaign.budget_usd:.2f} budget is left "
+          f"(${e['spent_usd']:.2f} spent); it buys at most {e['hits']} HITs of {e['questions_per_hit']} questions, "
+          f"each {e['assignments']} x (${e['reward_usd']:.2f} reward + ${e['fee_usd']:.2f} MTurk fee) "
+          f"= ${e['hit_usd']:.2f}", flush=True)
+    balance = backend.balance()
+    print(f"account balance: ${balance:.2f}", flush=True)
+    if balance + 1e-9 < e["remaining_usd"]:
+        n = int(balance // e["hit_usd"]) if e["hit_usd"] > 0 else 0
+        print(f"warning: the balance pays for only {n} of those HITs; approvals fail once it is spent", flush=True)
+    if assume_yes:
+        return True
+    try:
+        answer = input('Type "yes" to publish HITs on the production MTurk: ')
+    except EOFError:
+        answer = ""
+    return answer.strip() == "yes"
 
 
 def run(args) -> int:
-    from ..campaign.backends import make_backend
+    from ..campaign import backends as bk
     from ..campaign.loop import Campaign
     from ..campaign.store import RunDir
+    from ..errors import InputError, StateError
 
     rd = RunDir(args.run_dir).require()
+    if args.rounds is not None and args.rounds < 1:
+        raise InputError("command line", None, "--rounds", "must be >= 1")
+    kind = (rd.campaign.get("crowd", {}) or {}).get("kind", "simulated")
+    mturk_opts = {"target": args.target, "endpoint_url": args.endpoint_url, "profile": args.profile,
+                  "image_root": args.images}
+    if kind == "mturk":
+        where = bk.resolve_target(rd, **mturk_opts)
+        if where.target == "production" and not args.yes and not sys.stdin.isatty():
+            raise StateError("--target production needs a typed confirmation on a terminal, or --yes")
+    elif any(v is not None for v in mturk_opts.values()) or args.yes:
+        raise StateError(f"{rd.path}: its crowd is '{kind}'; --target/--endpoint-url/--profile/--images/--yes "
+                         "apply to MTurk runs only (crowdprop init --crowd mturk)")
     if not rd.has_forest:
         from ..campaign.init import build_trees
 
         build_trees(rd, progress=None)
-    backend = make_backend(rd)
+    if kind == "mturk":
+        backend = bk.mturk_backend(rd, where)
+        if where.target == "production" and not _confirm_production(rd, backend, assume_yes=args.yes):
+            backend.close()
+            print("crowdprop run: not confirmed; nothing was published", file=sys.stderr)
+            return 2
+        bk.record_target(rd, where)
+        print(f"{rd.path}: publishing on {where.describe()}", flush=True)
+    else:
+        backend = bk.make_backend(rd)
     try:
         res = Campaign(rd, backend).run(max_rounds=args.rounds)
     finally:
