@@ -104,6 +104,25 @@ def test_decode_box_equals_crop_of_full_decode(real_masks):
         np.testing.assert_array_equal(got, full[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)])
 
 
+def _runs_from_pixels(m: np.ndarray) -> list[int]:
+    flat = m.ravel(order="F")
+    change = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+    runs = np.diff(np.r_[0, change, flat.size]).tolist()
+    return ([0] + runs) if flat.size and flat[0] == 1 else runs
+
+
+def test_runs_many_matches_decoded_pixels(real_masks):
+    rng = np.random.default_rng(1)
+    synthetic = [np.zeros((5, 4), np.uint8), np.ones((5, 4), np.uint8), np.eye(7, dtype=np.uint8),
+                 (rng.random((30, 20)) > 0.5).astype(np.uint8)]
+    counts = real_masks["rle"].tolist()[:100] + [rle.encode(m) for m in synthetic]
+    shapes = list(zip(real_masks["height"][:100], real_masks["width"][:100])) + [m.shape for m in synthetic]
+    runs, offs = rle.runs_many(counts)
+    assert len(offs) == len(counts) + 1
+    for i, (c, (h, w)) in enumerate(zip(counts, shapes)):
+        assert runs[offs[i]:offs[i + 1]].tolist() == _runs_from_pixels(rle.decode(c, h, w))
+
+
 # --- load_features -------------------------------------------------------------------
 
 

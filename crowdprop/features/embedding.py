@@ -10,7 +10,22 @@ log = logging.getLogger(__name__)
 
 PCA_FIT_ROWS = 20_000
 """PCA is fitted on at most this many rows (a seeded sample), then applied to all."""
-_CHUNK = 65_536
+_CHUNK = 16_384
+
+
+def _mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and (population) variance in float64, two passes over row chunks."""
+    n, d = x.shape
+    if n == 0:
+        return np.zeros(d), np.zeros(d)
+    total = np.zeros(d)
+    for a in range(0, n, _CHUNK):
+        total += x[a:a + _CHUNK].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    ss = np.zeros(d)
+    for a in range(0, n, _CHUNK):
+        ss += np.square(x[a:a + _CHUNK] - mean).sum(axis=0)
+    return mean, ss / n
 
 
 def clustering_embedding(
@@ -83,8 +98,8 @@ def clustering_embedding(
     if not np.all(np.isfinite(x)):
         raise ValueError("features have non-finite values")
 
-    mean = x.mean(axis=0, dtype=np.float64) if n else np.zeros(d)
-    std = x.std(axis=0, dtype=np.float64) if n else np.ones(d)
+    mean, var = _mean_var(x)
+    std = np.sqrt(var)
     inv = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
 
     reduce = 0 < pca_dims < d and n > 1
@@ -107,7 +122,7 @@ def clustering_embedding(
             z[a:a + _CHUNK, :k] = ((blk - mean) * inv).astype(np.float32)
 
     feat = z[:, :k]
-    s_z = float(np.sqrt(2.0 * feat.var(axis=0, dtype=np.float64).sum())) if n else 0.0
+    s_z = float(np.sqrt(2.0 * _mean_var(feat)[1].sum()))
     if s_z > 0:
         feat *= np.float32(1.0 / s_z)
     s_q = float(np.sqrt(2.0 * q.var())) if n else 0.0

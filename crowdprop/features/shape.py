@@ -13,6 +13,8 @@ from ..masks import rle
 
 log = logging.getLogger(__name__)
 
+_BATCH = 2048
+
 
 @lru_cache(maxsize=4096)
 def _area_weights(n_in: int, n_out: int) -> np.ndarray:
@@ -49,7 +51,8 @@ def resize_area(crop: np.ndarray, grid: int) -> np.ndarray:
 def shape_features(masks: pd.DataFrame, *, grid: int = 16, progress: bool = False) -> np.ndarray:
     """Shape descriptor of every mask.
 
-    Each mask is decoded inside its box only (:func:`crowdprop.masks.rle.decode_box`),
+    Each mask is decoded inside its box only (RLE strings parsed in batches with
+    :func:`crowdprop.masks.rle.runs_many`, then :func:`crowdprop.masks.rle.crop_runs`),
     the ``(bbox_h, bbox_w)`` crop is resampled to ``grid x grid`` by area averaging
     (:func:`resize_area`; values in [0, 1] = fraction of each cell covered), and two
     scalars are appended: ``log(area)`` with area the pixel count, and
@@ -93,7 +96,10 @@ def shape_features(masks: pd.DataFrame, *, grid: int = 16, progress: bool = Fals
     # the products are tiny: BLAS threads only add overhead (and stall on a busy machine)
     with threadpool_limits(limits=1, user_api="blas"):
         for i in it:
-            crop = rle.decode_box(counts[i], hs[i], ws[i], (x0[i], y0[i], x1[i], y1[i]))
+            if i % _BATCH == 0:  # parse the RLE strings of a whole batch at once
+                runs, offs = rle.runs_many(counts[i:i + _BATCH])
+            j = i % _BATCH
+            crop = rle.crop_runs(runs[offs[j]:offs[j + 1]], hs[i], ws[i], (x0[i], y0[i], x1[i], y1[i]))
             out[i, :g2] = resize_area(crop, grid).reshape(-1)
             out[i, g2] = np.log(max(int(np.count_nonzero(crop)), 1))
     np.clip(out[:, :g2], 0.0, 1.0, out=out[:, :g2])  # float32 rounding can overshoot 1 by an ulp
