@@ -2,7 +2,8 @@
 
 Small classes (``n_c <= exact_max``) get exact complete linkage on the
 embedding's Euclidean distances, the paper's choice (scipy
-``linkage(pdist(x), 'complete')``).
+``linkage(pdist(x), 'complete')``). It holds all ``n_c (n_c - 1) / 2`` distances
+as float64: 64 MB at 4,000 masks, 10 GB at 50,000, so keep ``exact_max`` modest.
 
 Larger classes get a scalable two-level build:
 
