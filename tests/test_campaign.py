@@ -152,7 +152,7 @@ def test_kill_in_the_middle_of_a_round_commit(finished, tmp_path, monkeypatch):
 
     def dying(path, df):
         calls["n"] += 1
-        if calls["n"] == 9:  # round 2's commit, half written
+        if calls["n"] == 13:  # round 2: journal (2 writes), then its commit half written
             raise Crash("write")
         return real(path, df)
     monkeypatch.setattr(store_mod, "write_parquet", dying)

@@ -117,3 +117,20 @@ def test_stratified_sampling_covers_both_children():
                       np.random.default_rng(5))
     rows = plan.asks[int(f.roots[0])]
     assert len(rows) == 6 and (rows < 8).sum() == 3 and (rows >= 8).sum() == 3
+
+
+def test_nested_free_splits_replay_to_the_planned_status():
+    """Free splits recorded in one round (a node and its descendants) replay to the same status."""
+    from crowdprop.policy.controller import apply_split
+
+    emb = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    f = build_forest(np.zeros(64, np.int64), emb, rng=np.random.default_rng(0))
+    quality = np.linspace(0.0, 1.0, 64)
+    status = initial_status(f)
+    cfg = PolicySection(k=4, min_cluster_size=4, k_pa=0.7)
+    plan = plan_round(f, status, node_mean(f, quality), np.full(64, np.nan), cfg, np.random.default_rng(0))
+    assert len(plan.free_splits) >= 3  # nested: the root, then its children, ...
+    replayed = initial_status(f)
+    apply_split(f, replayed, plan.free_splits)
+    assert np.array_equal(replayed, status)
+    assert (replayed[plan.free_splits] == SPLIT).all()

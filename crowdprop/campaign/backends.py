@@ -93,6 +93,8 @@ class MTurkCrowd:
         self.backend = backend
         self.run = run
         self.handle = handle
+        self.local = None if handle is None else handle.local
+        """The in-process :class:`~crowdprop.mturk_local.LocalMTurk`, if any (its ledger outlives close())."""
         self.reconcile = reconcile
         self.known: dict[str, str] = {}
         self.orphans: set[str] = set()
@@ -107,11 +109,6 @@ class MTurkCrowd:
                 else:
                     self.orphans.add(rec["token"])
         self.orphans -= set(self.known)
-
-    @property
-    def local(self):
-        """The in-process :class:`~crowdprop.mturk_local.LocalMTurk`, if any."""
-        return None if self.handle is None else self.handle.local
 
     def __getattr__(self, attr):  # balance(), find_hits(), worker_url(), guard...
         backend = self.__dict__.get("backend")

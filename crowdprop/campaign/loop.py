@@ -50,20 +50,51 @@ class CampaignState:
     gold_used: dict[int, int] = field(default_factory=dict)
 
 
-def aggregate_labels(answers: pd.DataFrame, n: int) -> np.ndarray:
-    """Per mask row, the share of usable non-gold answers saying "correct" (NaN: none)."""
+def aggregate_labels(answers: pd.DataFrame, n: int, *, method: str = "raw",
+                     golds: pd.DataFrame | None = None) -> np.ndarray:
+    """Per mask row, the probability that it is correct from usable answers (NaN: none).
+
+    ``raw``: the share of non-gold answers saying "correct". ``onecoin`` / ``ds`` /
+    ``mv``: the posterior of :mod:`crowdprop.quality` estimators fitted on every
+    usable answer (golds included and clamped to their known labels, so they
+    teach worker skills); only masks asked as ordinary questions get a value.
+    """
     out = np.full(n, np.nan)
     if answers is None or len(answers) == 0:
         return out
-    a = answers[answers["used"].astype(bool) & ~answers["is_gold"].astype(bool)]
-    if len(a) == 0:
+    usable = answers[answers["used"].astype(bool)]
+    plain = usable[~usable["is_gold"].astype(bool)]
+    if len(plain) == 0:
         return out
-    rows = a["mask_row"].to_numpy(np.int64)
-    cnt = np.bincount(rows, minlength=n)
-    yes = np.bincount(rows, weights=a["label"].to_numpy(np.float64), minlength=n)
-    has = cnt > 0
-    out[has] = yes[has] / cnt[has]
+    rows = plain["mask_row"].to_numpy(np.int64)
+    if method == "raw":
+        cnt = np.bincount(rows, minlength=n)
+        yes = np.bincount(rows, weights=plain["label"].to_numpy(np.float64), minlength=n)
+        has = cnt > 0
+        out[has] = yes[has] / cnt[has]
+        return out
+    from ..quality import make_estimator
+
+    data = pd.DataFrame({"task": usable["mask_row"].to_numpy(np.int64), "worker": usable["worker_id"].astype(str),
+                         "label": usable["label"].to_numpy(np.int64)})
+    data = data.drop_duplicates(["task", "worker"], keep="last")
+    gold = None
+    if golds is not None and len(golds):
+        gold = pd.DataFrame({"task": golds["mask_row"].to_numpy(np.int64), "label": golds["label"].to_numpy(np.int64)})
+        gold = gold[gold["task"].isin(data["task"])]
+    est = make_estimator(method).fit(data, gold=gold if gold is not None and len(gold) else None)
+    probas = est.probas_
+    asked = np.unique(rows)
+    out[asked] = probas.reindex(asked).to_numpy(np.float64)
     return out
+
+
+def labels_for(run: RunDir, answers: pd.DataFrame) -> np.ndarray:
+    """:func:`aggregate_labels` with the run's aggregation method and gold pool."""
+    from ..quality import QualitySection
+
+    method = QualitySection.from_config(run.config).aggregation
+    return aggregate_labels(answers, len(run.masks), method=method, golds=run.golds)
 
 
 def replay_decisions(run: RunDir, status: np.ndarray, decisions: pd.DataFrame) -> None:
@@ -92,7 +123,7 @@ def load_state(run: RunDir) -> CampaignState:
     rounds = run.rounds()
     return CampaignState(
         status=status,
-        label_p=aggregate_labels(answers, n),
+        label_p=labels_for(run, answers),
         spent_usd=float(spend["usd"].sum()) if len(spend) else 0.0,
         next_round=(rounds[-1] + 1) if rounds else 1,
         gold_used=gold_used,
@@ -127,13 +158,20 @@ class Campaign:
         self.clock = clock
         self.progress = progress
         self.fees = Fees()
-        self.judge = judge or approve_unless_flagged
+        from ..quality import QualitySection
+
+        self.quality_cfg = QualitySection.from_config(self.cfg)
+        self.judge = judge or self.judge_by_rules
         self.forest = run.forest
         masks = run.masks
         self.n = len(masks)
         self.quality = predicted_quality(masks, self.cfg.policy.quality)
         self.node_quality = node_mean(self.forest, self.quality)
         self.campaign_id = run.campaign["campaign_id"]
+        blocks = run.read_rounds("blocks")
+        if len(blocks) and hasattr(backend, "block"):
+            for w, kind in zip(blocks["worker_id"], blocks["kind"]):
+                backend.block(w, kind)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, *, max_rounds: int | None = None) -> RunResult:
@@ -203,7 +241,7 @@ class Campaign:
         # Labels with this round's answers, then the decisions.
         answers_all = pd.concat([run.read_rounds("answers"), ans_df], ignore_index=True) \
             if len(run.rounds()) else ans_df
-        label_p = aggregate_labels(answers_all, self.n)
+        label_p = labels_for(run, answers_all)
         dec = decide(self.forest, np.array(plan.nodes, dtype=np.int64), label_p, cfg.policy, self.node_quality)
         free = pd.DataFrame({"node_id": np.array(plan.free_splits, dtype=np.int64)})
         free["decision"] = Decision.SPLIT.value
@@ -224,8 +262,9 @@ class Campaign:
         hits_df = pd.DataFrame([(h.token, hit_ids[h.token], r, h.batch, len(h.questions), h.assignments, h.reward_usd,
                                  int((ass_df["token"] == h.token).sum()) if len(ass_df) else 0,
                                  bool(self._expired.get(h.token, False))) for h in kept], columns=HIT_COLUMNS)
+        blocks = self._block(r, ass_df)
         run.commit_round(r, {"questions": questions, "hits": hits_df, "assignments": ass_df, "answers": ans_df,
-                             "decisions": decisions, "spend": spend_df})
+                             "decisions": decisions, "spend": spend_df, "blocks": blocks})
         counts = decisions["decision"].value_counts().to_dict()
         log.info("round %d: %d questions in %d HITs, decisions %s", r, len(questions), len(kept), counts)
         return None
@@ -280,6 +319,34 @@ class Campaign:
             self.sleep(self.cfg.crowd.poll_interval_s)
         return sorted(received.values(), key=lambda a: a.assignment_id)
 
+    def judge_by_rules(self, a: Assignment, n_gold: int, n_gold_correct: int, n_questions: int, cfg):
+        """Reject malformed work, work failing its golds, and work done too fast."""
+        from ..quality import judge_assignment
+
+        if a.flag is not None:
+            return False, f"malformed submission: {a.flag}", "Your submission could not be read; sorry."
+        v = judge_assignment(n_gold, n_gold_correct, float(a.work_seconds), n_questions, self.quality_cfg)
+        return bool(v.approve), v.reason, v.feedback
+
+    def _block(self, r: int, ass_df: pd.DataFrame) -> pd.DataFrame:
+        """Soft-block (or hard-block) workers with too many rejected assignments."""
+        from ..quality import workers_to_block
+
+        prev = self.run_dir.read_rounds("assignments")
+        hist = pd.concat([prev, ass_df], ignore_index=True) if len(prev) else ass_df
+        blocks = self.run_dir.read_rounds("blocks")
+        already = set(blocks["worker_id"]) if len(blocks) else set()
+        if len(hist) == 0:
+            return pd.DataFrame({"worker_id": pd.Series(dtype=str), "round": pd.Series(dtype=np.int64),
+                                 "kind": pd.Series(dtype=str)})
+        soft, hard = workers_to_block(hist.rename(columns={"worker_id": "worker"})[["worker", "approved"]],
+                                      self.quality_cfg)
+        rows = [(w, r, "soft") for w in sorted(soft - already)] + [(w, r, "hard") for w in sorted(hard - already)]
+        for w, _, kind in rows:
+            if hasattr(self.backend, "block"):
+                self.backend.block(w, kind)
+        return pd.DataFrame(rows, columns=["worker_id", "round", "kind"])
+
     def _settle(self, r: int, hits, hit_ids, questions: pd.DataFrame, assignments: list[Assignment]):
         run = self.run_dir
         token_of = {v: k for k, v in hit_ids.items()}
@@ -332,13 +399,6 @@ class Campaign:
         spend_df = pd.DataFrame(spend_rows, columns=SPEND_COLUMNS)
         spend_df["usd"] = spend_df["usd"].astype(np.float64)
         return ass_df, ans_df, spend_df
-
-
-def approve_unless_flagged(a: Assignment, n_gold: int, n_gold_correct: int, n_questions: int, cfg):
-    """Default judging rule: pay every well-formed submission."""
-    if a.flag is not None:
-        return False, f"malformed submission: {a.flag}", "Your submission could not be read; sorry."
-    return True, None, None
 
 
 def _assignments_frame(assignments, token_of) -> pd.DataFrame:

@@ -15,7 +15,7 @@ Layout::
       golds.parquet          gold pool: mask_row, label
       state/round=00001/     one folder per completed round:
           questions.parquet hits.parquet assignments.parquet answers.parquet
-          decisions.parquet spend.parquet
+          decisions.parquet spend.parquet blocks.parquet
       journal/round=00002/   the round in progress: what was planned, published,
                              received and settled, recorded before it is acted on
       report.json
@@ -42,7 +42,7 @@ from ..io import atomic_write_text, read_parquet, write_parquet
 from ..schema import MASK_COLUMNS
 from ..tree import Forest
 
-ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend")
+ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend", "blocks")
 
 
 def round_dirname(r: int) -> str:

@@ -94,10 +94,14 @@ def _open_children(forest: Forest, status: np.ndarray, nodes: np.ndarray) -> Non
 
 
 def apply_split(forest: Forest, status: np.ndarray, nodes) -> None:
+    """Split ``nodes`` (in place): their children become candidates.
+
+    Children are opened before the nodes are marked, so a batch holding a node and
+    its descendant (nested free splits of one round) ends with both split."""
     nodes = np.asarray(nodes, dtype=np.int64)
     if len(nodes):
-        status[nodes] = SPLIT
         _open_children(forest, status, nodes)
+        status[nodes] = SPLIT
 
 
 def _sample_rows(forest: Forest, node: int, need: int, label_p: np.ndarray, cfg: PolicySection,

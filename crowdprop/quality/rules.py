@@ -47,6 +47,11 @@ class QualitySection:
     """Golds in the qualification test a worker takes before the first HIT (0: no test)."""
     qualification_pass: float = 0.8
     """Share of the qualification golds a worker must get right."""
+    aggregation: str = "raw"
+    """How answers become a per-mask probability of being correct: ``raw`` (share
+    of yes answers in approved work: the paper's rule), ``onecoin`` (Dawid-Skene
+    EM, one accuracy per worker, golds clamped; use it with assignments_per_hit > 1),
+    ``ds`` (full confusion matrices) or ``mv`` (majority vote)."""
 
     def validate(self, v) -> None:
         v.check(0.0 <= self.min_gold_accuracy <= 1.0, "min_gold_accuracy", "must be in [0, 1]")
@@ -54,6 +59,7 @@ class QualitySection:
         v.check(self.soft_block_after >= 1, "soft_block_after", "must be >= 1")
         v.check(0 <= self.qualification_size <= 100, "qualification_size", "must be in [0, 100]")
         v.check(0.0 <= self.qualification_pass <= 1.0, "qualification_pass", "must be in [0, 1]")
+        v.check(self.aggregation in ("onecoin", "ds", "mv", "raw"), "aggregation", "must be onecoin, ds, mv or raw")
 
     @classmethod
     def from_table(cls, table: Mapping, v) -> "QualitySection":

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..campaign.loop import aggregate_labels, replay_decisions
+from ..campaign.loop import labels_for, replay_decisions
 from ..campaign.store import RunDir
 from ..policy.controller import initial_status, mask_status
 from ..schema import ACCEPTED
@@ -58,22 +58,24 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
     total = counts.sum() + len(p_direct)
     if total == 0:
         return float("nan"), float("nan"), float("nan")
+    # Directly answered masks: each correct with its probability p_i (Bernoulli), so the
+    # number of correct ones among them has mean sum(p) and variance sum(p (1 - p)).
     fixed = p_direct.sum()
+    fixed_var = float((p_direct * (1 - p_direct)).sum())
     mean = (fixed + (counts * a / (a + b)).sum()) / total
     tail = (1 - credible) / 2
-    if len(a) == 0:
-        return float(mean), float(mean), float(mean)
     if len(a) <= 500:
         rng = np.random.default_rng([seed, 99])
-        draws = rng.beta(a[None, :], b[None, :], size=(4000, len(a)))
-        prec = (fixed + draws @ counts) / total
+        draws = rng.beta(a[None, :], b[None, :], size=(4000, len(a))) if len(a) else np.zeros((4000, 0))
+        direct = rng.normal(fixed, np.sqrt(fixed_var), size=4000)
+        prec = np.clip((direct + draws @ counts) / total, 0.0, 1.0)
         lo, hi = np.quantile(prec, [tail, 1 - tail])
     else:
         from scipy import stats
 
-        var = (counts ** 2 * a * b / ((a + b) ** 2 * (a + b + 1))).sum() / total ** 2
+        var = ((counts ** 2 * a * b / ((a + b) ** 2 * (a + b + 1))).sum() + fixed_var) / total ** 2
         z = stats.norm.ppf(1 - tail)
-        lo, hi = mean - z * np.sqrt(var), min(1.0, mean + z * np.sqrt(var))
+        lo, hi = max(0.0, mean - z * np.sqrt(var)), min(1.0, mean + z * np.sqrt(var))
     return float(mean), float(lo), float(hi)
 
 
@@ -102,7 +104,7 @@ def compute_report(run: RunDir) -> dict:
         d_r = decisions[decisions["round"] == r] if len(decisions) else decisions
         replay_decisions(run, status, d_r)
         ans_r = answers[answers["round"] <= r] if len(answers) else answers
-        label_p = aggregate_labels(ans_r, n)
+        label_p = labels_for(run, ans_r)
         final = mask_status(forest, status, label_p)
         q_r = answers[(answers["round"] == r) & answers["used"]] if len(answers) else answers
         nq = int((~q_r["is_gold"]).sum()) if len(q_r) else 0
