@@ -66,9 +66,40 @@ def truth_of(run: RunDir) -> np.ndarray:
     return iou > run.config.campaign.correct_iou
 
 
+def qualification_results(run: RunDir, pool: WorkerPool) -> dict[str, tuple[int, int]]:
+    """Replay of the qualification test: worker id -> (questions, answered right).
+
+    Every worker takes the same test (``[quality] qualification_size`` golds drawn
+    once from the gold pool, like an MTurk qualification type with an answer key)
+    before their first HIT. Empty when the test is off or there are no golds.
+    """
+    from ..quality import QualitySection
+    from ..replay.workers import rng_for
+
+    q = QualitySection.from_config(run.config)
+    golds = run.golds
+    if q.qualification_size <= 0 or len(golds) == 0:
+        return {}
+    rng = rng_for("qualification-test", run.config.campaign.seed)
+    take = min(q.qualification_size, len(golds))
+    test = golds.iloc[np.sort(rng.choice(len(golds), take, replace=False))]
+    out = {}
+    for w, wid in enumerate(pool.worker_ids):
+        right = sum(pool.answer(w, f"qualification:{int(r)}", bool(lab)) == bool(lab)
+                    for r, lab in zip(test["mask_row"], test["label"]))
+        out[wid] = (take, int(right))
+    return out
+
+
 def simulated_backend(run: RunDir) -> SimulatedCrowd:
+    from ..quality import QualitySection, passes_qualification
+
     cfg = run.config
-    return SimulatedCrowd(truth_of(run), WorkerPool.build(cfg.simulation, cfg.campaign.seed))
+    pool = WorkerPool.build(cfg.simulation, cfg.campaign.seed)
+    q = QualitySection.from_config(cfg)
+    failed = {w for w, (n, right) in qualification_results(run, pool).items()
+              if not passes_qualification(n, right, q)}
+    return SimulatedCrowd(truth_of(run), pool, blocked=failed)
 
 
 # ------------------------------------------------------------------------- the MTurk crowd
