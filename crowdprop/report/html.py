@@ -1,0 +1,411 @@
+"""report.html: the campaign report as one self-contained page.
+
+The page has no external reference: the stylesheet is inline, figures and mask
+thumbnails are PNG/JPEG ``data:`` URIs, there is no script. Every piece of user
+data (class names, file names, worker ids, URLs) goes through jinja2's
+autoescape; COCO URLs appear only as text.
+
+Sections and where their numbers come from
+------------------------------------------
+summary, curves, rounds
+    :func:`crowdprop.report.summary.compute_report` (``rep["total"]``, ``rep["rounds"]``).
+per class (:func:`class_table`)
+    Final mask labels (:func:`crowdprop.campaign.loop.load_state` and
+    :func:`crowdprop.policy.controller.mask_status`) grouped by ``category_id``;
+    questions = non-gold answers in usable work on the class's masks; estimated
+    precision = :func:`~crowdprop.report.summary.precision_estimate` restricted to
+    the class's accepted clusters and directly answered masks.
+costs (:func:`cost_breakdown`)
+    spend tables (rewards, fees, bonuses); the gold share of the dollars; rejected
+    (unpaid) assignments and the reward they would have earned.
+workers (:func:`worker_table`)
+    answers and assignments per worker; gold accuracy with its Beta credible
+    interval (:func:`crowdprop.quality.beta_interval`) from gold answers checked
+    against the questions' ``gold_label``; skill = one-coin Dawid-Skene accuracy
+    (:class:`crowdprop.quality.OneCoinDawidSkene`) fitted on usable answers with
+    golds clamped; status from the blocks tables.
+gallery (:func:`sample_gallery`)
+    Seeded samples of accepted and rejected masks per class drawn with
+    :func:`crowdprop.hits.images.overlay` over their image (``image_root``) or
+    on a gray canvas.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..campaign.loop import load_state
+from ..campaign.store import RunDir
+from ..io import atomic_write_text
+from ..policy.controller import mask_status
+from ..schema import ACCEPTED, INACTIVE
+from . import figures
+from .summary import compute_report, precision_estimate
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+CLASS_COLUMNS = ["category_id", "name", "masks", "accepted", "rejected", "open", "questions", "est_precision",
+                 "est_precision_lo", "est_precision_hi", "true_precision", "mean_iou"]
+WORKER_COLUMNS = ["worker_id", "assignments", "approved", "rejected", "answers", "golds", "golds_correct",
+                  "gold_accuracy", "gold_accuracy_lo", "gold_accuracy_hi", "skill", "hours", "status"]
+
+
+# ------------------------------------------------------------------------------ tables
+def final_labels(run: RunDir) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The committed state's labels.
+
+    Returns
+    -------
+    status : ndarray of int8, shape (n_nodes,)
+        Node status codes (:data:`crowdprop.schema.NODE_CODES`).
+    label_p : ndarray of float64, shape (n_masks,)
+        Aggregated probability that each mask is correct (NaN: not asked).
+    final : ndarray of int8, shape (n_masks,)
+        1 accepted, 0 rejected, -1 open.
+    """
+    state = load_state(run)
+    return state.status, state.label_p, mask_status(run.forest, state.status, state.label_p)
+
+
+def _category_names(run: RunDir) -> dict[int, str]:
+    cats = run.table("categories")
+    if cats is None or len(cats) == 0:
+        return {}
+    return {int(i): str(n) for i, n in zip(cats["id"], cats["name"])}
+
+
+def class_table(run: RunDir, *, status: np.ndarray, label_p: np.ndarray, final: np.ndarray,
+                replay: bool = False) -> pd.DataFrame:
+    """One row per class: mask counts by final label, questions and precision.
+
+    Parameters
+    ----------
+    run : RunDir
+    status : ndarray of int8, shape (n_nodes,)
+    label_p : ndarray of float64, shape (n_masks,)
+    final : ndarray of int8, shape (n_masks,)
+        As returned by :func:`final_labels`.
+    replay : bool
+        Add ``true_precision`` and ``mean_iou`` from ``gt_iou`` (else NaN).
+
+    Returns
+    -------
+    DataFrame, shape (n_classes, len(CLASS_COLUMNS))
+        Sorted by number of masks (descending), then ``category_id``.
+    """
+    cfg = run.config
+    masks = run.masks
+    forest = run.forest
+    cat = masks["category_id"].to_numpy(np.int64)
+    iou = masks["gt_iou"].to_numpy(np.float64)
+    correct = iou > cfg.campaign.correct_iou
+    answers = run.read_rounds("answers")
+    decisions = run.read_rounds("decisions")
+    if len(answers):
+        plain = answers[answers["used"].astype(bool) & ~answers["is_gold"].astype(bool)]
+        q_per_cat = pd.Series(cat[plain["mask_row"].to_numpy(np.int64)]).value_counts()
+    else:
+        q_per_cat = pd.Series(dtype=np.int64)
+    names = _category_names(run)
+    rows = []
+    for c in np.unique(cat):
+        in_c = cat == c
+        acc = in_c & (final == 1)
+        st = status.copy()
+        st[forest.category != c] = INACTIVE
+        lp = np.where(in_c, label_p, np.nan)
+        fi = np.where(in_c, final, -1).astype(np.int8)
+        if acc.any() and len(decisions):
+            est, lo, hi = precision_estimate(run, st, decisions, lp, fi, credible=cfg.policy.credible,
+                                             seed=cfg.campaign.seed)
+        else:
+            est = lo = hi = float("nan")
+        rows.append({
+            "category_id": int(c), "name": names.get(int(c), str(int(c))), "masks": int(in_c.sum()),
+            "accepted": int(acc.sum()), "rejected": int((in_c & (final == 0)).sum()),
+            "open": int((in_c & (final < 0)).sum()), "questions": int(q_per_cat.get(c, 0)),
+            "est_precision": est, "est_precision_lo": lo, "est_precision_hi": hi,
+            "true_precision": float(correct[acc].mean()) if replay and acc.any() else float("nan"),
+            "mean_iou": float(iou[acc].mean()) if replay and acc.any() else float("nan"),
+        })
+    df = pd.DataFrame(rows, columns=CLASS_COLUMNS)
+    return df.sort_values(["masks", "category_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def worker_table(run: RunDir, *, credible: float = 0.95) -> pd.DataFrame:
+    """One row per worker who submitted work.
+
+    Parameters
+    ----------
+    run : RunDir
+    credible : float
+        Mass of the gold-accuracy interval (Beta(1, 1) prior).
+
+    Returns
+    -------
+    DataFrame, shape (n_workers, len(WORKER_COLUMNS))
+        ``answers`` counts every answer recorded (usable or not), ``golds`` /
+        ``golds_correct`` the gold answers and those matching the gold label,
+        ``gold_accuracy(_lo, _hi)`` the Beta posterior mean and interval,
+        ``skill`` the one-coin Dawid-Skene accuracy (NaN: no usable answer),
+        ``status`` one of ``ok``, ``soft-blocked``, ``hard-blocked``. Sorted by
+        answers (descending), then worker id.
+    """
+    from ..quality import OneCoinDawidSkene, beta_interval
+
+    ass = run.read_rounds("assignments")
+    if len(ass) == 0:
+        return pd.DataFrame(columns=WORKER_COLUMNS)
+    ans = run.read_rounds("answers")
+    qs = run.read_rounds("questions")
+    blocks = run.read_rounds("blocks")
+    workers = sorted(set(ass["worker_id"].astype(str)))
+    out = pd.DataFrame({"worker_id": workers}).set_index("worker_id")
+    g = ass.assign(worker_id=ass["worker_id"].astype(str), approved=ass["approved"].astype(bool)).groupby("worker_id")
+    out["assignments"] = g.size()
+    out["approved"] = g["approved"].sum()
+    out["rejected"] = out["assignments"] - out["approved"]
+    out["hours"] = g["work_seconds"].sum() / 3600.0
+    if len(ans):
+        ans = ans.assign(worker_id=ans["worker_id"].astype(str))
+        out["answers"] = ans.groupby("worker_id").size()
+        gold = ans[ans["is_gold"].astype(bool)].merge(qs[["question_id", "gold_label"]], on="question_id", how="left")
+        gold["ok"] = gold["label"].astype(np.int64) == gold["gold_label"].astype(np.int64)
+        out["golds"] = gold.groupby("worker_id").size()
+        out["golds_correct"] = gold.groupby("worker_id")["ok"].sum()
+    for c in ("answers", "golds", "golds_correct"):
+        out[c] = out[c].fillna(0).astype(np.int64) if c in out else 0
+    mean, lo, hi = beta_interval(out["golds_correct"].to_numpy(np.float64),
+                                 (out["golds"] - out["golds_correct"]).to_numpy(np.float64), credible=credible)
+    has = out["golds"].to_numpy() > 0
+    out["gold_accuracy"] = np.where(has, mean, np.nan)
+    out["gold_accuracy_lo"] = np.where(has, lo, np.nan)
+    out["gold_accuracy_hi"] = np.where(has, hi, np.nan)
+    out["skill"] = np.nan
+    if len(ans):
+        used = ans[ans["used"].astype(bool)]
+        if len(used):
+            data = pd.DataFrame({"task": used["mask_row"].to_numpy(np.int64), "worker": used["worker_id"],
+                                 "label": used["label"].to_numpy(np.int64)}).drop_duplicates(["task", "worker"],
+                                                                                            keep="last")
+            golds = run.golds
+            gd = pd.DataFrame({"task": golds["mask_row"].to_numpy(np.int64),
+                               "label": golds["label"].to_numpy(np.int64)})
+            gd = gd[gd["task"].isin(data["task"])]
+            est = OneCoinDawidSkene().fit(data, gold=gd if len(gd) else None)
+            out["skill"] = est.skills_.reindex(out.index).to_numpy(np.float64)
+    out["status"] = "ok"
+    if len(blocks):
+        for w, kind in zip(blocks["worker_id"].astype(str), blocks["kind"].astype(str)):
+            if w not in out.index:
+                continue
+            if kind == "hard" or out.at[w, "status"] == "ok":
+                out.at[w, "status"] = f"{kind}-blocked"
+    out = out.reset_index()[WORKER_COLUMNS]
+    return out.sort_values(["answers", "worker_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def cost_breakdown(run: RunDir, rep: dict) -> dict:
+    """Where the dollars went.
+
+    Returns
+    -------
+    dict
+        ``rewards``, ``fees``, ``bonuses``, ``total`` (USD charged: approved work
+        only); ``golds`` (the share of ``total`` paid for gold questions, by
+        question count); ``per_accepted_mask`` and ``per_question``;
+        ``rejected_assignments``, ``rejected_hours``, ``rejected_reward`` (reward
+        those assignments would have earned, not paid), ``rejected_answers``;
+        ``expired_hits``; ``budget``.
+    """
+    spend = run.read_rounds("spend")
+    ass = run.read_rounds("assignments")
+    hits = run.read_rounds("hits")
+    ans = run.read_rounds("answers")
+    t = rep["total"]
+
+    def kind(k):
+        return float(spend.loc[spend["kind"] == k, "usd"].sum()) if len(spend) else 0.0
+    total = float(spend["usd"].sum()) if len(spend) else 0.0
+    out = {"rewards": kind("reward"), "fees": kind("fee"), "bonuses": kind("bonus"), "total": total,
+           "budget": float(run.config.campaign.budget_usd)}
+    all_q = t.get("questions", 0) + t.get("golds", 0)
+    out["golds"] = total * t.get("golds", 0) / all_q if all_q else 0.0
+    out["per_accepted_mask"] = total / t["accepted"] if t.get("accepted") else float("nan")
+    out["per_question"] = total / t["questions"] if t.get("questions") else float("nan")
+    rej = ass[~ass["approved"].astype(bool)] if len(ass) else ass
+    out["rejected_assignments"] = int(len(rej))
+    out["rejected_hours"] = float(rej["work_seconds"].sum()) / 3600.0 if len(rej) else 0.0
+    if len(rej) and len(hits):
+        reward = dict(zip(hits["token"], hits["reward_usd"]))
+        out["rejected_reward"] = float(sum(reward.get(tk, 0.0) for tk in rej["token"]))
+    else:
+        out["rejected_reward"] = 0.0
+    out["rejected_answers"] = int((~ans["used"].astype(bool)).sum()) if len(ans) else 0
+    out["expired_hits"] = int(hits["expired"].astype(bool).sum()) if len(hits) else 0
+    return out
+
+
+def sample_gallery(run: RunDir, final: np.ndarray, *, rng: np.random.Generator, per_class: int = 4,
+                   max_classes: int = 24, image_root: str | os.PathLike | None = None, out_px: int = 104,
+                   progress: bool | None = None) -> list[dict]:
+    """Thumbnails of sampled accepted and rejected masks, per class.
+
+    Parameters
+    ----------
+    run : RunDir
+    final : ndarray of int8, shape (n_masks,)
+        1 accepted, 0 rejected, -1 open.
+    rng : numpy.random.Generator
+        Draws the samples (classes are taken in order of mask count, then id).
+    per_class : int
+        At most this many accepted and this many rejected masks per class.
+    max_classes : int
+        Classes shown (those with the most masks).
+    image_root : path, optional
+        Folder with the files named by images.parquet ``file_name``; without it
+        (or for a file not found) masks are drawn on a gray canvas.
+    out_px : int
+        Thumbnail side in pixels.
+    progress : bool or None
+        tqdm bar over thumbnails (None: only when stderr is a terminal).
+
+    Returns
+    -------
+    list of dict, one per class
+        ``category_id``, ``name``, ``accepted`` and ``rejected``: lists of dicts with
+        ``mask_id``, ``src`` (JPEG data URI), ``score``, ``gt_iou``, ``file_name``,
+        ``coco_url``.
+    """
+    from tqdm.auto import tqdm
+
+    from ..hits.images import OverlayStore
+
+    masks = run.masks
+    images = run.table("images")
+    store = OverlayStore(None, images=images, image_root=image_root, out_px=out_px, min_crop=64, fmt="jpeg")
+    files = {} if images is None else dict(zip(images["id"].astype(int), images["file_name"].astype(str)))
+    urls = {} if images is None or "coco_url" not in images else \
+        dict(zip(images["id"].astype(int), images["coco_url"].fillna("").astype(str)))
+    names = _category_names(run)
+    cat = masks["category_id"].to_numpy(np.int64)
+    cats, counts = np.unique(cat, return_counts=True)
+    order = np.lexsort((cats, -counts))[:max_classes]
+    picks = []
+    for c in cats[order]:
+        entry = {"category_id": int(c), "name": names.get(int(c), str(int(c)))}
+        for key, lab in (("accepted", 1), ("rejected", 0)):
+            rows = np.flatnonzero((cat == c) & (final == lab))
+            if len(rows) > per_class:
+                rows = np.sort(rng.choice(rows, per_class, replace=False))
+            entry[key] = rows
+        picks.append(entry)
+    total = sum(len(e["accepted"]) + len(e["rejected"]) for e in picks)
+    out = []
+    with tqdm(total=total, desc="report gallery", unit="mask", leave=False,
+              disable=None if progress is None else not progress) as bar:
+        for e in picks:
+            for key in ("accepted", "rejected"):
+                thumbs = []
+                for r in e[key]:
+                    row = masks.iloc[int(r)]
+                    image_id = int(row["image_id"])
+                    thumbs.append({"mask_id": int(row["mask_id"]),
+                                   "src": figures.data_uri(store.render(row), "image/jpeg"),
+                                   "score": float(row["score"]), "gt_iou": float(row["gt_iou"]),
+                                   "file_name": files.get(image_id, ""), "coco_url": urls.get(image_id, "")})
+                    bar.update(1)
+                e[key] = thumbs
+            out.append(e)
+    return out
+
+
+# ------------------------------------------------------------------------------ page
+def _fmt(v, spec: str = ".3f", none: str = "–") -> str:
+    if v is None:
+        return none
+    try:
+        if isinstance(v, float) and math.isnan(v):
+            return none
+    except TypeError:
+        pass
+    return format(v, spec)
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["f"] = _fmt
+    env.filters["usd"] = lambda v: _fmt(v, ",.2f")
+    env.filters["pct"] = lambda v: _fmt(None if v is None else 100.0 * v, ".1f")
+    env.filters["int"] = lambda v: _fmt(None if v is None else int(v), ",d")
+    return env
+
+
+def render_report(run: RunDir, rep: dict | None = None, *, image_root: str | os.PathLike | None = None,
+                  seed: int | None = None, per_class: int = 4, max_classes: int = 24,
+                  progress: bool | None = None) -> str:
+    """The report page as one HTML string.
+
+    Parameters
+    ----------
+    run : RunDir
+    rep : dict, optional
+        :func:`~crowdprop.report.summary.compute_report` of ``run`` (computed when None).
+    image_root : path, optional
+        Folder with the image files (see :func:`sample_gallery`).
+    seed : int, optional
+        Seed of the gallery's samples (default: the campaign seed).
+    per_class, max_classes : int
+        Gallery size (see :func:`sample_gallery`).
+    progress : bool or None
+        Progress bar while drawing thumbnails (None: only on a terminal).
+    """
+    rep = compute_report(run) if rep is None else rep
+    replay = bool(rep["replay"])
+    status, label_p, final = final_labels(run)
+    classes = class_table(run, status=status, label_p=label_p, final=final, replay=replay)
+    workers = worker_table(run, credible=run.config.policy.credible)
+    costs = cost_breakdown(run, rep)
+    rng = np.random.default_rng([run.config.campaign.seed if seed is None else int(seed), 20211])
+    gallery = sample_gallery(run, final, rng=rng, per_class=per_class, max_classes=max_classes,
+                             image_root=image_root, progress=progress)
+    rounds = rep["rounds"]
+    figs = {}
+    if rounds:
+        figs["curves"] = figures.data_uri(figures.curves(rounds, replay=replay))
+        figs["spend"] = figures.data_uri(figures.spend_per_round(rounds, budget_usd=costs["budget"]))
+        if replay:
+            figs["truth"] = figures.data_uri(figures.true_vs_estimated(rounds))
+    top = classes.head(30)
+    if len(top):
+        figs["classes"] = figures.data_uri(figures.class_bars(top["name"].tolist(), top["accepted"],
+                                                              top["rejected"], top["open"]))
+    cfg = run.config
+    ctx = {
+        "rep": rep, "t": rep["total"], "rounds": rounds, "replay": replay, "figs": figs,
+        "classes": classes.to_dict("records"), "workers": workers.to_dict("records"), "costs": costs,
+        "gallery": gallery, "campaign": run.campaign, "run_dir": str(run.path),
+        "policy": cfg.policy, "crowd": cfg.crowd, "campaign_cfg": cfg.campaign,
+        "image_source": "image files" if image_root else "gray canvas (no image files given)",
+        "palette": figures.PALETTE, "n_classes_shown": min(len(classes), max_classes),
+    }
+    return _environment().get_template("report.html").render(**ctx)
+
+
+def write_report_html(run: RunDir, rep: dict | None = None, *, path: str | os.PathLike | None = None,
+                      **options) -> Path:
+    """Write :func:`render_report` atomically to ``path`` (default ``RUN_DIR/report.html``)."""
+    path = Path(path) if path is not None else run.path / "report.html"
+    atomic_write_text(path, render_report(run, rep, **options))
+    log.info("wrote %s", path)
+    return path
