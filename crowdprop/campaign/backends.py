@@ -181,6 +181,15 @@ class MTurkCrowd:
     def expire(self, hit_id: str) -> None:
         self.backend.expire(hit_id)
 
+    def block(self, worker_id: str, kind: str) -> None:
+        """``hard``: MTurk CreateWorkerBlock. Other kinds are not sent to MTurk (a block
+        there marks the worker's record); the loop stops counting the worker's answers."""
+        if kind == "hard":
+            self.backend._call("create_worker_block", WorkerId=worker_id,
+                               Reason="Answers to known items were wrong too often.")
+        else:
+            log.info("worker %s: %s block kept in the run directory only (not sent to MTurk)", worker_id, kind)
+
     def close(self) -> None:
         try:
             self.backend.close()

@@ -94,6 +94,10 @@ def labels_for(run: RunDir, answers: pd.DataFrame) -> np.ndarray:
     from ..quality import QualitySection
 
     method = QualitySection.from_config(run.config).aggregation
+    blocks = run.read_rounds("blocks")
+    if len(blocks) and len(answers):
+        # A blocked worker's answers stop counting, including those already paid for.
+        answers = answers.assign(used=answers["used"].astype(bool) & ~answers["worker_id"].isin(blocks["worker_id"]))
     return aggregate_labels(answers, len(run.masks), method=method, golds=run.golds)
 
 
@@ -105,6 +109,19 @@ def replay_decisions(run: RunDir, status: np.ndarray, decisions: pd.DataFrame) -
         free = g["free"].to_numpy(bool)
         apply_split(forest, status, g.loc[free, "node_id"].to_numpy(np.int64))
         apply_decisions(forest, status, g.loc[~free])
+
+
+def reopen_unlabeled_verified(forest, status: np.ndarray, label_p: np.ndarray) -> None:
+    """A cluster verified mask by mask whose labels were withdrawn (its worker was
+    blocked later) becomes a candidate again, so those masks are asked again."""
+    from ..policy.controller import label_sums
+    from ..schema import OPEN, VERIFIED
+
+    ver = np.flatnonzero(status == VERIFIED)
+    if len(ver) == 0:
+        return
+    n_lab, _ = label_sums(forest, label_p, ver)
+    status[ver[n_lab < (forest.end - forest.start)[ver]]] = OPEN
 
 
 def load_state(run: RunDir) -> CampaignState:
@@ -121,9 +138,11 @@ def load_state(run: RunDir) -> CampaignState:
         for k, v in g.groupby("mask_row").size().items():
             gold_used[int(k)] = int(v)
     rounds = run.rounds()
+    label_p = labels_for(run, answers)
+    reopen_unlabeled_verified(forest, status, label_p)
     return CampaignState(
         status=status,
-        label_p=labels_for(run, answers),
+        label_p=label_p,
         spent_usd=float(spend["usd"].sum()) if len(spend) else 0.0,
         next_round=(rounds[-1] + 1) if rounds else 1,
         gold_used=gold_used,
@@ -339,9 +358,13 @@ class Campaign:
         if len(hist) == 0:
             return pd.DataFrame({"worker_id": pd.Series(dtype=str), "round": pd.Series(dtype=np.int64),
                                  "kind": pd.Series(dtype=str)})
-        soft, hard = workers_to_block(hist.rename(columns={"worker_id": "worker"})[["worker", "approved"]],
-                                      self.quality_cfg)
-        rows = [(w, r, "soft") for w in sorted(soft - already)] + [(w, r, "hard") for w in sorted(hard - already)]
+        soft, hard = workers_to_block(
+            hist.rename(columns={"worker_id": "worker"})[["worker", "approved", "n_gold", "n_gold_correct"]],
+            self.quality_cfg)
+        rows = [(w, r, "qualification") for w in sorted(set(getattr(self.backend, "failed_qualification", ()))
+                                                        - already)]
+        already |= {w for w, _, _ in rows}
+        rows += [(w, r, "soft") for w in sorted(soft - already)] + [(w, r, "hard") for w in sorted(hard - already)]
         for w, _, kind in rows:
             if hasattr(self.backend, "block"):
                 self.backend.block(w, kind)

@@ -25,7 +25,7 @@ class SimulatedCrowd:
     truth : (n,) bool array
         Whether each mask row is correct (from ground truth).
     pool : WorkerPool
-    blocked : set of worker ids that get no more HITs (soft blocks).
+    blocked : set of worker ids that get no HITs at all (failed the qualification test).
     """
 
     name = "simulated"
@@ -34,6 +34,8 @@ class SimulatedCrowd:
         self.truth = np.asarray(truth, dtype=bool)
         self.pool = pool
         self.blocked = set(blocked or ())
+        self.failed_qualification = set(blocked or ())
+        """Workers kept out before their first HIT (the qualification test)."""
         self._hits: dict[str, HitRequest] = {}
         self._assignments: dict[str, Assignment] = {}
         self._by_hit: dict[str, list[str]] = {}

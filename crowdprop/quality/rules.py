@@ -10,6 +10,7 @@ Example ``campaign.toml`` table (every key optional)::
     min_gold_accuracy = 0.6          # approve an assignment at >= 60 % golds right
     min_seconds_per_question = 0.3   # faster than this is rejected as not looked at
     soft_block_after = 2             # failed HITs before a worker is blocked
+    block_below_accuracy = 0.8       # or when gold accuracy is surely below this
     hard_block = false               # true: MTurk CreateWorkerBlock instead of a qualification
     qualification_size = 10          # golds in the qualification test
     qualification_pass = 0.8         # share right to pass it
@@ -47,6 +48,11 @@ class QualitySection:
     """Golds in the qualification test a worker takes before the first HIT (0: no test)."""
     qualification_pass: float = 0.8
     """Share of the qualification golds a worker must get right."""
+    block_below_accuracy: float = 0.8
+    """A worker is also blocked once the upper end of the 95 % Beta interval of their
+    gold accuracy, over all their work so far, falls below this (0 turns it off):
+    a spammer at 50 % is caught after 2-3 HITs of 5 golds even when luck gets single
+    HITs approved."""
     aggregation: str = "raw"
     """How answers become a per-mask probability of being correct: ``raw`` (share
     of yes answers in approved work: the paper's rule), ``onecoin`` (Dawid-Skene
@@ -59,6 +65,7 @@ class QualitySection:
         v.check(self.soft_block_after >= 1, "soft_block_after", "must be >= 1")
         v.check(0 <= self.qualification_size <= 100, "qualification_size", "must be in [0, 100]")
         v.check(0.0 <= self.qualification_pass <= 1.0, "qualification_pass", "must be in [0, 1]")
+        v.check(0.0 <= self.block_below_accuracy <= 1.0, "block_below_accuracy", "must be in [0, 1]")
         v.check(self.aggregation in ("onecoin", "ds", "mv", "raw"), "aggregation", "must be onecoin, ds, mv or raw")
 
     @classmethod
@@ -183,7 +190,9 @@ def workers_to_block(history: pd.DataFrame, cfg: QualitySection) -> tuple[set, s
     Parameters
     ----------
     history : DataFrame, shape (n_assignments, >= 2)
-        Columns ``worker`` and ``approved`` (bool, or NaN while pending).
+        Columns ``worker`` and ``approved`` (bool, or NaN while pending); with
+        ``n_gold`` and ``n_gold_correct`` also the cumulative gold-accuracy rule
+        (``block_below_accuracy``) applies.
     cfg : QualitySection
 
     Returns
@@ -200,6 +209,12 @@ def workers_to_block(history: pd.DataFrame, cfg: QualitySection) -> tuple[set, s
     failed = approved.notna() & (approved == False)  # noqa: E712 (NaN = pending)
     counts = history.loc[failed.to_numpy(), "worker"].value_counts()
     blocked = set(counts.index[counts.to_numpy() >= cfg.soft_block_after])
+    if cfg.block_below_accuracy > 0 and {"n_gold", "n_gold_correct"} <= set(history.columns):
+        from scipy import stats
+
+        g = history.groupby("worker")[["n_gold", "n_gold_correct"]].sum()
+        upper = stats.beta.ppf(0.975, 1 + g["n_gold_correct"], 1 + g["n_gold"] - g["n_gold_correct"])
+        blocked |= set(g.index[(g["n_gold"].to_numpy() > 0) & (upper < cfg.block_below_accuracy)])
     return (set(), blocked) if cfg.hard_block else (blocked, set())
 
 

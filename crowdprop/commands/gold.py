@@ -1,0 +1,26 @@
+"""crowdprop gold import: add known answers (golds) to a campaign's gold pool."""
+from __future__ import annotations
+
+NAME = "gold"
+HELP = "manage the gold pool (masks with known answers used for quality control)"
+ORDER = 45
+
+
+def register(p):
+    sub = p.add_subparsers(dest="gold_action", metavar="ACTION", required=True)
+    imp = sub.add_parser("import", help="add golds from CSV (mask_id,label) or JSON ([{id, label}])")
+    imp.add_argument("run_dir", metavar="RUN_DIR")
+    imp.add_argument("file", metavar="FILE")
+    p.epilog = ("example:\n  crowdprop gold import runs/cars checked.csv     # columns mask_id,label (yes/no)\n"
+                "Each HIT mixes [crowd] golds_per_hit golds, balanced yes/no, least-used first.")
+
+
+def run(args) -> int:
+    from ..campaign.golds import import_golds
+    from ..campaign.store import RunDir
+
+    rd = RunDir(args.run_dir).require()
+    added, size = import_golds(rd, args.file)
+    yes = int(rd.golds["label"].sum())
+    print(f"{rd.path}: {added} golds imported; pool has {size} ({yes} yes, {size - yes} no)")
+    return 0
