@@ -92,8 +92,10 @@ def check_books(rd: RunDir, local: LocalMTurk) -> dict:
     assert led["hits_created"] == len(hits) == hits["token"].nunique()
     assert set(hits["hit_id"]) <= {h["HITId"] for h in local.call("ListHITs", {"MaxResults": 100})["HITs"]}
     assert led["approved_more_than_once"] == []
-    assert led["approvals"] == int(asg["approved"].sum()) == len(asg)
-    assert led["approve_calls"] == len(asg)
+    approved = asg["approved"].astype(bool)
+    assert led["approvals"] == led["approve_calls"] == int(approved.sum())
+    assert led["assignments"].get("Rejected", 0) == int((~approved).sum())
+    assert led["assignments"].get("Approved", 0) + led["assignments"].get("Rejected", 0) == len(asg)
     assert asg["assignment_id"].is_unique
     assert led["spent_usd"] == f"{spend['usd'].sum():.2f}"
     return led
