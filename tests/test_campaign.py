@@ -291,3 +291,24 @@ def test_gold_import_and_crowdkit_export(finished, tmp_path, capsys):
     assert main(["aggregate", str(a), "--gold", str(g), "--method", "mv", "-o", str(tmp_path / "l.csv")]) == 0
     labels = pd.read_csv(tmp_path / "l.csv")
     assert len(labels) == long["task"].nunique()
+
+
+def test_a_second_run_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys):
+    rd = make_run(tmp_path / "run")
+    # another live process holds the lock
+    code = ("import sys, time\nfrom crowdprop.campaign.store import RunDir\n"
+            f"with RunDir({str(rd.path)!r}).lock():\n    print('locked', flush=True)\n    time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        assert main(["run", str(rd.path)]) == 2
+        err = capsys.readouterr().err
+        assert f"already in use by another crowdprop process (pid {p.pid}" in err
+        assert rd.rounds() == []
+    finally:
+        p.kill()
+        p.wait()
+    # the holder died without cleaning up: its pid is still in the file, the lock is taken over
+    assert f"pid {p.pid}" in (rd.path / ".lock").read_text()
+    assert main(["run", str(rd.path), "--rounds", "1"]) == 0
+    assert rd.rounds() == [1]

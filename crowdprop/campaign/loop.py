@@ -194,6 +194,11 @@ class Campaign:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, *, max_rounds: int | None = None) -> RunResult:
+        """Run rounds until a stop condition, holding the run directory's lock."""
+        with self.run_dir.lock():
+            return self._run(max_rounds=max_rounds)
+
+    def _run(self, *, max_rounds: int | None = None) -> RunResult:
         state = load_state(self.run_dir)
         limit = self.cfg.campaign.max_rounds
         done = 0

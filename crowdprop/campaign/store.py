@@ -27,6 +27,7 @@ recorded before CreateHIT, answers before approval, approvals before they are pa
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -115,6 +116,40 @@ class RunDir:
         t = self.table("golds")
         return t if t is not None else pd.DataFrame({"mask_row": pd.Series(dtype=np.int64),
                                                       "label": pd.Series(dtype=np.int64)})
+
+    # -- one writer at a time -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run directory's lock for the duration of a ``with`` block.
+
+        An OS file lock (flock) on ``RUN_DIR/.lock``: a second process is refused with a
+        message naming the holder's pid; a lock left by a process that died is released
+        by the OS and taken over (the old pid is logged).
+        """
+        import fcntl
+        import logging
+        import socket
+
+        path = self.path / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StateError(f"{self.path}: already in use by another crowdprop process ({holder}); "
+                             f"wait for it to finish or stop it") from None
+        old = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        if old:
+            logging.getLogger(__name__).warning("%s: taking over a stale lock (%s)", self.path, old)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        try:
+            yield self
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     # -- rounds --------------------------------------------------------------------------------
     @property
