@@ -180,6 +180,9 @@ def true_vs_estimated(rounds: Sequence[dict]) -> bytes:
     a1.plot(r[ok], est[ok], "-o", color=PALETTE["estimated"], markersize=3.5, label="estimated")
     okt = np.isfinite(tp)
     a1.plot(r[okt], tp[okt], "-s", color=PALETTE["true"], markersize=3.5, label="true")
+    from matplotlib.ticker import MaxNLocator
+
+    a1.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.set_xlabel("round")
     a1.set_ylabel("precision of accepted masks")
     a1.set_title("true and estimated precision per round")
@@ -220,6 +223,11 @@ def spend_per_round(rounds: Sequence[dict], *, budget_usd: float | None = None) 
     ax2.set_ylim(bottom=0)
     if budget_usd and len(cum) and np.nanmax(cum) * 3 >= budget_usd:
         ax2.axhline(budget_usd, color=PALETTE["rejected"], linestyle="--", linewidth=1, label="budget")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(r):
+        ax.set_xlim(np.nanmin(r) - 0.6, np.nanmax(r) + 0.6)
     ax.set_xlabel("round")
     ax.set_ylabel("USD per round")
     ax2.set_ylabel("USD cumulative")
