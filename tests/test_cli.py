@@ -1,0 +1,117 @@
+"""Bad input through the command line: one line naming file, record and field; exit 2;
+no traceback; the run directory untouched."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import GT_JSON, RESULTS_JSON
+from crowdprop.cli import main
+from crowdprop.masks import rle
+
+
+def _mask(h=10, w=12):
+    m = np.zeros((h, w), np.uint8)
+    m[2:6, 3:8] = 1
+    return rle.encode(m)
+
+
+GT = {"images": [{"id": 1, "height": 10, "width": 12}, {"id": 2, "height": 10, "width": 12}],
+      "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+      "annotations": [{"id": 9, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                       "segmentation": {"size": [10, 12], "counts": _mask()}}]}
+
+
+def pred(i, **kw):
+    r = {"id": i, "image_id": 1 + i % 2, "category_id": 1 + i % 2, "score": 0.5 + i / 100,
+         "segmentation": {"size": [10, 12], "counts": _mask()}}
+    r.update(kw)
+    return r
+
+
+def write(p, obj):
+    p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return p
+
+
+def run_init(tmp_path, capsys, preds=None, gt=None, features=None, config=None):
+    preds_p = write(tmp_path / "preds.json", preds if preds is not None else [pred(i) for i in range(6)])
+    gt_p = write(tmp_path / "gt.json", gt if gt is not None else GT)
+    run_dir = tmp_path / "run"
+    args = ["init", str(run_dir), "--predictions", str(preds_p), "--gt", str(gt_p)]
+    if features is not None:
+        args += ["--features", str(features)]
+    if config is not None:
+        args += ["--config", str(write(tmp_path / "c.toml", config))]
+    code = main(args)
+    err = capsys.readouterr().err
+    return code, err, run_dir
+
+
+CASES = [
+    ("malformed JSON", dict(preds="[{"), "preds.json: line 1 column 3", "malformed JSON"),
+    ("unknown image", dict(preds=[pred(0, image_id=5)]), "record 0 (id=0): field 'image_id'", "not in the ground truth"),
+    ("RLE size", dict(preds=[pred(0, segmentation={"size": [9, 12], "counts": _mask(9, 12)})]),
+     "field 'segmentation.size'", "disagrees with image 1"),
+    ("polygon 2 points", dict(preds=[pred(0, segmentation=[[1, 1, 4, 4]])]), "field 'segmentation[0]'", "needs >= 3"),
+    ("duplicate ids", dict(preds=[pred(0), pred(0)]), "record 1 (id=0): field 'id'", "duplicate id"),
+    ("empty class name", dict(gt=dict(GT, categories=[{"id": 1, "name": ""}, {"id": 2, "name": "dog"}])),
+     "categories[0] (id=1): field 'name'", "empty class name"),
+    ("score out of range", dict(preds=[pred(0, score=1.5)]), "field 'score'", "[0, 1]"),
+    ("config unknown key", dict(config="[policy]\nacept = 0.9\n"), "c.toml: [policy]: field 'acept'", "unknown key"),
+    ("config out of range", dict(config="[policy]\naccept = 0.1\nreject = 0.3\n"), "[policy]: field 'reject'",
+     "below accept"),
+    ("config wrong type", dict(config="[policy]\nk = 'fifteen'\n"), "[policy]: field 'k'", "expected int"),
+    ("config malformed", dict(config="[policy\n"), "c.toml", "malformed TOML"),
+    ("config unknown section", dict(config="[polcy]\nk = 3\n"), "[polcy]", "unknown section"),
+]
+
+
+@pytest.mark.parametrize("name, kw, where, words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, capsys, name, kw, where, words):
+    code, err, run_dir = run_init(tmp_path, capsys, **kw)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert where in lines[0] and words in lines[0]
+    assert not run_dir.exists()
+    assert not any(p.name.startswith(".run.") for p in tmp_path.iterdir())  # no temp folder left
+
+
+def test_bad_features(tmp_path, capsys):
+    f = tmp_path / "f.npy"
+    x = np.ones((6, 4), np.float32)
+    x[3, 2] = np.nan
+    np.save(f, x)
+    code, err, run_dir = run_init(tmp_path, capsys, features=f)
+    assert code == 2 and "f.npy" in err and "NaN" in err and "3" in err and not run_dir.exists()
+    np.save(f, np.ones((5, 4), np.float32))
+    code, err, run_dir = run_init(tmp_path, capsys, features=f)
+    assert code == 2 and "f.npy" in err and "5" in err and "6" in err and not run_dir.exists()
+
+
+def test_existing_run_dir_is_left_as_it_was(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    code, err, _ = run_init(tmp_path, capsys)
+    assert code == 2 and "already exists and is not empty" in err
+    assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
+
+
+def test_good_init_then_run_and_report(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["init", str(run_dir), "--predictions", str(RESULTS_JSON), "--gt", str(GT_JSON),
+                 "--crowd", "simulated", "--seed", "3"]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["campaign"]["seed"] == 3
+    assert main(["run", str(run_dir), "--rounds", "1"]) == 0
+    assert main(["report", str(run_dir), "--json"]) == 0
+    out = capsys.readouterr().out
+    rep = json.loads(out[out.index("{"):])
+    assert rep["total"]["rounds"] == 1 and rep == json.loads((run_dir / "report.json").read_text())
+
+
+def test_run_on_a_missing_dir_is_one_line(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "not a run directory" in err and len(err.strip().splitlines()) == 1
