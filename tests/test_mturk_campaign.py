@@ -102,9 +102,18 @@ def check_books(rd: RunDir, local: LocalMTurk) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-def test_local_endpoint_replay_decides_exactly_as_the_in_process_crowd(base_run, tmp_path):
+@pytest.fixture(scope="module")
+def perfect_sim(base_run, tmp_path_factory) -> RunDir:
+    """The in-process simulated crowd's campaign with perfect workers."""
+    rd = clone(base_run, tmp_path_factory.mktemp("sim") / "run", {"kind": "simulated"}, simulation=PERFECT)
+    res = Campaign(rd, simulated_backend(rd), progress=False).run()
+    assert res.stop_reason == "no candidates left"
+    return rd
+
+
+def test_local_endpoint_replay_decides_exactly_as_the_in_process_crowd(base_run, perfect_sim, tmp_path):
     local_rd = clone(base_run, tmp_path / "local", {"kind": "mturk-local", "images": "skip"}, simulation=PERFECT)
-    sim_rd = clone(base_run, tmp_path / "sim", {"kind": "simulated"}, simulation=PERFECT)
+    sim_rd = perfect_sim
 
     crowd = make_backend(local_rd)
     assert isinstance(crowd, bk.MTurkCrowd) and crowd.handle.url.startswith("http://127.0.0.1:")
@@ -112,8 +121,7 @@ def test_local_endpoint_replay_decides_exactly_as_the_in_process_crowd(base_run,
         res = Campaign(local_rd, crowd, progress=False).run()
     finally:
         crowd.close()
-    res_sim = Campaign(sim_rd, simulated_backend(sim_rd), progress=False).run()
-    assert res.stop_reason == res_sim.stop_reason == "no candidates left"
+    assert res.stop_reason == "no candidates left"
 
     a, b = final_status(local_rd), final_status(sim_rd)
     assert (a >= 0).all() and 0 < (a == 1).sum() < len(a)
@@ -135,8 +143,34 @@ def test_local_endpoint_replay_decides_exactly_as_the_in_process_crowd(base_run,
     assert not any((local_rd.path / "hit_images").iterdir())
 
 
+def test_replay_command_goes_through_the_local_endpoint_by_default(perfect_sim, tmp_path, capsys):
+    toml = tmp_path / "perfect.toml"
+    toml.write_text("[policy]\nk_pa = 0.0\n[simulation]\naccuracy = 1.0\naccuracy_spread = 0.0\n")
+    run_dir = tmp_path / "replay"
+    assert main(["replay", "--run-dir", str(run_dir), "--config", str(toml)]) == 0
+    out = capsys.readouterr().out
+    assert "local MTurk endpoint at http://127.0.0.1:" in out and "stopped: no candidates left" in out
+    rd = RunDir(run_dir)
+    assert rd.campaign["crowd"] == {"kind": "mturk-local", "images": "skip"}
+    np.testing.assert_array_equal(final_status(rd), final_status(perfect_sim))
+    assert rd.read_rounds("hits")["hit_id"].str.fullmatch(r"[A-Z0-9]{30}").all()
+
+
+def test_hard_block_reaches_the_endpoint(base_run, tmp_path):
+    rd = clone(base_run, tmp_path / "r", {"kind": "mturk-local", "images": "skip"})
+    crowd = make_backend(rd)
+    try:
+        crowd.block("ASPAMMER1", "hard")
+        crowd.block("ASLOPPY2", "soft")
+        blocked = crowd.backend.client.list_worker_blocks(MaxResults=10)["WorkerBlocks"]
+        assert [b["WorkerId"] for b in blocked] == ["ASPAMMER1"]
+    finally:
+        crowd.close()
+
+
 def test_interrupted_local_replay_continues_with_run(base_run, tmp_path, capsys):
-    """`crowdprop run` on a replay killed mid-round starts a local endpoint again and finishes it."""
+    """`crowdprop run` on a replay killed mid-round starts a local endpoint again and finishes it
+    with the same answers (noisy workers: answers are a function of the HIT token and question)."""
     rd = clone(base_run, tmp_path / "r", {"kind": "mturk-local", "images": "skip"})
     ref = clone(base_run, tmp_path / "ref", {"kind": "mturk-local", "images": "skip"})
     crowd = make_backend(ref)
@@ -144,7 +178,6 @@ def test_interrupted_local_replay_continues_with_run(base_run, tmp_path, capsys)
         Campaign(ref, crowd, progress=False).run()
     finally:
         crowd.close()
-
     crowd = make_backend(rd)
     real_settle = crowd.backend.settle
     calls = []
@@ -167,6 +200,9 @@ def test_interrupted_local_replay_continues_with_run(base_run, tmp_path, capsys)
     np.testing.assert_array_equal(final_status(rd), final_status(ref))
     asg, asg_ref = rd.read_rounds("assignments"), ref.read_rounds("assignments")
     assert len(asg) == len(asg_ref) and asg["assignment_id"].is_unique
+    key = ["question_id", "worker_id", "label"]
+    ans, ans_ref = rd.read_rounds("answers"), ref.read_rounds("answers")
+    assert ans[key].sort_values(key).reset_index(drop=True).equals(ans_ref[key].sort_values(key).reset_index(drop=True))
     # the second process's endpoint numbered its HITs apart from the first's
     assert rd.read_rounds("hits")["hit_id"].is_unique
 
