@@ -19,7 +19,7 @@ from crowdprop.commands.replay import sample_paths
 from crowdprop.masks import rle
 from tests.conftest import COCO128
 
-NASTY = "<script>alert(1)</script> & \"people\""
+NASTY = "<script>alert(1)</script> & \"people\" $x$"
 """A class name holding HTML: the page must show it as text."""
 
 
