@@ -16,9 +16,10 @@ pred_iou
 
         pred_iou = sum(p * b) / (sum(b) + sum(p * (1 - b)))
 
-    It is 1 when every pixel is confidently in or out, drops when pixels inside
-    the mask are uncertain (``p`` near 0.5) and when probability mass lies
-    outside it; always in ``(0.5 * sum(b) / (sum(b) + sum(p * (1 - b))), 1]``.
+    It is in ``(0, 1]``: 1 when every pixel is confidently in or out, lower when
+    pixels inside the mask are uncertain (``p`` near 0.5) and when probability
+    mass lies outside it (a blurry or fragmented prediction). It replaces the
+    "mean probability inside the mask", which ignores the mass outside.
 feature
     The paper's best clustering feature: ROI features with mask attention. In
     eval mode torchvision's ROI heads pool ``box_roi_pool`` on the *proposals*,
