@@ -217,7 +217,7 @@ class _V:
             raise InputError(self.source, f"[{self.section}]", key, message)
 
 
-def _section_from_dict(cls, data: dict, source: str, name: str):
+def section_from_dict(cls, data: dict, source: str, name: str):
     hints = get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
@@ -264,7 +264,7 @@ def from_dict(data: dict, source: str = "<config>") -> Config:
         if not isinstance(table, dict):
             raise InputError(source, f"[{name}]", None, "expected a table")
         if name in SECTIONS:
-            sections[name] = _section_from_dict(SECTIONS[name], table, source, name)
+            sections[name] = section_from_dict(SECTIONS[name], table, source, name)
         elif name in EXTRA_SECTIONS:
             extra[name] = table
         else:

@@ -199,23 +199,6 @@ def test_budget_cap_stops_cleanly(tmp_path):
     assert len(rd.read_rounds("hits")) == 4 and spent == pytest.approx(0.96)
 
 
-def test_sequential_policy_asks_fewer_questions_on_synthetic_clusters(tmp_path):
-    from crowdprop.replay.synth import make_synthetic, write_synthetic
-
-    s = make_synthetic(3000, 3, seed=1)
-    write_synthetic(s, tmp_path / "syn")
-    out = {}
-    for name in ("paper", "sequential"):
-        cfg = tmp_path / f"{name}.toml"
-        cfg.write_text(f'[policy]\nname = "{name}"\n')
-        rd = init_run(tmp_path / name, predictions=tmp_path / "syn/predictions.json", gt=tmp_path / "syn/gt.json",
-                      features=tmp_path / "syn/features.npy", crowd={"kind": "simulated"}, config_path=cfg)
-        Campaign(rd, simulated_backend(rd), progress=False).run()
-        out[name] = compute_report(rd)["total"]
-    assert out["sequential"]["questions"] < out["paper"]["questions"]
-    assert out["sequential"]["true_precision"] > out["paper"]["true_precision"] - 0.03
-
-
 def test_spammers_and_sloppy_workers_do_not_cost_precision(finished, tmp_path):
     """20 % spammers and 10 % sloppy (75 %) workers: precision within 1 point of a clean
     replay with the same seed, and no spammer does more than 3 HITs."""

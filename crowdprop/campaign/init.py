@@ -4,6 +4,7 @@ leaves RUN_DIR as it was."""
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,17 @@ log = logging.getLogger(__name__)
 
 GOLD_POOL_SIZE = 200
 """Replay: size of the gold pool drawn from ground truth (balanced yes/no)."""
+
+
+def campaign_id(crowd: dict | None, seed: int) -> str:
+    """12 characters that prefix every HIT token of the campaign.
+
+    Random for real crowds (tokens must not collide across campaigns on one MTurk
+    account); derived from the seed for replays, so two replays with the same seed
+    ask the same HITs and get the same simulated answers."""
+    if crowd and crowd.get("kind") in ("simulated", "mturk-local"):
+        return "rp" + hashlib.blake2b(f"replay-{seed}".encode(), digest_size=5).hexdigest()
+    return uuid.uuid4().hex[:12]
 
 
 def _check_target(run_dir: Path) -> None:
@@ -107,7 +119,7 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
     try:
         atomic_write_text(tmp / "config.json", cfg.to_json())
         campaign = {
-            "campaign_id": uuid.uuid4().hex[:12],
+            "campaign_id": campaign_id(crowd, cfg.campaign.seed),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "crowd": crowd or {"kind": "mturk", "target": "sandbox"},
             "sources": {"predictions": str(predictions), "gt": str(gt) if gt else None,

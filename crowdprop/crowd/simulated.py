@@ -1,8 +1,9 @@
 """In-process simulated crowd: the CrowdBackend of a replay when no HTTP is wanted.
 
 Workers come from :class:`crowdprop.replay.workers.WorkerPool` and answer from
-ground truth. Every answer is a pure function of (seed, worker, question), so a
-campaign interrupted at any moment and run again sees the same answers.
+ground truth. Every answer is a pure function of (seed, worker, HIT token,
+question), so a campaign interrupted at any moment and run again sees the same
+answers, and so does the same replay through the local MTurk endpoint.
 """
 from __future__ import annotations
 
@@ -47,14 +48,16 @@ class SimulatedCrowd:
         if hit_id in self._hits:
             return hit_id
         self._hits[hit_id] = hit
-        key = f"r{hit.round}-b{hit.batch}"
+        # The same keys as the local MTurk endpoint's simulated workers (the HIT token),
+        # so a replay gives the same answers through either crowd.
+        key = hit.token
         workers = self.pool.pick(key, hit.assignments, exclude=self.blocked)
         ids = []
         for a, w in enumerate(workers):
             wid = self.pool.worker_ids[w]
-            answers = {q.question_id: self.pool.answer(w, f"{q.question_id}:{q.mask_row}", bool(self.truth[q.mask_row]))
+            answers = {q.question_id: self.pool.answer(w, f"{key}:{q.question_id}", bool(self.truth[q.mask_row]))
                        for q in hit.questions}
-            secs = self.pool.seconds(w, f"{key}-{a}", len(hit.questions))
+            secs = self.pool.seconds(w, key, len(hit.questions))
             aid = f"SIMASG-{hit.token}-{a}"
             self._assignments[aid] = Assignment(assignment_id=aid, hit_id=hit_id, worker_id=wid, answers=answers,
                                                 work_seconds=secs, accept_time=0.0, submit_time=secs)

@@ -70,25 +70,11 @@ class QualitySection:
 
     @classmethod
     def from_table(cls, table: Mapping, v) -> "QualitySection":
-        """Build from a TOML table, refusing unknown keys and wrong types via ``v.check``."""
-        types = {f.name: f.type for f in fields(cls)}
-        kwargs = {}
-        for key, value in (table or {}).items():
-            v.check(key in types, key, f"unknown key (known: {', '.join(sorted(types))})")
-            want = types[key]
-            if want in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if want in ("bool", bool):
-                ok = isinstance(value, bool)
-            elif want in ("int", int):
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            else:
-                ok = isinstance(value, float) and math.isfinite(value)
-            v.check(ok, key, f"expected {getattr(want, '__name__', want)}, got {value!r}")
-            kwargs[key] = value
-        obj = cls(**kwargs)
-        obj.validate(v)
-        return obj
+        """Build from a TOML table, refusing unknown keys, wrong types and bad values
+        the same way as every other section (:func:`crowdprop.config.section_from_dict`)."""
+        from ..config import section_from_dict
+
+        return section_from_dict(cls, dict(table or {}), v.source, v.section)
 
     @classmethod
     def from_config(cls, config) -> "QualitySection":
