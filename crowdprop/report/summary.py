@@ -14,8 +14,8 @@ est_precision (lo, hi)
     Estimated precision of the accepted masks: accepted clusters contribute
     ``size x theta_c`` with ``theta_c ~ Beta(a + yes_c, b + no_c)``; directly
     answered masks contribute their aggregated probability. The interval is the
-    central credible interval of that mixture (Monte Carlo with a seeded
-    generator, or a normal approximation over many clusters).
+    central credible interval of that mixture, corrected for worker error measured
+    on gold questions (see :func:`precision_estimate`).
 true_precision, mean_iou, recall (replay only)
     From ground truth: share of accepted masks with IoU > ``correct_iou``, their
     mean IoU, and the share of non-crowd ground-truth instances covered by an
@@ -35,14 +35,43 @@ from ..policy.controller import initial_status, mask_status
 from ..schema import ACCEPTED
 
 
+def answer_noise(answers: pd.DataFrame, golds: pd.DataFrame, prior: float = 1.0) -> tuple[float, float, float, float]:
+    """Beta posteriors of the crowd's sensitivity P(yes | correct) and specificity
+    P(no | wrong), pooled over usable answers to gold questions: (a_sens, b_sens, a_spec, b_spec)."""
+    if answers is None or len(answers) == 0 or len(golds) == 0:
+        return prior, prior, prior, prior
+    g = answers[answers["used"].astype(bool) & answers["is_gold"].astype(bool)]
+    truth = golds.drop_duplicates("mask_row").set_index("mask_row")["label"]
+    t = truth.reindex(g["mask_row"]).to_numpy()
+    lab = g["label"].to_numpy()
+    ok = ~np.isnan(t.astype(float))
+    t, lab = t[ok].astype(int), lab[ok].astype(int)
+    return (prior + float(((t == 1) & (lab == 1)).sum()), prior + float(((t == 1) & (lab == 0)).sum()),
+            prior + float(((t == 0) & (lab == 0)).sum()), prior + float(((t == 0) & (lab == 1)).sum()))
+
+
 def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame, label_p: np.ndarray,
-                       final: np.ndarray, *, credible: float = 0.95, seed: int = 0):
-    """Estimated precision of accepted masks with a credible interval: (mean, lo, hi)."""
+                       final: np.ndarray, *, credible: float = 0.95, seed: int = 0,
+                       answers: pd.DataFrame | None = None):
+    """Estimated precision of accepted masks with a credible interval: (mean, lo, hi).
+
+    Accepted cluster ``c`` (``n_c`` members not answered directly) has a Beta
+    posterior over the probability ``phi_c`` that a worker says yes about one of
+    its members. With raw answers (aggregation ``raw`` or ``mv``) workers err, so
+    the share of correct members is ``theta_c = (phi_c - (1 - spec)) / (sens + spec - 1)``,
+    with the crowd's sensitivity and specificity measured on gold questions (Beta
+    posteriors). A mask accepted on its own answer is correct with probability
+    ``sens pi / (sens pi + (1 - spec)(1 - pi))`` (``pi``: share of correct masks among
+    those asked, from the yes rate the same way). With Dawid-Skene aggregation the
+    labels are already posterior probabilities and are used as they are.
+    Monte Carlo over (sens, spec) and a normal approximation of the sum over clusters.
+    """
+    from ..quality import QualitySection
+
     forest = run.forest
     cfg = run.config.policy
     acc_nodes = np.flatnonzero(status == ACCEPTED)
     direct = ~np.isnan(label_p) & (final == 1)
-    p_direct = label_p[direct]
     counts = np.zeros(0)
     a = b = np.zeros(0)
     if len(acc_nodes):
@@ -55,28 +84,43 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
         n = last["n_labeled"].to_numpy(np.float64)
         a = cfg.prior_a + yes
         b = cfg.prior_b + (n - yes)
-    total = counts.sum() + len(p_direct)
+    n_clusters = float(counts.sum())
+    n_direct = int(direct.sum())
+    total = n_clusters + n_direct
     if total == 0:
         return float("nan"), float("nan"), float("nan")
-    # Directly answered masks: each correct with its probability p_i (Bernoulli), so the
-    # number of correct ones among them has mean sum(p) and variance sum(p (1 - p)).
-    fixed = p_direct.sum()
-    fixed_var = float((p_direct * (1 - p_direct)).sum())
-    mean = (fixed + (counts * a / (a + b)).sum()) / total
-    tail = (1 - credible) / 2
-    if len(a) <= 500:
-        rng = np.random.default_rng([seed, 99])
-        draws = rng.beta(a[None, :], b[None, :], size=(4000, len(a))) if len(a) else np.zeros((4000, 0))
-        direct = rng.normal(fixed, np.sqrt(fixed_var), size=4000)
-        prec = np.clip((direct + draws @ counts) / total, 0.0, 1.0)
-        lo, hi = np.quantile(prec, [tail, 1 - tail])
+    rng = np.random.default_rng([seed, 99])
+    S = 4000
+    raw = QualitySection.from_config(run.config).aggregation in ("raw", "mv")
+    if raw and answers is not None:
+        s_a, s_b, p_a, p_b = answer_noise(answers, run.golds)
+        sens = rng.beta(s_a, s_b, S)
+        spec = rng.beta(p_a, p_b, S)
     else:
-        from scipy import stats
-
-        var = ((counts ** 2 * a * b / ((a + b) ** 2 * (a + b + 1))).sum() + fixed_var) / total ** 2
-        z = stats.norm.ppf(1 - tail)
-        lo, hi = max(0.0, mean - z * np.sqrt(var)), min(1.0, mean + z * np.sqrt(var))
-    return float(mean), float(lo), float(hi)
+        sens = spec = np.ones(S)
+    youden = np.maximum(sens + spec - 1.0, 1e-3)
+    # clusters: sum_c n_c phi_c ~ Normal, then the noise correction per draw
+    mu = float((counts * a / (a + b)).sum())
+    var = float((counts ** 2 * a * b / ((a + b) ** 2 * (a + b + 1))).sum())
+    phi_sum = rng.normal(mu, np.sqrt(var), S) if var > 0 else np.full(S, mu)
+    theta_sum = np.clip((phi_sum - (1.0 - spec) * n_clusters) / youden, 0.0, n_clusters)
+    # direct answers
+    if n_direct:
+        if raw and answers is not None:
+            plain = answers[answers["used"].astype(bool) & ~answers["is_gold"].astype(bool)]
+            y = float(plain["label"].mean()) if len(plain) else 0.5
+            pi = np.clip((y - (1.0 - spec)) / youden, 0.01, 0.99)
+            ppv = sens * pi / (sens * pi + (1.0 - spec) * (1.0 - pi))
+            direct_sum = rng.binomial(n_direct, ppv).astype(np.float64)
+        else:
+            p = label_p[direct]
+            direct_sum = rng.normal(p.sum(), np.sqrt((p * (1 - p)).sum()), S)
+    else:
+        direct_sum = np.zeros(S)
+    prec = np.clip((theta_sum + direct_sum) / total, 0.0, 1.0)
+    tail = (1 - credible) / 2
+    lo, hi = np.quantile(prec, [tail, 1 - tail])
+    return float(prec.mean()), float(lo), float(hi)
 
 
 def compute_report(run: RunDir) -> dict:
@@ -119,7 +163,7 @@ def compute_report(run: RunDir) -> dict:
             cum[k] += v
         acc = final == 1
         est, lo, hi = precision_estimate(run, status, decisions[decisions["round"] <= r], label_p, final,
-                                         credible=cfg.policy.credible, seed=cfg.campaign.seed)
+                                         credible=cfg.policy.credible, seed=cfg.campaign.seed, answers=ans_r)
         row = {
             "round": r,
             "questions": nq, "golds": ng, "hits": int(len(h_r)), "assignments": int(len(a_r)),
