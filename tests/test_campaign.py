@@ -200,8 +200,8 @@ def test_budget_cap_stops_cleanly(tmp_path):
 
 
 def test_spammers_and_sloppy_workers_do_not_cost_precision(finished, tmp_path):
-    """20 % spammers and 10 % sloppy (75 %) workers: precision within 1 point of a clean
-    replay with the same seed, and no spammer does more than 3 HITs."""
+    """20 % spammers and 10 % sloppy (75 %) workers: precision no more than 1 point under a
+    clean replay with the same seed, and no spammer does more than 3 HITs."""
     from crowdprop.replay.workers import WorkerPool
 
     cfg = tmp_path / "spam.toml"
@@ -210,7 +210,8 @@ def test_spammers_and_sloppy_workers_do_not_cost_precision(finished, tmp_path):
     Campaign(rd, simulated_backend(rd), progress=False).run()
     spam = compute_report(rd)["total"]
     clean = compute_report(finished)["total"]
-    assert abs(spam["true_precision"] - clean["true_precision"]) <= 0.01
+    # never worse by more than a point (the worker mix differs, so it may come out better)
+    assert spam["true_precision"] >= clean["true_precision"] - 0.01
     pool = WorkerPool.build(rd.config.simulation, rd.config.campaign.seed)
     spammers = {w for w, k in zip(pool.worker_ids, pool.kind) if k == "spammer"}
     assert len(spammers) == 5
