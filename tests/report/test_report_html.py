@@ -22,8 +22,8 @@ from .conftest import NASTY
 def tables(run: RunDir, name: str) -> pd.DataFrame:
     """Every committed round's table ``name``, read straight from the files."""
     files = sorted((run.path / "state").glob(f"round=*/{name}.parquet"))
-    frames = [pd.read_parquet(f) for f in files]
-    return pd.concat([f for f in frames if len(f)], ignore_index=True)
+    frames = [f for f in (pd.read_parquet(f) for f in files) if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 class Page(HTMLParser):
