@@ -176,7 +176,7 @@ def true_vs_estimated(rounds: Sequence[dict]) -> bytes:
                                                      "true_precision"))
     ok = np.isfinite(est)
     a1.fill_between(r[ok], lo[ok], hi[ok], color=PALETTE["estimated"], alpha=0.15, linewidth=0,
-                    step="mid", label="95% interval")
+                    label="95% interval")
     a1.plot(r[ok], est[ok], "-o", color=PALETTE["estimated"], markersize=3.5, label="estimated")
     okt = np.isfinite(tp)
     a1.plot(r[okt], tp[okt], "-s", color=PALETTE["true"], markersize=3.5, label="true")
