@@ -199,31 +199,33 @@ def test_budget_cap_stops_cleanly(tmp_path):
     assert len(rd.read_rounds("hits")) == 4 and spent == pytest.approx(0.96)
 
 
-def test_spammers_and_sloppy_workers_do_not_cost_precision(finished, tmp_path):
-    """20 % spammers and 10 % sloppy (75 %) workers: precision no more than 1 point under a
-    clean replay with the same seed, and no spammer does more than 3 HITs."""
+def test_spammers_and_sloppy_workers_do_not_cost_precision(tmp_path):
+    """20 % spammers and 10 % sloppy (75 %) workers: over 4 seeds the precision of accepted
+    masks stays within a point of clean replays with the same seeds, and no spammer
+    works more than 3 HITs or goes unblocked past their third."""
     from crowdprop.replay.workers import WorkerPool
 
-    cfg = tmp_path / "spam.toml"
-    cfg.write_text("[policy]\nk_pa = 0.0\n[simulation]\nspammer_share = 0.2\nsloppy_share = 0.1\n")
-    rd = make_run(tmp_path / "run", config=cfg)
-    Campaign(rd, simulated_backend(rd), progress=False).run()
-    spam = compute_report(rd)["total"]
-    clean = compute_report(finished)["total"]
-    # never worse by more than a point (the worker mix differs, so it may come out better)
-    assert spam["true_precision"] >= clean["true_precision"] - 0.01
-    pool = WorkerPool.build(rd.config.simulation, rd.config.campaign.seed)
-    spammers = {w for w, k in zip(pool.worker_ids, pool.kind) if k == "spammer"}
-    assert len(spammers) == 5
-    blocks = rd.read_rounds("blocks").set_index("worker_id")["round"]
-    asg = rd.read_rounds("assignments").sort_values(["round", "assignment_id"])
-    for w in spammers:
-        rounds = asg.loc[asg["worker_id"] == w, "round"].tolist()
-        if len(rounds) >= 3:  # blocked by the round of their third HIT at the latest
-            assert w in blocks and blocks[w] <= rounds[2]
-        assert len(rounds) <= 3
-    # most spammers never get a HIT: the qualification test keeps them out
-    assert sum(w in blocks and blocks[w] == 1 and w not in set(asg["worker_id"]) for w in spammers) >= 3
+    prec = {"clean": [], "spam": []}
+    for seed in range(4):
+        for name, sim in (("clean", ""), ("spam", "spammer_share = 0.2\nsloppy_share = 0.1\n")):
+            cfg = tmp_path / f"{name}{seed}.toml"
+            cfg.write_text(f"[campaign]\nseed = {seed}\n[policy]\nk_pa = 0.0\n[simulation]\n{sim}")
+            rd = make_run(tmp_path / f"{name}{seed}", config=cfg)
+            Campaign(rd, simulated_backend(rd), progress=False).run()
+            prec[name].append(compute_report(rd)["total"]["true_precision"])
+            if name == "clean":
+                continue
+            pool = WorkerPool.build(rd.config.simulation, rd.config.campaign.seed)
+            spammers = {w for w, k in zip(pool.worker_ids, pool.kind) if k == "spammer"}
+            assert len(spammers) == 5
+            blocks = rd.read_rounds("blocks").set_index("worker_id")["round"]
+            asg = rd.read_rounds("assignments").sort_values(["round", "assignment_id"])
+            for w in spammers:
+                rounds = asg.loc[asg["worker_id"] == w, "round"].tolist()
+                if len(rounds) >= 3:  # blocked by the round of their third HIT at the latest
+                    assert w in blocks and blocks[w] <= rounds[2]
+                assert len(rounds) <= 3
+    assert abs(np.mean(prec["spam"]) - np.mean(prec["clean"])) <= 0.01
 
 
 def test_blocked_workers_answers_stop_counting(tmp_path):

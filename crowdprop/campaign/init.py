@@ -60,7 +60,9 @@ def replay_gold_pool(masks: pd.DataFrame, correct_iou: float, rng: np.random.Gen
 
 
 def build_trees(run: RunDir, *, progress: bool | None = None) -> None:
-    """Featurise the masks (or take the given features) and build the per-class forest."""
+    """Featurise the masks (or take the given features) and build the per-class forest.
+
+    ``progress``: True or None show bars on a terminal only; False never."""
     from ..features import clustering_embedding, shape_features
     from ..tree.build import build_forest
 
@@ -70,13 +72,13 @@ def build_trees(run: RunDir, *, progress: bool | None = None) -> None:
     if fpath.exists():
         feats = np.load(fpath, mmap_mode="r")
     else:
-        feats = shape_features(masks, grid=cfg.features.grid, progress=bool(progress))
+        feats = shape_features(masks, grid=cfg.features.grid, progress=progress is not False)
     quality = predicted_quality(masks, cfg.policy.quality)
     rng = np.random.default_rng([cfg.campaign.seed, 1])
     emb = clustering_embedding(np.asarray(feats, dtype=np.float32), quality,
                                quality_weight=cfg.features.quality_weight, pca_dims=cfg.features.pca_dims, rng=rng)
     forest = build_forest(masks["category_id"].to_numpy(np.int64), emb, exact_max=cfg.tree.exact_max,
-                          micro_size=cfg.tree.micro_size, rng=rng, progress=bool(progress))
+                          micro_size=cfg.tree.micro_size, rng=rng, progress=progress is not False)
     run.write_forest(forest)
     log.info("built %d trees with %d nodes over %d masks", len(forest.roots), forest.n_nodes, len(masks))
 

@@ -363,9 +363,9 @@ class Campaign:
         if len(hist) == 0:
             return pd.DataFrame({"worker_id": pd.Series(dtype=str), "round": pd.Series(dtype=np.int64),
                                  "kind": pd.Series(dtype=str)})
-        soft, hard = workers_to_block(
-            hist.rename(columns={"worker_id": "worker"})[["worker", "approved", "n_gold", "n_gold_correct"]],
-            self.quality_cfg)
+        hist = hist.rename(columns={"worker_id": "worker"})[["worker", "approved", "n_gold", "n_gold_correct"]]
+        hist = hist.astype({"approved": bool, "n_gold": np.int64, "n_gold_correct": np.int64})
+        soft, hard = workers_to_block(hist, self.quality_cfg)
         rows = [(w, r, "qualification") for w in sorted(set(getattr(self.backend, "failed_qualification", ()))
                                                         - already)]
         already |= {w for w, _, _ in rows}

@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -38,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import StateError
-from ..io import _fsync_dir, atomic_write_bytes, read_parquet, write_parquet
+from ..io import atomic_path, atomic_write_bytes, read_parquet, write_parquet
 from ..masks import rle as _rle
 from ..schema import MASK_COLUMNS, coerce_masks
 from .projection import FEATURE_DIM
@@ -178,24 +177,6 @@ class MergeSummary:
     n_masks: int
 
 
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temp path next to ``path``; renamed over it after the block (as crowdprop.io does)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _coco_record(image_id: int, r) -> dict:
     return {
         "image_id": int(image_id),
@@ -288,9 +269,9 @@ def merge_parts(run_dir: str | Path, listing: Sequence[str], categories: pd.Data
         n_masks += int(read_parquet(parts_dir / f"{stem}.masks.parquet", columns=["file_name"])["file_name"]
                        .isin(set(im["file_name"])).sum())
 
-    coco_file = contextlib.nullcontext(None) if export_coco is None else _atomic_target(Path(export_coco))
-    with _atomic_target(run_dir / "masks.parquet") as t_masks, \
-            _atomic_target(run_dir / "features.npy") as t_feats, coco_file as t_coco:
+    coco_file = contextlib.nullcontext(None) if export_coco is None else atomic_path(Path(export_coco))
+    with atomic_path(run_dir / "masks.parquet") as t_masks, \
+            atomic_path(run_dir / "features.npy") as t_feats, coco_file as t_coco:
         feats_out = (np.lib.format.open_memmap(t_feats, mode="w+", dtype=np.float32, shape=(n_masks, FEATURE_DIM))
                      if n_masks else None)
         coco = open(t_coco, "w", encoding="utf-8") if t_coco is not None else None
