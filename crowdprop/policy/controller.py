@@ -212,7 +212,7 @@ def decide(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cfg: PolicySe
             d = paper_decision(yes[big], n_lab[big], accept=cfg.accept, reject=cfg.reject)
             d[n_lab[big] < target] = _WAIT
         else:
-            d = sequential_decision(yes[big], n_lab[big], k=cfg.k, accept=cfg.accept, reject=cfg.reject,
+            d = sequential_decision(yes[big], n_lab[big], k=target, accept=cfg.accept, reject=cfg.reject,
                                     confidence=cfg.confidence, prior_a=cfg.prior_a, prior_b=cfg.prior_b)
             # A cluster smaller than k has run out of members to sample once all are labeled.
             full = n_lab[big] >= target

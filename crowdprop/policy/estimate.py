@@ -64,11 +64,14 @@ def outcome_probabilities(yes, n, *, k: int, accept: float, reject: float,
                           prior_a: float = 1.0, prior_b: float = 1.0):
     """Predictive probability that the paper rule at ``k`` labels accepts / rejects.
 
+    ``k`` may be an array (per cluster: ``min(k, cluster size)``).
+
     With ``n < k`` labels (``yes`` of them correct) the remaining ``k - n`` yes-count
     is Beta-binomial under the posterior. Returns ``(p_accept, p_reject)``, arrays.
     """
     yes = np.asarray(yes, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
+    k = np.broadcast_to(np.asarray(k, dtype=np.float64), yes.shape)
     rest = np.maximum(k - n, 0).astype(np.int64)
     a = prior_a + yes
     b = prior_b + (n - yes)
@@ -102,7 +105,7 @@ def sequential_decision(yes, n, *, k: int, accept: float, reject: float, confide
     out[p_split >= confidence] = SPLIT
     out[p_rej >= confidence] = REJECT
     out[p_acc >= confidence] = ACCEPT
-    at_k = n >= k
+    at_k = n >= np.broadcast_to(np.asarray(k, dtype=np.float64), n.shape)
     if np.any(at_k):
         out[at_k] = paper_decision(yes[at_k], n[at_k], accept=accept, reject=reject)
     return out
