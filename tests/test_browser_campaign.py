@@ -10,9 +10,6 @@ selenium-manager is never used (it would download a driver).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,12 +21,10 @@ from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign
 from crowdprop.commands.replay import sample_paths
 
+from chromium import chromium_driver  # noqa: E402
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-INSTALL = ("install them with: apt-get update && apt-get install -y chromium chromium-driver "
-           "&& pip install selenium")
 CATEGORY = 44
 """The sample's class with 19 predicted masks: round 1 fits in one HIT."""
 WORKER = "ABROWSERWORKER7"
@@ -37,29 +32,8 @@ WORKER = "ABROWSERWORKER7"
 
 @pytest.fixture(scope="module")
 def driver():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if missing:
-        pytest.fail(f"the browser tests need {', '.join(missing)}; {INSTALL}")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail(f"the browser tests need selenium; {INSTALL}")
-    os.environ["SE_OFFLINE"] = "true"  # selenium-manager must never download anything
-    profile = tempfile.mkdtemp(prefix="cp-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=900,1100", f"--user-data-dir={profile}"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    try:
+    with chromium_driver("900,1100") as d:
         yield d
-    finally:
-        d.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _wait(cond, timeout=20.0):

@@ -5,9 +5,6 @@ selenium-manager is never used (it would download a driver).
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 import urllib.parse
 
@@ -16,39 +13,15 @@ import pytest
 from .conftest import make_hit
 from .endpoint import start
 
-pytestmark = pytest.mark.browser
+from chromium import chromium_driver  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-INSTALL = ("install them with: apt-get update && apt-get install -y chromium chromium-driver "
-           "&& pip install selenium")
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def driver():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if missing:
-        pytest.fail(f"the browser tests need {', '.join(missing)}; {INSTALL}")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail(f"the browser tests need selenium; {INSTALL}")
-    os.environ["SE_OFFLINE"] = "true"  # selenium-manager must never download anything
-    profile = tempfile.mkdtemp(prefix="cp-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=900,1100", f"--user-data-dir={profile}"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    try:
+    with chromium_driver("900,1100") as d:
         yield d
-    finally:
-        d.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
