@@ -158,9 +158,12 @@ class Endpoint:
 
     def assignments(self) -> tuple[list[dict], list[dict]]:
         """Every HIT and every assignment (all public states) through the MTurk API."""
-        from crowdprop.campaign.backends import local_client
+        import boto3
+        from botocore.config import Config
 
-        c = local_client(self.url)
+        c = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1").client(
+            "mturk", endpoint_url=self.url,  # retries: the endpoint may be injecting faults
+            config=Config(retries={"total_max_attempts": 30, "mode": "standard"}))
         hits = [h for p in c.get_paginator("list_hits").paginate(PaginationConfig={"PageSize": 100})
                 for h in p["HITs"]]
         asg = []
@@ -315,17 +318,20 @@ def reference_run(base: Path, work: Path) -> tuple[np.ndarray, dict, float]:
     return final_status(RunDir(run_dir)), json.loads(counts_path.read_text()), wall
 
 
-def crash_campaign(base: Path, work: Path, name: str, moments: list[tuple[str, int]], reference: np.ndarray,
-                   ) -> Outcome:
-    """Run a copy of ``base`` killing the controller at each of ``moments`` (hook, k-th call in
-    that process) in turn, then run it to the end and check the books."""
+def crash_campaign(base: Path, work: Path, name: str, moments, reference: np.ndarray) -> Outcome:
+    """Run a copy of ``base`` killing the controller at each of ``moments`` in turn, then run it to
+    the end and check the books. ``moments``: (hook, k) pairs (die at the k-th call of hook in
+    that process), or callables of the number of committed rounds returning one."""
+    from crowdprop.campaign.store import RunDir
+
     run_dir = work / name
     shutil.copytree(base, run_dir)
     out = Outcome()
     ep = Endpoint(run_dir, work)
     t0 = time.perf_counter()
     try:
-        for hook, k in moments:
+        for m in moments:
+            hook, k = m(len(RunDir(run_dir).rounds())) if callable(m) else m
             p = controller(run_dir, ep.url, {"hook": hook, "k": int(k)})
             if p.returncode == -signal.SIGKILL:
                 out.kills += 1
@@ -348,14 +354,18 @@ def crash_campaign(base: Path, work: Path, name: str, moments: list[tuple[str, i
     return out
 
 
-def random_moments(rng: np.random.Generator, counts: dict, n: int) -> list[tuple[str, int]]:
-    """``n`` (hook, k) pairs; k in the first half of the calls an uninterrupted run makes."""
+def random_moment(rng: np.random.Generator, counts: dict, rounds: int):
+    """A chooser of a random (hook, k): k within the calls left to a process that starts after
+    ``done`` committed rounds (the uninterrupted run's calls, ``counts``, spread evenly over its
+    ``rounds``), so that most moments are reached."""
     names = [h for h in HOOKS if counts.get(h, 0) > 0]
-    out = []
-    for _ in range(n):
+
+    def choose(done: int) -> tuple[str, int]:
         h = names[int(rng.integers(len(names)))]
-        out.append((h, int(rng.integers(1, max(1, counts[h] // 2) + 1))))
-    return out
+        left = counts[h] * max(rounds - done, 1) / rounds
+        return h, int(rng.integers(1, max(1, int(left * 0.8)) + 1))
+
+    return choose
 
 
 def crash_suite(*, kills: int = 5, per_campaign: int = 5, seed: int = 0, work: Path | None = None,
@@ -367,6 +377,7 @@ def crash_suite(*, kills: int = 5, per_campaign: int = 5, seed: int = 0, work: P
     try:
         base = sample_run(work / "base")
         reference, counts, ref_wall = reference_run(base, work)
+        rounds = counts["commit_round.after"]
         log(f"uninterrupted run: {ref_wall:.1f} s; calls per hook: {counts}")
         rng = np.random.default_rng(seed)
         outcomes = []
@@ -375,7 +386,7 @@ def crash_suite(*, kills: int = 5, per_campaign: int = 5, seed: int = 0, work: P
         while done < kills:
             n = min(per_campaign, kills - done)
             moments = list(SPECIFIC[:n]) if i == 0 else []
-            moments += random_moments(rng, counts, n - len(moments))
+            moments += [random_moment(rng, counts, rounds) for _ in range(n - len(moments))]
             o = crash_campaign(base, work, f"crash{i:02d}", moments, reference)
             outcomes.append(o)
             log(f"campaign {i}: {o.kills} kills {o.moments} missed {o.missed}; ok={o.ok} "

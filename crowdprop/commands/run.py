@@ -61,6 +61,20 @@ def _confirm_production(rd, backend, *, assume_yes: bool) -> bool:
     return answer.strip() == "yes"
 
 
+def _raise_crowd_error(e: Exception, rd) -> None:
+    """MTurk refusing (after the bounded retries) or unreachable: one line, exit 2, not a traceback.
+    Everything done so far is in the run directory; running again continues from there."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return
+    if isinstance(e, (ClientError, BotoCoreError)):
+        from ..crowd.mturk import MTurkError
+
+        text = " ".join(str(e).split())[:300]
+        raise MTurkError(f"{text}; nothing is lost: run 'crowdprop run {rd.path}' again to continue") from None
+
+
 def run(args) -> int:
     from ..campaign import backends as bk
     from ..campaign.loop import Campaign
@@ -96,6 +110,9 @@ def run(args) -> int:
         backend = bk.make_backend(rd)
     try:
         res = Campaign(rd, backend).run(max_rounds=args.rounds)
+    except Exception as e:
+        _raise_crowd_error(e, rd)
+        raise
     finally:
         backend.close()
     print(f"{rd.path}: {res.rounds_run} round(s) run, stopped: {res.stop_reason}; "

@@ -1,0 +1,94 @@
+"""A campaign against a throttling, failing, slow MTurk: same result, how much slower.
+
+    python benchmarks/bench_faults.py                  # 20 % throttling, 5 % 5xx, 200 ms latency
+    python benchmarks/bench_faults.py --latency 0.05
+
+The local MTurk endpoint runs as its own process (``crowdprop mturk-local
+--throttle --errors --lost-responses --latency``) and ``crowdprop run RUN
+--endpoint-url URL`` drives the shipped sample's campaign through it (the
+controller's own retry policy: jittered exponential backoff from 1 s). Every
+configuration starts from the same ``crowdprop init --crowd mturk`` run
+directory; the final accepted set and the books (:func:`bench_crash.check`) are
+compared with the run without faults.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_crash import Endpoint, Outcome, check, controller, sample_run  # noqa: E402
+
+
+def one(base: Path, work: Path, name: str, flags: list[str], reference=None):
+    from crowdprop.campaign.export import final_status
+    from crowdprop.campaign.store import RunDir
+
+    run_dir = work / name
+    shutil.copytree(base, run_dir)
+    ep = Endpoint(run_dir, work, extra=flags)
+    try:
+        t0 = time.perf_counter()
+        p = controller(run_dir, ep.url, None, timeout=3600)
+        wall = time.perf_counter() - t0
+        out = Outcome(wall_s=wall)
+        if p.returncode != 0:
+            out.problems.append(f"run failed (rc {p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
+            return out, None, ep.ledger()
+        check(run_dir, ep, reference, out)
+        led = ep.ledger()
+    finally:
+        ep.stop()
+    return out, final_status(RunDir(run_dir)), led
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--throttle", type=float, default=0.20)
+    ap.add_argument("--errors", type=float, default=0.05)
+    ap.add_argument("--lost-responses", type=float, default=0.5, help="share of the errors after the operation")
+    ap.add_argument("--latency", type=float, default=0.2)
+    a = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="crowdprop-faults-"))
+    try:
+        base = sample_run(work / "base")
+        clean, ref, led0 = one(base, work, "clean", [])
+        if ref is None:
+            print("the run without faults failed:", clean.problems)
+            return 1
+        rows = [("no faults", clean, led0)]
+        lat_only, _, led1 = one(base, work, "latency", ["--latency", str(a.latency)], ref)
+        rows.append((f"latency {a.latency * 1000:.0f} ms", lat_only, led1))
+        # mturk-local seeds its faults with the worker pool's seed (the campaign seed): one draw
+        flags = ["--throttle", str(a.throttle), "--errors", str(a.errors), "--lost-responses",
+                 str(a.lost_responses), "--latency", str(a.latency)]
+        o, _, led = one(base, work, "faults", flags, ref)
+        rows.append((f"{a.throttle:.0%} throttle, {a.errors:.0%} 5xx ({a.lost_responses:.0%} of them lost), "
+                     f"{a.latency * 1000:.0f} ms", o, led))
+        print()
+        print("| faults | API requests | throttled | 5xx | lost responses | wall (s) | x no faults | "
+              "identical result | duplicate HITs | lost/double answers | double-approved | books differ |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        bad = False
+        for label, o, led in rows:
+            f = led.get("faults", {})
+            ident = "yes" if (o.identical or label == "no faults") and not o.problems else "NO"
+            bad |= ident == "NO"
+            print(f"| {label} | {f.get('requests', '-')} | {f.get('throttle', 0)} | {f.get('error', 0)} | "
+                  f"{f.get('lost_response', 0)} | {o.wall_s:.1f} | {o.wall_s / clean.wall_s:.2f} | {ident} | "
+                  f"{o.duplicates} | {o.lost + o.double_counted} | {o.double_approved} | {o.books_differ} |")
+        for label, o, _ in rows:
+            for p in o.problems:
+                print(f"PROBLEM ({label}):", p)
+        return 1 if bad else 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
