@@ -14,6 +14,7 @@ compared with the run without faults.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -53,36 +54,46 @@ def main(argv=None) -> int:
     ap.add_argument("--errors", type=float, default=0.05)
     ap.add_argument("--lost-responses", type=float, default=0.5, help="share of the errors after the operation")
     ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="campaign seeds (one fault draw each)")
     a = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="crowdprop-faults-"))
     try:
-        base = sample_run(work / "base")
-        clean, ref, led0 = one(base, work, "clean", [])
-        if ref is None:
-            print("the run without faults failed:", clean.problems)
-            return 1
-        rows = [("no faults", clean, led0)]
-        lat_only, _, led1 = one(base, work, "latency", ["--latency", str(a.latency)], ref)
-        rows.append((f"latency {a.latency * 1000:.0f} ms", lat_only, led1))
-        # mturk-local seeds its faults with the worker pool's seed (the campaign seed): one draw
-        flags = ["--throttle", str(a.throttle), "--errors", str(a.errors), "--lost-responses",
-                 str(a.lost_responses), "--latency", str(a.latency)]
-        o, _, led = one(base, work, "faults", flags, ref)
-        rows.append((f"{a.throttle:.0%} throttle, {a.errors:.0%} 5xx ({a.lost_responses:.0%} of them lost), "
-                     f"{a.latency * 1000:.0f} ms", o, led))
+        base0 = sample_run(work / "base")
+        rows = []
+        # mturk-local seeds its faults with its worker pool's seed, the campaign seed: each campaign
+        # seed is one draw of faults (and its own fault-free reference)
+        for seed in a.seeds:
+            base = work / f"base-seed{seed}"
+            shutil.copytree(base0, base)
+            cfg = json.loads((base / "config.json").read_text())
+            cfg["campaign"]["seed"] = seed
+            (base / "config.json").write_text(json.dumps(cfg))
+            clean, ref, led0 = one(base, work, f"clean{seed}", [])
+            if ref is None:
+                print("the run without faults failed:", clean.problems)
+                return 1
+            rows.append(("no faults", seed, clean, led0, clean.wall_s))
+            if seed == a.seeds[0]:
+                lat_only, _, led1 = one(base, work, f"latency{seed}", ["--latency", str(a.latency)], ref)
+                rows.append((f"latency {a.latency * 1000:.0f} ms", seed, lat_only, led1, clean.wall_s))
+            flags = ["--throttle", str(a.throttle), "--errors", str(a.errors), "--lost-responses",
+                     str(a.lost_responses), "--latency", str(a.latency)]
+            o, _, led = one(base, work, f"faults{seed}", flags, ref)
+            rows.append((f"{a.throttle:.0%} throttle, {a.errors:.0%} 5xx ({a.lost_responses:.0%} of them lost), "
+                         f"{a.latency * 1000:.0f} ms", seed, o, led, clean.wall_s))
         print()
-        print("| faults | API requests | throttled | 5xx | lost responses | wall (s) | x no faults | "
+        print("| faults | seed | API requests | throttled | 5xx | lost responses | wall (s) | x no faults | "
               "identical result | duplicate HITs | lost/double answers | double-approved | books differ |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         bad = False
-        for label, o, led in rows:
+        for label, seed, o, led, clean_s in rows:
             f = led.get("faults", {})
             ident = "yes" if (o.identical or label == "no faults") and not o.problems else "NO"
             bad |= ident == "NO"
-            print(f"| {label} | {f.get('requests', '-')} | {f.get('throttle', 0)} | {f.get('error', 0)} | "
-                  f"{f.get('lost_response', 0)} | {o.wall_s:.1f} | {o.wall_s / clean.wall_s:.2f} | {ident} | "
+            print(f"| {label} | {seed} | {f.get('requests', '-')} | {f.get('throttle', 0)} | {f.get('error', 0)} | "
+                  f"{f.get('lost_response', 0)} | {o.wall_s:.1f} | {o.wall_s / clean_s:.2f} | {ident} | "
                   f"{o.duplicates} | {o.lost + o.double_counted} | {o.double_approved} | {o.books_differ} |")
-        for label, o, _ in rows:
+        for label, _, o, _, _ in rows:
             for p in o.problems:
                 print(f"PROBLEM ({label}):", p)
         return 1 if bad else 0

@@ -44,15 +44,15 @@ def sample_run(tmp_path_factory) -> RunDir:
                     crowd={"kind": "mturk", "target": "sandbox"}, progress=False)
 
 
-def clone(base: RunDir, dest: Path, crowd: dict | None = None, **sections) -> RunDir:
+def clone(base: RunDir, dest: Path, who: dict | None = None, **sections) -> RunDir:
     """A copy of ``base`` with another crowd and some config sections changed (not those shaping the trees)."""
     shutil.copytree(base.path, dest)
     cfg = base.config
     cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name), **kw)
                                       for name, kw in sections.items()})
     atomic_write_text(dest / "config.json", cfg.to_json())
-    if crowd is not None:
-        atomic_write_text(dest / "campaign.json", json.dumps(dict(base.campaign, crowd=crowd), indent=2,
+    if who is not None:
+        atomic_write_text(dest / "campaign.json", json.dumps(dict(base.campaign, crowd=who), indent=2,
                                                              sort_keys=True))
     return RunDir(dest)
 
