@@ -43,6 +43,10 @@ from ..io import atomic_write_text, read_parquet, write_parquet
 from ..schema import MASK_COLUMNS
 from ..tree import Forest
 
+_HELD: dict[Path, int] = {}
+"""Run directories whose lock this process holds, with the nesting depth (the lock is re-entrant
+within a process, exclusive between processes)."""
+
 ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend", "blocks")
 
 
@@ -130,6 +134,14 @@ class RunDir:
         import logging
         import socket
 
+        key = self.path.resolve()
+        if _HELD.get(key):  # this process holds it already (e.g. `crowdprop run` around Campaign.run)
+            _HELD[key] += 1
+            try:
+                yield self
+            finally:
+                _HELD[key] -= 1
+            return
         path = self.path / ".lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -144,9 +156,11 @@ class RunDir:
             logging.getLogger(__name__).warning("%s: taking over a stale lock (%s)", self.path, old)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        _HELD[key] = 1
         try:
             yield self
         finally:
+            _HELD.pop(key, None)
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

@@ -76,14 +76,21 @@ def _raise_crowd_error(e: Exception, rd) -> None:
 
 
 def run(args) -> int:
-    from ..campaign import backends as bk
-    from ..campaign.loop import Campaign
     from ..campaign.store import RunDir
-    from ..errors import InputError, StateError
+    from ..errors import InputError
 
     rd = RunDir(args.run_dir).require()
     if args.rounds is not None and args.rounds < 1:
         raise InputError("command line", None, "--rounds", "must be >= 1")
+    with rd.lock():  # before anything reads or writes the run directory: a refused run changes nothing
+        return _run_locked(args, rd)
+
+
+def _run_locked(args, rd) -> int:
+    from ..campaign import backends as bk
+    from ..campaign.loop import Campaign
+    from ..errors import StateError
+
     kind = (rd.campaign.get("crowd", {}) or {}).get("kind", "simulated")
     mturk_opts = {"target": args.target, "endpoint_url": args.endpoint_url, "profile": args.profile,
                   "image_root": args.images}
