@@ -139,12 +139,19 @@ def test_positions_for_golds():
         positions_for_golds(3, 4, rng)
 
 
+def test_quality_table_takes_string_values():
+    cfg = config.from_dict({"quality": {"aggregation": "onecoin"}}, "c.toml")
+    assert QualitySection.from_config(cfg).aggregation == "onecoin"
+    with pytest.raises(InputError, match=r"\[quality\]: field 'aggregation': must be onecoin, ds, mv or raw"):
+        config.from_dict({"quality": {"aggregation": "vote"}}, "c.toml")
+
+
 def test_quality_table_in_config():
     cfg = config.from_dict({"quality": {"min_gold_accuracy": 0.7, "soft_block_after": 3, "hard_block": True}},
                            "c.toml")
     q = QualitySection.from_config(cfg)
     assert (q.min_gold_accuracy, q.soft_block_after, q.hard_block) == (0.7, 3, True)
-    assert q.qualification_size == 10 and q.qualification_pass == 0.8
+    assert q.qualification_size == 10 and q.qualification_pass == 0.9
     assert QualitySection.from_config(config.from_dict({}, "c.toml")) == QualitySection()
 
 
@@ -165,10 +172,13 @@ def test_quality_table_errors_name_the_key(table, key, words):
 
 
 @pytest.mark.parametrize("n, right, cfg, ok", [
-    (10, 8, QualitySection(), True),
-    (10, 7, QualitySection(), False),
-    (5, 4, QualitySection(), True),
-    (5, 3, QualitySection(), False),
+    (10, 9, QualitySection(), True),  # default pass mark 0.9
+    (10, 8, QualitySection(), False),
+    (5, 5, QualitySection(), True),
+    (5, 4, QualitySection(), False),  # 4 < 0.9 * 5
+    (10, 8, QualitySection(qualification_pass=0.8), True),
+    (10, 7, QualitySection(qualification_pass=0.8), False),
+    (5, 4, QualitySection(qualification_pass=0.8), True),
     (0, 0, QualitySection(qualification_size=0), True),
     (10, 10, QualitySection(qualification_pass=1.0), True),
     (10, 9, QualitySection(qualification_pass=1.0), False),
