@@ -202,13 +202,15 @@ def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
     )
 
 
-def load_predictions(path: str | os.PathLike, gt: GroundTruth | None = None) -> pd.DataFrame:
+def load_predictions(path: str | os.PathLike, gt: GroundTruth | None = None, *,
+                     progress: bool | None = None) -> pd.DataFrame:
     """Read and validate COCO results (a JSON list) into the masks table.
 
     Each record needs ``image_id``, ``category_id``, ``segmentation`` (RLE or
     polygons) and ``score``; ``id`` and a predicted-IoU field
     (one of :data:`PRED_IOU_FIELDS`) are optional. With ground truth, image and
     category ids must exist there and RLE sizes must match the image.
+    ``progress``: None shows a bar on a terminal only, False never.
     """
     data = _load_json(path)
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
@@ -222,7 +224,10 @@ def load_predictions(path: str | os.PathLike, gt: GroundTruth | None = None) -> 
     rows = []
     ids_seen: dict[int, int] = {}
     has_ids = None
-    for i, r in enumerate(data):
+    from tqdm.auto import tqdm
+
+    for i, r in enumerate(tqdm(data, desc="reading predictions", unit="mask", leave=False,
+                               disable=None if progress is not False else True)):
         if not isinstance(r, dict):
             raise InputError(path, f"record {i}", None, "expected an object")
         if has_ids is None:
@@ -256,20 +261,27 @@ def load_predictions(path: str | os.PathLike, gt: GroundTruth | None = None) -> 
     boxes = rle.bbox(df["rle"].tolist(), df["height"].tolist(), df["width"].tolist())
     df["bbox_x"], df["bbox_y"], df["bbox_w"], df["bbox_h"] = boxes.T
     if gt is not None:
-        gi, ga = match_ground_truth(df, gt)
+        gi, ga = match_ground_truth(df, gt, progress=progress)
         df["gt_iou"] = gi
         df["gt_ann_id"] = ga
     log.info("read %d predictions over %d classes from %s", len(df), df["category_id"].nunique(), path)
     return coerce_masks(df)
 
 
-def match_ground_truth(masks: pd.DataFrame, gt: GroundTruth) -> tuple[np.ndarray, np.ndarray]:
-    """Best IoU of each mask with a same-class, non-crowd ground-truth instance."""
+def match_ground_truth(masks: pd.DataFrame, gt: GroundTruth, *,
+                       progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Best IoU of each mask with a same-class, non-crowd ground-truth instance.
+
+    ``progress``: None shows a bar on a terminal only, False never."""
+    from tqdm.auto import tqdm
+
     best = np.zeros(len(masks), dtype=np.float64)
     best_id = np.full(len(masks), -1, dtype=np.int64)
     ann = gt.annotations[gt.annotations["iscrowd"] == 0]
     groups = dict(tuple(ann.groupby(["image_id", "category_id"])))
-    for (iid, cid), idx in masks.groupby(["image_id", "category_id"]).indices.items():
+    groups_of_masks = masks.groupby(["image_id", "category_id"]).indices
+    for (iid, cid), idx in tqdm(groups_of_masks.items(), total=len(groups_of_masks), desc="matching ground truth",
+                                unit="group", leave=False, disable=None if progress is not False else True):
         g = groups.get((iid, cid))
         if g is None or len(g) == 0:
             continue
