@@ -13,11 +13,12 @@ from .conftest import import_benchmark
 def test_five_sigkills_lose_nothing_and_change_nothing(tmp_path):
     bc = import_benchmark("bench_crash")
     res = bc.crash_suite(kills=5, per_campaign=5, seed=7, work=tmp_path, log=lambda *a: None)
-    [camp] = res["campaigns"]
-    # every planned moment was reached: the process died there (SIGKILL), the chosen three first
-    assert camp.kills == 5 and camp.missed == [], camp.problems
-    assert camp.moments[:3] == [f"{h}#{k}" for h, k in bc.SPECIFIC]
+    camp = res["campaigns"][0]
+    # the process died (SIGKILL) at the three chosen moments first, then at random ones; a random
+    # moment the campaign finished before is made up for in another campaign
+    assert camp.moments[:3] == [f"{h}#{k}" for h, k in bc.SPECIFIC], camp.problems
     t = res["total"]
+    assert t.kills == 5
     assert t.problems == []
     assert t.duplicates == 0  # one HIT per UniqueRequestToken, no HIT unknown to the run directory
     assert t.lost == 0 and t.double_counted == 0  # every endpoint assignment once, its answers once
