@@ -41,8 +41,8 @@ def one(base: Path, work: Path, name: str, flags: list[str], reference=None):
         if p.returncode != 0:
             out.problems.append(f"run failed (rc {p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
             return out, None, ep.ledger()
+        led = ep.ledger()  # before the check's own requests
         check(run_dir, ep, reference, out)
-        led = ep.ledger()
     finally:
         ep.stop()
     return out, final_status(RunDir(run_dir)), led
