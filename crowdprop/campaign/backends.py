@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 # Importing these registers the [mturk] and [quality] tables with crowdprop.config,
 # so a run's config.json (or a TOML) holding them is accepted whatever was imported first.
@@ -66,28 +67,67 @@ def truth_of(run: RunDir) -> np.ndarray:
     return iou > run.config.campaign.correct_iou
 
 
-def qualification_results(run: RunDir, pool: WorkerPool) -> dict[str, tuple[int, int]]:
-    """Replay of the qualification test: worker id -> (questions, answered right).
+def qualification_test_golds(run: RunDir) -> pd.DataFrame:
+    """The golds of the campaign's qualification test, in test order.
 
-    Every worker takes the same test (``[quality] qualification_size`` golds drawn
-    once from the gold pool, like an MTurk qualification type with an answer key)
-    before their first HIT. Empty when the test is off or there are no golds.
+    ``[quality] qualification_size`` golds (all of them when the pool is
+    smaller) drawn once from the gold pool with a generator seeded by the
+    campaign seed; empty when the test is off or there are no golds.
+
+    Returns
+    -------
+    DataFrame with columns ``mask_row``, ``mask_id``, ``label`` (int, 1 = correct), (n,)
     """
     from ..quality import QualitySection
     from ..replay.workers import rng_for
 
     q = QualitySection.from_config(run.config)
     golds = run.golds
+    empty = pd.DataFrame({"mask_row": pd.Series(dtype=np.int64), "mask_id": pd.Series(dtype=np.int64),
+                          "label": pd.Series(dtype=np.int64)})
     if q.qualification_size <= 0 or len(golds) == 0:
-        return {}
+        return empty
     rng = rng_for("qualification-test", run.config.campaign.seed)
     take = min(q.qualification_size, len(golds))
     test = golds.iloc[np.sort(rng.choice(len(golds), take, replace=False))]
+    rows = test["mask_row"].to_numpy(np.int64)
+    return pd.DataFrame({"mask_row": rows, "mask_id": run.masks["mask_id"].to_numpy(np.int64)[rows],
+                         "label": test["label"].to_numpy(np.int64)})
+
+
+def qualification_test(run: RunDir, *, duration_s: int = 1800) -> _mturk.QualificationTest | None:
+    """The campaign's :class:`~crowdprop.crowd.mturk.QualificationTest` for MTurk (None when off)."""
+    from ..quality import QualitySection
+
+    golds = qualification_test_golds(run)
+    if len(golds) == 0:
+        return None
+    return _mturk.QualificationTest(mask_rows=tuple(int(r) for r in golds["mask_row"]),
+                                    labels=tuple(bool(x) for x in golds["label"]),
+                                    pass_share=QualitySection.from_config(run.config).qualification_pass,
+                                    duration_s=duration_s)
+
+
+def qualification_results(run: RunDir, pool: WorkerPool) -> dict[str, tuple[int, int]]:
+    """Replay of the qualification test: worker id -> (questions, answered right).
+
+    Every worker takes the same test (:func:`qualification_test_golds`, like an
+    MTurk qualification type with an answer key) before their first HIT: each
+    question is answered ``pool.answer(w, "qualification:mask-<mask_id>", truth)``
+    and scored against the gold's label, exactly as the local MTurk endpoint
+    grades the test of :func:`qualification_test`. Empty when the test is off
+    or there are no golds.
+    """
+    test = qualification_test_golds(run)
+    if len(test) == 0:
+        return {}
+    truth = truth_of(run)
+    keys = [_mturk.test_answer_key(_mturk.test_question_id(m)) for m in test["mask_id"]]
     out = {}
     for w, wid in enumerate(pool.worker_ids):
-        right = sum(pool.answer(w, f"qualification:{int(r)}", bool(lab)) == bool(lab)
-                    for r, lab in zip(test["mask_row"], test["label"]))
-        out[wid] = (take, int(right))
+        right = sum(pool.answer(w, k, bool(truth[r])) == bool(lab)
+                    for k, r, lab in zip(keys, test["mask_row"], test["label"]))
+        out[wid] = (len(test), int(right))
     return out
 
 
@@ -182,13 +222,14 @@ class MTurkCrowd:
         self.backend.expire(hit_id)
 
     def block(self, worker_id: str, kind: str) -> None:
-        """``hard``: MTurk CreateWorkerBlock. Other kinds are not sent to MTurk (a block
-        there marks the worker's record); the loop stops counting the worker's answers."""
-        if kind == "hard":
-            self.backend._call("create_worker_block", WorkerId=worker_id,
-                               Reason="Answers to known items were wrong too often.")
-        else:
-            log.info("worker %s: %s block kept in the run directory only (not sent to MTurk)", worker_id, kind)
+        """``soft``: the campaign's blocked qualification; ``hard``: MTurk CreateWorkerBlock;
+        ``qualification``: nothing (MTurk enforces the test). See :meth:`MTurkBackend.block`."""
+        self.backend.block(worker_id, kind)
+
+    @property
+    def failed_qualification(self) -> set[str]:
+        """Workers MTurk graded below the qualification test's pass mark (recorded as blocks by the loop)."""
+        return self.backend.failed_qualification
 
     def close(self) -> None:
         try:
@@ -328,9 +369,13 @@ def local_endpoint_backend(run: RunDir, *, images: str | None = None, simulate: 
         store = OverlayStore(LocalFolderTarget(images_dir, handle.url + "/images"), images=run.table("images"))
         url = store.url if images == "render" else (lambda row: store.target.url(store.name(row)))
         section = _mturk.mturk_section(cfg, source=str(run.path / "config.json"))
+        test = qualification_test(run, duration_s=section.test_duration_s) if simulate else None
+        if not simulate and qualification_test_golds(run).shape[0]:
+            log.info("no qualification test on a local endpoint without simulated workers (a browser does the HITs)")
         backend = _mturk.MTurkBackend(client, config=cfg, mturk=section, page=_page(run, url, section), target="local",
                                       masks=masks, guard=_guard(run), retry_wait_s=retry_wait_s,
-                                      retry_max_wait_s=max(retry_wait_s, 1.0), sleep=sleep or time.sleep)
+                                      retry_max_wait_s=max(retry_wait_s, 1.0), sleep=sleep or time.sleep,
+                                      campaign_id=run.campaign.get("campaign_id"), test=test)
     except BaseException:
         handle.stop()
         raise
@@ -457,7 +502,8 @@ def mturk_backend(run: RunDir, where: Target, *, client=None, retry_wait_s: floa
     backend = _mturk.MTurkBackend(client, config=cfg, mturk=section, page=_page(run, store.url, section),
                                   target=where.target, masks=run.masks, guard=_guard(run),
                                   retry_wait_s=retry_wait_s, retry_max_wait_s=max(retry_wait_s, 60.0),
-                                  sleep=sleep or time.sleep)
+                                  sleep=sleep or time.sleep, campaign_id=run.campaign.get("campaign_id"),
+                                  test=qualification_test(run, duration_s=section.test_duration_s))
     return MTurkCrowd(backend, run, reconcile=True)
 
 

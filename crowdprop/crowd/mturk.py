@@ -24,10 +24,29 @@ Guarantees
   against the questions of the HIT; anything unexpected flags the assignment.
 - Throttling, ``ServiceFault`` and HTTP 5xx are retried with jittered
   exponential backoff (a bounded number of times); nothing else is.
+
+Campaign qualifications
+-----------------------
+Given a ``campaign_id``, every HIT type of the campaign carries two more
+QualificationRequirements, on qualification types created once per campaign
+and found again by name in a later process (ListQualificationTypes):
+
+``crowdprop <campaign_id> blocked``
+    ``DoesNotExist``: a soft block is ``AssociateQualificationWithWorker`` of
+    this type (no notification); the worker no longer sees the campaign's HITs,
+    and their MTurk record is untouched. Associating again is harmless.
+``crowdprop <campaign_id> qualification test`` (with a :class:`QualificationTest`)
+    ``GreaterThanOrEqualTo`` :attr:`QualificationTest.passing_percentage`: a
+    QuestionForm test of yes/no questions on gold masks (their overlay pictures
+    by URL), graded by MTurk with an AnswerKey (one point per right answer,
+    ``PercentageMapping``), one try, never auto-granted.
+
+A hard block stays ``CreateWorkerBlock``.
 """
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field, fields
@@ -60,6 +79,117 @@ MAX_ANSWER_CHARS = 16
 
 class MTurkError(CrowdpropError):
     """MTurk refused a request, or answered something crowdprop cannot use."""
+
+
+# ------------------------------------------------------------ qualification test
+QUESTION_FORM_NS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2017-11-06/QuestionForm.xsd"
+ANSWER_KEY_NS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/AnswerKey.xsd"
+MAX_TEST_BYTES = 65535
+"""MTurk's limit on a qualification Test and on an AnswerKey."""
+BLOCK_REASON = "Answers to known items were wrong too often."
+
+
+def test_question_id(mask_id: int) -> str:
+    """QuestionIdentifier of the test question on mask ``mask_id``: ``mask-<mask_id>``."""
+    return f"mask-{int(mask_id)}"
+
+
+def test_answer_key(question_id: str) -> str:
+    """The :meth:`~crowdprop.replay.workers.WorkerPool.answer` key of a simulated worker's
+    answer to a test question (the in-process replay and the local endpoint use the same)."""
+    return f"qualification:{question_id}"
+
+
+def passing_percentage(n_questions: int, pass_share: float) -> int:
+    """The least test value (a percentage) that passes: ``n_correct >= pass_share * n_questions``.
+
+    The value MTurk grants is ``floor(100 * n_correct / n_questions)``
+    (``PercentageMapping`` with one point per question). Returned is that value
+    for the smallest passing ``n_correct``, so ``value >= passing_percentage``
+    holds exactly when :func:`crowdprop.quality.passes_qualification` does (for
+    ``n_questions <= 100``, where consecutive counts give distinct percentages).
+    It equals ``round(100 * pass_share)`` whenever ``pass_share * n_questions``
+    is a whole number (10 questions, 0.9: 90).
+    """
+    if n_questions <= 0:
+        return 0
+    k = max(0, math.ceil(pass_share * n_questions - 1e-9))
+    return (100 * min(k, n_questions)) // n_questions
+
+
+@dataclass(frozen=True)
+class QualificationTest:
+    """The campaign's qualification test: gold masks asked as yes/no questions.
+
+    Attributes
+    ----------
+    mask_rows : tuple of int, (n,)
+        Rows of masks.parquet shown, in test order.
+    labels : tuple of bool, (n,)
+        The known answer of each ("yes, the mask is correct" is True).
+    pass_share : float
+        ``[quality] qualification_pass``.
+    duration_s : int
+        TestDurationInSeconds.
+    """
+
+    mask_rows: tuple
+    labels: tuple
+    pass_share: float
+    duration_s: int = 1800
+
+    def __len__(self) -> int:
+        return len(self.mask_rows)
+
+    @property
+    def passing_percentage(self) -> int:
+        return passing_percentage(len(self), self.pass_share)
+
+
+def _x(text: str) -> str:
+    from xml.sax.saxutils import escape
+
+    return escape(str(text), {'"': "&quot;"})
+
+
+def question_form_xml(items: Sequence[tuple[str, str, str]], *, title: str, instructions: str) -> str:
+    """QuestionForm XML (2017-11-06 schema) of yes/no questions on pictures.
+
+    Parameters
+    ----------
+    items : sequence of (question_id, class_name, image_url), (n,)
+    title, instructions
+        Shown once above the questions (Overview).
+    """
+    parts = [f'<QuestionForm xmlns="{QUESTION_FORM_NS}">',
+             f"<Overview><Title>{_x(title)}</Title><Text>{_x(instructions)}</Text></Overview>"]
+    for k, (qid, name, url) in enumerate(items, start=1):
+        sub = "png" if url.split("?", 1)[0].lower().endswith(".png") else "jpeg"
+        parts.append(
+            f"<Question><QuestionIdentifier>{_x(qid)}</QuestionIdentifier><DisplayName>Question {k}</DisplayName>"
+            f"<IsRequired>true</IsRequired><QuestionContent>"
+            f"<Text>Is the colored region a correct outline of the {_x(name)}?</Text>"
+            f"<Binary><MimeType><Type>image</Type><SubType>{sub}</SubType></MimeType>"
+            f"<DataURL>{_x(url)}</DataURL><AltText>highlighted region, question {k}</AltText></Binary>"
+            f"</QuestionContent><AnswerSpecification><SelectionAnswer><StyleSuggestion>radiobutton</StyleSuggestion>"
+            f"<Selections><Selection><SelectionIdentifier>yes</SelectionIdentifier><Text>Yes</Text></Selection>"
+            f"<Selection><SelectionIdentifier>no</SelectionIdentifier><Text>No</Text></Selection></Selections>"
+            f"</SelectionAnswer></AnswerSpecification></Question>")
+    parts.append("</QuestionForm>")
+    return "".join(parts)
+
+
+def answer_key_xml(answers: Sequence[tuple[str, bool]]) -> str:
+    """AnswerKey XML (2005-10-01 schema): the right selection of each question scores 1,
+    and the qualification value is the percentage of questions answered right."""
+    parts = [f'<AnswerKey xmlns="{ANSWER_KEY_NS}">']
+    for qid, yes in answers:
+        parts.append(f"<Question><QuestionIdentifier>{_x(qid)}</QuestionIdentifier><AnswerOption>"
+                     f"<SelectionIdentifier>{'yes' if yes else 'no'}</SelectionIdentifier>"
+                     f"<AnswerScore>1</AnswerScore></AnswerOption></Question>")
+    parts.append(f"<QualificationValueMapping><PercentageMapping><MaximumSummedScore>{len(answers)}"
+                 f"</MaximumSummedScore></PercentageMapping></QualificationValueMapping></AnswerKey>")
+    return "".join(parts)
 
 
 # --------------------------------------------------------------------- config
@@ -96,6 +226,8 @@ class MTurkSection:
     region: str = "us-east-1"
     frame_height: int = 0
     """HTMLQuestion FrameHeight in pixels (0: the full worker window)."""
+    test_duration_s: int = 1800
+    """TestDurationInSeconds of the campaign's qualification test (``[quality] qualification_size``)."""
 
     def validate(self, v: Any) -> None:
         for key in ("title", "description"):
@@ -123,6 +255,7 @@ class MTurkSection:
         v.check(re.fullmatch(r"[a-z]{2}-[a-z]+-\d", self.region) is not None, "region",
                 "must be an AWS region such as us-east-1")
         v.check(0 <= self.frame_height <= 10000, "frame_height", "must be in [0, 10000]")
+        v.check(30 <= self.test_duration_s <= 365 * 86400, "test_duration_s", "must be in [30, 31536000] seconds")
 
 
 def _build_section(table: dict, v: Any) -> MTurkSection:
@@ -380,6 +513,11 @@ class MTurkBackend:
         Bounded jittered exponential backoff for retryable errors.
     page_size
         Results per ListHITs / ListAssignmentsForHIT page (MTurk allows 100).
+    campaign_id
+        Turns on the campaign qualifications (module docstring): the soft-block
+        type and, with ``test``, the qualification test. None: neither.
+    test
+        The campaign's :class:`QualificationTest` (None or empty: no test).
     """
 
     name = "mturk"
@@ -387,14 +525,19 @@ class MTurkBackend:
     def __init__(self, client, *, config: _config.Config, mturk: MTurkSection, page, target: str,
                  masks: pd.DataFrame | None = None, guard: BudgetGuard | None = None,
                  retry_attempts: int = 6, retry_wait_s: float = 1.0, retry_max_wait_s: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep, page_size: int = 100):
+                 sleep: Callable[[float], None] = time.sleep, page_size: int = 100,
+                 campaign_id: str | None = None, test: QualificationTest | None = None):
         self.client = client
+        self.campaign_id = campaign_id
+        self.test = test if test is not None and len(test) > 0 and campaign_id else None
+        self._qual_ids: dict[str, str] = {}
         self.config = config
         self.mturk = mturk
         self.page = page
         self.target = target
         self.masks = masks
         self.page_size = page_size
+        self._sleep = sleep
         self.guard = guard or BudgetGuard(config.campaign.budget_usd)
         self._hit_types: dict[str, str] = {}
         self._asked: dict[str, tuple[str, ...]] = {}
@@ -420,13 +563,175 @@ class MTurkBackend:
         """The campaign's HIT type for this reward (created once, then cached)."""
         key = f"{reward_usd:.2f}"
         if key not in self._hit_types:
+            reqs = qualification_requirements(self.mturk, self.target) + self.campaign_requirements()
             resp = self._call(
                 "create_hit_type", AutoApprovalDelayInSeconds=self.mturk.auto_approval_delay_s,
                 AssignmentDurationInSeconds=self.mturk.assignment_duration_s, Reward=key,
                 Title=self.mturk.title, Keywords=self.mturk.keywords, Description=self.mturk.description,
-                QualificationRequirements=qualification_requirements(self.mturk, self.target))
+                QualificationRequirements=reqs)
             self._hit_types[key] = resp["HITTypeId"]
         return self._hit_types[key]
+
+    # -- campaign qualifications
+    @property
+    def blocked_type_name(self) -> str:
+        return f"crowdprop {self.campaign_id} blocked"
+
+    @property
+    def test_type_name(self) -> str:
+        return f"crowdprop {self.campaign_id} qualification test"
+
+    def find_qualification_type(self, name: str) -> dict | None:
+        """This requester's qualification type called exactly ``name`` (not being disposed), or None."""
+        def listing() -> dict | None:
+            pages = self.client.get_paginator("list_qualification_types").paginate(
+                Query=name, MustBeRequestable=False, MustBeOwnedByCaller=True,
+                PaginationConfig={"PageSize": self.page_size})
+            for page in pages:
+                for q in page.get("QualificationTypes", []):
+                    if q.get("Name") == name and q.get("QualificationTypeStatus") != "Disposing":
+                        return q
+            return None
+
+        return self._retrying(listing)
+
+    def _qualification_type(self, role: str, name: str, **create) -> str:
+        """The id of the campaign's ``role`` type: cached, else found by name, else created.
+
+        Created before, its name is taken: MTurk answers QualificationTypeAlreadyExists
+        (a previous process created it, and the search index may lag), and it is
+        looked up again a few times."""
+        from botocore.exceptions import ClientError
+
+        if role in self._qual_ids:
+            return self._qual_ids[role]
+        found = self.find_qualification_type(name)
+        if found is None:
+            try:
+                found = self._call("create_qualification_type", Name=name, QualificationTypeStatus="Active",
+                                   **create)["QualificationType"]
+                log.info("qualification type %r created: %s", name, found["QualificationTypeId"])
+            except ClientError as e:
+                _, turk, _, message = error_code(e)
+                if "AlreadyExists" not in turk and "already created" not in message:
+                    raise
+                for attempt in range(5):
+                    found = self.find_qualification_type(name)
+                    if found is not None:
+                        break
+                    self._sleep(min(30.0, 2.0 ** attempt))
+                if found is None:
+                    raise MTurkError(f"qualification type {name!r} exists on MTurk but ListQualificationTypes "
+                                     "does not find it; try again in a minute") from None
+        else:
+            log.info("qualification type %r found: %s", name, found["QualificationTypeId"])
+            if found.get("QualificationTypeStatus") == "Inactive":
+                log.warning("qualification type %r is Inactive: workers cannot take its test", name)
+        self._qual_ids[role] = found["QualificationTypeId"]
+        return self._qual_ids[role]
+
+    def blocked_qualification_id(self) -> str:
+        """The campaign's soft-block qualification type (created on first use)."""
+        if not self.campaign_id:
+            raise MTurkError("soft blocks need the backend's campaign_id")
+        return self._qualification_type(
+            "blocked", self.blocked_type_name,
+            Description=f"Workers of crowdprop campaign {self.campaign_id} whose answers to known items were "
+                        "wrong too often; they no longer see its HITs.",
+            Keywords="crowdprop, block")
+
+    def test_xml(self) -> tuple[str, str]:
+        """``(Test, AnswerKey)`` XML of the campaign's qualification test.
+
+        Raises :class:`MTurkError` when either passes MTurk's 64 KB."""
+        t = self.test
+        if t is None:
+            raise MTurkError("this campaign has no qualification test")
+        if self.masks is None:
+            raise MTurkError("the qualification test needs the masks table")
+        items, answers = [], []
+        for row, label in zip(t.mask_rows, t.labels):
+            m = self.masks.iloc[int(row)]
+            qid = test_question_id(int(m["mask_id"]))
+            items.append((qid, self.page.class_name(int(m["category_id"])), self.page.image_url(m)))
+            answers.append((qid, bool(label)))
+        form = question_form_xml(items, title="Qualification test: correct outlines",
+                                 instructions=(f"Answer {len(items)} yes/no questions like those of the HITs: is the "
+                                               "colored region a correct outline of the named object? "
+                                               f"Get at least {t.passing_percentage} % right to work on the HITs."))
+        key = answer_key_xml(answers)
+        for what, text in (("Test", form), ("AnswerKey", key)):
+            size = len(text.encode("utf-8"))
+            if size > MAX_TEST_BYTES:
+                raise MTurkError(f"the qualification test's {what} is {size} bytes and MTurk accepts at most "
+                                 f"{MAX_TEST_BYTES}; lower [quality] qualification_size ({len(items)}) or use "
+                                 "shorter image URLs ([mturk] image_base_url instead of presigned S3 URLs)")
+        return form, key
+
+    def test_qualification_id(self) -> str:
+        """The campaign's qualification-test type (created on first use)."""
+        if self.test is None:
+            raise MTurkError("this campaign has no qualification test")
+        if "test" not in self._qual_ids:
+            form, key = self.test_xml()
+            self._qualification_type(
+                "test", self.test_type_name, Test=form, AnswerKey=key,
+                TestDurationInSeconds=self.test.duration_s, AutoGranted=False,
+                Description=f"A short test of {len(self.test)} yes/no questions on object outlines, for the HITs "
+                            f"of crowdprop campaign {self.campaign_id}.",
+                Keywords="crowdprop, qualification, segmentation, outline")
+        return self._qual_ids["test"]
+
+    def campaign_requirements(self) -> list[dict]:
+        """QualificationRequirements of the campaign qualifications (empty without ``campaign_id``)."""
+        if not self.campaign_id:
+            return []
+        reqs = [{"QualificationTypeId": self.blocked_qualification_id(), "Comparator": "DoesNotExist",
+                 "ActionsGuarded": "DiscoverPreviewAndAccept"}]
+        if self.test is not None:
+            reqs.append({"QualificationTypeId": self.test_qualification_id(), "Comparator": "GreaterThanOrEqualTo",
+                         "IntegerValues": [self.test.passing_percentage], "ActionsGuarded": "Accept"})
+        return reqs
+
+    def block(self, worker_id: str, kind: str) -> None:
+        """Keep a worker out of the campaign.
+
+        ``soft``: AssociateQualificationWithWorker of the campaign's blocked type
+        (no notification; again is harmless). ``hard``: CreateWorkerBlock.
+        ``qualification`` (failed the test): nothing, MTurk keeps them out itself.
+        """
+        if kind == "hard":
+            self._call("create_worker_block", WorkerId=worker_id, Reason=BLOCK_REASON)
+        elif kind == "soft":
+            if not self.campaign_id:
+                log.info("worker %s: soft block kept in the run directory only (no campaign id)", worker_id)
+                return
+            self._call("associate_qualification_with_worker", QualificationTypeId=self.blocked_qualification_id(),
+                       WorkerId=worker_id, IntegerValue=1, SendNotification=False)
+        elif kind != "qualification":
+            raise ValueError(f"block kind must be 'soft', 'hard' or 'qualification', not {kind!r}")
+
+    def test_scores(self) -> dict[str, int]:
+        """``{worker_id: value}`` of every worker graded on the campaign's test (empty without one)."""
+        if self.test is None:
+            return {}
+        qt = self.test_qualification_id()
+
+        def listing() -> dict[str, int]:
+            pages = self.client.get_paginator("list_workers_with_qualification_type").paginate(
+                QualificationTypeId=qt, Status="Granted", PaginationConfig={"PageSize": self.page_size})
+            return {q["WorkerId"]: int(q.get("IntegerValue", 0)) for page in pages
+                    for q in page.get("Qualifications", [])}
+
+        return self._retrying(listing)
+
+    @property
+    def failed_qualification(self) -> set[str]:
+        """Workers graded below the test's passing percentage (MTurk keeps them out)."""
+        if self.test is None:
+            return set()
+        bar = self.test.passing_percentage
+        return {w for w, v in self.test_scores().items() if v < bar}
 
     # -- the seam
     def publish(self, hit: HitRequest) -> str:

@@ -25,6 +25,20 @@ done in a browser through the worker page (:meth:`LocalMTurk.accept`,
 slots (drawn per HIT from the pool seed) is never taken, so expiry and re-asking
 can be exercised. Workers who have only previewed when the HIT expires drop out.
 
+Qualification tests
+-------------------
+A qualification type created with a ``Test`` (QuestionForm) and an
+``AnswerKey`` is graded as MTurk grades it (:mod:`.qualification`). Before
+simulated workers are picked for a HIT whose type requires such a
+qualification, every simulated worker who has neither taken the test nor been
+blocked takes it once (no retries): questions named ``mask-<mask_id>`` are
+answered ``pool.answer(worker, "qualification:" + QuestionIdentifier,
+truth[mask_id])``, the answers are scored with the AnswerKey, and the
+qualification is granted with the resulting IntegerValue, so the HIT's
+requirement (e.g. ``GreaterThanOrEqualTo 90``) decides whether the worker may
+work. ``DoesNotExist`` requirements keep out workers holding the qualification
+(a campaign's soft block).
+
 Money
 -----
 Rewards, bonuses and MTurk's commission (:class:`~crowdprop.crowd.base.Fees`)
@@ -60,6 +74,7 @@ from ..crowd.base import Fees
 from ..replay.workers import WorkerPool, rng_for
 from .faults import FaultConfig, FaultInjector
 from .pages import PageQuestion, QuestionXMLError, answers_xml, page_questions, parse_question_xml
+from .qualification import AnswerKey, QualificationXMLError, TestQuestion, parse_answer_key, parse_test
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +290,10 @@ class LocalMTurk:
         self._bonuses: list[dict] = []
         self._qual_types: dict[str, dict] = {}
         self._quals: dict[tuple[str, str], dict] = {}
+        self._tests: dict[str, tuple[list[TestQuestion], AnswerKey | None]] = {}
+        """Qualification type id -> its Test's questions and AnswerKey (types with a Test only)."""
+        self._test_takers: dict[tuple[str, str], float] = {}
+        """(qualification type id, worker id) -> when the worker took the type's test."""
         self._blocks: dict[str, str] = {}
         self._previewing: list[tuple[float, int, str]] = []  # heap (due, n, assignment id)
         self._auto: list[tuple[float, int, str]] = []  # heap (auto approval time, n, assignment id)
@@ -452,6 +471,7 @@ class LocalMTurk:
         if self.unanswered_share > 0:
             skip = rng_for("unanswered", self.pool.seed, pick_key).random(slots) < self.unanswered_share
             slots -= int(skip.sum())
+        self._take_tests(hit.type.requirements)
         exclude = {w for w in self.pool.worker_ids if not self._can_work(w, hit)}
         due = time.monotonic() + self.work_delay
         for w in self.pool.pick(pick_key, slots, exclude):
@@ -460,6 +480,40 @@ class LocalMTurk:
             self._assignments[a.id] = a
             hit.assignments.append(a.id)
             heapq.heappush(self._previewing, (due, next(self._seq), a.id))
+
+    def _take_tests(self, reqs: list[dict]) -> None:
+        """Every simulated worker not blocked takes, once, the test of each required qualification.
+
+        The questions are answered ``pool.answer(w, "qualification:" + identifier, truth[mask_id])``
+        (selection ``yes`` / ``no``), scored with the AnswerKey, and the qualification is
+        granted with the resulting value. A test without an AnswerKey waits for the
+        requester's review (not simulated): its takers hold nothing.
+        """
+        now = self.clock()
+        for r in reqs:
+            qt = r["QualificationTypeId"]
+            parsed = self._tests.get(qt)
+            if parsed is None or self._qual_types[qt]["QualificationTypeStatus"] != "Active":
+                continue
+            questions, key = parsed
+            for w, wid in enumerate(self.pool.worker_ids):
+                if (qt, wid) in self._test_takers or (qt, wid) in self._quals or wid in self._blocks:
+                    continue
+                self._test_takers[(qt, wid)] = now
+                if key is None:
+                    continue
+                selected = {}
+                for q in questions:
+                    t = self.truth.get(q.mask_id) if q.mask_id is not None else None
+                    if t is None:
+                        continue
+                    yes = self.pool.answer(w, f"qualification:{q.identifier}", t)
+                    choice = next((s for s in q.selections if s.strip().lower() == ("yes" if yes else "no")), None)
+                    if choice is not None:
+                        selected[q.identifier] = frozenset([choice])
+                value = key.value(key.score(selected))
+                self._quals[(qt, wid)] = {"QualificationTypeId": qt, "WorkerId": wid, "GrantTime": now,
+                                          "IntegerValue": value, "Status": "Granted"}
 
     def _simulated_work(self, a: _Assignment, hit: _Hit, now: float) -> None:
         w = a.worker_index
@@ -850,21 +904,67 @@ class LocalMTurk:
         status = self._str(p, "QualificationTypeStatus", required=True)
         if status not in ("Active", "Inactive"):
             raise self._err(f"QualificationTypeStatus {status} is invalid.", "AWS.ParameterOutOfRange")
+        test = self._str(p, "Test", max_len=65535)
+        answer_key = self._str(p, "AnswerKey", max_len=65535)
+        auto = bool(p.get("AutoGranted", False))
+        duration = self._int(p, "TestDurationInSeconds", lo=1, hi=MAX_LIFETIME_S)
+        self._int(p, "RetryDelayInSeconds", lo=0, hi=MAX_LIFETIME_S)
+        parsed = None
+        if test is not None:
+            if auto:
+                raise self._err("AutoGranted cannot be true when a Test is given.", "AWS.ParameterOutOfRange")
+            if duration is None:
+                raise self._err("TestDurationInSeconds is required with a Test.", "AWS.MissingParameters")
+            try:
+                questions = parse_test(test)
+                key = parse_answer_key(answer_key, questions) if answer_key is not None else None
+            except QualificationXMLError as e:
+                raise self._err(str(e), "AWS.MechanicalTurk.XMLParseError") from None
+            parsed = (questions, key)
+        elif answer_key is not None:
+            raise self._err("An AnswerKey needs a Test.", "AWS.ParameterOutOfRange")
+        elif duration is not None:
+            raise self._err("TestDurationInSeconds needs a Test.", "AWS.ParameterOutOfRange")
         if any(q["Name"] == name for q in self._qual_types.values()):
             raise self._err("You have already created a QualificationType with this name. A QualificationType's name "
                             "must be unique among all of the QualificationTypes created by the same user.",
                             "AWS.MechanicalTurk.QualificationTypeAlreadyExists")
         qid = self._new_id("qualification")
         q = {"QualificationTypeId": qid, "CreationTime": self.clock(), "Name": name, "Description": desc,
-             "QualificationTypeStatus": status, "IsRequestable": bool(p.get("Test") or p.get("AutoGranted")),
-             "AutoGranted": bool(p.get("AutoGranted", False))}
+             "QualificationTypeStatus": status, "IsRequestable": bool(test is not None or auto),
+             "AutoGranted": auto}
         for k in ("Keywords", "RetryDelayInSeconds", "Test", "AnswerKey", "TestDurationInSeconds"):
             if p.get(k) is not None:
                 q[k] = p[k]
         if q["AutoGranted"]:
             q["AutoGrantedValue"] = int(p.get("AutoGrantedValue", 1))
         self._qual_types[qid] = q
+        if parsed is not None:
+            self._tests[qid] = parsed
         return {"QualificationType": dict(q)}
+
+    def _op_list_qualification_types(self, p: Mapping) -> dict:
+        if not isinstance(p.get("MustBeRequestable"), bool):
+            raise self._err("Parameter MustBeRequestable is required.", "AWS.MissingParameters")
+        query = (self._str(p, "Query", max_len=1000) or "").lower()
+        rows = [q for q in self._qual_types.values()
+                if (not p["MustBeRequestable"] or q["IsRequestable"])
+                and (not query or any(query in str(q.get(k, "")).lower() for k in ("Name", "Description", "Keywords")))]
+        items = [(i, dict(q)) for i, q in enumerate(sorted(rows, key=lambda q: q["CreationTime"]))]
+        page, nxt = self._page("qualtypes", items, p)
+        out = {"NumResults": len(page), "QualificationTypes": page}
+        if nxt:
+            out["NextToken"] = nxt
+        return out
+
+    def _op_get_qualification_score(self, p: Mapping) -> dict:
+        q = self._qual_type(p)
+        worker = self._worker(p)
+        rec = self._quals.get((q["QualificationTypeId"], worker))
+        if rec is None:
+            raise self._err("You requested a Qualification that does not exist.",
+                            "AWS.MechanicalTurk.QualificationDoesNotExist")
+        return {"Qualification": dict(rec)}
 
     def _op_get_qualification_type(self, p: Mapping) -> dict:
         return {"QualificationType": dict(self._qual_type(p))}
@@ -1039,6 +1139,7 @@ class LocalMTurk:
                 "bonus_counts": dict(self._bonus_counts),
                 "tokens_with_several_hits": sorted(k for k, v in self._hits_per_token.items() if len(v) > 1),
                 "blocked_workers": sorted(self._blocks),
+                "qualification_tests_taken": len(self._test_takers),
             }
             if self.fault_injector is not None:
                 out["faults"] = dict(self.fault_injector.counts)
@@ -1075,6 +1176,8 @@ _OPERATIONS: dict[str, Callable[[LocalMTurk, Mapping], dict]] = {
     "AssociateQualificationWithWorker": LocalMTurk._op_associate_qualification_with_worker,
     "DisassociateQualificationFromWorker": LocalMTurk._op_disassociate_qualification_from_worker,
     "ListWorkersWithQualificationType": LocalMTurk._op_list_workers_with_qualification_type,
+    "ListQualificationTypes": LocalMTurk._op_list_qualification_types,
+    "GetQualificationScore": LocalMTurk._op_get_qualification_score,
     "CreateWorkerBlock": LocalMTurk._op_create_worker_block,
     "DeleteWorkerBlock": LocalMTurk._op_delete_worker_block,
     "ListWorkerBlocks": LocalMTurk._op_list_worker_blocks,
