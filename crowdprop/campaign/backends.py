@@ -122,7 +122,7 @@ def qualification_results(run: RunDir, pool: WorkerPool) -> dict[str, tuple[int,
     if len(test) == 0:
         return {}
     truth = truth_of(run)
-    keys = [_mturk.test_answer_key(_mturk.test_question_id(m)) for m in test["mask_id"]]
+    keys = [_mturk.qualification_answer_key(_mturk.qualification_question_id(m)) for m in test["mask_id"]]
     out = {}
     for w, wid in enumerate(pool.worker_ids):
         right = sum(pool.answer(w, k, bool(truth[r])) == bool(lab)

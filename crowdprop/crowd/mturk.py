@@ -89,12 +89,12 @@ MAX_TEST_BYTES = 65535
 BLOCK_REASON = "Answers to known items were wrong too often."
 
 
-def test_question_id(mask_id: int) -> str:
+def qualification_question_id(mask_id: int) -> str:
     """QuestionIdentifier of the test question on mask ``mask_id``: ``mask-<mask_id>``."""
     return f"mask-{int(mask_id)}"
 
 
-def test_answer_key(question_id: str) -> str:
+def qualification_answer_key(question_id: str) -> str:
     """The :meth:`~crowdprop.replay.workers.WorkerPool.answer` key of a simulated worker's
     answer to a test question (the in-process replay and the local endpoint use the same)."""
     return f"qualification:{question_id}"
@@ -652,7 +652,7 @@ class MTurkBackend:
         items, answers = [], []
         for row, label in zip(t.mask_rows, t.labels):
             m = self.masks.iloc[int(row)]
-            qid = test_question_id(int(m["mask_id"]))
+            qid = qualification_question_id(int(m["mask_id"]))
             items.append((qid, self.page.class_name(int(m["category_id"])), self.page.image_url(m)))
             answers.append((qid, bool(label)))
         form = question_form_xml(items, title="Qualification test: correct outlines",

@@ -904,8 +904,8 @@ class LocalMTurk:
         status = self._str(p, "QualificationTypeStatus", required=True)
         if status not in ("Active", "Inactive"):
             raise self._err(f"QualificationTypeStatus {status} is invalid.", "AWS.ParameterOutOfRange")
-        test = self._str(p, "Test", max_len=65535)
-        answer_key = self._str(p, "AnswerKey", max_len=65535)
+        test = self._str(p, "Test")  # sizes (64 KB) are checked in bytes by the parsers
+        answer_key = self._str(p, "AnswerKey")
         auto = bool(p.get("AutoGranted", False))
         duration = self._int(p, "TestDurationInSeconds", lo=1, hi=MAX_LIFETIME_S)
         self._int(p, "RetryDelayInSeconds", lo=0, hi=MAX_LIFETIME_S)
