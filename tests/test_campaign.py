@@ -277,3 +277,17 @@ def test_a_second_run_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys):
     assert f"pid {p.pid}" in (rd.path / ".lock").read_text()
     assert main(["run", str(rd.path), "--rounds", "1"]) == 0
     assert rd.rounds() == [1]
+
+
+def test_temporaries_of_a_killed_writer_are_removed_on_resume(tmp_path):
+    rd = make_run(tmp_path / "run")
+    Campaign(rd, simulated_backend(rd), progress=False).run(max_rounds=1)
+    junk = [rd.path / ".masks.parquet.abc123.tmp", rd.path / "hit_images" / ".mask_7.jpg.x1.tmp"]
+    for j in junk:
+        j.parent.mkdir(exist_ok=True)
+        j.write_bytes(b"half")
+    (rd.state_dir / ".round=00002.tmp").mkdir()
+    (rd.state_dir / ".round=00002.tmp" / "questions.parquet").write_bytes(b"half")
+    Campaign(rd, simulated_backend(rd), progress=False).run(max_rounds=1)
+    assert not any(p.name.endswith(".tmp") for p in rd.path.rglob("*"))
+    assert rd.rounds() == [1, 2] and (rd.path / "masks.parquet").exists()

@@ -196,6 +196,9 @@ class Campaign:
     def run(self, *, max_rounds: int | None = None) -> RunResult:
         """Run rounds until a stop condition, holding the run directory's lock."""
         with self.run_dir.lock():
+            removed = self.run_dir.clean_temporaries()
+            if removed:
+                log.info("removed %d temporary file(s) left by an interrupted run", removed)
             return self._run(max_rounds=max_rounds)
 
     def _run(self, *, max_rounds: int | None = None) -> RunResult:

@@ -165,6 +165,18 @@ class RunDir:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def clean_temporaries(self) -> int:
+        """Remove what a killed writer left behind: ``.NAME.*.tmp`` files of atomic writes
+        and half-written ``state/.round=*.tmp`` folders. Call it holding the lock."""
+        n = 0
+        for p in self.path.rglob(".*.tmp"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            n += 1
+        return n
+
     # -- rounds --------------------------------------------------------------------------------
     @property
     def state_dir(self) -> Path:
