@@ -27,6 +27,20 @@ therefore never sends CreateHIT for a token whose HIT id is in the journal of
 the round in progress, and looks up tokens that were journaled before a crash
 but have no HIT id yet in ListHITs (by ``RequesterAnnotation``) before
 publishing them: a resumed round never creates a second HIT, however old it is.
+
+Quality control on MTurk
+------------------------
+Every MTurk crowd (local endpoint included) gets the campaign qualifications of
+:class:`~crowdprop.crowd.mturk.MTurkBackend`, named after the campaign id and
+found again by name in a later process: a soft block is a qualification the
+campaign's HIT types exclude (``DoesNotExist``), and, when ``[quality]
+qualification_size > 0`` and the gold pool is not empty, the qualification test
+(:func:`qualification_test`: the same golds as the in-process replay's
+:func:`qualification_results`) is a qualification type with an answer key that
+the HIT types require. On a local endpoint the simulated workers take that test
+and are graded exactly as :func:`qualification_results` scores them, so a replay
+keeps the same workers out through either crowd. A local endpoint without
+simulated workers (a browser does the HITs) has no test.
 """
 from __future__ import annotations
 
