@@ -152,21 +152,12 @@ class OneCoinDawidSkene:
 
     @staticmethod
     def _posterior(enc, acc: np.ndarray, prior: float) -> tuple[np.ndarray, float]:
-        """E-step: (q, log-likelihood) from accuracies ``acc`` (n_workers,) and prior."""
-        la, l1a = np.log(acc), np.log1p(-acc)
-        yes = enc.y == 1
-        # log P(answers of t | z=1) and | z=0)
-        ll1 = np.log(prior) + np.bincount(enc.t, weights=np.where(yes, la[enc.w], l1a[enc.w]),
-                                          minlength=enc.n_tasks)
-        ll0 = np.log1p(-prior) + np.bincount(enc.t, weights=np.where(yes, l1a[enc.w], la[enc.w]),
-                                             minlength=enc.n_tasks)
-        norm = np.logaddexp(ll1, ll0)
-        q = np.exp(ll1 - norm)
-        if enc.gold_mask.any():
-            g = enc.gold_mask
-            norm[g] = np.where(enc.gold_label[g] == 1, ll1[g], ll0[g])
-            clamp(q, enc)
-        return q, float(norm.sum())
+        """E-step: (q, log-likelihood) from accuracies ``acc`` (n_workers,) and prior.
+
+        The one-coin model is Dawid-Skene with sensitivity = specificity = accuracy."""
+        from .ds import DawidSkene
+
+        return DawidSkene._posterior(enc, acc, acc, prior)
 
     def fit_predict(self, data: pd.DataFrame, gold=None) -> pd.Series:
         return self.fit(data, gold).labels_
