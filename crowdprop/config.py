@@ -179,7 +179,8 @@ class TreeSection:
     """Scalable build: target size of the micro-clusters that get exact linkage."""
 
     def validate(self, v: "_V") -> None:
-        v.check(2 <= self.exact_max <= 50_000, "exact_max", "must be in [2, 50000]")
+        v.check(2 <= self.exact_max <= 10_000, "exact_max",
+                "must be in [2, 10000] (exact linkage keeps n^2/2 distances: 10000 is 400 MB)")
         v.check(2 <= self.micro_size <= self.exact_max, "micro_size", "must be in [2, exact_max]")
 
 

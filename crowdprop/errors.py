@@ -24,6 +24,10 @@ class InputError(CrowdpropError):
         self.message = message
         super().__init__(self.format())
 
+    def __reduce__(self):
+        # picklable with its four arguments (errors raised in worker processes, e.g. Ray actors)
+        return (type(self), (self.file, self.record, self.field, self.message))
+
     def format(self) -> str:
         parts = [self.file]
         if self.record is not None:

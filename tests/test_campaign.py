@@ -53,6 +53,8 @@ def test_state_is_consistent_parquet(finished):
     nq = q[~q["is_gold"]]
     for node, mrow in zip(nq["node_id"].head(200), nq["mask_row"].head(200)):
         assert mrow in set(f.members(node))
+    # the journal of the last round went with its commit
+    assert not (rd.path / "journal").exists()
     # with K_pa = 0 and no budget a replay ends with no open mask
     assert (final_status(rd) >= 0).all()
 

@@ -64,6 +64,8 @@ CASES = [
     ("config wrong type", dict(config="[policy]\nk = 'fifteen'\n"), "[policy]: field 'k'", "expected int"),
     ("config malformed", dict(config="[policy\n"), "c.toml", "malformed TOML"),
     ("config unknown section", dict(config="[polcy]\nk = 3\n"), "[polcy]", "unknown section"),
+    ("tree too large for exact linkage", dict(config="[tree]\nexact_max = 50000\n"), "[tree]: field 'exact_max'",
+     "400 MB"),
 ]
 
 
@@ -115,3 +117,13 @@ def test_run_on_a_missing_dir_is_one_line(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "not a run directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_input_errors_survive_pickling():
+    """Errors raised in worker processes (Ray actors) reach the CLI whole."""
+    import pickle
+
+    from crowdprop.errors import InputError
+
+    e = pickle.loads(pickle.dumps(InputError("a.json", "record 3", "score", "out of range")))
+    assert isinstance(e, InputError) and str(e) == "a.json: record 3: field 'score': out of range"

@@ -222,6 +222,8 @@ class RunDir:
         atomic_write_text(tmp / "_COMPLETE", "")
         os.replace(tmp, final)
         shutil.rmtree(self.journal_dir(r), ignore_errors=True)
+        with contextlib.suppress(OSError):  # only when empty
+            (self.path / "journal").rmdir()
 
     # -- the journal of the round in progress ---------------------------------------------------
     def journal_dir(self, r: int) -> Path:
