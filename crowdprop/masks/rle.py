@@ -98,33 +98,10 @@ def compressed_length(counts: str, height: int, width: int) -> int:
     """Number of pixels a compressed RLE covers, decoded from its counts string.
 
     pycocotools does not check that runs add up to ``h * w``; we do, so that an
-    RLE whose size disagrees with its image is caught on input.
+    RLE whose size disagrees with its image is caught on input. Raises ValueError
+    for a malformed counts string (see :func:`runs_many`).
     """
-    s = counts.encode("ascii")
-    cnts: list[int] = []
-    i = 0
-    while i < len(s):
-        x = 0
-        k = 0
-        more = 1
-        while more:
-            if i >= len(s):
-                raise ValueError("truncated RLE counts string")
-            c = s[i] - 48
-            if c < 0 or c > 63:
-                raise ValueError("invalid character in RLE counts string")
-            x |= (c & 0x1F) << (5 * k)
-            more = c & 0x20
-            i += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(cnts) > 2:
-            x += cnts[-2]
-        if x < 0:
-            raise ValueError("negative run in RLE counts string")
-        cnts.append(x)
-    return sum(cnts)
+    return int(_runs(counts).sum())
 
 
 def iou_matrix(a: Sequence[str], b: Sequence[str], height: int, width: int) -> np.ndarray:
@@ -137,41 +114,18 @@ def iou_matrix(a: Sequence[str], b: Sequence[str], height: int, width: int) -> n
 
 
 def _runs(counts: str) -> np.ndarray:
-    """Run lengths of a compressed RLE counts string, vectorised (int64).
-
-    Same decoding as :func:`compressed_length` (5 bits per character, bit 0x20
-    continues a number, bit 0x10 of the last character is the sign, run ``m > 2``
-    is stored as a difference to run ``m - 2``), without the per-character loop.
-    """
-    c = np.frombuffer(counts.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
-    if c.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if c.min() < 0 or c.max() > 63:
-        raise ValueError("invalid character in RLE counts string")
-    ends = np.flatnonzero((c & 0x20) == 0)
-    if ends.size == 0 or ends[-1] != c.size - 1:
-        raise ValueError("truncated RLE counts string")
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    k = np.arange(c.size) - np.repeat(starts, ends - starts + 1)
-    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
-    neg = (c[ends] & 0x10) != 0
-    x[neg] -= np.left_shift(1, 5 * (ends[neg] - starts[neg] + 1))
-    out = np.empty_like(x)
-    out[0] = x[0]
-    out[2::2] = np.cumsum(x[2::2])
-    out[1::2] = np.cumsum(x[1::2])
-    if np.any(out < 0):
-        raise ValueError("negative run in RLE counts string")
-    return out
+    """Run lengths (int64) of one compressed RLE counts string: :func:`runs_many` of one."""
+    return runs_many([counts])[0]
 
 
 def runs_many(counts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Run lengths of many compressed RLE counts strings at once (one pass of numpy calls).
 
-    Returns ``(runs, offsets)``: the runs of string ``i`` are
-    ``runs[offsets[i]:offsets[i + 1]]``, exactly :func:`_runs` of that string.
+    pycocotools' decoding: 5 bits per character, bit 0x20 continues a number, bit
+    0x10 of the last character is the sign, and run ``m > 2`` is stored as a
+    difference to run ``m - 2``. Returns ``(runs, offsets)``: the runs of string
+    ``i`` are ``runs[offsets[i]:offsets[i + 1]]``. Raises ValueError for a character
+    outside the alphabet, a string cut in the middle of a number, or a negative run.
     """
     enc = [s.encode("ascii") for s in counts]
     n = len(enc)
