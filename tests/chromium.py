@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -44,3 +45,13 @@ def chromium_driver(window: str = "900,1100"):
     finally:
         d.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(cond, timeout: float = 10.0) -> bool:
+    """Poll ``cond()`` every 50 ms until it is true (True) or ``timeout`` seconds pass (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign
 from crowdprop.commands.replay import sample_paths
 
-from chromium import chromium_driver  # noqa: E402
+from chromium import chromium_driver, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -34,15 +33,6 @@ WORKER = "ABROWSERWORKER7"
 def driver():
     with chromium_driver("900,1100") as d:
         yield d
-
-
-def _wait(cond, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def one_class_sample(folder: Path) -> tuple[Path, Path]:
@@ -83,14 +73,14 @@ def test_a_browser_does_the_hit_and_the_campaign_holds_its_answers(driver, tmp_p
     loop.start()
     try:
         listed = lambda: crowd.local.call("ListHITs", {"MaxResults": 10})["HITs"]  # noqa: E731
-        assert _wait(lambda: len(listed()) > 0 or not loop.is_alive()), "no HIT was published"
+        assert wait_for(lambda: len(listed()) > 0 or not loop.is_alive(), timeout=20.0), "no HIT was published"
         [hit] = listed()
         driver.get(f"{crowd.handle.url}/hits/{hit['HITId']}/accept?workerId={WORKER}")
         assert "assignmentId=" in driver.current_url
         # the pictures were drawn and are served by the endpoint
-        assert _wait(lambda: driver.execute_script(
+        assert wait_for(lambda: driver.execute_script(
             "return document.images.length > 0 && "
-            "Array.from(document.images).every(i => i.complete && i.naturalWidth === 256)"))
+            "Array.from(document.images).every(i => i.complete && i.naturalWidth === 256)"), timeout=20.0)
         qids = driver.execute_script(
             "return Array.from(document.querySelectorAll('fieldset.cp-question')).map(f => f.dataset.questionId)")
         # golds answered right (as the requester knows them), the others in a pattern
@@ -102,7 +92,7 @@ def test_a_browser_does_the_hit_and_the_campaign_holds_its_answers(driver, tmp_p
             body.send_keys("y" if planned[q] else "n")
         assert driver.find_element(By.ID, "cp-done").text == str(len(qids))
         body.send_keys(Keys.ENTER)
-        assert _wait(lambda: "HIT submitted" in driver.page_source)
+        assert wait_for(lambda: "HIT submitted" in driver.page_source, timeout=20.0)
         loop.join(timeout=60)
         assert not loop.is_alive(), "the round did not finish after the browser submitted"
     finally:

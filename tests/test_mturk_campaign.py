@@ -45,14 +45,7 @@ class Crash(Exception):
     """Stands for the process being killed."""
 
 
-@pytest.fixture(autouse=True)
-def no_aws_credentials(monkeypatch, tmp_path):
-    """No credentials of the machine leak into a test (and none are needed for a local endpoint)."""
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+pytestmark = pytest.mark.usefixtures("no_aws_credentials")
 
 
 @pytest.fixture(scope="module")

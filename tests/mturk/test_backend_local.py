@@ -19,11 +19,7 @@ from .conftest import CLASS_NAMES, make_hit
 from .endpoint import ScriptedFaults, start
 
 
-@pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDLOCALTEST")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local-secret")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+pytestmark = pytest.mark.usefixtures("fake_credentials")
 
 
 @pytest.fixture

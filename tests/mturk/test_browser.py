@@ -5,7 +5,6 @@ selenium-manager is never used (it would download a driver).
 """
 from __future__ import annotations
 
-import time
 import urllib.parse
 
 import pytest
@@ -13,21 +12,15 @@ import pytest
 from .conftest import make_hit
 from .endpoint import start
 
-from chromium import chromium_driver  # noqa: E402
+from chromium import chromium_driver, wait_for  # noqa: E402
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("fake_credentials")]
 
 
 @pytest.fixture(scope="module")
 def driver():
     with chromium_driver("900,1100") as d:
         yield d
-
-
-@pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDLOCALTEST")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local-secret")
 
 
 @pytest.fixture
@@ -40,15 +33,6 @@ def rig(tmp_path, coco128):
 
 def _errors(driver) -> list[dict]:
     return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
-
-
-def _wait(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_keyboard_only_answers_are_what_poll_returns(driver, rig, tmp_path):
@@ -65,7 +49,7 @@ def test_keyboard_only_answers_are_what_poll_returns(driver, rig, tmp_path):
                                     "turkSubmitTo": rig.handle.url})
     driver.get(f"{rig.handle.url}/hits/{hit_id}?{query}")
     _errors(driver)  # drain
-    assert _wait(lambda: driver.execute_script(
+    assert wait_for(lambda: driver.execute_script(
         "return Array.from(document.images).every(i => i.complete && i.naturalWidth === 256)"))
     submit = driver.find_element(By.ID, "cp-submit")
     assert driver.find_element(By.ID, "cp-progress").text == "1 / 7"
@@ -88,7 +72,7 @@ def test_keyboard_only_answers_are_what_poll_returns(driver, rig, tmp_path):
     assert _errors(driver) == []
 
     body.send_keys(Keys.ENTER)
-    assert _wait(lambda: "HIT submitted" in driver.page_source)
+    assert wait_for(lambda: "HIT submitted" in driver.page_source)
     [a] = backend.poll([hit_id])
     assert (a.assignment_id, a.worker_id, a.flag) == (aid, worker, None)
     assert a.answers == {q.question_id: v for q, v in zip(hit.questions, planned)}

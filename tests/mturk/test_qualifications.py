@@ -31,11 +31,7 @@ from .endpoint import start
 SPAMMY = "[policy]\nk_pa = 0.0\n[simulation]\nspammer_share = 0.2\nsloppy_share = 0.1\n"
 
 
-@pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDLOCALTEST")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local-secret")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+pytestmark = pytest.mark.usefixtures("fake_credentials")
 
 
 @pytest.fixture

@@ -28,12 +28,8 @@ def import_benchmark(name: str):
 
 
 @pytest.fixture(autouse=True)
-def no_aws_credentials(monkeypatch, tmp_path):
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+def _no_credentials(no_aws_credentials):
+    """Every reliability test runs without the machine's AWS credentials."""
 
 
 @pytest.fixture(scope="session")
