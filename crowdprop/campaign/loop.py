@@ -126,7 +126,6 @@ def reopen_unlabeled_verified(forest, status: np.ndarray, label_p: np.ndarray) -
 
 def load_state(run: RunDir) -> CampaignState:
     forest = run.forest
-    n = len(run.masks)
     status = initial_status(forest)
     replay_decisions(run, status, run.read_rounds("decisions"))
     answers = run.read_rounds("answers")
@@ -238,9 +237,7 @@ class Campaign:
         rng = np.random.default_rng([cfg.campaign.seed, r])
         status = state.status.copy()
         plan = plan_round(self.forest, status, self.node_quality, state.label_p, cfg.policy, rng)
-        if not plan.nodes:
-            if plan.free_splits:  # only free splits left to record; nothing to ask
-                pass
+        if not plan.nodes:  # free splits alone are not recorded: a later run plans them again
             return "no candidates left"
         gold_used = dict(state.gold_used)
         questions, hits = make_hits(plan.asks, round_=r, campaign_id=self.campaign_id,
@@ -270,15 +267,10 @@ class Campaign:
             if len(run.rounds()) else ans_df
         label_p = labels_for(run, answers_all)
         dec = decide(self.forest, np.array(plan.nodes, dtype=np.int64), label_p, cfg.policy, self.node_quality)
-        free = pd.DataFrame({"node_id": np.array(plan.free_splits, dtype=np.int64)})
-        free["decision"] = Decision.SPLIT.value
-        for c in ("n_labeled",):
-            free[c] = 0
-        free["yes"] = 0.0
-        for c in ("est_mean", "est_lo", "est_hi"):
-            free[c] = np.nan
-        free["quality"] = self.node_quality[free["node_id"].to_numpy(np.int64)] if len(free) else np.nan
-        free["free"] = True
+        free_nodes = np.array(plan.free_splits, dtype=np.int64)
+        free = pd.DataFrame({"node_id": free_nodes, "decision": Decision.SPLIT.value, "n_labeled": 0, "yes": 0.0,
+                             "est_mean": np.nan, "est_lo": np.nan, "est_hi": np.nan,
+                             "quality": self.node_quality[free_nodes], "free": True})
         dec["free"] = False
         decisions = pd.concat([free, dec], ignore_index=True)
         nodes = decisions["node_id"].to_numpy(np.int64)

@@ -45,7 +45,6 @@ def run(args) -> int:
     from ..campaign.backends import make_backend
     from ..campaign.init import init_run
     from ..campaign.loop import Campaign
-    from ..campaign.store import RunDir
     from ..errors import InputError
     from ..io import atomic_write_text
     from ..report.summary import compute_report, format_report

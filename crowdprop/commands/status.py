@@ -47,8 +47,6 @@ def _mtime(path) -> float | None:
 
 def _decided(run, upto: int | None) -> tuple[int, int]:
     """(masks decided, masks open) after round ``upto`` (None: all committed rounds)."""
-    import numpy as np
-
     from ..campaign.loop import labels_for, replay_decisions
     from ..policy.controller import initial_status, mask_status
 

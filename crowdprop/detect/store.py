@@ -26,7 +26,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence

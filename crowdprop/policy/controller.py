@@ -25,7 +25,7 @@ import pandas as pd
 from ..config import PolicySection
 from ..schema import ACCEPTED, INACTIVE, OPEN, REJECTED, SPLIT, VERIFIED, Decision
 from ..tree import Forest
-from .estimate import ACCEPT as _ACC, REJECT as _REJ, SPLIT as _SPL, WAIT as _WAIT
+from .estimate import WAIT as _WAIT
 from .estimate import beta_interval, paper_decision, sequential_decision
 
 

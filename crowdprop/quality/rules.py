@@ -18,7 +18,7 @@ Example ``campaign.toml`` table (every key optional)::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 
 import numpy as np

@@ -43,7 +43,7 @@ from ..campaign.loop import load_state
 from ..campaign.store import RunDir
 from ..io import atomic_write_text
 from ..policy.controller import mask_status
-from ..schema import ACCEPTED, INACTIVE
+from ..schema import INACTIVE
 from . import figures
 from .summary import compute_report, precision_estimate
 

@@ -129,7 +129,6 @@ def compute_report(run: RunDir) -> dict:
     masks = run.masks
     forest = run.forest
     n = len(masks)
-    questions = run.read_rounds("questions")
     answers = run.read_rounds("answers")
     assignments = run.read_rounds("assignments")
     decisions = run.read_rounds("decisions")
