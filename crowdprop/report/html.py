@@ -124,7 +124,7 @@ def class_table(run: RunDir, *, status: np.ndarray, label_p: np.ndarray, final: 
         fi = np.where(in_c, final, -1).astype(np.int8)
         if acc.any() and len(decisions):
             est, lo, hi = precision_estimate(run, st, decisions, lp, fi, credible=cfg.policy.credible,
-                                             seed=cfg.campaign.seed)
+                                             seed=cfg.campaign.seed, answers=answers)
         else:
             est = lo = hi = float("nan")
         rows.append({

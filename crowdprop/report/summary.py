@@ -108,6 +108,8 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
     if n_direct:
         if raw and answers is not None:
             plain = answers[answers["used"].astype(bool) & ~answers["is_gold"].astype(bool)]
+            # the yes-rate of the masks in scope (label_p is NaN outside it, e.g. other classes)
+            plain = plain[~np.isnan(label_p[plain["mask_row"].to_numpy(np.int64)])]
             y = float(plain["label"].mean()) if len(plain) else 0.5
             pi = np.clip((y - (1.0 - spec)) / youden, 0.01, 0.99)
             ppv = sens * pi / (sens * pi + (1.0 - spec) * (1.0 - pi))
