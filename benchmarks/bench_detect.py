@@ -5,7 +5,8 @@ COCO), saved as a checkpoint: no weights are downloaded. Random weights give oth
 detections than trained ones, but the same amount of work per image, because the
 score threshold is 0 and every image gets ``detections_per_image`` (100)
 detections, like a trained model at its default threshold on a busy image.
-Images: the first N of coco128 (640 px on the long side), resized to 640 px
+Images: the first N of the 16 coco128 images shipped in ``tests/data/coco128_seg``
+(640 px on the long side; beyond 16 they repeat under other names), resized to 640 px
 (``min_size = max_size = 640``).
 
 Each row runs ``detect_images`` end to end (model build, image decoding,
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COCO128 = Path(os.environ.get("CROWDPROP_SHARED_DATA", REPO.parent / "shared" / "data")) / "coco128_seg"
+COCO128 = REPO / "tests" / "data" / "coco128_seg"
 
 
 def _setup(tmp: Path, n_images: int) -> tuple[Path, Path, Path]:
@@ -44,8 +44,12 @@ def _setup(tmp: Path, n_images: int) -> tuple[Path, Path, Path]:
 
     imgs = tmp / "images"
     imgs.mkdir()
-    for p in sorted((COCO128 / "images" / "train2017").glob("*.jpg"))[:n_images]:
-        shutil.copy(p, imgs / p.name)
+    shipped = sorted((COCO128 / "images" / "train2017").glob("*.jpg"))
+    if not shipped:
+        raise SystemExit(f"no images in {COCO128 / 'images' / 'train2017'}")
+    for i in range(n_images):
+        p = shipped[i % len(shipped)]
+        shutil.copy(p, imgs / (p.name if i < len(shipped) else f"r{i // len(shipped)}_{p.name}"))
     torch.manual_seed(0)
     model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
     ckpt = tmp / "model.pt"

@@ -9,7 +9,8 @@ Cases
 -----
 features
     :func:`crowdprop.features.shape_features` (grid 16) on the 734 real RLE masks of
-    ``coco_val2014_100/instances_val2014_fakesegm100_results.json``, repeated to
+    the shipped sample (``crowdprop/data/sample_predictions.json``, cocoapi's fake
+    segmentation results on the first 100 COCO val2014 images), repeated to
     100,000 masks (5,000 with ``--quick``).
 embedding
     :func:`crowdprop.features.clustering_embedding` on 100,000 x 512 features (PCA to 64).
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -37,9 +37,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CROWDPROP_SHARED_DATA", REPO.parent / "shared" / "data"))
-GT = SHARED / "coco_val2014_100" / "instances_val2014_100.json"
-RESULTS = SHARED / "coco_val2014_100" / "instances_val2014_fakesegm100_results.json"
+GT = REPO / "crowdprop" / "data" / "sample_gt.json"
+RESULTS = REPO / "crowdprop" / "data" / "sample_predictions.json"
 
 
 def blobs(n: int, d: int, n_classes: int, rng: np.random.Generator, blobs_per_class: int = 50):

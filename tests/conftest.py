@@ -1,21 +1,25 @@
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("CROWDPROP_SHARED_DATA", REPO.parent / "shared" / "data"))
-COCO100 = SHARED_DATA / "coco_val2014_100"
-GT_JSON = COCO100 / "instances_val2014_100.json"
-RESULTS_JSON = COCO100 / "instances_val2014_fakesegm100_results.json"
-COCO128 = SHARED_DATA / "coco128_seg"
+TEST_DATA = REPO / "tests" / "data"
+"""Real data the tests read; every folder holds its license and a README naming its source."""
+SAMPLE = REPO / "crowdprop" / "data"
+GT_JSON = SAMPLE / "sample_gt.json"
+"""COCO val2014 instances, first 100 images (the shipped sample, see crowdprop/data/README.md)."""
+RESULTS_JSON = SAMPLE / "sample_predictions.json"
+"""cocoapi's 734 "fake" segmentation results on those images (the shipped sample)."""
+COCO128 = TEST_DATA / "coco128_seg"
+"""The first 16 images of coco128-seg with their YOLO polygons (tests/data/coco128_seg/README.md)."""
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.fail(f"shared data not found at {SHARED_DATA} (set CROWDPROP_SHARED_DATA)")
-    return SHARED_DATA
+def coco128_images(n: int) -> list[Path]:
+    """The first ``n`` coco128 images (sorted by name); fails the test if fewer are shipped."""
+    paths = sorted((COCO128 / "images" / "train2017").glob("*.jpg"))[:n]
+    if len(paths) < n:
+        pytest.fail(f"{n} coco128 images wanted, {len(paths)} found in {COCO128 / 'images' / 'train2017'}")
+    return paths
 
 
 @pytest.fixture

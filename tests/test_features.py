@@ -80,7 +80,7 @@ def test_resize_area_matches_block_mean_reference(shape):
 
 
 @pytest.fixture(scope="module")
-def real_masks(shared_data):
+def real_masks():
     return load_predictions(RESULTS_JSON, load_ground_truth(GT_JSON))
 
 

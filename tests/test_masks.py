@@ -18,7 +18,7 @@ def test_real_sample_numbers_match_the_data_readme(gt):
     masks = load_predictions(RESULTS_JSON, gt)
     assert len(masks) == 734
     assert masks["image_id"].nunique() == 99
-    # Documented in shared/data/README.md: 54.6 % have IoU >= 0.7, median IoU 0.727.
+    # Documented in tests/data/README.md: 54.6 % have IoU >= 0.7, median IoU 0.727.
     assert round(float((masks["gt_iou"] >= 0.7).mean()), 3) == 0.546
     assert abs(float(masks["gt_iou"].median()) - 0.727) < 0.001
     assert len(gt.annotations) == 839 and int(gt.annotations["iscrowd"].sum()) == 9

@@ -10,7 +10,7 @@ import pytest
 from crowdprop.crowd.base import HitRequest, Question
 from crowdprop.masks import rle
 from crowdprop.schema import coerce_masks
-from tests.conftest import COCO128
+from tests.conftest import COCO128, coco128_images
 
 COCO_NAMES = (
     "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
@@ -28,10 +28,9 @@ def coco128_masks(n_images: int = 4) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     from PIL import Image
 
     img_dir = COCO128 / "images" / "train2017"
-    if not img_dir.exists():
-        pytest.fail(f"coco128 images not found at {img_dir} (set CROWDPROP_SHARED_DATA)")
+    paths = coco128_images(n_images)
     rows, images = [], []
-    for image_id, path in enumerate(sorted(img_dir.glob("*.jpg"))[:n_images], start=1):
+    for image_id, path in enumerate(paths, start=1):
         with Image.open(path) as im:
             w, h = im.size
         images.append({"id": image_id, "file_name": path.name, "height": h, "width": w})

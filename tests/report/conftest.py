@@ -17,7 +17,7 @@ from crowdprop.campaign.store import RunDir
 from crowdprop.cli import main
 from crowdprop.commands.replay import sample_paths
 from crowdprop.masks import rle
-from tests.conftest import COCO128
+from tests.conftest import COCO128, coco128_images
 
 NASTY = "<script>alert(1)</script> & \"people\" $x$"
 """A class name holding HTML: the page must show it as text."""
@@ -38,11 +38,10 @@ def coco128_inputs(folder: Path, n_images: int = 16, seed: int = 0) -> tuple[Pat
     from PIL import Image
 
     img_dir = COCO128 / "images" / "train2017"
-    if not img_dir.exists():
-        pytest.fail(f"coco128 images not found at {img_dir} (set CROWDPROP_SHARED_DATA)")
+    paths = coco128_images(n_images)
     rng = np.random.default_rng(seed)
     images, anns, preds = [], [], []
-    for image_id, path in enumerate(sorted(img_dir.glob("*.jpg"))[:n_images], start=1):
+    for image_id, path in enumerate(paths, start=1):
         with Image.open(path) as im:
             w, h = im.size
         images.append({"id": image_id, "file_name": path.name, "height": h, "width": w,
