@@ -149,6 +149,18 @@ def load_state(run: RunDir) -> CampaignState:
 
 
 @dataclass
+class RoundPlanned:
+    """What a round asks: the policy's plan, the questions table, the HITs carrying them,
+    and further tables committed with the round (``extra``). ``stop``: a reason to stop
+    instead (nothing to ask, or no HIT within the budget)."""
+    plan: object
+    questions: pd.DataFrame | None
+    hits: list
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+    stop: str | None = None
+
+
+@dataclass
 class RunResult:
     rounds_run: int
     stop_reason: str
@@ -232,13 +244,38 @@ class Campaign:
 
     def run_round(self, r: int, state: CampaignState) -> str | None:
         """Run round ``r``; return a stop reason instead when there is nothing to do."""
+        run = self.run_dir
+        planned = self._make_plan(r, state)
+        if planned.stop is not None:
+            return planned.stop
+        questions, kept = planned.questions, planned.hits
+        run.journal_write(r, "questions", questions)
+
+        hit_ids = self._publish(r, kept)
+        assignments = self._collect(r, kept, hit_ids)
+        ass_df, ans_df, spend_df = self._settle(r, kept, hit_ids, questions, assignments)
+
+        tables = self._decide(r, state, planned, ans_df)
+        hits_df = pd.DataFrame([(h.token, hit_ids[h.token], r, h.batch, len(h.questions), h.assignments, h.reward_usd,
+                                 int((ass_df["token"] == h.token).sum()) if len(ass_df) else 0,
+                                 bool(self._expired.get(h.token, False))) for h in kept], columns=HIT_COLUMNS)
+        blocks = self._block(r, ass_df)
+        run.commit_round(r, {"questions": questions, "hits": hits_df, "assignments": ass_df, "answers": ans_df,
+                             "spend": spend_df, "blocks": blocks, **planned.extra, **tables})
+        counts = tables["decisions"]["decision"].value_counts().to_dict()
+        log.info("round %d: %d questions in %d HITs, decisions %s", r, len(questions), len(kept), counts)
+        return None
+
+    # -- policy: what a round asks and what it concludes ----------------------------------------------
+    def _make_plan(self, r: int, state: CampaignState) -> RoundPlanned:
+        """Plan round ``r``: the questions, the HITs carrying them (within the budget)."""
         cfg = self.cfg
         run = self.run_dir
         rng = np.random.default_rng([cfg.campaign.seed, r])
         status = state.status.copy()
         plan = plan_round(self.forest, status, self.node_quality, state.label_p, cfg.policy, rng)
         if not plan.nodes:  # free splits alone are not recorded: a later run plans them again
-            return "no candidates left"
+            return RoundPlanned(plan, None, [], stop="no candidates left")
         gold_used = dict(state.gold_used)
         questions, hits = make_hits(plan.asks, round_=r, campaign_id=self.campaign_id,
                                     campaign_name=cfg.campaign.name, cfg=cfg.crowd, gold_pool=run.golds,
@@ -252,17 +289,19 @@ class Campaign:
             kept.append(h)
             committed += c
         if hits and not kept:
-            return f"budget reached (${state.spent_usd:.2f} of ${cfg.campaign.budget_usd:.2f} spent)"
+            return RoundPlanned(plan, None, [], stop=f"budget reached (${state.spent_usd:.2f} of "
+                                                     f"${cfg.campaign.budget_usd:.2f} spent)")
         if len(kept) < len(hits):
             log.warning("round %d: budget allows %d of %d HITs", r, len(kept), len(hits))
             questions = questions[questions["token"].isin({h.token for h in kept})].reset_index(drop=True)
-        run.journal_write(r, "questions", questions)
+        return RoundPlanned(plan, questions, kept)
 
-        hit_ids = self._publish(r, kept)
-        assignments = self._collect(r, kept, hit_ids)
-        ass_df, ans_df, spend_df = self._settle(r, kept, hit_ids, questions, assignments)
-
-        # Labels with this round's answers, then the decisions.
+    def _decide(self, r: int, state: CampaignState, planned: RoundPlanned,
+                ans_df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """Labels with this round's answers, then the decisions: the tables the round commits."""
+        cfg = self.cfg
+        run = self.run_dir
+        plan = planned.plan
         answers_all = pd.concat([run.read_rounds("answers"), ans_df], ignore_index=True) \
             if len(run.rounds()) else ans_df
         label_p = labels_for(run, answers_all)
@@ -278,15 +317,7 @@ class Campaign:
         decisions["category_id"] = self.forest.category[nodes]
         decisions["round"] = r
         decisions = decisions[DECISION_COLUMNS]
-        hits_df = pd.DataFrame([(h.token, hit_ids[h.token], r, h.batch, len(h.questions), h.assignments, h.reward_usd,
-                                 int((ass_df["token"] == h.token).sum()) if len(ass_df) else 0,
-                                 bool(self._expired.get(h.token, False))) for h in kept], columns=HIT_COLUMNS)
-        blocks = self._block(r, ass_df)
-        run.commit_round(r, {"questions": questions, "hits": hits_df, "assignments": ass_df, "answers": ans_df,
-                             "decisions": decisions, "spend": spend_df, "blocks": blocks})
-        counts = decisions["decision"].value_counts().to_dict()
-        log.info("round %d: %d questions in %d HITs, decisions %s", r, len(questions), len(kept), counts)
-        return None
+        return {"decisions": decisions}
 
     # -- steps --------------------------------------------------------------------------------------
     def _publish(self, r: int, hits) -> dict[str, str]:
