@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from pycocotools import mask as cocomask
 
@@ -117,3 +118,137 @@ def test_polygons_rasterised_with_gt_sizes(tmp_path):
     assert dense.shape == (10, 12)
     assert 20 <= dense.sum() <= 35  # a 6 x 4 rectangle, pycocotools rasterisation
     assert masks["bbox_w"].iloc[0] >= 6
+
+
+def test_polygon_far_outside_its_image_is_refused_before_rasterising(tmp_path):
+    # pycocotools crashes the process on coordinates around 1e7-1e9: refused with one line instead
+    g = load_ground_truth(_write(tmp_path, "gt.json", GT_SMALL))
+    p = _write(tmp_path, "p.json", [_pred(), _pred(segmentation=[[2, 2, 8, 2, 8, 6], [1, 1, 1e9, 1, 5, 5]])])
+    with pytest.raises(InputError) as e:
+        load_predictions(p, g)
+    assert str(e.value) == (f"{p}: record 1: field 'segmentation[1]': x coordinate 1000000000.0 is far outside "
+                            "the 10x12 image (allowed -12 to 24)")
+    p = _write(tmp_path, "p.json", [_pred(segmentation=[[2, -10.5, 8, 2, 8, 6]])])
+    with pytest.raises(InputError, match=r"record 0: field 'segmentation\[0\]': y coordinate -10.5 .*-10 to 20"):
+        load_predictions(p, g)
+    # a point just outside the image is fine (detectors and annotators do that)
+    p = _write(tmp_path, "p.json", [_pred(segmentation=[[-3, -2, 14, 2, 8, 11]])])
+    assert load_predictions(p, g)["area"].iloc[0] > 0
+
+
+def _random_masks(rng, n, h, w):
+    out = []
+    for _ in range(n):
+        m = np.zeros((h, w), np.uint8)
+        kind = rng.integers(3)
+        if kind == 0:
+            m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        elif kind == 1:
+            y0, x0 = rng.integers(0, h), rng.integers(0, w)
+            m[y0:y0 + rng.integers(1, h + 1), x0:x0 + rng.integers(1, w + 1)] = 1
+        out.append(rle.encode(m))
+    return out
+
+
+def test_vectorised_rle_summaries_equal_pycocotools():
+    rng = np.random.default_rng(5)
+    counts, hs, ws = [], [], []
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(1, 25, 2))
+        c = _random_masks(rng, 30, h, w)
+        counts += c
+        hs += [h] * len(c)
+        ws += [w] * len(c)
+    runs, offs = rle.runs_many(counts)
+    assert rle.totals_many(runs, offs).tolist() == [h * w for h, w in zip(hs, ws)]
+    assert rle.areas_many(runs, offs).tolist() == rle.area(counts, hs, ws).tolist()
+    np.testing.assert_array_equal(rle.bbox_many(counts, runs, offs, hs, ws), rle.bbox(counts, hs, ws))
+    # an empty first foreground run (pycocotools wraps around): still pycocotools' answer
+    odd = [cocomask.frPyObjects({"size": [4, 3], "counts": [0, 0, 5, 7]}, 4, 3)["counts"].decode()]
+    r, o = rle.runs_many(odd)
+    np.testing.assert_array_equal(rle.bbox_many(odd, r, o, [4], [3]), rle.bbox(odd, [4], [3]))
+
+
+def test_iou_pairs_equal_pycocotools_iou():
+    rng = np.random.default_rng(8)
+    for h, w in ((1, 1), (7, 5), (16, 23)):
+        c = _random_masks(rng, 25, h, w)
+        runs, offs = rle.runs_many(c)
+        iv, area = rle.intervals_many(runs, offs), rle.areas_many(runs, offs)
+        ia, ib = np.repeat(np.arange(len(c)), len(c)), np.tile(np.arange(len(c)), len(c))
+        got = rle.iou_pairs(iv, iv, area, area, ia, ib)
+        want = np.asarray(cocomask.iou([rle.to_coco(s, h, w) for s in c], [rle.to_coco(s, h, w) for s in c],
+                                       [0] * len(c))).reshape(-1)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_match_ground_truth_is_the_best_same_class_instance_for_every_mask(gt):
+    """Every mask of the sample against pycocotools on its image's same-class instances: the
+    highest IoU, ties and no overlap going to the first instance in file order, -1 without one."""
+    masks = load_predictions(RESULTS_JSON, gt)
+    ann = gt.annotations[gt.annotations["iscrowd"] == 0]
+    checked = 0
+    for r in masks.itertuples(index=False):
+        g = ann[(ann["image_id"] == r.image_id) & (ann["category_id"] == r.category_id)]
+        if len(g) == 0:
+            assert (r.gt_iou, r.gt_ann_id) == (0.0, -1)
+            continue
+        m = np.asarray(cocomask.iou([rle.to_coco(r.rle, r.height, r.width)],
+                                    [rle.to_coco(s, r.height, r.width) for s in g["rle"]], [0] * len(g)))[0]
+        assert r.gt_iou == m.max() and r.gt_ann_id == g["id"].iloc[int(m.argmax())]
+        checked += 1
+    assert checked > 600
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    from crowdprop.masks import coco
+
+    monkeypatch.setattr(coco, "BATCH", 3)
+
+
+BAD_RLE = {"size": [10, 12], "counts": "PP~o0"}  # '~' is outside the RLE alphabet
+
+
+@pytest.mark.parametrize("records, expect", [
+    # the first bad record in file order is reported, whichever check (per record, or the
+    # batch's RLE decoding) finds it, within a batch and across batches
+    ([_pred(), _pred(segmentation=BAD_RLE), _pred(), _pred(score=2)],
+     "record 1: field 'segmentation.counts': bad compressed RLE: invalid character in RLE counts string"),
+    ([_pred(), _pred(score=2), _pred(segmentation=BAD_RLE)],
+     "record 1: field 'score': expected a number in [0, 1], got 2"),
+    ([_pred(), _pred(), _pred(), _pred(), _pred(segmentation={"size": [10, 12], "counts": "0"}), _pred(score=2)],
+     "record 4: field 'segmentation.counts': RLE covers 0 pixels, size 10x12 has 120"),
+    ([_pred(id=5), _pred(id=6), _pred(id=7), _pred(id=3), _pred(id=4), _pred(id=6)],
+     "record 5 (id=6): field 'id': duplicate id (also record 1)"),
+    ([_pred(id=5), _pred(id=6), _pred(id=7), _pred(id=8.0), _pred(id=8)],
+     "record 4 (id=8): field 'id': duplicate id (also record 3)"),
+    ([_pred(id=1), _pred(id=2), _pred(id=3), _pred()], "record 3: field 'id': either every record has an id or none does"),
+    ([_pred(), _pred(), _pred(), _pred(id=4)],
+     "record 3 (id=4): field 'id': either every record has an id or none does"),
+    ([_pred(), _pred(), _pred(), _pred(), _pred(segmentation={"size": [10, 12], "counts": [120]}), _pred()],
+     "record 4: field 'segmentation': empty mask (0 pixels)"),
+])
+def test_batched_validation_reports_the_first_bad_record(tmp_path, small_batches, records, expect):
+    g = load_ground_truth(_write(tmp_path, "gt.json", GT_SMALL))
+    p = _write(tmp_path, "p.json", records)
+    with pytest.raises(InputError) as e:
+        load_predictions(p, g)
+    assert str(e.value) == f"{p}: {expect}"
+
+
+def test_batched_validation_gives_the_same_table_as_record_by_record(tmp_path, small_batches, gt, monkeypatch):
+    """Batches that take the fast path and batches checked record by record (an integral float
+    id, polygons, uncompressed RLE) give one table, equal to checking every record on its own."""
+    from crowdprop.masks import batches
+
+    raw = json.load(open(RESULTS_JSON))
+    raw[4]["image_id"] = float(raw[4]["image_id"])
+    seg = raw[9]["segmentation"]
+    raw[9]["segmentation"] = {"size": seg["size"], "counts": rle.runs_many([seg["counts"]])[0].tolist()}
+    p = _write(tmp_path, "p.json", raw)
+    mixed = load_predictions(p, gt)
+    monkeypatch.setattr(batches, "predictions_fast", lambda records, ref: None)
+    slow = load_predictions(p, gt)
+    pd.testing.assert_frame_equal(mixed, slow)
+    assert mixed["image_id"].iloc[4] == raw[4]["image_id"] and len(mixed) == len(raw)

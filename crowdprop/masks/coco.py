@@ -19,12 +19,10 @@ import pandas as pd
 
 from ..errors import InputError
 from ..schema import coerce_masks
-from . import rle
+from . import batches, rle
+from .batches import PRED_IOU_FIELDS
 
 log = logging.getLogger(__name__)
-
-PRED_IOU_FIELDS = ("pred_iou", "predicted_iou", "mask_iou")
-
 
 @dataclass
 class GroundTruth:
@@ -78,8 +76,12 @@ def _prob_field(path, i, r, field, required: bool) -> float:
     return float(v)
 
 
-def _segmentation(path, i, r, sizes: dict[int, tuple[int, int]] | None, image_id: int) -> tuple[str, int, int]:
-    """Validate one ``segmentation`` and return (compressed counts, h, w)."""
+def _segmentation(path, i, r, sizes: dict[int, tuple[int, int]] | None, image_id: int,
+                  pending: list | None = None) -> tuple[str, int, int]:
+    """Validate one ``segmentation`` and return (compressed counts, h, w).
+
+    With ``pending``, a compressed RLE string is not decoded here: ``(i, r, counts, h, w)``
+    is appended for :class:`_RLEBatch` to check many at once (same messages)."""
     if "segmentation" not in r:
         raise InputError(path, _rec(i, r), "segmentation", "missing")
     seg = r["segmentation"]
@@ -103,13 +105,10 @@ def _segmentation(path, i, r, sizes: dict[int, tuple[int, int]] | None, image_id
                                  f"RLE covers {n} pixels, size {h}x{w} has {h * w}")
             return rle.from_uncompressed(counts, h, w), h, w
         if isinstance(counts, str):
-            try:
-                n = rle.compressed_length(counts, h, w)
-            except (ValueError, UnicodeEncodeError) as e:
-                raise InputError(path, _rec(i, r), "segmentation.counts", f"bad compressed RLE: {e}") from None
-            if n != h * w:
-                raise InputError(path, _rec(i, r), "segmentation.counts",
-                                 f"RLE covers {n} pixels, size {h}x{w} has {h * w}")
+            if pending is not None:
+                pending.append((i, r, counts, h, w))
+                return counts, h, w
+            _check_compressed(path, i, r, counts, h, w)
             return counts, h, w
         raise InputError(path, _rec(i, r), "segmentation.counts", "expected a string or a list of integers")
     if isinstance(seg, list):
@@ -118,6 +117,7 @@ def _segmentation(path, i, r, sizes: dict[int, tuple[int, int]] | None, image_id
                              "polygon masks need the image size: pass ground truth (--gt) that lists this image")
         if len(seg) == 0:
             raise InputError(path, _rec(i, r), "segmentation", "empty polygon list")
+        h, w = known
         for j, poly in enumerate(seg):
             if not isinstance(poly, list) or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in poly):
@@ -127,9 +127,308 @@ def _segmentation(path, i, r, sizes: dict[int, tuple[int, int]] | None, image_id
             if len(poly) < 6:
                 raise InputError(path, _rec(i, r), f"segmentation[{j}]",
                                  f"polygon has {len(poly) // 2} points, needs >= 3")
-        h, w = known
+            _check_polygon_bounds(path, i, r, j, poly, h, w)
         return rle.from_polygons(seg, h, w), h, w
     raise InputError(path, _rec(i, r), "segmentation", f"expected an RLE object or polygons, got {type(seg).__name__}")
+
+
+POLYGON_MARGIN = 1.0
+"""Polygon points may lie outside their image by this many image widths (heights); further
+out is refused: pycocotools rasterises every point and crashes on coordinates near 1e7."""
+
+
+def _check_polygon_bounds(path, i, r, j, poly: list, h: int, w: int) -> None:
+    xs, ys = poly[0::2], poly[1::2]
+    for axis, vals, size in (("x", xs, w), ("y", ys, h)):
+        lo, hi = -POLYGON_MARGIN * size, (1.0 + POLYGON_MARGIN) * size
+        if min(vals) < lo or max(vals) > hi:
+            v = next(v for v in vals if not lo <= v <= hi)
+            raise InputError(path, _rec(i, r), f"segmentation[{j}]",
+                             f"{axis} coordinate {v!r} is far outside the {h}x{w} image "
+                             f"(allowed {lo:g} to {hi:g})")
+
+
+def _check_compressed(path, i, r, counts: str, h: int, w: int) -> None:
+    """The checks of one compressed RLE string (raises the record's InputError)."""
+    try:
+        n = rle.compressed_length(counts, h, w)
+    except (ValueError, UnicodeEncodeError) as e:
+        raise InputError(path, _rec(i, r), "segmentation.counts", f"bad compressed RLE: {e}") from None
+    if n != h * w:
+        raise InputError(path, _rec(i, r), "segmentation.counts",
+                         f"RLE covers {n} pixels, size {h}x{w} has {h * w}")
+
+
+BATCH = 65_536
+"""Records validated together (:mod:`crowdprop.masks.batches`)."""
+
+
+class _RLEBatch:
+    """Compressed RLE strings of a batch of records, checked together.
+
+    :meth:`check` raises the same InputError as checking each string on its own would, for
+    the first bad one in record order; ``relabel`` rewrites the record part of the message
+    (ground-truth annotations are named ``annotations[i]``)."""
+
+    def __init__(self, path, relabel=None):
+        self.path = path
+        self.relabel = relabel
+        self.items: list[tuple] = []
+
+    def check(self) -> None:
+        items, self.items = self.items, []
+        if not items:
+            return
+        counts = [t[2] for t in items]
+        try:
+            runs, offs = rle.runs_many(counts)
+            ok = rle.totals_many(runs, offs) == np.array([t[3] * t[4] for t in items], dtype=np.int64)
+            if ok.all():
+                return
+        except (ValueError, UnicodeEncodeError):
+            pass
+        for i, r, c, h, w in items:  # find the first bad one, with its own message
+            try:
+                _check_compressed(self.path, i, r, c, h, w)
+            except InputError as e:
+                raise self.relabel(e, i, r) if self.relabel else e from None
+        raise AssertionError("batch check failed but no string is bad")  # pragma: no cover
+
+
+class _Ids:
+    """Duplicate-id check across batches: no set while ids only increase (the usual case).
+
+    Ids are kept in record order (``chunks``: one array per batch), so the record that
+    first had an id is found again for the message."""
+
+    def __init__(self):
+        self.chunks: list[np.ndarray] = []
+        self.pending: list = []  # ids of the batch being checked record by record
+        self.last = None
+        self.seen: set | None = None
+
+    def _start_set(self) -> None:
+        self.seen = set()
+        for c in self.chunks:
+            self.seen.update(c.tolist())
+        self.seen.update(self.pending)
+
+    def add_many(self, ids: np.ndarray) -> bool:
+        """Accept a batch of ids, or return False (accepting nothing) if one is repeated."""
+        if ids.size == 0:
+            return True
+        if self.seen is None:
+            if (self.last is None or ids[0] > self.last) and bool(np.all(ids[1:] > ids[:-1])):
+                self.last = int(ids[-1])
+                self.chunks.append(ids)
+                return True
+            self._start_set()
+        vals = ids.tolist()
+        if len(set(vals)) != len(vals) or not self.seen.isdisjoint(vals):
+            return False
+        self.seen.update(vals)
+        self.chunks.append(ids)
+        return True
+
+    def add(self, v) -> bool:
+        """Accept one id of the batch being checked record by record; False if seen before."""
+        if self.seen is None:
+            if self.last is None or v > self.last:
+                self.last = v
+                self.pending.append(v)
+                return True
+            self._start_set()
+        if v in self.seen:
+            return False
+        self.seen.add(v)
+        self.pending.append(v)
+        return True
+
+    def commit(self) -> None:
+        self.chunks.append(np.asarray(self.pending, dtype=np.int64))
+        self.pending = []
+
+    def first_index(self, v) -> int:
+        k = 0
+        for c in self.chunks:
+            hit = np.flatnonzero(c == v)
+            if hit.size:
+                return k + int(hit[0])
+            k += len(c)
+        return k + self.pending.index(v)
+
+
+def _columns(parts: list[dict], names: list[str]) -> dict:
+    """Concatenate the per-batch columns."""
+    out = {}
+    for c in names:
+        if c == "rle":
+            out[c] = [s for p in parts for s in p[c]]
+        else:
+            out[c] = np.concatenate([p[c] for p in parts]) if parts else np.zeros(0)
+    return out
+
+
+_ANN_COLUMNS = ["id", "image_id", "category_id", "iscrowd", "rle", "height", "width", "area"]
+_PRED_COLUMNS = ["mask_id", "image_id", "category_id", "score", "pred_iou", "height", "width", "rle", "area", "box"]
+
+
+def _slow_columns(rows: list[tuple], names: list[str]) -> dict:
+    """Columns of rows validated one by one (RLE strings already checked), with areas and boxes."""
+    cols = {c: [r[k] for r in rows] for k, c in enumerate(names)}
+    out = {c: (v if c == "rle" else np.asarray(v)) for c, v in cols.items()}
+    out["area"], out["box"] = batches.summaries(cols["rle"], out["height"], out["width"])
+    return out
+
+
+class _Annotations:
+    """Validates ground-truth annotations batch by batch (fast path, then record by record)."""
+
+    def __init__(self, path, sizes: dict, categories: set, ref: batches.Reference):
+        self.path, self.sizes, self.categories, self.ref = path, sizes, categories, ref
+        self.ids = _Ids()
+        self.parts: list[dict] = []
+        self.n = 0
+
+    @staticmethod
+    def rec_of(i, a) -> str:
+        return f"annotations[{i}]" + (f" (id={a['id']!r})" if "id" in a else "")
+
+    def relabel(self, e, i, a):
+        return InputError(e.file, self.rec_of(i, a), e.field, e.message)
+
+    def add(self, records: list, fast: dict | None = None) -> None:
+        if fast is None and records:
+            fast = batches.annotations_fast(records, self.ref)
+        if fast is not None and self.ids.add_many(fast["id"]):
+            self.parts.append(fast)
+        elif records:
+            self.parts.append(self._slow(records))
+        self.n += len(records)
+
+    def _slow(self, records: list) -> dict:
+        path, pending = self.path, _RLEBatch(self.path, self.relabel)
+        rows = []
+        try:
+            for i, a in enumerate(records, start=self.n):
+                if not isinstance(a, dict):
+                    raise InputError(path, f"annotations[{i}]", None, "expected an object")
+                rec = self.rec_of(i, a)
+                aid = _int_field(path, i, a, "id")
+                if not self.ids.add(aid):
+                    raise InputError(path, rec, "id", "duplicate annotation id")
+                iid = _int_field(path, i, a, "image_id")
+                if iid not in self.sizes:
+                    raise InputError(path, rec, "image_id", f"image {iid} is not in 'images'")
+                cid = _int_field(path, i, a, "category_id")
+                if cid not in self.categories:
+                    raise InputError(path, rec, "category_id", f"category {cid} is not in 'categories'")
+                try:
+                    counts, h, w = _segmentation(path, i, a, self.sizes, iid, pending.items)
+                except InputError as e:
+                    raise self.relabel(e, i, a) from None
+                rows.append((aid, iid, cid, int(bool(a.get("iscrowd", 0))), counts, h, w))
+        except InputError:
+            pending.check()  # an earlier record of the batch may be bad too: it comes first
+            raise
+        pending.check()
+        self.ids.commit()
+        return _slow_columns(rows, _ANN_COLUMNS[:-1])
+
+    def frame(self) -> pd.DataFrame:
+        cols = _columns(self.parts, _ANN_COLUMNS)
+        return pd.DataFrame({c: cols[c] for c in _ANN_COLUMNS}).astype(
+            {c: np.int64 for c in _ANN_COLUMNS if c not in ("rle", "area")})
+
+
+class _Predictions:
+    """Validates COCO results batch by batch (fast path, then record by record)."""
+
+    def __init__(self, path, gt: GroundTruth | None):
+        self.path = path
+        self.sizes = gt.image_sizes() if gt is not None else None
+        self.cats = set(gt.categories["id"].tolist()) if gt is not None else None
+        self.ref = (batches.Reference.of(gt.images["id"], gt.images["height"], gt.images["width"],
+                                         gt.categories["id"]) if gt is not None else batches.Reference())
+        self.ids = _Ids()
+        self.has_ids = None
+        self.parts: list[dict] = []
+        self.n = 0
+        self.first_empty: str | None = None
+
+    def add(self, records: list, fast: dict | None = None) -> None:
+        if fast is None and records:
+            fast = batches.predictions_fast(records, self.ref)
+        if fast is not None and self.has_ids is not None and fast["has_ids"] != self.has_ids:
+            fast = None
+        if fast is not None and fast["has_ids"] and not self.ids.add_many(fast["mask_id"]):
+            fast = None
+        if fast is not None:
+            self.has_ids = fast["has_ids"]
+            if not fast["has_ids"]:
+                fast["mask_id"] = np.arange(self.n, self.n + len(fast["rle"]), dtype=np.int64)
+            part = fast
+        elif records:
+            part = self._slow(records)
+        else:
+            return
+        if self.first_empty is None:
+            empty = np.flatnonzero(part["area"] == 0)
+            if len(empty):
+                i = int(empty[0])
+                self.first_empty = _rec(self.n + i, records[i])
+        self.parts.append(part)
+        self.n += len(part["rle"])
+
+    def _slow(self, records: list) -> dict:
+        path, sizes, cats, pending = self.path, self.sizes, self.cats, _RLEBatch(self.path)
+        rows = []
+        try:
+            for i, r in enumerate(records, start=self.n):
+                if not isinstance(r, dict):
+                    raise InputError(path, f"record {i}", None, "expected an object")
+                if self.has_ids is None:
+                    self.has_ids = "id" in r
+                if self.has_ids != ("id" in r):
+                    raise InputError(path, _rec(i, r), "id", "either every record has an id or none does")
+                mid = _int_field(path, i, r, "id") if self.has_ids else i
+                if self.has_ids and not self.ids.add(mid):
+                    raise InputError(path, _rec(i, r), "id", f"duplicate id (also record {self.ids.first_index(mid)})")
+                iid = _int_field(path, i, r, "image_id")
+                if sizes is not None and iid not in sizes:
+                    raise InputError(path, _rec(i, r), "image_id", f"image {iid} is not in the ground truth")
+                cid = _int_field(path, i, r, "category_id")
+                if cats is not None and cid not in cats:
+                    raise InputError(path, _rec(i, r), "category_id", f"category {cid} is not in the ground truth")
+                score = _prob_field(path, i, r, "score", required=True)
+                piou = math.nan
+                for f in PRED_IOU_FIELDS:
+                    if f in r:
+                        piou = _prob_field(path, i, r, f, required=True)
+                        break
+                counts, h, w = _segmentation(path, i, r, sizes, iid, pending.items)
+                rows.append((mid, iid, cid, score, piou, h, w, counts))
+        except InputError:
+            pending.check()  # an earlier record of the batch may be bad too: it comes first
+            raise
+        pending.check()
+        if self.has_ids:
+            self.ids.commit()
+        return _slow_columns(rows, _PRED_COLUMNS[:-2])
+
+    def frame(self) -> pd.DataFrame:
+        if self.first_empty is not None:
+            raise InputError(self.path, self.first_empty, "segmentation", "empty mask (0 pixels)")
+        cols = _columns(self.parts, _PRED_COLUMNS)
+        box = cols.pop("box").reshape(-1, 4)
+        df = pd.DataFrame(cols)
+        df["bbox_x"], df["bbox_y"], df["bbox_w"], df["bbox_h"] = box.T
+        return df
+
+
+def _batched(records: list):
+    for a in range(0, len(records), BATCH):
+        yield records[a:a + BATCH]
 
 
 def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
@@ -140,9 +439,26 @@ def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise InputError(path, None, key, "missing or not a list")
+    images = _images(path, data["images"])
+    cats = _categories(path, data["categories"])
+    anns = _Annotations(path, {r["id"]: (r["height"], r["width"]) for r in images}, {c["id"] for c in cats},
+                        batches.Reference.of([r["id"] for r in images], [r["height"] for r in images],
+                                             [r["width"] for r in images], [c["id"] for c in cats]))
+    for batch in _batched(data["annotations"]):
+        anns.add(batch)
+    del data
+    return GroundTruth(
+        path=str(path),
+        images=pd.DataFrame(images, columns=["id", "file_name", "height", "width", "coco_url"]),
+        categories=pd.DataFrame(cats, columns=["id", "name", "supercategory"]),
+        annotations=anns.frame(),
+    )
+
+
+def _images(path, records: list) -> list[dict]:
     images = []
     seen: set[int] = set()
-    for i, im in enumerate(data["images"]):
+    for i, im in enumerate(records):
         if not isinstance(im, dict):
             raise InputError(path, f"images[{i}]", None, "expected an object")
         iid = _int_field(path, i, im, "id")
@@ -155,9 +471,13 @@ def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
             raise InputError(path, f"images[{i}] (id={iid})", "height", f"image size must be positive, got {h}x{w}")
         images.append({"id": iid, "file_name": str(im.get("file_name", "")), "height": h, "width": w,
                        "coco_url": str(im.get("coco_url", ""))})
+    return images
+
+
+def _categories(path, records: list) -> list[dict]:
     cats = []
     seen_c: set[int] = set()
-    for i, c in enumerate(data["categories"]):
+    for i, c in enumerate(records):
         if not isinstance(c, dict):
             raise InputError(path, f"categories[{i}]", None, "expected an object")
         cid = _int_field(path, i, c, "id")
@@ -168,38 +488,7 @@ def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
         if not isinstance(name, str) or not name.strip():
             raise InputError(path, f"categories[{i}] (id={cid})", "name", "empty class name")
         cats.append({"id": cid, "name": name, "supercategory": str(c.get("supercategory", ""))})
-    sizes = {r["id"]: (r["height"], r["width"]) for r in images}
-    anns = []
-    seen_a: set[int] = set()
-    for i, a in enumerate(data["annotations"]):
-        if not isinstance(a, dict):
-            raise InputError(path, f"annotations[{i}]", None, "expected an object")
-        rec = f"annotations[{i}]" + (f" (id={a['id']!r})" if "id" in a else "")
-        aid = _int_field(path, i, a, "id")
-        if aid in seen_a:
-            raise InputError(path, rec, "id", "duplicate annotation id")
-        seen_a.add(aid)
-        iid = _int_field(path, i, a, "image_id")
-        if iid not in sizes:
-            raise InputError(path, rec, "image_id", f"image {iid} is not in 'images'")
-        cid = _int_field(path, i, a, "category_id")
-        if cid not in seen_c:
-            raise InputError(path, rec, "category_id", f"category {cid} is not in 'categories'")
-        try:
-            counts, h, w = _segmentation(path, i, a, sizes, iid)
-        except InputError as e:
-            e.record = rec
-            raise InputError(e.file, rec, e.field, e.message) from None
-        anns.append({"id": aid, "image_id": iid, "category_id": cid, "iscrowd": int(bool(a.get("iscrowd", 0))),
-                     "rle": counts, "height": h, "width": w})
-    ann_df = pd.DataFrame(anns, columns=["id", "image_id", "category_id", "iscrowd", "rle", "height", "width"])
-    ann_df["area"] = rle.area(ann_df["rle"].tolist(), ann_df["height"].tolist(), ann_df["width"].tolist())
-    return GroundTruth(
-        path=str(path),
-        images=pd.DataFrame(images, columns=["id", "file_name", "height", "width", "coco_url"]),
-        categories=pd.DataFrame(cats, columns=["id", "name", "supercategory"]),
-        annotations=ann_df,
-    )
+    return cats
 
 
 def load_predictions(path: str | os.PathLike, gt: GroundTruth | None = None, *,
@@ -219,47 +508,11 @@ def load_predictions(path: str | os.PathLike, gt: GroundTruth | None = None, *,
         raise InputError(path, None, None, "expected a JSON list of COCO results")
     if not data:
         raise InputError(path, None, None, "no predictions in the file")
-    sizes = gt.image_sizes() if gt is not None else None
-    cats = set(gt.categories["id"].tolist()) if gt is not None else None
-    rows = []
-    ids_seen: dict[int, int] = {}
-    has_ids = None
-    from tqdm.auto import tqdm
-
-    for i, r in enumerate(tqdm(data, desc="reading predictions", unit="mask", leave=False,
-                               disable=None if progress is not False else True)):
-        if not isinstance(r, dict):
-            raise InputError(path, f"record {i}", None, "expected an object")
-        if has_ids is None:
-            has_ids = "id" in r
-        if has_ids != ("id" in r):
-            raise InputError(path, _rec(i, r), "id", "either every record has an id or none does")
-        mid = _int_field(path, i, r, "id") if has_ids else i
-        if mid in ids_seen:
-            raise InputError(path, _rec(i, r), "id", f"duplicate id (also record {ids_seen[mid]})")
-        ids_seen[mid] = i
-        iid = _int_field(path, i, r, "image_id")
-        if sizes is not None and iid not in sizes:
-            raise InputError(path, _rec(i, r), "image_id", f"image {iid} is not in the ground truth")
-        cid = _int_field(path, i, r, "category_id")
-        if cats is not None and cid not in cats:
-            raise InputError(path, _rec(i, r), "category_id", f"category {cid} is not in the ground truth")
-        score = _prob_field(path, i, r, "score", required=True)
-        piou = math.nan
-        for f in PRED_IOU_FIELDS:
-            if f in r:
-                piou = _prob_field(path, i, r, f, required=True)
-                break
-        counts, h, w = _segmentation(path, i, r, sizes, iid)
-        rows.append((mid, iid, cid, score, piou, h, w, counts))
-    df = pd.DataFrame(rows, columns=["mask_id", "image_id", "category_id", "score", "pred_iou", "height", "width", "rle"])
-    df["area"] = rle.area(df["rle"].tolist(), df["height"].tolist(), df["width"].tolist())
-    empty = np.flatnonzero(df["area"].to_numpy() == 0)
-    if len(empty):
-        i = int(empty[0])
-        raise InputError(path, _rec(i, data[i]), "segmentation", "empty mask (0 pixels)")
-    boxes = rle.bbox(df["rle"].tolist(), df["height"].tolist(), df["width"].tolist())
-    df["bbox_x"], df["bbox_y"], df["bbox_w"], df["bbox_h"] = boxes.T
+    preds = _Predictions(path, gt)
+    for batch in _batched(data):
+        preds.add(batch)
+    del data
+    df = preds.frame()
     if gt is not None:
         gi, ga = match_ground_truth(df, gt, progress=progress)
         df["gt_iou"] = gi
@@ -268,28 +521,69 @@ def load_predictions(path: str | os.PathLike, gt: GroundTruth | None = None, *,
     return coerce_masks(df)
 
 
+def _group_keys(img_a, cat_a, img_b, cat_b) -> tuple[np.ndarray, np.ndarray]:
+    """Dense int64 keys of (image, category) pairs, equal across both lists for equal pairs."""
+    img = np.concatenate([np.asarray(img_a, np.int64), np.asarray(img_b, np.int64)])
+    cat = np.concatenate([np.asarray(cat_a, np.int64), np.asarray(cat_b, np.int64)])
+    _, ii = np.unique(img, return_inverse=True)
+    uc, ci = np.unique(cat, return_inverse=True)
+    key = ii.astype(np.int64) * len(uc) + ci
+    return key[:len(img_a)], key[len(img_a):]
+
+
+MATCH_CHUNK = 65_536
+"""Predictions matched together (with the ground truth they are compared to)."""
+
+
 def match_ground_truth(masks: pd.DataFrame, gt: GroundTruth, *,
                        progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best IoU of each mask with a same-class, non-crowd ground-truth instance.
 
+    Returns ``(iou, ann_id)``: a mask with no same-class instance in its image gets 0 and
+    -1; otherwise the highest IoU and the first instance (in file order) reaching it, so a
+    mask overlapping none gets 0 and the image's first instance of its class. Pairs are
+    compared in chunks of :data:`MATCH_CHUNK` masks, all at once (:func:`rle.iou_pairs`).
     ``progress``: None shows a bar on a terminal only, False never."""
     from tqdm.auto import tqdm
 
-    best = np.zeros(len(masks), dtype=np.float64)
-    best_id = np.full(len(masks), -1, dtype=np.int64)
-    ann = gt.annotations[gt.annotations["iscrowd"] == 0]
-    groups = dict(tuple(ann.groupby(["image_id", "category_id"])))
-    groups_of_masks = masks.groupby(["image_id", "category_id"]).indices
-    for (iid, cid), idx in tqdm(groups_of_masks.items(), total=len(groups_of_masks), desc="matching ground truth",
-                                unit="group", leave=False, disable=None if progress is not False else True):
-        g = groups.get((iid, cid))
-        if g is None or len(g) == 0:
+    n = len(masks)
+    best = np.zeros(n, dtype=np.float64)
+    best_id = np.full(n, -1, dtype=np.int64)
+    ann = gt.annotations[gt.annotations["iscrowd"].to_numpy() == 0]
+    if n == 0 or len(ann) == 0:
+        return best, best_id
+    pk, gk = _group_keys(masks["image_id"].to_numpy(), masks["category_id"].to_numpy(),
+                         ann["image_id"].to_numpy(), ann["category_id"].to_numpy())
+    gorder = np.argsort(gk, kind="stable")  # file order within a group
+    gks = gk[gorder]
+    porder = np.argsort(pk, kind="stable")
+    g_lo = np.searchsorted(gks, pk[porder], side="left")
+    g_n = np.searchsorted(gks, pk[porder], side="right") - g_lo
+    p_rle = masks["rle"].to_numpy()
+    g_rle = ann["rle"].to_numpy()
+    g_ids = ann["id"].to_numpy(np.int64)
+    for a in tqdm(range(0, n, MATCH_CHUNK), desc="matching ground truth", unit="chunk", leave=False,
+                  disable=None if progress is not False else True):
+        rows = porder[a:a + MATCH_CHUNK]
+        cnt = g_n[a:a + MATCH_CHUNK]
+        has = cnt > 0
+        if not has.any():
             continue
-        h, w = int(g["height"].iloc[0]), int(g["width"].iloc[0])
-        m = rle.iou_matrix(masks["rle"].iloc[idx].tolist(), g["rle"].tolist(), h, w)
-        j = m.argmax(axis=1)
-        best[idx] = m[np.arange(len(idx)), j]
-        best_id[idx] = g["id"].to_numpy()[j]
+        rows, cnt, lo = rows[has], cnt[has], g_lo[a:a + MATCH_CHUNK][has]
+        pi = np.repeat(np.arange(len(rows)), cnt)
+        first = np.zeros(len(rows), dtype=np.int64)
+        np.cumsum(cnt[:-1], out=first[1:])
+        gi = gorder[lo[pi] + (np.arange(pi.size) - first[pi])]
+        ug, ginv = np.unique(gi, return_inverse=True)
+        p_runs, p_off = rle.runs_many(p_rle[rows].tolist())
+        g_runs, g_off = rle.runs_many(g_rle[ug].tolist())
+        iou = rle.iou_pairs(rle.intervals_many(p_runs, p_off), rle.intervals_many(g_runs, g_off),
+                            rle.areas_many(p_runs, p_off), rle.areas_many(g_runs, g_off), pi, ginv)
+        top = np.maximum.reduceat(iou, first)
+        at_top = np.flatnonzero(iou == top[pi])
+        _, k = np.unique(pi[at_top], return_index=True)  # the first instance reaching the best
+        best[rows] = top
+        best_id[rows] = g_ids[gi[at_top[k]]]
     return best, best_id
 
 
