@@ -12,16 +12,23 @@ Writes into DIR (created; an existing DIR must be empty):
   gt.json           COCO instances ground truth (synthetic images, categories synthetic-class-K)
   predictions.json  COCO results with score, pred_iou and id, derived from the ground truth
   features.npy      (N, feature-dim) float32 features, row i = prediction with id i+1
-  latent.npz        true IoU, target IoU and latent mode of every prediction
+  latent.npz        true IoU, target IoU and latent structure of every prediction
   README.txt        what the files are and how they were made
 
-Masks fall into latent modes per class (good, bad or mixed quality) that form
-clusters in feature space; scores and pred_iou correlate with the true IoU
-(about 0.5 and 0.75). The same seed and options give identical files.
+Generators (--generator):
+  modes  (default) masks fall into latent modes per class (good, bad or mixed
+         quality) that form tight, mostly pure clusters in feature space; scores
+         and pred_iou correlate with the true IoU (about 0.5 and 0.75)
+  mixed  overlapping latent groups whose share of correct masks varies smoothly
+         across feature space (impure clusters), classes from 40 % to 95 % correct,
+         many masks near IoU 0.75, heavy-tailed class-biased score and pred_iou
+         (about 0.25 and 0.5)
+The same generator, seed and options give identical files.
 
 example:
   crowdprop synth --masks 100000 --classes 80 --seed 7 -o synth100k
   crowdprop synth --masks 2000 --classes 5 --no-pred-iou -o small
+  crowdprop synth --generator mixed --masks 100000 --classes 80 --seed 7 -o mixed100k
 """
 
 
@@ -52,6 +59,9 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="feature dimension (default 64)")
     p.add_argument("--pred-iou", action=argparse.BooleanOptionalAction, default=True,
                    help="give predictions a pred_iou field (default: yes)")
+    p.add_argument("--generator", choices=["modes", "mixed"], default="modes",
+                   help="modes: tight, mostly pure latent modes (default); mixed: impure clusters, "
+                        "class-dependent difficulty and miscalibrated scores (see below)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,9 +74,13 @@ def run(args: argparse.Namespace) -> int:
     if args.image_size > 4096:
         raise InputError("command line", None, "--image-size", f"must be <= 4096, got {args.image_size}")
     check_output_dir(args.out)  # refuse before spending time
-    synth = make_synthetic(args.masks, args.classes, seed=args.seed, image_size=args.image_size,
-                           feature_dim=args.feature_dim, with_pred_iou=args.pred_iou)
-    out = write_synthetic(synth, args.out)
+    if args.generator == "mixed":
+        from ..replay.synth_mixed import make_mixed as make, write_mixed as write
+    else:
+        make, write = make_synthetic, write_synthetic
+    synth = make(args.masks, args.classes, seed=args.seed, image_size=args.image_size,
+                 feature_dim=args.feature_dim, with_pred_iou=args.pred_iou)
+    out = write(synth, args.out)
     print(f"wrote {len(synth.predictions)} synthetic predictions, {len(synth.gt['annotations'])} ground-truth "
           f"instances on {len(synth.gt['images'])} images, {args.classes} classes to {out}")
     return 0

@@ -110,8 +110,8 @@ FILES = ("gt.json", "predictions.json", "features.npy", "latent.npz", "README.tx
 
 
 @dataclass
-class SyntheticSet:
-    """A synthetic prediction set with its ground truth.
+class SetFiles:
+    """What every synthetic set writes: COCO ground truth and results, features and the truth.
 
     Attributes
     ----------
@@ -125,8 +125,30 @@ class SyntheticSet:
     true_iou : ndarray, shape (N,), float64
         Exact IoU of each prediction with its best same-class instance of its image.
     target_iou : ndarray, shape (N,)
-        The IoU the perturbation aimed at (``true_iou`` differs by pixel rounding
-        and by overlaps with other instances).
+        The IoU the perturbation aimed at.
+    """
+
+    gt: dict
+    predictions: list
+    features: np.ndarray
+    true_iou: np.ndarray
+    target_iou: np.ndarray = field(repr=False)
+
+    @property
+    def description(self) -> str:
+        """The synthetic-data notice stored in ``info.description``."""
+        return self.gt["info"]["description"]
+
+
+@dataclass
+class SyntheticSet(SetFiles):
+    """A synthetic prediction set with its ground truth (the ``modes`` generator).
+
+    Attributes
+    ----------
+    gt, predictions, features, true_iou, target_iou
+        As in :class:`SetFiles`; ``true_iou`` differs from ``target_iou`` by pixel
+        rounding and by overlaps with other instances.
     mode : ndarray, shape (N,), int64
         Latent mode of each prediction (index into the ``mode_*`` arrays).
     source_ann_id : ndarray, shape (N,), int64
@@ -141,11 +163,6 @@ class SyntheticSet:
         Seed and parameters the set was made with.
     """
 
-    gt: dict
-    predictions: list
-    features: np.ndarray
-    true_iou: np.ndarray
-    target_iou: np.ndarray = field(repr=False)
     mode: np.ndarray = field(repr=False)
     source_ann_id: np.ndarray = field(repr=False)
     mode_category: np.ndarray = field(repr=False)
@@ -153,16 +170,16 @@ class SyntheticSet:
     mode_level: np.ndarray = field(repr=False)
     params: dict = field(default_factory=dict)
 
-    @property
-    def description(self) -> str:
-        """The synthetic-data notice stored in ``info.description``."""
-        return description(self.params)
+
+def _command(params: dict) -> str:
+    """``crowdprop synth``, with ``--generator G`` for a set whose params name another generator than the default."""
+    return f"crowdprop synth --generator {params['generator']}" if "generator" in params else "crowdprop synth"
 
 
 def description(params: dict) -> str:
     p = params
     return (
-        "SYNTHETIC DATA, not real images or annotations: made by `crowdprop synth` "
+        f"SYNTHETIC DATA, not real images or annotations: made by `{_command(p)}` "
         f"(crowdprop {p['version']}) with seed={p['seed']}, masks={p['masks']}, classes={p['classes']}, "
         f"image_size={p['image_size']}, feature_dim={p['feature_dim']}, pred_iou={p['pred_iou']}."
     )
@@ -170,7 +187,7 @@ def description(params: dict) -> str:
 
 def command_line(params: dict) -> str:
     p = params
-    return (f"crowdprop synth --masks {p['masks']} --classes {p['classes']} --seed {p['seed']} "
+    return (f"{_command(p)} --masks {p['masks']} --classes {p['classes']} --seed {p['seed']} "
             f"--image-size {p['image_size']} --feature-dim {p['feature_dim']} "
             f"{'--pred-iou' if p['pred_iou'] else '--no-pred-iou'} -o DIR")
 
@@ -318,32 +335,32 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int = 64, feature_dim: int = 64,
-                   with_pred_iou: bool = True, progress: bool | None = None) -> SyntheticSet:
-    """Make a synthetic prediction set with ground truth and latent modes.
+@dataclass
+class Instances:
+    """Ground-truth instances, arrays of length G: shape, class and placement on images.
 
-    Parameters
-    ----------
-    n_masks : int
-        Number of predictions N (>= n_classes).
-    n_classes : int
-        Number of classes C (>= 1).
-    seed : int
-        Seed of the one ``numpy.random.Generator`` used.
-    image_size : int
-        Side of the square images in pixels (>= 16).
-    feature_dim : int
-        Feature dimension D (>= 1).
-    with_pred_iou : bool
-        Give every prediction a ``pred_iou`` field.
-    progress : bool or None
-        Show a progress bar; None: only when stderr is a terminal.
-
-    Returns
-    -------
-    SyntheticSet
-        See the module docstring for the generative model.
+    ``kind, cx, cy, a, b, theta, verts`` as in :func:`_shape_intervals`; ``category``
+    the class id, ``image`` the image id, ``ann_id`` the annotation id and
+    ``ann_order`` the instances in annotation-id order (:func:`place_on_images`).
     """
+
+    category: np.ndarray
+    kind: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    theta: np.ndarray
+    verts: np.ndarray
+    image: np.ndarray
+    ann_id: np.ndarray
+    ann_order: np.ndarray
+    n_images: int
+
+
+def check_params(n_masks: int, n_classes: int, *, seed: int, image_size: int, feature_dim: int,
+                 with_pred_iou: bool) -> dict:
+    """Validate a generator's common parameters (ValueError) and return them as the ``params`` dict."""
     n_masks, n_classes, image_size, feature_dim = int(n_masks), int(n_classes), int(image_size), int(feature_dim)
     if n_classes < 1:
         raise ValueError(f"n_classes must be >= 1, got {n_classes}")
@@ -355,62 +372,17 @@ def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int =
         raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
     if int(seed) < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    S = image_size
-    params = {"seed": int(seed), "masks": n_masks, "classes": n_classes, "image_size": S,
-              "feature_dim": feature_dim, "pred_iou": bool(with_pred_iou), "version": __version__}
-    rng = np.random.default_rng(int(seed))
+    return {"seed": int(seed), "masks": n_masks, "classes": n_classes, "image_size": image_size,
+            "feature_dim": feature_dim, "pred_iou": bool(with_pred_iou), "version": __version__}
 
-    # classes: Zipf-like sizes, at least one mask each, rank order shuffled over ids
-    rank = rng.permutation(n_classes)
-    share = 1.0 / (rank + 1.0)
-    n_class = 1 + rng.multinomial(n_masks - n_classes, share / share.sum())
 
-    # modes
-    mode_cat_l, mode_size_l = [], []
-    for ci, nc in enumerate(n_class):
-        m = int(min(nc, np.clip(round(math.sqrt(nc) / 2), 5, 50)))
-        sizes = 1 + rng.multinomial(nc - m, rng.dirichlet(np.ones(m)))
-        mode_cat_l.append(np.full(m, ci + 1))
-        mode_size_l.append(sizes)
-    mode_category = np.concatenate(mode_cat_l).astype(np.int64)
-    mode_size = np.concatenate(mode_size_l).astype(np.int64)
-    M = len(mode_size)
-    kind_p = np.array([k[1] for k in MODE_KINDS])
-    mk = rng.choice(len(MODE_KINDS), size=M, p=kind_p / kind_p.sum())
-    lo_l = np.array([k[2] for k in MODE_KINDS])[mk]
-    hi_l = np.array([k[3] for k in MODE_KINDS])[mk]
-    mode_level = rng.uniform(lo_l, hi_l)
-    mode_spread = np.array([k[4] for k in MODE_KINDS])[mk]
-    mode_kind = np.array([k[0] for k in MODE_KINDS])[mk]
-    shape_p = np.array([s[1] for s in SHAPES])
-    mode_shape = rng.choice(len(SHAPES), size=M, p=shape_p / shape_p.sum())
-    mode_radius = S * rng.uniform(0.06, 0.2, size=M)
-    mode_aspect = np.exp(rng.normal(0, 0.4, size=M))
-    mode_theta = rng.uniform(0, np.pi, size=M)
-    mode_profile = np.stack([np.abs(rng.normal(0, 1, M)), rng.normal(0, 1, M), rng.normal(0, 0.5, M),
-                             rng.normal(0, 0.3, M)], axis=1)
-    class_center = rng.normal(0, CLASS_SPREAD, size=(n_classes, feature_dim))
-    mode_center = class_center[mode_category - 1] + rng.normal(0, MODE_SPREAD, size=(M, feature_dim))
-    score_bias = rng.normal(0, SCORE_MODE_BIAS, size=M)
-    piou_bias = rng.normal(0, PRED_IOU_MODE_BIAS, size=M)
+def place_on_images(G: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Group G instances 1 + Poisson(3) to an image, in a random order.
 
-    # ground-truth instances: matched ones per mode, then missed ones
-    n_gt_mode = np.maximum(1, np.rint(mode_size / PREDICTIONS_PER_INSTANCE).astype(np.int64))
-    n_gt_mode = np.minimum(n_gt_mode, mode_size)
-    n_missed_mode = rng.binomial(n_gt_mode, MISSED_SHARE)
-    gt_mode = np.concatenate([np.repeat(np.arange(M), n_gt_mode), np.repeat(np.arange(M), n_missed_mode)])
-    G = len(gt_mode)
-    gt_cat = mode_category[gt_mode]
-    gt_kind = mode_shape[gt_mode]
-    r = mode_radius[gt_mode] * np.exp(rng.normal(0, 0.15, G))
-    asp = mode_aspect[gt_mode] * np.exp(rng.normal(0, 0.1, G))
-    gt_a = np.clip(r * np.sqrt(asp), MIN_AXIS, S / 2)
-    gt_b = np.clip(r / np.sqrt(asp), MIN_AXIS, S / 2)
-    gt_theta = mode_theta[gt_mode] + rng.normal(0, 0.2, G)
-    gt_cx = rng.uniform(2, S - 2, G)
-    gt_cy = rng.uniform(2, S - 2, G)
-    gt_verts = _unit_vertices(gt_kind, rng)
-    # images: 1 + Poisson instances each, over a random order of instances
+    Returns ``(image, ann_order, ann_id, n_images)``: image id (1..n_images) of each
+    instance, the instances sorted by annotation id, and the annotation ids (1..G,
+    by image, then by position in the image).
+    """
     order = rng.permutation(G)
     per_image = 1 + rng.poisson(INSTANCES_PER_IMAGE_POISSON, size=G)
     cum = np.cumsum(per_image)
@@ -422,26 +394,33 @@ def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int =
     ann_order = np.lexsort((order.argsort(), gt_image))
     gt_ann_id = np.empty(G, dtype=np.int64)
     gt_ann_id[ann_order] = np.arange(1, G + 1)
+    return gt_image, ann_order, gt_ann_id, n_images
 
-    # predictions: mode -> instance of that mode (each matched instance at least once)
-    N = n_masks
-    p_mode = np.repeat(np.arange(M), mode_size)
-    gt_start = np.concatenate([[0], np.cumsum(n_gt_mode)[:-1]])  # matched instances of mode m
-    first = np.concatenate([[0], np.cumsum(mode_size)[:-1]])
-    within = np.arange(N) - first[p_mode]
-    pick = np.where(within < n_gt_mode[p_mode], within,
-                    np.floor(rng.random(N) * n_gt_mode[p_mode]).astype(np.int64))
-    p_gt = gt_start[p_mode] + pick
-    p_target = np.clip(mode_level[p_mode] + mode_spread[p_mode] * rng.normal(0, 1, N), 0.0, 1.0)
-    direction = mode_profile[p_mode] + 0.5 * rng.normal(0, 1, (N, 4))
-    direction[:, 0] = np.abs(direction[:, 0])
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True) + 1e-12
-    direction *= STEP_SCALE
-    p_phi = rng.uniform(0, 2 * np.pi, N)
-    feat_noise = rng.standard_normal((N, feature_dim), dtype=np.float32)
-    score_noise = rng.normal(0, SCORE_NOISE, N)
-    piou_noise = rng.normal(0, PRED_IOU_NOISE, N)
 
+def render_masks(inst: Instances, p_gt: np.ndarray, direction: np.ndarray, p_phi: np.ndarray,
+                 p_target: np.ndarray, S: int, *, progress: bool | None = None):
+    """Rasterise the instances and derive one prediction per entry of ``p_gt``.
+
+    Prediction ``i`` is instance ``p_gt[i]`` moved along ``direction[i]`` (shift in
+    radii towards angle ``p_phi[i]``, log-scale, log-aspect, rotation; rows already
+    scaled by :data:`STEP_SCALE`) by the step, found by bisection, whose IoU with the
+    instance is closest to ``p_target[i]``. No randomness.
+
+    Returns
+    -------
+    gt_rle : list of str
+        Compressed RLE counts of each instance.
+    gt_area, gt_box : ndarray, shapes (G,) and (G, 4)
+    p_rle : list of str
+        Compressed RLE counts of each prediction.
+    true_iou : ndarray, shape (N,)
+        Exact IoU of each prediction with the best same-class instance of its image.
+    """
+    G, N = len(inst.kind), len(p_gt)
+    gt_cat, gt_image = inst.category, inst.image
+    gt_kind, gt_cx, gt_cy, gt_a, gt_b, gt_theta, gt_verts = (inst.kind, inst.cx, inst.cy, inst.a, inst.b,
+                                                             inst.theta, inst.verts)
+    n_classes = int(gt_cat.max()) if G else 0
     bar = tqdm(total=G + N, desc="synth", unit="mask", disable=None if progress is None else not progress)
     # ground truth: intervals (kept for matching) and RLE
     gt_top = np.empty((G, S), dtype=np.int16)
@@ -513,23 +492,36 @@ def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int =
         p_rle.extend(intervals_to_rle(top, bot, S))
         bar.update(sl.stop - sl.start)
     bar.close()
+    return gt_rle, gt_area, gt_box, p_rle, true_iou
 
-    score = np.round(_sigmoid(SCORE_OFFSET + SCORE_SLOPE * (true_iou - 0.5) + score_bias[p_mode] + score_noise), 5)
-    pred_iou = np.round(np.clip(true_iou + piou_bias[p_mode] + piou_noise, 0.0, 1.0), 5)
+
+def coco_records(desc: str, params: dict, inst: Instances, gt_rle: list, gt_area: np.ndarray, gt_box: np.ndarray,
+                 p_gt: np.ndarray, p_rle: list, score: np.ndarray, pred_iou: np.ndarray | None,
+                 n_classes: int) -> tuple[dict, list, np.ndarray]:
+    """COCO ground truth and results of a synthetic set.
+
+    ``desc`` goes into ``info.description``, ``params`` (less ``version``) into
+    ``info.crowdprop_synth``; ``pred_iou`` None leaves the field out. Returns
+    ``(gt, predictions, out)``: predictions are in file order (by image, then
+    score descending) with ids 1..N, and ``out[k]`` is the generation index of
+    the record with id ``k + 1``.
+    """
+    S = params["image_size"]
+    gt_image, gt_cat, gt_ann_id = inst.image, inst.category, inst.ann_id
     p_image = gt_image[p_gt]
     out = np.lexsort((-score, p_image))  # file order: by image, then score descending
 
     size = [S, S]
     cats = [{"id": k, "name": f"synthetic-class-{k}", "supercategory": "synthetic"} for k in range(1, n_classes + 1)]
     images = [{"id": i, "file_name": f"synthetic_{i:08d}.png", "height": S, "width": S, "coco_url": ""}
-              for i in range(1, n_images + 1)]
+              for i in range(1, inst.n_images + 1)]
     anns = []
-    for j in ann_order.tolist():
+    for j in inst.ann_order.tolist():
         anns.append({"id": int(gt_ann_id[j]), "image_id": int(gt_image[j]), "category_id": int(gt_cat[j]),
                      "segmentation": {"size": size, "counts": gt_rle[j]}, "area": float(gt_area[j]),
                      "bbox": gt_box[j].tolist(), "iscrowd": 0})
     gt = {
-        "info": {"description": description(params), "version": __version__, "synthetic": True,
+        "info": {"description": desc, "version": __version__, "synthetic": True,
                  "crowdprop_synth": {k: v for k, v in params.items() if k != "version"}},
         "licenses": [],
         "images": images,
@@ -538,13 +530,128 @@ def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int =
     }
     preds = []
     img_l, cat_l = p_image[out].tolist(), gt_cat[p_gt][out].tolist()
-    sc_l, pi_l = score[out].tolist(), pred_iou[out].tolist()
+    sc_l = score[out].tolist()
+    pi_l = pred_iou[out].tolist() if pred_iou is not None else None
     for k, j in enumerate(out.tolist()):
         rec = {"id": k + 1, "image_id": img_l[k], "category_id": cat_l[k],
                "segmentation": {"size": size, "counts": p_rle[j]}, "score": sc_l[k]}
-        if with_pred_iou:
+        if pi_l is not None:
             rec["pred_iou"] = pi_l[k]
         preds.append(rec)
+    return gt, preds, out
+
+
+def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int = 64, feature_dim: int = 64,
+                   with_pred_iou: bool = True, progress: bool | None = None) -> SyntheticSet:
+    """Make a synthetic prediction set with ground truth and latent modes.
+
+    Parameters
+    ----------
+    n_masks : int
+        Number of predictions N (>= n_classes).
+    n_classes : int
+        Number of classes C (>= 1).
+    seed : int
+        Seed of the one ``numpy.random.Generator`` used.
+    image_size : int
+        Side of the square images in pixels (>= 16).
+    feature_dim : int
+        Feature dimension D (>= 1).
+    with_pred_iou : bool
+        Give every prediction a ``pred_iou`` field.
+    progress : bool or None
+        Show a progress bar; None: only when stderr is a terminal.
+
+    Returns
+    -------
+    SyntheticSet
+        See the module docstring for the generative model.
+    """
+    params = check_params(n_masks, n_classes, seed=seed, image_size=image_size, feature_dim=feature_dim,
+                          with_pred_iou=with_pred_iou)
+    n_masks, n_classes, S, feature_dim = params["masks"], params["classes"], params["image_size"], params["feature_dim"]
+    rng = np.random.default_rng(int(seed))
+
+    # classes: Zipf-like sizes, at least one mask each, rank order shuffled over ids
+    rank = rng.permutation(n_classes)
+    share = 1.0 / (rank + 1.0)
+    n_class = 1 + rng.multinomial(n_masks - n_classes, share / share.sum())
+
+    # modes
+    mode_cat_l, mode_size_l = [], []
+    for ci, nc in enumerate(n_class):
+        m = int(min(nc, np.clip(round(math.sqrt(nc) / 2), 5, 50)))
+        sizes = 1 + rng.multinomial(nc - m, rng.dirichlet(np.ones(m)))
+        mode_cat_l.append(np.full(m, ci + 1))
+        mode_size_l.append(sizes)
+    mode_category = np.concatenate(mode_cat_l).astype(np.int64)
+    mode_size = np.concatenate(mode_size_l).astype(np.int64)
+    M = len(mode_size)
+    kind_p = np.array([k[1] for k in MODE_KINDS])
+    mk = rng.choice(len(MODE_KINDS), size=M, p=kind_p / kind_p.sum())
+    lo_l = np.array([k[2] for k in MODE_KINDS])[mk]
+    hi_l = np.array([k[3] for k in MODE_KINDS])[mk]
+    mode_level = rng.uniform(lo_l, hi_l)
+    mode_spread = np.array([k[4] for k in MODE_KINDS])[mk]
+    mode_kind = np.array([k[0] for k in MODE_KINDS])[mk]
+    shape_p = np.array([s[1] for s in SHAPES])
+    mode_shape = rng.choice(len(SHAPES), size=M, p=shape_p / shape_p.sum())
+    mode_radius = S * rng.uniform(0.06, 0.2, size=M)
+    mode_aspect = np.exp(rng.normal(0, 0.4, size=M))
+    mode_theta = rng.uniform(0, np.pi, size=M)
+    mode_profile = np.stack([np.abs(rng.normal(0, 1, M)), rng.normal(0, 1, M), rng.normal(0, 0.5, M),
+                             rng.normal(0, 0.3, M)], axis=1)
+    class_center = rng.normal(0, CLASS_SPREAD, size=(n_classes, feature_dim))
+    mode_center = class_center[mode_category - 1] + rng.normal(0, MODE_SPREAD, size=(M, feature_dim))
+    score_bias = rng.normal(0, SCORE_MODE_BIAS, size=M)
+    piou_bias = rng.normal(0, PRED_IOU_MODE_BIAS, size=M)
+
+    # ground-truth instances: matched ones per mode, then missed ones
+    n_gt_mode = np.maximum(1, np.rint(mode_size / PREDICTIONS_PER_INSTANCE).astype(np.int64))
+    n_gt_mode = np.minimum(n_gt_mode, mode_size)
+    n_missed_mode = rng.binomial(n_gt_mode, MISSED_SHARE)
+    gt_mode = np.concatenate([np.repeat(np.arange(M), n_gt_mode), np.repeat(np.arange(M), n_missed_mode)])
+    G = len(gt_mode)
+    gt_cat = mode_category[gt_mode]
+    gt_kind = mode_shape[gt_mode]
+    r = mode_radius[gt_mode] * np.exp(rng.normal(0, 0.15, G))
+    asp = mode_aspect[gt_mode] * np.exp(rng.normal(0, 0.1, G))
+    gt_a = np.clip(r * np.sqrt(asp), MIN_AXIS, S / 2)
+    gt_b = np.clip(r / np.sqrt(asp), MIN_AXIS, S / 2)
+    gt_theta = mode_theta[gt_mode] + rng.normal(0, 0.2, G)
+    gt_cx = rng.uniform(2, S - 2, G)
+    gt_cy = rng.uniform(2, S - 2, G)
+    gt_verts = _unit_vertices(gt_kind, rng)
+    # images: 1 + Poisson instances each, over a random order of instances
+    gt_image, ann_order, gt_ann_id, n_images = place_on_images(G, rng)
+    inst = Instances(category=gt_cat, kind=gt_kind, cx=gt_cx, cy=gt_cy, a=gt_a, b=gt_b, theta=gt_theta,
+                     verts=gt_verts, image=gt_image, ann_id=gt_ann_id, ann_order=ann_order, n_images=n_images)
+
+    # predictions: mode -> instance of that mode (each matched instance at least once)
+    N = n_masks
+    p_mode = np.repeat(np.arange(M), mode_size)
+    gt_start = np.concatenate([[0], np.cumsum(n_gt_mode)[:-1]])  # matched instances of mode m
+    first = np.concatenate([[0], np.cumsum(mode_size)[:-1]])
+    within = np.arange(N) - first[p_mode]
+    pick = np.where(within < n_gt_mode[p_mode], within,
+                    np.floor(rng.random(N) * n_gt_mode[p_mode]).astype(np.int64))
+    p_gt = gt_start[p_mode] + pick
+    p_target = np.clip(mode_level[p_mode] + mode_spread[p_mode] * rng.normal(0, 1, N), 0.0, 1.0)
+    direction = mode_profile[p_mode] + 0.5 * rng.normal(0, 1, (N, 4))
+    direction[:, 0] = np.abs(direction[:, 0])
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True) + 1e-12
+    direction *= STEP_SCALE
+    p_phi = rng.uniform(0, 2 * np.pi, N)
+    feat_noise = rng.standard_normal((N, feature_dim), dtype=np.float32)
+    score_noise = rng.normal(0, SCORE_NOISE, N)
+    piou_noise = rng.normal(0, PRED_IOU_NOISE, N)
+
+    gt_rle, gt_area, gt_box, p_rle, true_iou = render_masks(inst, p_gt, direction, p_phi, p_target, S,
+                                                            progress=progress)
+    score = np.round(_sigmoid(SCORE_OFFSET + SCORE_SLOPE * (true_iou - 0.5) + score_bias[p_mode] + score_noise), 5)
+    pred_iou = np.round(np.clip(true_iou + piou_bias[p_mode] + piou_noise, 0.0, 1.0), 5)
+    gt, preds, out = coco_records(description(params), params, inst, gt_rle, gt_area, gt_box, p_gt, p_rle, score,
+                                  pred_iou if with_pred_iou else None, n_classes)
     features = mode_center[p_mode[out]].astype(np.float32) + np.float32(FEATURE_NOISE) * feat_noise
     log.info("made %d synthetic predictions, %d instances, %d images, %d classes, %d modes",
              N, G, n_images, n_classes, M)
@@ -559,11 +666,11 @@ def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int =
 # writing
 
 
-def readme_text(synth: SyntheticSet) -> str:
+def readme_head(synth: SetFiles, latent_lines: list[str]) -> list[str]:
+    """README.txt up to the list of files, with ``latent_lines`` describing latent.npz."""
     p = synth.params
     n_gt = len(synth.gt["annotations"])
-    corr_s = _corr([r["score"] for r in synth.predictions], synth.true_iou)
-    lines = [
+    return [
         "SYNTHETIC DATA - not real images, not real annotations.",
         "",
         description(p),
@@ -575,19 +682,32 @@ def readme_text(synth: SyntheticSet) -> str:
         f"  predictions.json  COCO results: {p['masks']} masks with score"
         + (", pred_iou" if p["pred_iou"] else "") + " and id (1..N), ordered by image then score.",
         f"  features.npy      float32 array ({p['masks']}, {p['feature_dim']}); row i belongs to the record with id i+1.",
+        *latent_lines,
+        "",
+    ]
+
+
+def readme_correlations(synth: SetFiles) -> str:
+    """The README line giving the Pearson correlations of score (and pred_iou) with the true IoU."""
+    corr_s = _corr([r["score"] for r in synth.predictions], synth.true_iou)
+    return (f"  Pearson correlation with the true IoU here: score {corr_s:.3f}"
+            + (f", pred_iou {_corr([r['pred_iou'] for r in synth.predictions], synth.true_iou):.3f}"
+               if synth.params["pred_iou"] else "") + ".")
+
+
+def readme_text(synth: SyntheticSet) -> str:
+    lines = readme_head(synth, [
         "  latent.npz        per prediction (same order): id, true_iou (exact IoU with the best same-class",
         "                    instance), target_iou, mode, source_ann_id; per mode: mode_category, mode_kind,",
         "                    mode_level. The latent modes are the clusters label propagation should find.",
-        "",
+    ]) + [
         "How they were made (crowdprop.replay.synth)",
         "  Classes have Zipf-like sizes; each class is split into 5-50 latent modes. A mode is 'good'",
         "  (most IoU > 0.75), 'bad' (mostly wrong) or 'mixed', has a shape family (ellipse, rectangle,",
         "  convex polygon) and a feature centre. Each prediction is its ground-truth instance shifted,",
         "  scaled and rotated until its IoU is near a target drawn around its mode's level.",
         "  features = mode centre + Gaussian noise. score and pred_iou are noisy functions of the true IoU:",
-        f"  Pearson correlation with the true IoU here: score {corr_s:.3f}"
-        + (f", pred_iou {_corr([r['pred_iou'] for r in synth.predictions], synth.true_iou):.3f}"
-           if p["pred_iou"] else "") + ".",
+        readme_correlations(synth),
         f"  Share of predictions with true IoU >= 0.5: {np.mean(synth.true_iou >= 0.5):.3f}.",
         "",
     ]
@@ -621,23 +741,33 @@ def write_synthetic(synth: SyntheticSet, out_dir: str | os.PathLike) -> Path:
     behind under ``out_dir``. Writes gt.json, predictions.json, features.npy,
     latent.npz and README.txt.
     """
+    return write_set_files(out_dir, synth.gt, synth.predictions, synth.features, readme_text(synth), dict(
+        id=np.arange(1, len(synth.predictions) + 1), true_iou=synth.true_iou, target_iou=synth.target_iou,
+        mode=synth.mode, source_ann_id=synth.source_ann_id, mode_category=synth.mode_category,
+        mode_kind=synth.mode_kind.astype(str), mode_level=synth.mode_level))
+
+
+def write_set_files(out_dir: str | os.PathLike, gt: dict, predictions: list, features: np.ndarray, readme: str,
+                    latent: dict) -> Path:
+    """Write a synthetic set's five files (:data:`FILES`) into ``out_dir`` as a whole or not at all.
+
+    ``latent`` holds the arrays of latent.npz. The files go into a temporary
+    folder next to ``out_dir`` that is renamed to ``out_dir`` at the end.
+    """
     out = check_output_dir(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        atomic_write_bytes(tmp / "gt.json", json.dumps(synth.gt, separators=(",", ":")).encode("utf-8"))
+        atomic_write_bytes(tmp / "gt.json", json.dumps(gt, separators=(",", ":")).encode("utf-8"))
         atomic_write_bytes(tmp / "predictions.json",
-                           json.dumps(synth.predictions, separators=(",", ":")).encode("utf-8"))
+                           json.dumps(predictions, separators=(",", ":")).encode("utf-8"))
         buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(synth.features, dtype=np.float32))
+        np.save(buf, np.ascontiguousarray(features, dtype=np.float32))
         atomic_write_bytes(tmp / "features.npy", buf.getvalue())
         buf = io.BytesIO()
-        np.savez(buf, id=np.arange(1, len(synth.predictions) + 1), true_iou=synth.true_iou,
-                 target_iou=synth.target_iou, mode=synth.mode, source_ann_id=synth.source_ann_id,
-                 mode_category=synth.mode_category, mode_kind=synth.mode_kind.astype(str),
-                 mode_level=synth.mode_level)
+        np.savez(buf, **latent)
         atomic_write_bytes(tmp / "latent.npz", buf.getvalue())
-        atomic_write_text(tmp / "README.txt", readme_text(synth))
+        atomic_write_text(tmp / "README.txt", readme)
         os.chmod(tmp, 0o755)
         check_output_dir(out)  # still new or empty: rename(2) replaces an empty folder
         try:
