@@ -1,0 +1,115 @@
+"""What a campaign knows about its masks, read from the committed round tables.
+
+Answers come in kinds (:class:`crowdprop.schema.QuestionKind`); each feeds a
+different use:
+
+label_p
+    The mask's own label: every usable non-gold answer except audits
+    (:func:`crowdprop.campaign.loop.aggregate_labels`).
+cluster_p
+    ``label_p`` restricted to masks asked as a cluster sample or uniformly at random:
+    the labels that estimate a cluster's precision. Actively chosen masks are
+    not a uniform sample of their cluster, so they label themselves only.
+yes_p
+    Share of "correct" among every usable non-gold answer, audits included: what the
+    verifier learns from.
+verdicts
+    The verifier's mask-by-mask verdicts (last one per mask wins; -1 withdraws).
+controls
+    The target policy's settings that audits adjust: the verifier's accept threshold
+    and the cluster risk tolerance, one row per round.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..schema import QuestionKind
+
+VERDICT_COLUMNS = ["round", "mask_row", "verdict", "p"]
+CONTROL_COLUMNS = ["round", "verifier_threshold", "risk_tolerance", "verifier_fitted", "verifier_train",
+                   "note"]
+
+
+def answer_kinds(answers: pd.DataFrame) -> np.ndarray:
+    """The ``kind`` of each answer; tables written before kinds existed hold cluster and gold answers."""
+    if "kind" in answers:
+        return answers["kind"].astype(str).to_numpy()
+    return np.where(answers["is_gold"].astype(bool), QuestionKind.GOLD.value, QuestionKind.CLUSTER.value)
+
+
+def raw_yes(answers: pd.DataFrame, n: int, kinds: set[str]) -> np.ndarray:
+    """Per mask row, the share of usable answers of the given kinds saying correct (NaN: none)."""
+    out = np.full(n, np.nan)
+    if answers is None or len(answers) == 0:
+        return out
+    k = answer_kinds(answers)
+    sel = answers["used"].astype(bool).to_numpy() & np.isin(k, list(kinds))
+    rows = answers["mask_row"].to_numpy(np.int64)[sel]
+    lab = answers["label"].to_numpy(np.float64)[sel]
+    cnt = np.bincount(rows, minlength=n)
+    yes = np.bincount(rows, weights=lab, minlength=n)
+    has = cnt > 0
+    out[has] = yes[has] / cnt[has]
+    return out
+
+
+def cluster_labels(label_p: np.ndarray, answers: pd.DataFrame) -> np.ndarray:
+    """``label_p`` where the mask was asked as a cluster sample or at random, NaN elsewhere."""
+    asked = ~np.isnan(raw_yes(answers, len(label_p), {QuestionKind.CLUSTER.value, QuestionKind.RANDOM.value}))
+    return np.where(asked, label_p, np.nan)
+
+
+def verdict_arrays(verdicts: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Current verifier verdict (1 / 0 / -1), its round, and the probability it was given with."""
+    v = np.full(n, -1, dtype=np.int8)
+    rnd = np.zeros(n, dtype=np.int64)
+    p = np.full(n, np.nan)
+    if verdicts is not None and len(verdicts):
+        last = verdicts.drop_duplicates("mask_row", keep="last")
+        rows = last["mask_row"].to_numpy(np.int64)
+        v[rows] = last["verdict"].to_numpy(np.int8)
+        rnd[rows] = last["round"].to_numpy(np.int64)
+        p[rows] = last["p"].to_numpy(np.float64)
+    return v, rnd, p
+
+
+def node_rounds(decisions: pd.DataFrame, n_nodes: int) -> np.ndarray:
+    """Per node, the round of its last decision (0: none)."""
+    out = np.zeros(n_nodes, dtype=np.int64)
+    if decisions is not None and len(decisions):
+        last = decisions.drop_duplicates("node_id", keep="last")
+        out[last["node_id"].to_numpy(np.int64)] = last["round"].to_numpy(np.int64)
+    return out
+
+
+def direct_rounds(answers: pd.DataFrame, n: int) -> np.ndarray:
+    """Per mask row, the last round with a usable answer that labels it (not gold, not audit)."""
+    out = np.zeros(n, dtype=np.int64)
+    if answers is None or len(answers) == 0:
+        return out
+    k = answer_kinds(answers)
+    sel = answers["used"].astype(bool).to_numpy() & ~np.isin(k, [QuestionKind.GOLD.value, QuestionKind.AUDIT.value])
+    np.maximum.at(out, answers["mask_row"].to_numpy(np.int64)[sel], answers["round"].to_numpy(np.int64)[sel])
+    return out
+
+
+def crowd_noise(answers: pd.DataFrame | None, golds: pd.DataFrame, prior: float = 1.0) -> tuple[float, float, float, float]:
+    """Beta posteriors of the crowd's sensitivity P(yes | correct) and specificity
+    P(no | wrong), pooled over usable answers to gold questions: (a_sens, b_sens, a_spec, b_spec)."""
+    if answers is None or len(answers) == 0 or len(golds) == 0:
+        return prior, prior, prior, prior
+    g = answers[answers["used"].astype(bool) & answers["is_gold"].astype(bool)]
+    truth = golds.drop_duplicates("mask_row").set_index("mask_row")["label"]
+    t = truth.reindex(g["mask_row"]).to_numpy()
+    lab = g["label"].to_numpy()
+    ok = ~np.isnan(t.astype(float))
+    t, lab = t[ok].astype(int), lab[ok].astype(int)
+    return (prior + float(((t == 1) & (lab == 1)).sum()), prior + float(((t == 1) & (lab == 0)).sum()),
+            prior + float(((t == 0) & (lab == 0)).sum()), prior + float(((t == 0) & (lab == 1)).sum()))
+
+
+def noise_means(noise: tuple[float, float, float, float]) -> tuple[float, float]:
+    """Posterior means of (sensitivity, specificity)."""
+    a_s, b_s, a_p, b_p = noise
+    return a_s / (a_s + b_s), a_p / (a_p + b_p)

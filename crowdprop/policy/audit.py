@@ -1,0 +1,174 @@
+"""Audits: an independent uniform sample of what was decided without a direct answer,
+and the design-based estimate of the accepted set's precision built from it.
+
+Why: a cluster accepted because its sample looked good is, on average, worse than
+its sample (among many borderline clusters tested, the lucky ones pass). Any
+estimate built from the answers that drove a decision inherits that luck, and the
+bias grows with the number of decisions. An audit sample drawn after the decision,
+uniformly within each decision source, is unbiased by construction.
+
+Glossary
+--------
+source : (n,) int8
+    How each mask got its current label: 0 open, 1 a cluster verdict (the tree),
+    2 the verifier (a learned model, mask by mask), 3 its own direct answer.
+decided_round : (n,) int32
+    The round whose decisions gave the mask its current label (0: open).
+stratum
+    (source, label) of the masks decided in one round. In round ``r`` the masks
+    decided in round ``r - 1`` are the sampling frame; stratum ``h`` of size ``N_h``
+    gets ``n_h`` audits drawn uniformly without replacement, each with weight
+    ``N_h / n_h``.
+estimator
+    Per source, the Hajek estimate of the yes-rate of its accepted masks,
+    ``phi = sum(w y) / sum(w)`` over the audits of masks still labeled as when they
+    were drawn, with the effective sample size ``(sum w)^2 / sum w^2``; worker error
+    is removed with the crowd's gold-measured sensitivity and specificity,
+    ``theta = (phi - (1 - spec)) / (sens + spec - 1)``. The accepted set's precision
+    is ``sum_s N_s theta_s / sum_s N_s``; its interval is Monte Carlo over Beta
+    posteriors of every phi, sens and spec. A source with accepted masks and no
+    audit yet contributes ``theta ~ U(0, 1)``: unaudited masks widen the interval
+    instead of being trusted.
+
+Pure functions; randomness only through the generator passed in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+OPEN_SOURCE, CLUSTER, VERIFIER, DIRECT = 0, 1, 2, 3
+SOURCE_NAMES = {CLUSTER: "cluster", VERIFIER: "verifier", DIRECT: "direct"}
+AUDIT_COLUMNS = ["round", "mask_row", "source", "label", "decided_round", "frame", "weight"]
+REJECT_AUDIT_WEIGHT = 0.25
+"""Rejected masks are audited at a quarter of the rate of accepted ones: they do not
+change the precision of what is delivered, only what was thrown away."""
+
+
+def plan_audits(final: np.ndarray, source: np.ndarray, decided_round: np.ndarray, *, round_: int,
+                budget: int, min_per_stratum: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Draw this round's audit sample from the masks decided in the previous round.
+
+    Strata: (source, label) over masks with ``decided_round == round_ - 1`` whose label
+    did not come from their own answer... except accepted direct masks, which are
+    audited with a second, independent answer. ``budget`` audits are shared out in
+    proportion to stratum size (rejected strata weighted by
+    :data:`REJECT_AUDIT_WEIGHT`), at least ``min_per_stratum`` each, at most the stratum.
+    Returns :data:`AUDIT_COLUMNS` (``frame`` = stratum size, ``weight`` = frame / drawn).
+    """
+    prev = round_ - 1
+    frames = []
+    for s in (CLUSTER, VERIFIER, DIRECT):
+        for lab in (1, 0):
+            if s == DIRECT and lab == 0:
+                continue
+            rows = np.flatnonzero((decided_round == prev) & (source == s) & (final == lab))
+            if len(rows):
+                frames.append((s, lab, rows))
+    if not frames or budget <= 0:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                             zip(AUDIT_COLUMNS, ["int64", "int64", "int8", "int8", "int64", "int64", "float64"])})
+    size = np.array([len(f[2]) for f in frames], dtype=np.float64)
+    wt = np.array([1.0 if f[1] == 1 else REJECT_AUDIT_WEIGHT for f in frames])
+    share = size * wt / (size * wt).sum()
+    take = np.maximum(np.round(share * budget), min_per_stratum).astype(np.int64)
+    take = np.minimum(take, size.astype(np.int64))
+    out = []
+    for (s, lab, rows), n_h in zip(frames, take):
+        pick = np.sort(rng.choice(rows, size=int(n_h), replace=False))
+        out.append(pd.DataFrame({"round": round_, "mask_row": pick.astype(np.int64), "source": np.int8(s),
+                                 "label": np.int8(lab), "decided_round": np.int64(prev),
+                                 "frame": np.int64(len(rows)), "weight": len(rows) / float(n_h)}))
+    return pd.concat(out, ignore_index=True)[AUDIT_COLUMNS]
+
+
+@dataclass
+class Estimate:
+    mean: float
+    lo: float
+    hi: float
+    n_masks: int
+    n_audits: int
+    by_source: dict
+
+    def as_dict(self) -> dict:
+        return {"est": self.mean, "lo": self.lo, "hi": self.hi, "masks": self.n_masks, "audits": self.n_audits,
+                "by_source": self.by_source}
+
+
+def valid_audits(audits: pd.DataFrame, answers: pd.DataFrame, final: np.ndarray, source: np.ndarray,
+                 decided_round: np.ndarray) -> pd.DataFrame:
+    """Answered audits of masks still labeled as when they were drawn: ``mask_row, source,
+    label, weight, yes`` (``yes``: the share of usable audit answers saying correct)."""
+    if audits is None or len(audits) == 0 or answers is None or len(answers) == 0:
+        return pd.DataFrame(columns=["mask_row", "source", "label", "weight", "yes"])
+    a = answers[answers["used"].astype(bool) & (answers["kind"] == "audit")]
+    if len(a) == 0:
+        return pd.DataFrame(columns=["mask_row", "source", "label", "weight", "yes"])
+    yes = a.groupby(["round", "mask_row"])["label"].mean().rename("yes").reset_index()
+    m = audits.merge(yes, on=["round", "mask_row"], how="inner")
+    rows = m["mask_row"].to_numpy(np.int64)
+    still = ((source[rows] == m["source"].to_numpy()) & (final[rows] == m["label"].to_numpy())
+             & (decided_round[rows] == m["decided_round"].to_numpy()))
+    return m.loc[still, ["mask_row", "source", "label", "weight", "yes"]].reset_index(drop=True)
+
+
+def audited_precision(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataFrame,
+                      noise: tuple[float, float, float, float], *, subset: np.ndarray | None = None,
+                      label: int = 1, credible: float = 0.95, rng: np.random.Generator,
+                      draws: int = 4000) -> Estimate:
+    """Design-based precision of the masks with ``final == label`` (in ``subset``).
+
+    ``audits_ok`` from :func:`valid_audits`; ``noise`` = Beta parameters
+    ``(a_sens, b_sens, a_spec, b_spec)`` of the crowd's sensitivity and specificity.
+    With ``label = 0`` it is the share of correct masks among the rejected ones.
+    """
+    keep = final == label
+    if subset is not None:
+        keep &= subset
+    n_total = int(keep.sum())
+    if n_total == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, 0, {})
+    sens = rng.beta(noise[0], noise[1], draws)
+    spec = rng.beta(noise[2], noise[3], draws)
+    youden = np.maximum(sens + spec - 1.0, 0.05)
+    tail = (1.0 - credible) / 2.0
+    acc = np.zeros(draws)
+    by_source = {}
+    n_aud = 0
+    a_ok = audits_ok[audits_ok["label"] == label] if len(audits_ok) else audits_ok
+    if subset is not None and len(a_ok):
+        a_ok = a_ok[subset[a_ok["mask_row"].to_numpy(np.int64)]]
+    for s, name in SOURCE_NAMES.items():
+        n_s = int((keep & (source == s)).sum())
+        if n_s == 0:
+            continue
+        g = a_ok[a_ok["source"] == s] if len(a_ok) else a_ok
+        if len(g) == 0:
+            theta = rng.uniform(0.0, 1.0, draws)
+            by_source[name] = {"masks": n_s, "audits": 0, "est": None, "lo": None, "hi": None}
+        else:
+            w = g["weight"].to_numpy(np.float64)
+            y = g["yes"].to_numpy(np.float64)
+            phi_hat = float((w * y).sum() / w.sum())
+            n_eff = float(w.sum() ** 2 / (w ** 2).sum())
+            phi = rng.beta(phi_hat * n_eff + 0.5, (1.0 - phi_hat) * n_eff + 0.5, draws)
+            theta = np.clip((phi - (1.0 - spec)) / youden, 0.0, 1.0)
+            lo, hi = np.quantile(theta, [tail, 1.0 - tail])
+            by_source[name] = {"masks": n_s, "audits": int(len(g)), "est": float(theta.mean()),
+                               "lo": float(lo), "hi": float(hi)}
+            n_aud += len(g)
+        acc += n_s * theta
+    prec = acc / n_total
+    lo, hi = np.quantile(prec, [tail, 1.0 - tail])
+    return Estimate(float(prec.mean()), float(lo), float(hi), n_total, n_aud, by_source)
+
+
+def lower_bound(est: dict | None, confidence: float) -> float | None:
+    """The one-sided lower bound at ``confidence`` is the two-sided interval's lower end at
+    ``2 * confidence - 1``; callers pass the interval computed at that level."""
+    if not est or est.get("lo") is None:
+        return None
+    return float(est["lo"])

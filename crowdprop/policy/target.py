@@ -1,0 +1,184 @@
+"""The ``target`` policy: accept as many masks as possible while the accepted set's
+precision holds a target, with risk-aware cluster decisions and a learned verifier.
+
+One round (pure; the round loop supplies the context and does the I/O):
+
+plan
+    free splits under K_pa on (learned) node quality; candidates best-first per class;
+    each large candidate gets :func:`crowdprop.policy.risk.more_answers` new answers
+    (none when its inherited answers already settle it); the unsettled members of a
+    small candidate are asked one by one while no verifier is fitted, else they form
+    the pool from which the loop picks active questions.
+decide
+    large candidates by :func:`crowdprop.policy.risk.risk_decision` with empirical-Bayes
+    priors; a small candidate is VERIFY once each member has its own answer or a
+    verifier verdict.
+
+Glossary: see :mod:`crowdprop.policy.controller` (forest, status, label_p) and
+:mod:`crowdprop.policy.risk` (phi, priors, shortfall).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..config import PolicySection
+from ..schema import OPEN, Decision
+from ..tree import Forest
+from .controller import RoundPlan, _uniform, apply_split, label_sums
+from .risk import WAIT, depth_band, eb_priors, more_answers, noise_map, risk_decision
+
+
+@dataclass
+class TargetContext:
+    """What the target policy knows besides the tree and the labels."""
+
+    sens: float
+    """Crowd sensitivity P(yes | correct), posterior mean from gold answers."""
+    spec: float
+    """Crowd specificity P(no | wrong)."""
+    history: pd.DataFrame
+    """Clusters decided by their answers in earlier rounds: category_id, band, yes, n_labeled."""
+    verdict: np.ndarray
+    """(n,) int8 verifier verdict per mask: 1 accept, 0 reject, -1 none."""
+    fitted: bool = False
+    """Whether a verifier is fitted this round (small clusters then feed the active pool)."""
+    tol: float = 1.0
+    """Risk tolerance in masks (the audits may lower it)."""
+
+
+def settled_mask(label_p: np.ndarray, verdict: np.ndarray) -> np.ndarray:
+    """Per mask: answered directly or given a verifier verdict."""
+    return ~np.isnan(label_p) | (verdict >= 0)
+
+
+def _priors(forest: Forest, nodes: np.ndarray, ctx: TargetContext) -> tuple[np.ndarray, np.ndarray]:
+    groups = pd.DataFrame({"category_id": forest.category[nodes], "band": depth_band(forest.depth[nodes])})
+    return eb_priors(ctx.history, groups)
+
+
+def _unsettled_size(forest: Forest, nodes: np.ndarray, settled: np.ndarray) -> np.ndarray:
+    s = settled.astype(np.float64)[forest.order]
+    c = np.concatenate([[0.0], np.cumsum(s)])
+    return (forest.end[nodes] - forest.start[nodes]) - (c[forest.end[nodes]] - c[forest.start[nodes]])
+
+
+def _is_small(forest: Forest, nodes: np.ndarray, cfg: PolicySection) -> np.ndarray:
+    return ((forest.end - forest.start)[nodes] <= cfg.min_cluster_size) | (forest.left[nodes] < 0)
+
+
+def _cluster_decisions(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cluster_p: np.ndarray,
+                       ctx: TargetContext, cfg: PolicySection):
+    """Risk decisions of large candidates from the answers they have: (decision, yes, n, a0, b0, size)."""
+    settled = settled_mask(label_p, ctx.verdict)
+    n_lab, yes = label_sums(forest, cluster_p, nodes)
+    size = _unsettled_size(forest, nodes, settled)
+    a0, b0 = _priors(forest, nodes, ctx)
+    dec = risk_decision(yes, n_lab, size, a0, b0, target=cfg.target_precision, reject=cfg.reject,
+                        sens=ctx.sens, spec=ctx.spec, tol=ctx.tol, k=cfg.k, min_answers=cfg.batch,
+                        confidence=cfg.target_confidence)
+    return dec, yes, n_lab, a0, b0, size
+
+
+def plan_target(forest: Forest, status: np.ndarray, node_quality: np.ndarray, label_p: np.ndarray,
+                cluster_p: np.ndarray, ctx: TargetContext, cfg: PolicySection,
+                rng: np.random.Generator) -> tuple[RoundPlan, np.ndarray]:
+    """Plan a round of the target policy. Returns the plan and the active pool (mask rows).
+
+    ``status`` is updated in place for free splits.
+    """
+    plan = RoundPlan()
+    size = forest.end - forest.start
+    while True:
+        open_ = np.flatnonzero(status == OPEN)
+        low = open_[(node_quality[open_] < cfg.k_pa) & (size[open_] > cfg.min_cluster_size)
+                    & (forest.left[open_] >= 0)]
+        if len(low) == 0:
+            break
+        apply_split(forest, status, low)
+        plan.free_splits.extend(low.tolist())
+    open_ = np.flatnonzero(status == OPEN)
+    if cfg.low_quality == "skip":
+        open_ = open_[node_quality[open_] >= cfg.k_pa]
+    pool: list[np.ndarray] = []
+    if len(open_) == 0:
+        return plan, np.zeros(0, dtype=np.int64)
+    frame = pd.DataFrame({"node": open_, "cat": forest.category[open_], "q": node_quality[open_], "size": size[open_]})
+    frame = frame.sort_values(["cat", "q", "size", "node"], ascending=[True, False, False, True], kind="stable")
+    chosen = np.sort(frame.groupby("cat", sort=True).head(cfg.candidates_per_class)["node"].to_numpy())
+    settled = settled_mask(label_p, ctx.verdict)
+    free_of = np.where(settled, 0.0, np.nan)  # _uniform samples members whose value is NaN
+    small = _is_small(forest, chosen, cfg)
+    big_nodes = chosen[~small]
+    if len(big_nodes):
+        dec, yes, n_lab, a0, b0, usize = _cluster_decisions(forest, big_nodes, label_p, cluster_p, ctx, cfg)
+        more = more_answers(yes, n_lab, usize, a0, b0, target=cfg.target_precision, sens=ctx.sens, spec=ctx.spec,
+                            tol=ctx.tol, k=cfg.k, batch=cfg.batch)
+        for node, d, m in zip(big_nodes.tolist(), dec, more.tolist()):
+            plan.nodes.append(node)
+            plan.asks[node] = _uniform(forest, node, int(m) if d == WAIT else 0, free_of, rng)
+    for node in chosen[small].tolist():
+        members = forest.order[forest.start[node]:forest.end[node]]
+        todo = np.sort(members[~settled[members]])
+        plan.nodes.append(node)
+        if ctx.fitted:
+            pool.append(todo)
+            plan.asks[node] = np.zeros(0, dtype=np.int64)
+        else:
+            plan.asks[node] = todo.astype(np.int64)
+    plan.nodes.sort()
+    return plan, (np.sort(np.concatenate(pool)).astype(np.int64) if pool else np.zeros(0, dtype=np.int64))
+
+
+def decide_target(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cluster_p: np.ndarray,
+                  ctx: TargetContext, cfg: PolicySection, node_quality: np.ndarray) -> pd.DataFrame:
+    """Decisions for the round's candidates, in the columns of :func:`controller.decide`.
+
+    ``est_mean/lo/hi`` are the posterior of the cluster's precision (theta), worker error removed.
+    """
+    from scipy import stats
+
+    nodes = np.asarray(nodes, dtype=np.int64)
+    out = np.full(len(nodes), WAIT, dtype=object)
+    n_out = np.zeros(len(nodes))
+    y_out = np.zeros(len(nodes))
+    mean = np.full(len(nodes), np.nan)
+    lo = np.full(len(nodes), np.nan)
+    hi = np.full(len(nodes), np.nan)
+    small = _is_small(forest, nodes, cfg)
+    settled = settled_mask(label_p, ctx.verdict)
+    if small.any():
+        left = _unsettled_size(forest, nodes[small], settled)
+        out[small] = np.where(left <= 0, Decision.VERIFY.value, WAIT)
+        n_lab, yes = label_sums(forest, cluster_p, nodes[small])
+        n_out[small], y_out[small] = n_lab, yes
+    big = ~small
+    if big.any():
+        dec, yes, n_lab, a0, b0, _ = _cluster_decisions(forest, nodes[big], label_p, cluster_p, ctx, cfg)
+        out[big] = dec
+        n_out[big], y_out[big] = n_lab, yes
+        a, b = a0 + yes, b0 + (n_lab - yes)
+        _, j = noise_map(cfg.target_precision, ctx.sens, ctx.spec)
+        off = 1.0 - ctx.spec
+        tail = (1.0 - cfg.credible) / 2.0
+        mean[big] = np.clip((a / (a + b) - off) / j, 0, 1)
+        lo[big] = np.clip((stats.beta.ppf(tail, a, b) - off) / j, 0, 1)
+        hi[big] = np.clip((stats.beta.ppf(1 - tail, a, b) - off) / j, 0, 1)
+    return pd.DataFrame({"node_id": nodes, "decision": out.astype(str), "n_labeled": n_out.astype(np.int64),
+                         "yes": y_out, "est_mean": mean, "est_lo": lo, "est_hi": hi,
+                         "quality": node_quality[nodes]})
+
+
+def decided_history(forest: Forest, decisions: pd.DataFrame) -> pd.DataFrame:
+    """Clusters decided by their answers so far (the empirical-Bayes prior's data)."""
+    if decisions is None or len(decisions) == 0:
+        return pd.DataFrame({"category_id": pd.Series(dtype=np.int64), "band": pd.Series(dtype=np.int64),
+                             "yes": pd.Series(dtype=np.float64), "n_labeled": pd.Series(dtype=np.float64)})
+    d = decisions[~decisions["free"].astype(bool)
+                  & decisions["decision"].isin([Decision.ACCEPT.value, Decision.REJECT.value, Decision.SPLIT.value])
+                  & (decisions["n_labeled"] > 0)]
+    nodes = d["node_id"].to_numpy(np.int64)
+    return pd.DataFrame({"category_id": forest.category[nodes], "band": depth_band(forest.depth[nodes]),
+                         "yes": d["yes"].to_numpy(np.float64), "n_labeled": d["n_labeled"].to_numpy(np.float64)})
