@@ -152,3 +152,21 @@ def test_every_class_tree_partitions_its_masks(spec, exact_max, micro_size):
     forest = build_forest(cats, x, exact_max=exact_max, micro_size=min(micro_size, exact_max),
                           rng=np.random.default_rng(seed))
     _check_partitions(forest, cats)
+
+
+def test_forest_is_the_same_built_in_worker_processes_in_any_class_order():
+    """Each class's tree depends on its rows and its own generator only: two worker
+    processes give the forest the single process gives, array for array."""
+    from crowdprop.engine import make_engine
+
+    rng = np.random.default_rng(4)
+    sizes = [700, 40, 350, 1, 90]
+    cats = np.repeat([9, 2, 5, 7, 3], sizes)
+    rng.shuffle(cats)
+    x = rng.normal(size=(len(cats), 6)).astype(np.float32)
+    one = build_forest(cats, x, exact_max=100, micro_size=30, rng=np.random.default_rng(1))
+    with make_engine("local", workers=2) as engine:
+        two = build_forest(cats, x, exact_max=100, micro_size=30, rng=np.random.default_rng(1), engine=engine)
+    for name in ("order", "category", "parent", "left", "right", "start", "end", "height", "depth"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name), err_msg=name)
+    _check_partitions(one, cats)

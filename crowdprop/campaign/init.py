@@ -60,26 +60,33 @@ def replay_gold_pool(masks: pd.DataFrame, correct_iou: float, rng: np.random.Gen
 
 
 def build_trees(run: RunDir, *, progress: bool | None = None) -> None:
-    """Featurise the masks (or take the given features) and build the per-class forest.
+    """Featurise the masks (or take the given features) and build the per-class forest
+    (one task per class on the active engine, :mod:`crowdprop.engine`).
 
     ``progress``: True or None show bars on a terminal only; False never."""
+    from ..engine import stage
     from ..features import clustering_embedding, shape_features
     from ..tree.build import build_forest
 
     cfg = run.config
     masks = run.masks
     fpath = run.path / "features.npy"
-    if fpath.exists():
-        feats = np.load(fpath, mmap_mode="r")
-    else:
-        feats = shape_features(masks, grid=cfg.features.grid, progress=progress is not False)
-    quality = predicted_quality(masks, cfg.policy.quality)
-    rng = np.random.default_rng([cfg.campaign.seed, 1])
-    emb = clustering_embedding(np.asarray(feats, dtype=np.float32), quality,
-                               quality_weight=cfg.features.quality_weight, pca_dims=cfg.features.pca_dims, rng=rng)
-    forest = build_forest(masks["category_id"].to_numpy(np.int64), emb, exact_max=cfg.tree.exact_max,
-                          micro_size=cfg.tree.micro_size, rng=rng, progress=progress is not False)
-    run.write_forest(forest)
+    with stage(None, "features"):
+        if fpath.exists():
+            feats = np.load(fpath, mmap_mode="r")
+        else:
+            feats = shape_features(masks, grid=cfg.features.grid, progress=progress is not False)
+        quality = predicted_quality(masks, cfg.policy.quality)
+        rng = np.random.default_rng([cfg.campaign.seed, 1])
+        emb = clustering_embedding(np.asarray(feats, dtype=np.float32), quality,
+                                   quality_weight=cfg.features.quality_weight, pca_dims=cfg.features.pca_dims,
+                                   rng=rng)
+        del feats
+    with stage(None, "trees"):
+        forest = build_forest(masks["category_id"].to_numpy(np.int64), emb, exact_max=cfg.tree.exact_max,
+                              micro_size=cfg.tree.micro_size, rng=rng, progress=progress is not False)
+        del emb
+        run.write_forest(forest)
     log.info("built %d trees with %d nodes over %d masks", len(forest.roots), forest.n_nodes, len(masks))
 
 

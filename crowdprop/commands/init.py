@@ -17,16 +17,27 @@ def register(p):
                         "local (simulated workers behind a local MTurk-compatible endpoint; needs --gt) "
                         "or simulated (in process; needs --gt)")
     p.add_argument("--seed", type=int, help="override [campaign] seed")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where reading, validation, ground-truth matching and the per-class tree builds run: "
+                        "local processes (default) or Ray (the cluster at RAY_ADDRESS, else a local one; "
+                        "needs crowdprop[ray]); the run directory is the same either way")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes (local) or CPUs (a local Ray); default: this machine's CPUs; 1: all in this process")
     p.epilog = "example:\n  crowdprop init runs/cars --predictions preds.json --gt instances.json --config campaign.toml"
 
 
 def run(args) -> int:
     from ..campaign.init import init_run
+    from ..engine import active, make_engine
+    from ..errors import InputError
 
+    if args.workers is not None and args.workers < 1:
+        raise InputError("command line", None, "--workers", f"must be >= 1, got {args.workers}")
     crowd = {"mturk": {"kind": "mturk", "target": "sandbox"}, "local": {"kind": "mturk-local", "images": "skip"},
              "simulated": {"kind": "simulated"}}[args.crowd]
-    rd = init_run(args.run_dir, predictions=args.predictions, gt=args.gt, features=args.features,
-                  config_path=args.config, crowd=crowd, seed=args.seed, progress=None)
+    with make_engine(args.engine, args.workers) as engine, active(engine):
+        rd = init_run(args.run_dir, predictions=args.predictions, gt=args.gt, features=args.features,
+                      config_path=args.config, crowd=crowd, seed=args.seed, progress=None)
     n = len(rd.masks)
     print(f"created {rd.path}: {n} masks, {len(rd.forest.roots)} class trees; next: crowdprop run {rd.path}")
     return 0

@@ -159,7 +159,9 @@ def annotations_fast(records: list, ref: Reference) -> dict | None:
     cat = _ints([r.get("category_id", _NA) for r in records])
     if ids is None or img is None or cat is None:
         return None
-    if _lookup(ref.image_ids, img) is None or _lookup(ref.category_ids, cat) is None:
+    if _lookup(ref.image_ids, img) is None:
+        return None
+    if ref.category_ids is not None and _lookup(ref.category_ids, cat) is None:
         return None
     seg = _rles([r.get("segmentation", _NA) for r in records], ref, img)
     if seg is None:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..schema import coerce_masks
-from . import batches, rle
+from . import batches, jsonstream, rle
 from .batches import PRED_IOU_FIELDS
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,9 @@ class _RLEBatch:
             try:
                 _check_compressed(self.path, i, r, c, h, w)
             except InputError as e:
-                raise self.relabel(e, i, r) if self.relabel else e from None
+                e = self.relabel(e, i, r) if self.relabel else e
+                e.index = i
+                raise e from None
         raise AssertionError("batch check failed but no string is bad")  # pragma: no cover
 
 
@@ -282,13 +284,18 @@ def _slow_columns(rows: list[tuple], names: list[str]) -> dict:
 
 
 class _Annotations:
-    """Validates ground-truth annotations batch by batch (fast path, then record by record)."""
+    """Validates ground-truth annotations batch by batch (fast path, then record by record).
 
-    def __init__(self, path, sizes: dict, categories: set, ref: batches.Reference):
+    With ``categories=None`` (an instances file whose categories come after its
+    annotations, as COCO's do) category ids are checked by :meth:`check_categories` once
+    the categories are known, and the first bad record is still the one reported."""
+
+    def __init__(self, path, sizes: dict, categories: set | None, ref: batches.Reference):
         self.path, self.sizes, self.categories, self.ref = path, sizes, categories, ref
         self.ids = _Ids()
         self.parts: list[dict] = []
         self.n = 0
+        self.unchecked: list[tuple] = []  # (record, category id, label) of the batch in the works
 
     @staticmethod
     def rec_of(i, a) -> str:
@@ -297,18 +304,19 @@ class _Annotations:
     def relabel(self, e, i, a):
         return InputError(e.file, self.rec_of(i, a), e.field, e.message)
 
-    def add(self, records: list, fast: dict | None = None) -> None:
-        if fast is None and records:
-            fast = batches.annotations_fast(records, self.ref)
+    def add(self, fast: dict | None, records) -> None:
+        """Add a batch: its fast-path columns (or None), ``records()`` gives its records."""
         if fast is not None and self.ids.add_many(fast["id"]):
             self.parts.append(fast)
-        elif records:
-            self.parts.append(self._slow(records))
-        self.n += len(records)
+        else:
+            self.parts.append(self._slow(records()))
+        self.n += len(self.parts[-1]["rle"])
 
     def _slow(self, records: list) -> dict:
         path, pending = self.path, _RLEBatch(self.path, self.relabel)
-        rows = []
+        rows, labels = [], []
+        i = self.n
+        self.unchecked = []
         try:
             for i, a in enumerate(records, start=self.n):
                 if not isinstance(a, dict):
@@ -321,19 +329,44 @@ class _Annotations:
                 if iid not in self.sizes:
                     raise InputError(path, rec, "image_id", f"image {iid} is not in 'images'")
                 cid = _int_field(path, i, a, "category_id")
-                if cid not in self.categories:
+                if self.categories is None:
+                    self.unchecked.append((i, cid, rec))
+                elif cid not in self.categories:
                     raise InputError(path, rec, "category_id", f"category {cid} is not in 'categories'")
                 try:
                     counts, h, w = _segmentation(path, i, a, self.sizes, iid, pending.items)
                 except InputError as e:
                     raise self.relabel(e, i, a) from None
                 rows.append((aid, iid, cid, int(bool(a.get("iscrowd", 0))), counts, h, w))
-        except InputError:
+                labels.append(rec)
+        except InputError as e:
+            e.index = i
             pending.check()  # an earlier record of the batch may be bad too: it comes first
             raise
         pending.check()
         self.ids.commit()
-        return _slow_columns(rows, _ANN_COLUMNS[:-1])
+        self.unchecked = []
+        out = _slow_columns(rows, _ANN_COLUMNS[:-1])
+        out["labels"] = labels
+        return out
+
+    def check_categories(self, categories: set, error: InputError | None) -> None:
+        """Raise the first category error, or ``error`` (at record ``error.index``) if it comes first."""
+        known = np.array(sorted(categories), dtype=np.int64)
+        k = 0
+        for p in self.parts:
+            cid = p["category_id"]
+            bad = np.flatnonzero(~np.isin(cid, known))
+            if bad.size:
+                j = int(bad[0])
+                label = p["labels"][j] if "labels" in p else f"annotations[{k + j}] (id={int(p['id'][j])})"
+                raise InputError(self.path, label, "category_id", f"category {int(cid[j])} is not in 'categories'")
+            k += len(cid)
+        if error is not None:
+            for i, cid, label in self.unchecked:  # records of the failing batch up to the error
+                if i <= error.index and cid not in categories:
+                    raise InputError(self.path, label, "category_id", f"category {cid} is not in 'categories'")
+            raise error
 
     def frame(self) -> pd.DataFrame:
         cols = _columns(self.parts, _ANN_COLUMNS)
@@ -356,9 +389,8 @@ class _Predictions:
         self.n = 0
         self.first_empty: str | None = None
 
-    def add(self, records: list, fast: dict | None = None) -> None:
-        if fast is None and records:
-            fast = batches.predictions_fast(records, self.ref)
+    def add(self, fast: dict | None, records) -> None:
+        """Add a batch: its fast-path columns (or None), ``records()`` gives its records."""
         if fast is not None and self.has_ids is not None and fast["has_ids"] != self.has_ids:
             fast = None
         if fast is not None and fast["has_ids"] and not self.ids.add_many(fast["mask_id"]):
@@ -368,21 +400,20 @@ class _Predictions:
             if not fast["has_ids"]:
                 fast["mask_id"] = np.arange(self.n, self.n + len(fast["rle"]), dtype=np.int64)
             part = fast
-        elif records:
-            part = self._slow(records)
         else:
-            return
+            part = self._slow(records())
         if self.first_empty is None:
             empty = np.flatnonzero(part["area"] == 0)
             if len(empty):
                 i = int(empty[0])
-                self.first_empty = _rec(self.n + i, records[i])
+                self.first_empty = part["labels"][i] if "labels" in part else (
+                    f"record {self.n + i} (id={int(part['mask_id'][i])})" if self.has_ids else f"record {self.n + i}")
         self.parts.append(part)
         self.n += len(part["rle"])
 
     def _slow(self, records: list) -> dict:
         path, sizes, cats, pending = self.path, self.sizes, self.cats, _RLEBatch(self.path)
-        rows = []
+        rows, labels = [], []
         try:
             for i, r in enumerate(records, start=self.n):
                 if not isinstance(r, dict):
@@ -408,13 +439,16 @@ class _Predictions:
                         break
                 counts, h, w = _segmentation(path, i, r, sizes, iid, pending.items)
                 rows.append((mid, iid, cid, score, piou, h, w, counts))
+                labels.append(_rec(i, r))
         except InputError:
             pending.check()  # an earlier record of the batch may be bad too: it comes first
             raise
         pending.check()
         if self.has_ids:
             self.ids.commit()
-        return _slow_columns(rows, _PRED_COLUMNS[:-2])
+        out = _slow_columns(rows, _PRED_COLUMNS[:-2])
+        out["labels"] = labels
+        return out
 
     def frame(self) -> pd.DataFrame:
         if self.first_empty is not None:
@@ -431,8 +465,45 @@ def _batched(records: list):
         yield records[a:a + BATCH]
 
 
-def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
-    """Read and validate COCO instances ground truth."""
+class _Legacy(Exception):
+    """This file is read whole (see :mod:`crowdprop.masks.jsonstream`)."""
+
+
+def _predictions_task(body: bytes, ref: batches.Reference) -> dict | None:
+    """One run of a results file's records: fast-path columns, or None (checked by the caller)."""
+    return batches.predictions_fast(jsonstream.parse_items(body), ref)
+
+
+def _annotations_task(body: bytes, ref: batches.Reference) -> dict | None:
+    """One run of an instances file's annotations: fast-path columns, or None."""
+    return batches.annotations_fast(jsonstream.parse_items(body), ref)
+
+
+def _engine_or_local(engine):
+    from ..engine import current
+
+    return engine if engine is not None else current()
+
+
+def load_ground_truth(path: str | os.PathLike, *, engine=None) -> GroundTruth:
+    """Read and validate COCO instances ground truth.
+
+    The file is read in pieces (:mod:`crowdprop.masks.jsonstream`), its annotations
+    validated in batches on ``engine`` (:mod:`crowdprop.engine`; when None, the active one)
+    while it is read, when its images come before its annotations (COCO's order); otherwise,
+    or when it is not well-formed JSON, it is read whole. The table and the error are the
+    same either way."""
+    from ..engine import stage
+
+    with stage(None, "gt"):
+        try:
+            return _ground_truth_stream(path, _engine_or_local(engine))
+        except (_Legacy, jsonstream.Malformed):
+            pass
+        return _ground_truth_whole(path)
+
+
+def _ground_truth_whole(path) -> GroundTruth:
     data = _load_json(path)
     if not isinstance(data, dict):
         raise InputError(path, None, None, "expected a COCO instances object with images, annotations, categories")
@@ -441,18 +512,114 @@ def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
             raise InputError(path, None, key, "missing or not a list")
     images = _images(path, data["images"])
     cats = _categories(path, data["categories"])
-    anns = _Annotations(path, {r["id"]: (r["height"], r["width"]) for r in images}, {c["id"] for c in cats},
-                        batches.Reference.of([r["id"] for r in images], [r["height"] for r in images],
-                                             [r["width"] for r in images], [c["id"] for c in cats]))
+    anns = _annotations_of(path, images, {c["id"] for c in cats})
     for batch in _batched(data["annotations"]):
-        anns.add(batch)
+        anns.add(batches.annotations_fast(batch, anns.ref), lambda batch=batch: batch)
     del data
+    return _ground_truth(path, images, cats, anns)
+
+
+def _annotations_of(path, images: list[dict], categories: set | None) -> "_Annotations":
+    ref = batches.Reference.of([r["id"] for r in images], [r["height"] for r in images], [r["width"] for r in images],
+                               sorted(categories) if categories is not None else [])
+    if categories is None:
+        ref = batches.Reference(ref.image_ids, ref.heights, ref.widths, None)
+    return _Annotations(path, {r["id"]: (r["height"], r["width"]) for r in images}, categories, ref)
+
+
+def _ground_truth(path, images: list[dict], cats: list[dict], anns: "_Annotations") -> GroundTruth:
     return GroundTruth(
         path=str(path),
         images=pd.DataFrame(images, columns=["id", "file_name", "height", "width", "coco_url"]),
         categories=pd.DataFrame(cats, columns=["id", "name", "supercategory"]),
         annotations=anns.frame(),
     )
+
+
+def _ground_truth_stream(path, engine) -> GroundTruth:
+    """:func:`load_ground_truth` on a file read in pieces (raises _Legacy or Malformed to read it whole)."""
+    if not Path(path).is_file():
+        raise _Legacy
+    it = jsonstream.events(path)
+    if next(it) != ("object", None):
+        raise _Legacy  # read whole: the same message as before
+    seen: set = set()
+    values: dict = {}  # images, categories and annotations when not streamed (not a list)
+    lists: dict = {"images": None, "categories": None}
+    state = {"images": None, "cats": None, "anns": None, "errors": {}}
+    errors = state["errors"]
+
+    def check_lists(key):
+        if key == "images" and "images" not in errors:
+            try:
+                state["images"] = _images(path, lists["images"])
+            except InputError as e:
+                errors["images"] = e
+        if key == "categories" and "categories" not in errors:
+            try:
+                state["cats"] = _categories(path, lists["categories"])
+            except InputError as e:
+                errors["categories"] = e
+
+    def tasks():
+        key = None
+        for ev in it:
+            kind = ev[0]
+            if kind in ("array", "value"):
+                key = ev[1]
+                if key in seen:
+                    raise _Legacy  # a repeated key: json.load keeps the last one
+                seen.add(key)
+                if kind == "value":
+                    values[key] = ev[2]
+                elif key in lists:
+                    lists[key] = []
+                elif key == "annotations":
+                    if lists["images"] is None and "images" not in values:
+                        raise _Legacy  # annotations before images
+                    images = state["images"] if state["images"] is not None else []
+                    cats = {c["id"] for c in state["cats"]} if state["cats"] is not None else None
+                    state["anns"] = _annotations_of(path, images, cats)
+            elif kind == "items":
+                if key == "annotations":
+                    yield ev[2], state["anns"].ref
+                else:
+                    elements = jsonstream.parse_items(ev[2])
+                    if key in lists:
+                        lists[key].extend(elements)
+            elif kind == "end" and key in lists:
+                check_lists(key)
+
+    bodies: list = []
+
+    def keep(gen):
+        for body, ref in gen:
+            bodies.append(body)
+            yield body, ref
+
+    for fast in engine.map(_annotations_task, keep(tasks())):
+        body = bodies.pop(0)
+        if errors or state["images"] is None:
+            continue  # reading on for JSON errors only: they come first
+        try:
+            state["anns"].add(fast, lambda body=body: jsonstream.parse_items(body))
+        except InputError as e:
+            errors["annotations"] = e
+    # the checks of the file as a whole, in the order of reading it whole
+    for key in ("images", "annotations", "categories"):
+        if key in values or key not in seen:
+            raise InputError(path, None, key, "missing or not a list")
+    for key in ("images", "categories"):
+        if key in errors:
+            raise errors[key]
+    anns = state["anns"]
+    if anns is None:  # an empty annotations list
+        anns = _annotations_of(path, state["images"], None)
+    if anns.categories is None:
+        anns.check_categories({c["id"] for c in state["cats"]}, errors.get("annotations"))
+    elif "annotations" in errors:
+        raise errors["annotations"]
+    return _ground_truth(path, state["images"], state["cats"], anns)
 
 
 def _images(path, records: list) -> list[dict]:
@@ -492,33 +659,77 @@ def _categories(path, records: list) -> list[dict]:
 
 
 def load_predictions(path: str | os.PathLike, gt: GroundTruth | None = None, *,
-                     progress: bool | None = None) -> pd.DataFrame:
+                     progress: bool | None = None, engine=None, timings: dict | None = None) -> pd.DataFrame:
     """Read and validate COCO results (a JSON list) into the masks table.
 
     Each record needs ``image_id``, ``category_id``, ``segmentation`` (RLE or
     polygons) and ``score``; ``id`` and a predicted-IoU field
     (one of :data:`PRED_IOU_FIELDS`) are optional. With ground truth, image and
     category ids must exist there and RLE sizes must match the image.
-    ``progress``: None shows a bar on a terminal only, False never.
+    A JSON list is read in pieces and validated in batches on ``engine``
+    (:mod:`crowdprop.engine`; when None, the active one) while it is read; anything else
+    is read whole. ``progress``: None shows a bar on a terminal only, False never.
+    ``timings``: a dict that gets the seconds spent reading (``predictions``) and matching
+    ground truth (``match``).
     """
-    data = _load_json(path)
-    if isinstance(data, dict) and isinstance(data.get("annotations"), list):
-        data = data["annotations"]
-    if not isinstance(data, list):
-        raise InputError(path, None, None, "expected a JSON list of COCO results")
-    if not data:
-        raise InputError(path, None, None, "no predictions in the file")
-    preds = _Predictions(path, gt)
-    for batch in _batched(data):
-        preds.add(batch)
-    del data
-    df = preds.frame()
+    from ..engine import stage
+
+    engine = _engine_or_local(engine)
+    with stage(timings, "predictions"):
+        df = _read_predictions(path, gt, engine)
     if gt is not None:
-        gi, ga = match_ground_truth(df, gt, progress=progress)
+        with stage(timings, "match"):
+            gi, ga = match_ground_truth(df, gt, progress=progress, engine=engine)
         df["gt_iou"] = gi
         df["gt_ann_id"] = ga
     log.info("read %d predictions over %d classes from %s", len(df), df["category_id"].nunique(), path)
     return coerce_masks(df)
+
+
+def _read_predictions(path, gt: GroundTruth | None, engine) -> pd.DataFrame:
+    preds = _Predictions(path, gt)
+    try:
+        _predictions_stream(path, preds, engine)
+    except (_Legacy, jsonstream.Malformed):
+        preds = _Predictions(path, gt)
+        data = _load_json(path)
+        if isinstance(data, dict) and isinstance(data.get("annotations"), list):
+            data = data["annotations"]
+        if not isinstance(data, list):
+            raise InputError(path, None, None, "expected a JSON list of COCO results")
+        for batch in _batched(data):
+            preds.add(batches.predictions_fast(batch, preds.ref), lambda batch=batch: batch)
+        del data
+    if preds.n == 0:
+        raise InputError(path, None, None, "no predictions in the file")
+    return preds.frame()
+
+
+def _predictions_stream(path, preds: "_Predictions", engine) -> None:
+    """Validate a results file read in pieces into ``preds`` (raises _Legacy or Malformed to read it whole)."""
+    if not Path(path).is_file():
+        raise _Legacy
+    it = jsonstream.events(path)
+    if next(it) != ("array", None):
+        raise _Legacy
+    bodies: list = []
+
+    def tasks():
+        for ev in it:
+            bodies.append(ev[2])
+            yield ev[2], preds.ref
+
+    error = None
+    for fast in engine.map(_predictions_task, tasks()):
+        body = bodies.pop(0)
+        if error is not None:
+            continue  # reading on for JSON errors only: they come first
+        try:
+            preds.add(fast, lambda body=body: jsonstream.parse_items(body))
+        except InputError as e:
+            error = e
+    if error is not None:
+        raise error
 
 
 def _group_keys(img_a, cat_a, img_b, cat_b) -> tuple[np.ndarray, np.ndarray]:
@@ -535,14 +746,29 @@ MATCH_CHUNK = 65_536
 """Predictions matched together (with the ground truth they are compared to)."""
 
 
-def match_ground_truth(masks: pd.DataFrame, gt: GroundTruth, *,
-                       progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _match_task(p_counts: list, g_counts: list, pi: np.ndarray, gi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU pairs ``(p_counts[pi[k]], g_counts[gi[k]])`` (pairs grouped by ``pi``, ascending):
+    the best IoU of each ``p`` and the first pair reaching it."""
+    p_runs, p_off = rle.runs_many(p_counts)
+    g_runs, g_off = rle.runs_many(g_counts)
+    iou = rle.iou_pairs(rle.intervals_many(p_runs, p_off), rle.intervals_many(g_runs, g_off),
+                        rle.areas_many(p_runs, p_off), rle.areas_many(g_runs, g_off), pi, gi)
+    first = np.flatnonzero(np.r_[True, pi[1:] != pi[:-1]])
+    top = np.maximum.reduceat(iou, first)
+    at_top = np.flatnonzero(iou == top[np.searchsorted(first, np.arange(len(pi)), side="right") - 1])
+    _, k = np.unique(pi[at_top], return_index=True)  # the first instance reaching the best
+    return top, at_top[k]
+
+
+def match_ground_truth(masks: pd.DataFrame, gt: GroundTruth, *, progress: bool | None = None,
+                       engine=None) -> tuple[np.ndarray, np.ndarray]:
     """Best IoU of each mask with a same-class, non-crowd ground-truth instance.
 
     Returns ``(iou, ann_id)``: a mask with no same-class instance in its image gets 0 and
     -1; otherwise the highest IoU and the first instance (in file order) reaching it, so a
-    mask overlapping none gets 0 and the image's first instance of its class. Pairs are
-    compared in chunks of :data:`MATCH_CHUNK` masks, all at once (:func:`rle.iou_pairs`).
+    mask overlapping none gets 0 and the image's first instance of its class. Masks are
+    matched in chunks of :data:`MATCH_CHUNK`, all pairs of a chunk at once
+    (:func:`rle.iou_pairs`), one task per chunk on ``engine`` (when None, the active one).
     ``progress``: None shows a bar on a terminal only, False never."""
     from tqdm.auto import tqdm
 
@@ -562,34 +788,41 @@ def match_ground_truth(masks: pd.DataFrame, gt: GroundTruth, *,
     p_rle = masks["rle"].to_numpy()
     g_rle = ann["rle"].to_numpy()
     g_ids = ann["id"].to_numpy(np.int64)
-    for a in tqdm(range(0, n, MATCH_CHUNK), desc="matching ground truth", unit="chunk", leave=False,
-                  disable=None if progress is not False else True):
-        rows = porder[a:a + MATCH_CHUNK]
-        cnt = g_n[a:a + MATCH_CHUNK]
-        has = cnt > 0
-        if not has.any():
-            continue
-        rows, cnt, lo = rows[has], cnt[has], g_lo[a:a + MATCH_CHUNK][has]
-        pi = np.repeat(np.arange(len(rows)), cnt)
-        first = np.zeros(len(rows), dtype=np.int64)
-        np.cumsum(cnt[:-1], out=first[1:])
-        gi = gorder[lo[pi] + (np.arange(pi.size) - first[pi])]
-        ug, ginv = np.unique(gi, return_inverse=True)
-        p_runs, p_off = rle.runs_many(p_rle[rows].tolist())
-        g_runs, g_off = rle.runs_many(g_rle[ug].tolist())
-        iou = rle.iou_pairs(rle.intervals_many(p_runs, p_off), rle.intervals_many(g_runs, g_off),
-                            rle.areas_many(p_runs, p_off), rle.areas_many(g_runs, g_off), pi, ginv)
-        top = np.maximum.reduceat(iou, first)
-        at_top = np.flatnonzero(iou == top[pi])
-        _, k = np.unique(pi[at_top], return_index=True)  # the first instance reaching the best
+    chunks = []
+
+    def tasks():
+        for a in range(0, n, MATCH_CHUNK):
+            cnt = g_n[a:a + MATCH_CHUNK]
+            has = cnt > 0
+            if not has.any():
+                continue
+            rows, cnt, lo = porder[a:a + MATCH_CHUNK][has], cnt[has], g_lo[a:a + MATCH_CHUNK][has]
+            pi = np.repeat(np.arange(len(rows)), cnt)
+            first = np.zeros(len(rows), dtype=np.int64)
+            np.cumsum(cnt[:-1], out=first[1:])
+            gi = gorder[lo[pi] + (np.arange(pi.size) - first[pi])]
+            ug, ginv = np.unique(gi, return_inverse=True)
+            chunks.append((rows, gi))
+            yield p_rle[rows].tolist(), g_rle[ug].tolist(), pi, ginv
+
+    bar = tqdm(total=n, desc="matching ground truth", unit="mask", leave=False,
+               disable=None if progress is not False else True)
+    for top, at in _engine_or_local(engine).map(_match_task, tasks()):
+        rows, gi = chunks.pop(0)
         best[rows] = top
-        best_id[rows] = g_ids[gi[at_top[k]]]
+        best_id[rows] = g_ids[gi[at]]
+        bar.update(len(rows))
+    bar.close()
     return best, best_id
 
 
 def write_instances(path: str | os.PathLike, masks: pd.DataFrame, images: pd.DataFrame,
-                    categories: pd.DataFrame, *, info: dict | None = None) -> int:
-    """Write masks as COCO instances JSON (atomically). Returns the number of annotations."""
+                    categories: pd.DataFrame, *, info: dict | None = None,
+                    attributes: list[dict] | None = None) -> int:
+    """Write masks as COCO instances JSON (atomically). Returns the number of annotations.
+
+    ``attributes``: one dict per mask row, written as the annotation's ``attributes``
+    (the field CVAT's and Datumaro's COCO importers read)."""
     anns = []
     for k, r in enumerate(masks.itertuples(index=False), start=1):
         anns.append({
@@ -602,6 +835,8 @@ def write_instances(path: str | os.PathLike, masks: pd.DataFrame, images: pd.Dat
             "iscrowd": 0,
             "score": float(r.score),
         })
+        if attributes is not None:
+            anns[-1]["attributes"] = attributes[k - 1]
     out = {
         "info": info or {"description": "crowdprop export"},
         "images": images.to_dict("records"),

@@ -134,9 +134,9 @@ def _bisect(v: np.ndarray, sq: np.ndarray, rng: np.random.Generator) -> tuple[np
     return left, radius
 
 
-def _scalable(nodes: _Nodes, rows: np.ndarray, emb: np.ndarray, category: int, micro_size: int,
-              rng: np.random.Generator, bar) -> int:
-    x = np.ascontiguousarray(emb[rows], dtype=np.float32)
+def _scalable(nodes: _Nodes, rows: np.ndarray, x: np.ndarray, category: int, micro_size: int,
+              rng: np.random.Generator) -> int:
+    """Bisecting 2-means down to ``micro_size`` groups, exact linkage below; ``x`` (float32) is reordered."""
     if not np.all(np.isfinite(x)):
         raise ValueError(f"embedding has non-finite values in class {category}")
     perm = rows.copy()
@@ -147,7 +147,6 @@ def _scalable(nodes: _Nodes, rows: np.ndarray, emb: np.ndarray, category: int, m
         a, b, p = stack.pop()
         if b - a <= micro_size:
             nodes.link(perm[a:b], x[a:b], p, category)
-            bar.update(b - a)
             continue
         v = x[a:b]
         left, radius = _bisect(v, sq[a:b], rng)
@@ -161,6 +160,27 @@ def _scalable(nodes: _Nodes, rows: np.ndarray, emb: np.ndarray, category: int, m
         stack.append((mid, b, int(rc)))
         stack.append((a, mid, int(lc)))
     return root
+
+
+def class_tree(category: int, rows: np.ndarray, x: np.ndarray, exact_max: int, micro_size: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The tree of one class: ``rows`` (its mask rows) with their embedding ``x``.
+
+    Returns ``(left, right, height, row)`` over ``2 m - 1`` nodes in build order, root
+    first (node 0); ``row`` is the mask row of a leaf (-1 for inner nodes). Depends on
+    its arguments only (one task of :func:`build_forest`'s engine)."""
+    m = len(rows)
+    nodes = _Nodes(2 * m - 1)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if m <= exact_max:
+            xc = np.asarray(x, dtype=np.float64)
+            if not np.all(np.isfinite(xc)):
+                raise ValueError(f"embedding has non-finite values in class {category}")
+            nodes.link(rows, xc, int(nodes.alloc(1, category)[0]), category)
+        else:
+            _scalable(nodes, rows, np.array(x, dtype=np.float32), category, micro_size, rng)
+    assert nodes.next == len(nodes.left)
+    return nodes.left, nodes.right, nodes.height, nodes.row
 
 
 def _to_forest(nodes: _Nodes, roots: np.ndarray, n: int) -> Forest:
@@ -230,6 +250,7 @@ def build_forest(
     micro_size: int = 256,
     rng: np.random.Generator,
     progress: bool = False,
+    engine=None,
 ) -> Forest:
     """One full binary cluster tree per class over the masks' embedding.
 
@@ -245,9 +266,15 @@ def build_forest(
     micro_size : int
         Scalable build: groups of at most this many masks get exact linkage.
     rng : numpy.random.Generator
-        The only source of randomness (2-means seeding and sampling).
+        The only source of randomness: class ``j`` (in ascending category id) draws
+        from ``rng.spawn(n_classes)[j]`` (2-means seeding and sampling), so classes can
+        be built in any order, anywhere.
     progress : bool
         Show a tqdm bar over masks placed (only when stderr is a terminal).
+    engine : crowdprop.engine.Engine, optional
+        Builds the classes' trees (:func:`class_tree`), one task per class, largest
+        first; when None, the active one (:func:`crowdprop.engine.active`). The forest is
+        the same with any engine.
 
     Returns
     -------
@@ -257,6 +284,8 @@ def build_forest(
         ``height`` is the merge distance (0 at leaves, monotone towards the root),
         ``depth`` 0 at roots.
     """
+    from ..engine import current
+
     cats = np.asarray(category_ids)
     x = np.asarray(embedding)
     if cats.ndim != 1:
@@ -273,25 +302,32 @@ def build_forest(
     cats = cats.astype(np.int64)
     by_cat = np.argsort(cats, kind="stable")
     classes, first, counts = np.unique(cats[by_cat], return_index=True, return_counts=True)
-    nodes = _Nodes(2 * n - len(classes))
-    roots = np.empty(len(classes), dtype=np.int64)
-    # BLAS work here is matrix-vector products (memory-bound); BLAS threads only add
-    # synchronisation, which made the build ~7x slower on a busy 2-core machine.
-    with tqdm(total=n, desc="cluster trees", unit="mask", disable=None if progress else True) as bar, \
-            threadpool_limits(limits=1, user_api="blas"):
-        for j, (c, a, m) in enumerate(zip(classes.tolist(), first.tolist(), counts.tolist())):
-            rows = by_cat[a:a + m]
-            if m <= exact_max:
-                xc = np.asarray(x[rows], dtype=np.float64)
-                if not np.all(np.isfinite(xc)):
-                    raise ValueError(f"embedding has non-finite values in class {c}")
-                roots[j] = nodes.alloc(1, c)[0]
-                nodes.link(rows, xc, int(roots[j]), c)
-                bar.update(m)
-            else:
-                roots[j] = _scalable(nodes, rows, x, c, micro_size, rng, bar)
-            log.debug("class %d: %d masks (%s)", c, m, "exact" if m <= exact_max else "scalable")
-    assert nodes.next == len(nodes.left)
-    forest = _to_forest(nodes, roots, n)
+    rngs = rng.spawn(len(classes))
+    sizes = 2 * counts - 1
+    base = np.zeros(len(classes), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=base[1:])
+    total = int(sizes.sum())
+    nodes = _Nodes(total)
+    nodes.next = total
+    order = np.argsort(-counts, kind="stable")  # largest classes first: the slowest start first
+    engine = engine or current()
+
+    def tasks():
+        for j in order.tolist():
+            rows = by_cat[first[j]:first[j] + counts[j]]
+            yield int(classes[j]), rows, x[rows], exact_max, micro_size, rngs[j]
+
+    with tqdm(total=n, desc="cluster trees", unit="mask", disable=None if progress else True) as bar:
+        for j, (left, right, height, row) in zip(order.tolist(), engine.map(class_tree, tasks())):
+            sl = slice(int(base[j]), int(base[j] + sizes[j]))
+            nodes.left[sl] = np.where(left >= 0, left + base[j], -1)
+            nodes.right[sl] = np.where(right >= 0, right + base[j], -1)
+            nodes.height[sl] = height
+            nodes.row[sl] = row
+            nodes.category[sl] = classes[j]
+            bar.update(int(counts[j]))
+            log.debug("class %d: %d masks (%s)", classes[j], counts[j],
+                      "exact" if counts[j] <= exact_max else "scalable")
+    forest = _to_forest(nodes, base, n)
     log.info("built %d cluster trees over %d masks (%d nodes)", len(classes), n, forest.n_nodes)
     return forest
