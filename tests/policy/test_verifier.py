@@ -58,16 +58,35 @@ def _chain_forest():
                   start=start, end=end, height=np.zeros(7), depth=np.array([2, 2, 2, 2, 1, 1, 0], np.int32))
 
 
-def test_tree_context_leaves_out_the_mask_own_answer():
+def test_tree_context_reads_the_nearest_ancestor_with_enough_answers():
     f = _chain_forest()
     yes_p = np.array([1.0, 1.0, 0.0, np.nan])
     ctx = tree_context(f, yes_p, np.arange(4))
-    # mask 0: its own answer excluded, so its nearest ancestor with >= 3 answers is the root
-    # holding masks 1 and 2 only (2 answers) -> not found at level 3
-    assert np.isnan(ctx[0, 0])
-    # mask 3 (unanswered): root has 3 answers, 2 yes -> (2 + 1) / (3 + 2)
-    assert ctx[3, 0] == (2 + 1) / (3 + 2)
-    assert ctx[3, 1] == np.log1p(3)
+    # level 3: only the root holds 3 answers (2 yes) -> (2 + 1) / (3 + 2) for every mask
+    assert np.allclose(ctx[:, 0], 3 / 5)
+    assert np.allclose(ctx[:, 1], np.log1p(3))
+    assert np.isnan(ctx[:, 2]).all()  # no ancestor with 10 answers
+
+
+def test_training_features_never_see_the_row_own_answer():
+    """Cross-fitting: flipping a training row's answer leaves its own features unchanged
+    (a leave-one-out rate would move, and leak the label backwards)."""
+    import pandas as pd
+
+    f = _chain_forest()
+    masks = pd.DataFrame({"score": [0.9, 0.8, 0.7, 0.6], "pred_iou": np.nan, "area": 100.0, "bbox_w": 10.0,
+                          "bbox_h": 10.0, "height": 100, "width": 100, "category_id": 1})
+    q = masks["score"].to_numpy()
+    rows = np.array([0, 1, 2])
+    a = np.array([1.0, 1.0, 0.0, np.nan])
+    b = a.copy()
+    b[0] = 0.0
+    from crowdprop.policy.verifier import training_features
+
+    xa = training_features(masks, f, q, a, rows, np.random.default_rng(0), folds=3)
+    xb = training_features(masks, f, q, b, rows, np.random.default_rng(0), folds=3)
+    assert np.allclose(xa[0], xb[0], equal_nan=True)
+    assert not np.allclose(xa[1:], xb[1:], equal_nan=True)  # the others do see it
 
 
 def test_active_questions_pick_uncertain_centroids_and_random_rest():
