@@ -1,5 +1,8 @@
-"""Accepted masks out, as COCO instances."""
+"""Masks out, as COCO instances with their final label (or as a Label Studio import, see
+:mod:`crowdprop.campaign.labelstudio`)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -8,20 +11,79 @@ from ..policy.controller import mask_status
 from .loop import load_state
 from .store import RunDir
 
+LABELS = {1: "accepted", 0: "rejected", -1: "open"}
+"""Final label of a mask row (:func:`final_status`) by name."""
+STATUSES = ("accepted", "rejected", "open", "all")
+"""What ``crowdprop export --status`` selects."""
+SOURCE_NONE, SOURCE_CLUSTER, SOURCE_VERIFIER, SOURCE_DIRECT = 0, 1, 2, 3
+SOURCES = {SOURCE_NONE: "none", SOURCE_CLUSTER: "cluster", SOURCE_VERIFIER: "verifier", SOURCE_DIRECT: "direct"}
+"""How a final label was decided: ``none`` (open), ``cluster`` (the verdict of an accepted or
+rejected cluster holding the mask), ``verifier`` (reserved for a verifier's verdict),
+``direct`` (the mask's own aggregated answers)."""
+
 
 def final_status(run: RunDir) -> np.ndarray:
     """(n,) int8: 1 accepted, 0 rejected, -1 open, per mask row."""
+    return final_labels(run)[0]
+
+
+def final_labels(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
+    """``(final, source)`` per mask row: :func:`final_status` and how it was decided (codes of
+    :data:`SOURCES`), from the committed rounds."""
     state = load_state(run)
-    return mask_status(run.forest, state.status, state.label_p)
+    final = mask_status(run.forest, state.status, state.label_p)
+    return final, label_sources(final, state.label_p)
 
 
-def export_accepted(run: RunDir, path) -> int:
-    status = final_status(run)
-    masks = run.masks[status == 1]
+def label_sources(final: np.ndarray, label_p: np.ndarray) -> np.ndarray:
+    """(n,) int8 :data:`SOURCES` codes: a mask with its own answers keeps them (``direct``),
+    as :func:`crowdprop.policy.controller.mask_status` decides; any other decided mask took
+    its cluster's verdict."""
+    source = np.full(len(final), SOURCE_NONE, dtype=np.int8)
+    source[np.asarray(final) >= 0] = SOURCE_CLUSTER
+    source[~np.isnan(np.asarray(label_p, dtype=np.float64))] = SOURCE_DIRECT
+    return source
+
+
+def select_status(final: np.ndarray, status: str) -> np.ndarray:
+    """Boolean mask of the rows ``--status`` selects."""
+    if status == "all":
+        return np.ones(len(final), dtype=bool)
+    code = {name: c for c, name in LABELS.items()}[status]
+    return np.asarray(final) == code
+
+
+def default_export_path(run: RunDir, fmt: str = "coco", status: str = "accepted") -> Path:
+    """Where ``crowdprop export RUN_DIR`` writes without ``-o``: ``RUN_DIR/export/``
+    ``annotations.json`` (accepted masks as COCO), ``annotations_<status>.json``, or
+    ``labelstudio.json``."""
+    if fmt == "labelstudio":
+        name = "labelstudio.json"
+    else:
+        name = "annotations.json" if status == "accepted" else f"annotations_{status}.json"
+    return run.path / "export" / name
+
+
+def export_annotations(run: RunDir, path, status: str = "accepted") -> int:
+    """The masks ``status`` selects, as COCO instances whose ``attributes`` hold
+    ``crowdprop_label`` (accepted / rejected / open) and ``crowdprop_source`` (:data:`SOURCES`).
+    Returns the number of annotations written."""
+    final, source = final_labels(run)
+    keep = select_status(final, status)
+    masks = run.masks[keep]
     images = run.table("images")
     cats = run.table("categories")
     used = set(masks["image_id"].tolist())
     images = images[images["id"].isin(used)]
+    what = "masks accepted" if status == "accepted" else f"masks ({status}) with the label decided"
     info = {"description": f"crowdprop export of campaign {run.campaign.get('campaign_id')}: "
-                           f"masks accepted by crowd verification and label propagation"}
-    return write_instances(path, masks, images, cats, info=info)
+                           f"{what} by crowd verification and label propagation"}
+    attributes = [{"crowdprop_label": LABELS[int(f)], "crowdprop_source": SOURCES[int(s)]}
+                  for f, s in zip(final[keep], source[keep])]
+    return write_instances(path, masks, images, cats, info=info, attributes=attributes)
+
+
+def export_accepted(run: RunDir, path) -> int:
+    """The accepted masks as COCO instances (:func:`export_annotations`)."""
+    return export_annotations(run, path, "accepted")
+

@@ -19,7 +19,8 @@ from .. import __version__
 from .. import config as config_mod
 from ..errors import InputError, StateError
 from ..io import atomic_write_text, write_parquet
-from ..masks import load_ground_truth, load_predictions
+from ..masks import load_ground_truth
+from ..masks.formats import read_predictions
 from ..policy.controller import predicted_quality
 from .store import RunDir
 
@@ -92,15 +93,19 @@ def build_trees(run: RunDir, *, progress: bool | None = None) -> None:
 
 def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: str | os.PathLike | None = None,
              features: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None,
-             crowd: dict | None = None, seed: int | None = None, progress: bool | None = None) -> RunDir:
-    """Validate the inputs and create ``run_dir``. Returns the new run directory."""
+             crowd: dict | None = None, seed: int | None = None, progress: bool | None = None,
+             category: str | None = None, category_map: str | os.PathLike | None = None) -> RunDir:
+    """Validate the inputs and create ``run_dir``. Returns the new run directory.
+
+    ``predictions`` in any format of :mod:`crowdprop.masks.formats`; ``category`` or
+    ``category_map`` give Segment Anything masks their class."""
     run_dir = Path(run_dir)
     _check_target(run_dir)
     cfg = config_mod.load(config_path)
     if seed is not None:
         cfg.campaign.seed = int(seed)
     gt_obj = load_ground_truth(gt) if gt is not None else None
-    masks = load_predictions(predictions, gt_obj)
+    masks, named = read_predictions(predictions, gt_obj, category=category, category_map=category_map)
     feats = None
     if features is not None:
         from ..features import load_features
@@ -118,7 +123,8 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
         images = pd.DataFrame({"id": im["image_id"], "file_name": "", "height": im["height"], "width": im["width"],
                                "coco_url": ""})
         cats = np.unique(masks["category_id"])
-        categories = pd.DataFrame({"id": cats, "name": [f"class {c}" for c in cats], "supercategory": ""})
+        categories = named if named is not None else pd.DataFrame(
+            {"id": cats, "name": [f"class {c}" for c in cats], "supercategory": ""})
         gt_ann = None
 
     tmp = run_dir.parent / f".{run_dir.name}.init-{os.getpid()}"

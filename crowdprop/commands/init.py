@@ -1,6 +1,8 @@
 """crowdprop init: validate predictions (and ground truth) and create a run directory."""
 from __future__ import annotations
 
+from ._predictions import add_predictions_args
+
 NAME = "init"
 HELP = "validate predictions (and ground truth) and create a run directory with cluster trees"
 ORDER = 10
@@ -8,7 +10,7 @@ ORDER = 10
 
 def register(p):
     p.add_argument("run_dir", metavar="RUN_DIR", help="new run directory (must not exist or be empty)")
-    p.add_argument("--predictions", required=True, help="COCO results JSON (RLE or polygon segmentation, score)")
+    add_predictions_args(p, required=True)
     p.add_argument("--gt", help="COCO instances ground truth (needed for polygons and for replay)")
     p.add_argument("--features", help=".npy aligned with the predictions, or Parquet keyed by mask_id")
     p.add_argument("--config", help="campaign TOML (see README for every key)")
@@ -23,7 +25,9 @@ def register(p):
                         "needs crowdprop[ray]); the run directory is the same either way")
     p.add_argument("--workers", type=int, metavar="N",
                    help="processes (local) or CPUs (a local Ray); default: this machine's CPUs; 1: all in this process")
-    p.epilog = "example:\n  crowdprop init runs/cars --predictions preds.json --gt instances.json --config campaign.toml"
+    p.epilog = ("examples:\n  crowdprop init runs/cars --predictions preds.json --gt instances.json --config campaign.toml\n"
+                "  crowdprop init runs/cars --predictions output/inference/instances_predictions.pth --gt instances.json\n"
+                "  crowdprop init runs/cars --predictions sam_masks/ --category car --gt instances.json")
 
 
 def run(args) -> int:
@@ -37,7 +41,8 @@ def run(args) -> int:
              "simulated": {"kind": "simulated"}}[args.crowd]
     with make_engine(args.engine, args.workers) as engine, active(engine):
         rd = init_run(args.run_dir, predictions=args.predictions, gt=args.gt, features=args.features,
-                      config_path=args.config, crowd=crowd, seed=args.seed, progress=None)
+                      config_path=args.config, crowd=crowd, seed=args.seed, progress=None,
+                  category=args.category, category_map=args.category_map)
     n = len(rd.masks)
     print(f"created {rd.path}: {n} masks, {len(rd.forest.roots)} class trees; next: crowdprop run {rd.path}")
     return 0

@@ -5,13 +5,15 @@ in this process (the same boto3 calls as on MTurk, simulated workers behind it);
 ``--crowd simulated`` answers in process without HTTP."""
 from __future__ import annotations
 
+from ._predictions import add_predictions_args
+
 NAME = "replay"
 HELP = "dress rehearsal: a whole campaign with simulated workers answering from ground truth"
 ORDER = 5
 
 
 def register(p):
-    p.add_argument("--predictions", help="COCO results JSON (default: the sample shipped with crowdprop)")
+    add_predictions_args(p, required=False, default="the sample shipped with crowdprop")
     p.add_argument("--gt", help="COCO instances ground truth (default: the shipped sample's)")
     p.add_argument("--features", help=".npy aligned with the predictions, or Parquet keyed by mask_id")
     p.add_argument("--config", help="campaign TOML")
@@ -52,6 +54,8 @@ def run(args) -> int:
     preds, gt = args.predictions, args.gt
     if (preds is None) != (gt is None):
         raise InputError("replay", None, "--predictions/--gt", "give both, or neither for the shipped sample")
+    if preds is None and (args.category or args.category_map):
+        raise InputError("command line", None, "--category", "applies to --predictions (Segment Anything masks)")
     config = args.config
     if preds is None:
         preds, gt, sample_config = sample_paths()
@@ -70,7 +74,8 @@ def run(args) -> int:
     print(f"run directory: {run_dir}")
     crowd = {"kind": "mturk-local", "images": args.hit_images} if args.crowd == "local" else {"kind": "simulated"}
     rd = init_run(run_dir, predictions=preds, gt=gt, features=args.features, config_path=config,
-                  crowd=crowd, seed=args.seed, progress=None)
+                  crowd=crowd, seed=args.seed, progress=None, category=args.category,
+                  category_map=args.category_map)
     backend = make_backend(rd)
     if getattr(backend, "handle", None) is not None:
         print(f"simulated workers behind a local MTurk endpoint at {backend.handle.url}", flush=True)
@@ -83,5 +88,5 @@ def run(args) -> int:
     atomic_write_text(rd.path / "report.json", text)
     print(text if args.json else format_report(rep))
     print(f"stopped: {res.stop_reason}. Report: {rd.path / 'report.json'}; "
-          f"export: crowdprop export {rd.path} -o annotations.json")
+          f"export: crowdprop export {rd.path}")
     return 0
