@@ -358,3 +358,27 @@ def test_intervals_match_pixel_centre_test(seed, kind, size):
         if area[i] > 0 and area[j[i]] > 0:
             ref = cocomask.iou([objs[i]], [objs[j[i]]], [0])[0][0]
             assert mine[i] == ref
+
+
+def test_streamed_set_is_the_same_files(tmp_path, made, monkeypatch):
+    """What `crowdprop synth` writes a chunk at a time (no records held) is make + write, byte
+    for byte, whatever the chunk; latent.npz holds the same arrays (zip timestamps differ)."""
+    s, out, gt, df = made
+    monkeypatch.setattr(synth_mod, "STREAM_CHUNK", 97)
+    n = synth_mod.stream_synthetic(N, C, tmp_path / "streamed", seed=SEED, progress=False)
+    assert n == {"predictions": N, "instances": len(s.gt["annotations"]), "images": len(s.gt["images"])}
+    fa, fb = _files(out), _files(tmp_path / "streamed")
+    assert sorted(fb) == sorted(synth_mod.FILES)
+    assert all(fa[k] == fb[k] for k in ("gt.json", "predictions.json", "features.npy", "README.txt"))
+    a, b = np.load(out / "latent.npz"), np.load(tmp_path / "streamed" / "latent.npz")
+    assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_streamed_write_failing_leaves_nothing(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(synth_mod.np, "savez", boom)
+    with pytest.raises(OSError):
+        synth_mod.stream_synthetic(200, 3, tmp_path / "out", seed=1, progress=False)
+    assert list(tmp_path.iterdir()) == []

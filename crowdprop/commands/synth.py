@@ -66,7 +66,7 @@ def register(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..replay.synth import check_output_dir, make_synthetic, write_synthetic
+    from ..replay.synth import check_output_dir, stream_synthetic
 
     if args.classes > args.masks:
         raise InputError("command line", None, "--classes",
@@ -74,13 +74,17 @@ def run(args: argparse.Namespace) -> int:
     if args.image_size > 4096:
         raise InputError("command line", None, "--image-size", f"must be <= 4096, got {args.image_size}")
     check_output_dir(args.out)  # refuse before spending time
+    opts = dict(seed=args.seed, image_size=args.image_size, feature_dim=args.feature_dim, with_pred_iou=args.pred_iou)
     if args.generator == "mixed":
-        from ..replay.synth_mixed import make_mixed as make, write_mixed as write
-    else:
-        make, write = make_synthetic, write_synthetic
-    synth = make(args.masks, args.classes, seed=args.seed, image_size=args.image_size,
-                 feature_dim=args.feature_dim, with_pred_iou=args.pred_iou)
-    out = write(synth, args.out)
-    print(f"wrote {len(synth.predictions)} synthetic predictions, {len(synth.gt['annotations'])} ground-truth "
-          f"instances on {len(synth.gt['images'])} images, {args.classes} classes to {out}")
+        from ..replay.synth_mixed import make_mixed, write_mixed
+
+        synth = make_mixed(args.masks, args.classes, **opts)
+        out = write_mixed(synth, args.out)
+        n = {"predictions": len(synth.predictions), "instances": len(synth.gt["annotations"]),
+             "images": len(synth.gt["images"])}
+    else:  # written as it is made: ten million masks fit in memory
+        out = args.out
+        n = stream_synthetic(args.masks, args.classes, args.out, **opts)
+    print(f"wrote {n['predictions']} synthetic predictions, {n['instances']} ground-truth "
+          f"instances on {n['images']} images, {args.classes} classes to {out}")
     return 0

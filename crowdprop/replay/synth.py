@@ -64,6 +64,7 @@ not depend on chunk sizes.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -73,6 +74,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from pycocotools import mask as _mask
@@ -416,34 +418,55 @@ def render_masks(inst: Instances, p_gt: np.ndarray, direction: np.ndarray, p_phi
     true_iou : ndarray, shape (N,)
         Exact IoU of each prediction with the best same-class instance of its image.
     """
+    gt_rle: list[str] = []
+    p_rle: list[str] = []
+    true_iou = np.empty(len(p_gt))
+    for kind, *rest in render_chunks(inst, p_gt, direction, p_phi, p_target, S, progress=progress):
+        if kind == "gt":
+            gt_rle.extend(rest[1])
+        elif kind == "gt_done":
+            gt_area, gt_box = rest
+        else:
+            sl, rles, iou = rest
+            p_rle.extend(rles)
+            true_iou[sl] = iou
+    return gt_rle, gt_area, gt_box, p_rle, true_iou
+
+
+def render_chunks(inst: Instances, p_gt: np.ndarray, direction: np.ndarray, p_phi: np.ndarray,
+                  p_target: np.ndarray, S: int, *, progress: bool | None = None):
+    """:func:`render_masks` a chunk at a time, holding no RLE string: yields
+    ``("gt", slice, rles)`` per chunk of instances, then ``("gt_done", gt_area, gt_box)``,
+    then ``("pred", slice, rles, true_iou)`` per chunk of predictions."""
     G, N = len(inst.kind), len(p_gt)
     gt_cat, gt_image = inst.category, inst.image
     gt_kind, gt_cx, gt_cy, gt_a, gt_b, gt_theta, gt_verts = (inst.kind, inst.cx, inst.cy, inst.a, inst.b,
                                                              inst.theta, inst.verts)
     n_classes = int(gt_cat.max()) if G else 0
     bar = tqdm(total=G + N, desc="synth", unit="mask", disable=None if progress is None else not progress)
-    # ground truth: intervals (kept for matching) and RLE
-    gt_top = np.empty((G, S), dtype=np.int16)
-    gt_bot = np.empty((G, S), dtype=np.int16)
-    gt_rle: list[str] = []
+    # ground truth: intervals (kept for matching) and RLE; rows 0..S fit a byte up to S = 255
+    small = np.uint8 if S <= 255 else np.int16
+    gt_top = np.empty((G, S), dtype=small)
+    gt_bot = np.empty((G, S), dtype=small)
+    gt_area = np.empty(G)
+    gt_box = np.empty((G, 4))
     for s0 in range(0, G, CHUNK):
         sl = slice(s0, min(G, s0 + CHUNK))
         t, b = _shape_intervals(gt_kind[sl], gt_cx[sl], gt_cy[sl], gt_a[sl], gt_b[sl], gt_theta[sl],
                                 gt_verts[sl], S, S)
         gt_top[sl], gt_bot[sl] = t, b
-        gt_rle.extend(intervals_to_rle(t, b, S))
+        gt_area[sl], gt_box[sl] = interval_area_bbox(t, b)
+        yield "gt", sl, intervals_to_rle(t, b, S)
         bar.update(sl.stop - sl.start)
-    gt_area, gt_box = interval_area_bbox(gt_top, gt_bot)
     if (gt_area == 0).any():  # pragma: no cover - excluded by MIN_AXIS and centre placement
         raise RuntimeError("synthetic ground-truth instance with no pixels")
+    yield "gt_done", gt_area, gt_box
 
     # same-class instances of each image, for the exact best match
     key = gt_image * (n_classes + 1) + gt_cat
     by_key = np.argsort(key, kind="stable")
     sorted_key = key[by_key]
 
-    p_rle: list[str] = []
-    true_iou = np.empty(N)
     for s0 in range(0, N, CHUNK):
         sl = slice(s0, min(N, s0 + CHUNK))
         g = p_gt[sl]
@@ -485,14 +508,12 @@ def render_masks(inst: Instances, p_gt: np.ndarray, direction: np.ndarray, p_phi
             idx = by_key[np.minimum(start + k, G - 1)]
             v = interval_iou(top, bot, gt_top[idx], gt_bot[idx])
             best = np.where(has, np.maximum(best, v), best)
-        true_iou[sl] = best
         area = (bot.astype(np.int32) - top).sum(axis=1)
         if (area == 0).any():  # pragma: no cover - excluded by MIN_AXIS and centre clipping
             raise RuntimeError("synthetic prediction with no pixels")
-        p_rle.extend(intervals_to_rle(top, bot, S))
+        yield "pred", sl, intervals_to_rle(top, bot, S), best
         bar.update(sl.stop - sl.start)
     bar.close()
-    return gt_rle, gt_area, gt_box, p_rle, true_iou
 
 
 def coco_records(desc: str, params: dict, inst: Instances, gt_rle: list, gt_area: np.ndarray, gt_box: np.ndarray,
@@ -541,36 +562,11 @@ def coco_records(desc: str, params: dict, inst: Instances, gt_rle: list, gt_area
     return gt, preds, out
 
 
-def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int = 64, feature_dim: int = 64,
-                   with_pred_iou: bool = True, progress: bool | None = None) -> SyntheticSet:
-    """Make a synthetic prediction set with ground truth and latent modes.
-
-    Parameters
-    ----------
-    n_masks : int
-        Number of predictions N (>= n_classes).
-    n_classes : int
-        Number of classes C (>= 1).
-    seed : int
-        Seed of the one ``numpy.random.Generator`` used.
-    image_size : int
-        Side of the square images in pixels (>= 16).
-    feature_dim : int
-        Feature dimension D (>= 1).
-    with_pred_iou : bool
-        Give every prediction a ``pred_iou`` field.
-    progress : bool or None
-        Show a progress bar; None: only when stderr is a terminal.
-
-    Returns
-    -------
-    SyntheticSet
-        See the module docstring for the generative model.
-    """
-    params = check_params(n_masks, n_classes, seed=seed, image_size=image_size, feature_dim=feature_dim,
-                          with_pred_iou=with_pred_iou)
+def _draw_latent(params: dict, rng: np.random.Generator) -> SimpleNamespace:
+    """Every random number of a set but the per-mask noise: classes, modes, instances, and
+    each prediction's instance, target IoU and perturbation direction (the first draws
+    from ``rng``, in this order)."""
     n_masks, n_classes, S, feature_dim = params["masks"], params["classes"], params["image_size"], params["feature_dim"]
-    rng = np.random.default_rng(int(seed))
 
     # classes: Zipf-like sizes, at least one mask each, rank order shuffled over ids
     rank = rng.permutation(n_classes)
@@ -642,6 +638,47 @@ def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int =
     direction /= np.linalg.norm(direction, axis=1, keepdims=True) + 1e-12
     direction *= STEP_SCALE
     p_phi = rng.uniform(0, 2 * np.pi, N)
+    return SimpleNamespace(N=N, M=M, G=G, n_images=n_images, n_classes=n_classes, inst=inst, p_mode=p_mode,
+                           p_gt=p_gt, p_target=p_target, direction=direction, p_phi=p_phi,
+                           mode_category=mode_category, mode_kind=mode_kind, mode_level=mode_level,
+                           mode_center=mode_center, score_bias=score_bias, piou_bias=piou_bias, gt_ann_id=gt_ann_id)
+
+
+def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int = 64, feature_dim: int = 64,
+                   with_pred_iou: bool = True, progress: bool | None = None) -> SyntheticSet:
+    """Make a synthetic prediction set with ground truth and latent modes.
+
+    Parameters
+    ----------
+    n_masks : int
+        Number of predictions N (>= n_classes).
+    n_classes : int
+        Number of classes C (>= 1).
+    seed : int
+        Seed of the one ``numpy.random.Generator`` used.
+    image_size : int
+        Side of the square images in pixels (>= 16).
+    feature_dim : int
+        Feature dimension D (>= 1).
+    with_pred_iou : bool
+        Give every prediction a ``pred_iou`` field.
+    progress : bool or None
+        Show a progress bar; None: only when stderr is a terminal.
+
+    Returns
+    -------
+    SyntheticSet
+        See the module docstring for the generative model.
+    """
+    params = check_params(n_masks, n_classes, seed=seed, image_size=image_size, feature_dim=feature_dim,
+                          with_pred_iou=with_pred_iou)
+    n_masks, n_classes, S, feature_dim = params["masks"], params["classes"], params["image_size"], params["feature_dim"]
+    rng = np.random.default_rng(int(seed))
+    lat = _draw_latent(params, rng)
+    N, M, G, n_images, inst, p_mode, p_gt = lat.N, lat.M, lat.G, lat.n_images, lat.inst, lat.p_mode, lat.p_gt
+    p_target, direction, p_phi, gt_ann_id = lat.p_target, lat.direction, lat.p_phi, lat.gt_ann_id
+    mode_category, mode_kind, mode_level, mode_center = lat.mode_category, lat.mode_kind, lat.mode_level, lat.mode_center
+    score_bias, piou_bias = lat.score_bias, lat.piou_bias
     feat_noise = rng.standard_normal((N, feature_dim), dtype=np.float32)
     score_noise = rng.normal(0, SCORE_NOISE, N)
     piou_noise = rng.normal(0, PRED_IOU_NOISE, N)
@@ -688,11 +725,18 @@ def readme_head(synth: SetFiles, latent_lines: list[str]) -> list[str]:
 
 
 def readme_correlations(synth: SetFiles) -> str:
-    """The README line giving the Pearson correlations of score (and pred_iou) with the true IoU."""
-    corr_s = _corr([r["score"] for r in synth.predictions], synth.true_iou)
+    """The README line giving the Pearson correlations of score (and pred_iou) with the true IoU.
+
+    ``synth.predictions`` gives the scores, or ``synth.scores`` (score, pred_iou arrays in
+    file order) when the set was written without holding its records."""
+    if getattr(synth, "scores", None) is not None:
+        score, piou = synth.scores
+    else:
+        score = [r["score"] for r in synth.predictions]
+        piou = [r["pred_iou"] for r in synth.predictions] if synth.params["pred_iou"] else None
+    corr_s = _corr(score, synth.true_iou)
     return (f"  Pearson correlation with the true IoU here: score {corr_s:.3f}"
-            + (f", pred_iou {_corr([r['pred_iou'] for r in synth.predictions], synth.true_iou):.3f}"
-               if synth.params["pred_iou"] else "") + ".")
+            + (f", pred_iou {_corr(piou, synth.true_iou):.3f}" if synth.params["pred_iou"] else "") + ".")
 
 
 def readme_text(synth: SyntheticSet) -> str:
@@ -747,6 +791,26 @@ def write_synthetic(synth: SyntheticSet, out_dir: str | os.PathLike) -> Path:
         mode_kind=synth.mode_kind.astype(str), mode_level=synth.mode_level))
 
 
+@contextlib.contextmanager
+def _set_folder(out_dir: str | os.PathLike):
+    """A temporary folder next to ``out_dir`` (new or empty) for the block to write into,
+    renamed to ``out_dir`` when the block ends; removed if it fails."""
+    out = check_output_dir(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        check_output_dir(out)  # still new or empty: rename(2) replaces an empty folder
+        try:
+            os.replace(tmp, out)
+        except OSError as e:
+            raise InputError(out, None, None, f"cannot move the finished files into place: {e.strerror}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_set_files(out_dir: str | os.PathLike, gt: dict, predictions: list, features: np.ndarray, readme: str,
                     latent: dict) -> Path:
     """Write a synthetic set's five files (:data:`FILES`) into ``out_dir`` as a whole or not at all.
@@ -754,10 +818,7 @@ def write_set_files(out_dir: str | os.PathLike, gt: dict, predictions: list, fea
     ``latent`` holds the arrays of latent.npz. The files go into a temporary
     folder next to ``out_dir`` that is renamed to ``out_dir`` at the end.
     """
-    out = check_output_dir(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with _set_folder(out_dir) as tmp:
         atomic_write_bytes(tmp / "gt.json", json.dumps(gt, separators=(",", ":")).encode("utf-8"))
         atomic_write_bytes(tmp / "predictions.json",
                            json.dumps(predictions, separators=(",", ":")).encode("utf-8"))
@@ -768,14 +829,168 @@ def write_set_files(out_dir: str | os.PathLike, gt: dict, predictions: list, fea
         np.savez(buf, **latent)
         atomic_write_bytes(tmp / "latent.npz", buf.getvalue())
         atomic_write_text(tmp / "README.txt", readme)
-        os.chmod(tmp, 0o755)
-        check_output_dir(out)  # still new or empty: rename(2) replaces an empty folder
-        try:
-            os.replace(tmp, out)
-        except OSError as e:
-            raise InputError(out, None, None, f"cannot move the finished files into place: {e.strerror}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    out = Path(out_dir)
     log.info("wrote synthetic set to %s", out)
     return out
+
+
+STREAM_CHUNK = 65_536
+"""Records (and feature rows) :func:`stream_synthetic` writes at a time."""
+
+
+def _npy_header(f, shape: tuple, dtype) -> int:
+    """Write the .npy header :func:`numpy.save` writes for an array of ``shape``; returns its length."""
+    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                             "fortran_order": False, "shape": tuple(shape)})
+    return f.tell()
+
+
+class _Strings:
+    """Strings written one after another to a file, read back by index (through mmap)."""
+
+    def __init__(self, path: Path, n: int):
+        self.path, self.f = path, open(path, "wb")
+        self.end = np.zeros(n + 1, dtype=np.int64)
+        self.k = 0
+
+    def extend(self, strings: list[str]) -> None:
+        data = [s.encode("ascii") for s in strings]
+        np.cumsum([len(b) for b in data], out=self.end[self.k + 1:self.k + 1 + len(data)])
+        self.end[self.k + 1:self.k + 1 + len(data)] += self.end[self.k]
+        self.f.write(b"".join(data))
+        self.k += len(data)
+
+    def reader(self):
+        import mmap
+
+        self.f.close()
+        with open(self.path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.end[-1] else b""
+        end = self.end
+
+        def get(i: int) -> str:
+            return mm[end[i]:end[i + 1]].decode("ascii")
+        return get
+
+
+def _json_array(f, chunks) -> None:
+    """Write ``[`` + the chunks' records + ``]`` exactly as ``json.dumps(all, separators=(",", ":"))``."""
+    f.write(b"[")
+    first = True
+    for records in chunks:
+        if not records:
+            continue
+        text = json.dumps(records, separators=(",", ":"))[1:-1]
+        f.write((text if first else "," + text).encode("utf-8"))
+        first = False
+    f.write(b"]")
+
+
+def stream_synthetic(n_masks: int, n_classes: int, out_dir: str | os.PathLike, *, seed: int, image_size: int = 64,
+                     feature_dim: int = 64, with_pred_iou: bool = True, progress: bool | None = None) -> dict:
+    """:func:`make_synthetic` then :func:`write_synthetic`, without holding the set.
+
+    The same five files byte for byte (latent.npz's zip timestamps aside): the random
+    numbers are drawn in the same order (the per-mask feature noise in chunks, which gives
+    the same numbers as one draw), RLE strings go to scratch files as they are made, and
+    the JSON files, features and latent arrays are written a chunk of
+    :data:`STREAM_CHUNK` records at a time. Memory: the per-mask arrays (about 200 bytes a
+    mask) and each instance's outline (``2 * image_size`` bytes), not the records. Returns
+    ``{"predictions": N, "instances": G, "images": n_images}``.
+    """
+    params = check_params(n_masks, n_classes, seed=seed, image_size=image_size, feature_dim=feature_dim,
+                          with_pred_iou=with_pred_iou)
+    S, D = params["image_size"], params["feature_dim"]
+    with _set_folder(out_dir) as tmp:
+        rng = np.random.default_rng(int(seed))
+        lat = _draw_latent(params, rng)
+        N, G, inst = lat.N, lat.G, lat.inst
+        # features, first pass: the noise term, drawn in chunks, rows in file order
+        with open(tmp / "features.npy", "wb") as f:
+            offset = _npy_header(f, (N, D), np.float32)
+            for a in range(0, N, STREAM_CHUNK):
+                f.write((np.float32(FEATURE_NOISE) * rng.standard_normal((min(N, a + STREAM_CHUNK) - a, D),
+                                                                         dtype=np.float32)).tobytes())
+        score_noise = rng.normal(0, SCORE_NOISE, N)
+        piou_noise = rng.normal(0, PRED_IOU_NOISE, N)
+        gt_rle, p_rle = _Strings(tmp / ".gt_rle", G), _Strings(tmp / ".p_rle", N)
+        true_iou = np.empty(N)
+        for kind, *rest in render_chunks(inst, lat.p_gt, lat.direction, lat.p_phi, lat.p_target, S,
+                                         progress=progress):
+            if kind == "gt":
+                gt_rle.extend(rest[1])
+            elif kind == "gt_done":
+                gt_area, gt_box = rest
+            else:
+                p_rle.extend(rest[1])
+                true_iou[rest[0]] = rest[2]
+        score = np.round(_sigmoid(SCORE_OFFSET + SCORE_SLOPE * (true_iou - 0.5) + lat.score_bias[lat.p_mode]
+                                  + score_noise), 5)
+        pred_iou = np.round(np.clip(true_iou + lat.piou_bias[lat.p_mode] + piou_noise, 0.0, 1.0), 5)
+        p_image = inst.image[lat.p_gt]
+        order = np.lexsort((-score, p_image))  # file order: by image, then score descending
+        # features, second pass: add each row's mode centre
+        row = D * 4
+        with open(tmp / "features.npy", "r+b") as f:
+            for a in range(0, N, STREAM_CHUNK):
+                b = min(N, a + STREAM_CHUNK)
+                f.seek(offset + a * row)
+                noise = np.frombuffer(f.read((b - a) * row), dtype=np.float32).reshape(b - a, D)
+                f.seek(offset + a * row)
+                f.write((lat.mode_center[lat.p_mode[order[a:b]]].astype(np.float32) + noise).tobytes())
+        size = [S, S]
+        get = p_rle.reader()
+        cat_of = inst.category[lat.p_gt]
+
+        def prediction_chunks():
+            for a in range(0, N, STREAM_CHUNK):
+                idx = order[a:a + STREAM_CHUNK]
+                img_l, cat_l, sc_l = p_image[idx].tolist(), cat_of[idx].tolist(), score[idx].tolist()
+                pi_l = pred_iou[idx].tolist()
+                recs = []
+                for k, j in enumerate(idx.tolist()):
+                    rec = {"id": a + k + 1, "image_id": img_l[k], "category_id": cat_l[k],
+                           "segmentation": {"size": size, "counts": get(j)}, "score": sc_l[k]}
+                    if with_pred_iou:
+                        rec["pred_iou"] = pi_l[k]
+                    recs.append(rec)
+                yield recs
+
+        with open(tmp / "predictions.json", "wb") as f:
+            _json_array(f, prediction_chunks())
+        del get
+        os.unlink(tmp / ".p_rle")
+        get = gt_rle.reader()
+
+        def annotation_chunks():
+            for a in range(0, G, STREAM_CHUNK):
+                idx = inst.ann_order[a:a + STREAM_CHUNK]
+                yield [{"id": int(inst.ann_id[j]), "image_id": int(inst.image[j]), "category_id": int(inst.category[j]),
+                        "segmentation": {"size": size, "counts": get(j)}, "area": float(gt_area[j]),
+                        "bbox": gt_box[j].tolist(), "iscrowd": 0} for j in idx.tolist()]
+
+        def image_chunks():
+            for a in range(1, inst.n_images + 1, STREAM_CHUNK):
+                yield [{"id": i, "file_name": f"synthetic_{i:08d}.png", "height": S, "width": S, "coco_url": ""}
+                       for i in range(a, min(inst.n_images + 1, a + STREAM_CHUNK))]
+
+        info = {"description": description(params), "version": __version__, "synthetic": True,
+                "crowdprop_synth": {k: v for k, v in params.items() if k != "version"}}
+        cats = [{"id": k, "name": f"synthetic-class-{k}", "supercategory": "synthetic"}
+                for k in range(1, lat.n_classes + 1)]
+        with open(tmp / "gt.json", "wb") as f:
+            f.write(b'{"info":' + json.dumps(info, separators=(",", ":")).encode() + b',"licenses":[],"images":')
+            _json_array(f, image_chunks())
+            f.write(b',"categories":' + json.dumps(cats, separators=(",", ":")).encode() + b',"annotations":')
+            _json_array(f, annotation_chunks())
+            f.write(b"}")
+        del get
+        os.unlink(tmp / ".gt_rle")
+        np.savez(tmp / "latent.npz", id=np.arange(1, N + 1), true_iou=true_iou[order], target_iou=lat.p_target[order],
+                 mode=lat.p_mode[order], source_ann_id=lat.gt_ann_id[lat.p_gt][order],
+                 mode_category=lat.mode_category, mode_kind=lat.mode_kind.astype(str), mode_level=lat.mode_level)
+        summary = SimpleNamespace(params=params, gt={"images": range(inst.n_images), "annotations": range(G)},
+                                  scores=(score[order], pred_iou[order]), true_iou=true_iou[order])
+        atomic_write_text(tmp / "README.txt", readme_text(summary))
+    log.info("wrote %d synthetic predictions, %d instances, %d images to %s", N, G, inst.n_images, out_dir)
+    return {"predictions": N, "instances": G, "images": inst.n_images}
