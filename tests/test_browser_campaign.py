@@ -76,7 +76,8 @@ def test_a_browser_does_the_hit_and_the_campaign_holds_its_answers(driver, tmp_p
         assert wait_for(lambda: len(listed()) > 0 or not loop.is_alive(), timeout=20.0), "no HIT was published"
         [hit] = listed()
         driver.get(f"{crowd.handle.url}/hits/{hit['HITId']}/accept?workerId={WORKER}")
-        assert "assignmentId=" in driver.current_url
+        driver.find_element(By.ID, "cp-accept").click()  # accepting is a POST
+        assert wait_for(lambda: "assignmentId=" in driver.current_url)
         # the pictures were drawn and are served by the endpoint
         assert wait_for(lambda: driver.execute_script(
             "return document.images.length > 0 && "

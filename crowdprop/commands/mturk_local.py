@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 NAME = "mturk-local"
 HELP = "serve a local MTurk-compatible endpoint (boto3 endpoint_url) whose workers are simulated from ground truth"
@@ -19,7 +20,14 @@ then point boto3 at the printed URL:
 Workers do each HIT as soon as it is created (--work-delay to wait). HITs whose
 RequesterAnnotation contains "manual" (or all HITs with --no-simulate) are left
 for a browser: open URL/ to list HITs and do them. URL/_ledger shows the money.
+
+On an address beyond loopback (--host 0.0.0.0) API calls must be signed with the
+endpoint's own key pair: taken from CROWDPROP_MTURK_LOCAL_ACCESS_KEY_ID and
+CROWDPROP_MTURK_LOCAL_SECRET_ACCESS_KEY, else generated and printed once at start;
+give it to boto3 (or crowdprop run) as its AWS credentials. Traffic is plain HTTP.
 """
+ENV_KEY_ID = "CROWDPROP_MTURK_LOCAL_ACCESS_KEY_ID"
+ENV_SECRET = "CROWDPROP_MTURK_LOCAL_SECRET_ACCESS_KEY"
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -32,9 +40,16 @@ def register(p: argparse.ArgumentParser) -> None:
                      help="a mask is correct when its IoU with ground truth is above this "
                           "(default: the run's campaign.correct_iou, else 0.75)")
     net = p.add_argument_group("endpoint")
-    net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    net.add_argument("--host", default="127.0.0.1",
+                     help="address to bind (default 127.0.0.1, loopback only; any other address requires "
+                          "SigV4-signed API calls)")
     net.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
     net.add_argument("--images-dir", metavar="DIR", help="serve the files of DIR under URL/images/")
+    net.add_argument("--require-signature", action="store_true",
+                     help=f"require signed API calls on loopback too (key pair from ${ENV_KEY_ID} and "
+                          f"${ENV_SECRET}, else generated and printed once)")
+    net.add_argument("--request-timeout", type=float, default=30.0, metavar="S",
+                     help="seconds a client may take to send one whole request (default 30)")
     wk = p.add_argument_group("simulated workers (default: the run's [simulation] table, else its defaults)")
     wk.add_argument("--workers", type=int, default=None, help="number of workers")
     wk.add_argument("--accuracy", type=float, default=None, help="mean accuracy of ordinary workers")
@@ -61,6 +76,26 @@ def _check(ok: bool, flag: str, message: str) -> None:
         raise InputError("command line", None, flag, message)
 
 
+def _credentials(args: argparse.Namespace):
+    """The key pair API calls must be signed with: None on loopback unless --require-signature."""
+    from ..errors import InputError
+    from ..mturk_local import Credentials
+    from ..mturk_local.server import is_loopback
+
+    key_id, secret = os.environ.get(ENV_KEY_ID), os.environ.get(ENV_SECRET)
+    if not (args.require_signature or key_id or secret or not is_loopback(args.host)):
+        return None
+    if bool(key_id) != bool(secret):
+        raise InputError("environment", None, ENV_SECRET if key_id else ENV_KEY_ID,
+                         f"set both {ENV_KEY_ID} and {ENV_SECRET}, or neither")
+    if not key_id:
+        return Credentials.generate()
+    try:
+        return Credentials(key_id, secret)
+    except ValueError as e:
+        raise InputError("environment", None, ENV_KEY_ID, str(e)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import time
@@ -83,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         _check(0.0 <= getattr(args, flag) <= 1.0, "--" + flag.replace("_", "-"), "must be in [0, 1]")
     _check(args.throttle + args.errors <= 1.0, "--errors", "--throttle + --errors must be <= 1")
     _check(args.latency >= 0, "--latency", "must be >= 0")
+    _check(0 < args.request_timeout <= 3600, "--request-timeout", "must be in (0, 3600]")
+    credentials = _credentials(args)
 
     conf = cfg.Config()
     if args.run_dir:
@@ -112,16 +149,22 @@ def run(args: argparse.Namespace) -> int:
     local = LocalMTurk(truth, pool, balance=args.balance, faults=faults, images_dir=args.images_dir,
                        work_delay=args.work_delay, simulate=not args.no_simulate,
                        unanswered_share=args.unanswered)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        import logging
-
-        logging.getLogger(__name__).warning("binding to %s: the endpoint has no authentication", args.host)
     try:
-        handle = serve(local, host=args.host, port=args.port)
+        handle = serve(local, host=args.host, port=args.port, credentials=credentials,
+                       request_timeout_s=args.request_timeout)
     except OSError as e:
         _check(False, "--port", f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
     n_correct = sum(truth.values())
     print(f"local MTurk endpoint: {handle.url}", flush=True)
+    if credentials is not None:
+        if os.environ.get(ENV_SECRET):
+            print(f"  API calls must be signed (SigV4) with access key id {credentials.access_key_id} "
+                  f"and the secret in ${ENV_SECRET}", flush=True)
+        else:
+            print("  API calls must be signed (SigV4) with this key pair, shown once: "
+                  f"AWS_ACCESS_KEY_ID={credentials.access_key_id} "
+                  f"AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}", flush=True)
+        print("  worker pages have no login and everything travels as plain HTTP", flush=True)
     print(f"  {len(truth)} masks from {source} ({n_correct} correct), {len(pool)} simulated workers "
           f"(seed {seed}){'' if local.simulate else ', simulation off'}", flush=True)
     print(f"  HITs: {handle.url}/   ledger: {handle.url}/_ledger   Ctrl-C to stop", flush=True)

@@ -7,24 +7,35 @@ Routes
     ``X-Amz-Target: MTurkRequesterServiceV20170117.<Operation>``, JSON body,
     JSON answer; errors are HTTP 400 (or 5xx) with
     ``{"__type": "RequestError" | "ServiceFault" | "ThrottlingException", "Message", "TurkErrorCode"}``.
+    With ``credentials`` (required when the endpoint listens beyond loopback)
+    every call must be SigV4-signed with that key pair (:mod:`.auth`).
     Faults (:class:`~crowdprop.mturk_local.faults.FaultConfig`) apply here only.
 ``GET /hits/<HITId>?assignmentId=&workerId=&hitId=&turkSubmitTo=``
     The HIT's worker page (its HTMLQuestion's HTMLContent). Without
     ``assignmentId`` it redirects to the preview
-    (``assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE``); with an assignment id and a
-    ``workerId`` the worker accepts the HIT under that assignment id.
+    (``assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE``); otherwise the assignment
+    must be one that ``workerId`` accepted on this HIT (403 if not).
 ``GET /hits/<HITId>/accept?workerId=W``
-    Accept the HIT as worker ``W`` and redirect to its page with a fresh ``assignmentId``.
+    A page with the accept button (a form that POSTs the next route).
+``POST /hits/<HITId>/accept`` (form field ``workerId``)
+    Accept the HIT as worker ``W`` (an MTurk worker id, ``^A[A-Z0-9]{1,63}$``);
+    303 to its page with a new, random ``assignmentId``.
 ``POST /mturk/externalSubmit``
-    The worker page's form (``assignmentId`` + one field per question); the
-    worker is ``workerId`` from the query string (or the form), the HIT is the
-    one the assignment was issued for (or ``hitId``).
+    The worker page's form (``assignmentId`` + one field per question). The
+    assignment must have been accepted, and ``workerId`` (the query string's or
+    the form's; every one given must agree) must be its worker.
 ``GET /images/<path>``
     Files under ``images_dir`` (nothing outside it).
 ``GET /_ledger``
     :meth:`LocalMTurk.ledger` as JSON.
 ``GET /``
-    A list of HITs with links for doing them in a browser.
+    A list of HITs with forms for doing them in a browser.
+
+GET and HEAD never change anything (work that time has made due is brought up
+to date, as on every request). Bodies are bounded (:data:`MAX_BODY`,
+:data:`MAX_FORM_BYTES`, :data:`MAX_FORM_FIELDS`), and a request must arrive
+whole within ``request_timeout_s`` of its first byte (of the connection being
+idle) or the connection is closed without an answer.
 
 Example::
 
@@ -35,32 +46,68 @@ Example::
 from __future__ import annotations
 
 import html
-import itertools
+import ipaddress
 import json
 import logging
 import mimetypes
+import re
+import socket
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from . import auth
+from .auth import Credentials
 from .service import ASSIGNMENT_ID_NOT_AVAILABLE, TARGET_PREFIX, LocalMTurk, MTurkError
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/x-amz-json-1.1"
-MAX_BODY = 8 * 1024 * 1024
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_BODY = 1024 * 1024
+"""An API request body (a Question, a Test and an AnswerKey are at most 64 KB each)."""
+MAX_FORM_BYTES = 256 * 1024
+"""A worker's form (500 yes/no questions take about 20 KB)."""
+MAX_FORM_FIELDS = 2000
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is only ever this machine."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    addrs = {info[4][0].split("%", 1)[0] for info in infos}
+    return bool(addrs) and all(ipaddress.ip_address(a).is_loopback for a in addrs)
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, handler, local: LocalMTurk):
+    def __init__(self, address, handler, local: LocalMTurk, *, credentials: Credentials | None,
+                 request_timeout_s: float):
+        if request_timeout_s <= 0:
+            raise ValueError("request_timeout_s must be > 0")
         self.local = local
-        self.request_ids = itertools.count(1)
+        self.credentials = credentials
+        self.request_timeout_s = float(request_timeout_s)
+        self._deadlines: dict[_Handler, float] = {}
+        self._deadlines_lock = threading.Lock()
+        self._closing = threading.Event()
         super().__init__(address, handler)
+        host = self.server_address[0]
+        if credentials is None and not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback:
+            self.server_close()
+            raise ValueError(f"an endpoint listening on {host} (beyond loopback) needs credentials: its API calls "
+                             "must be signed with a key pair it knows")
+        self._reaper = threading.Thread(target=self._reap, name="mturk-local-timeouts", daemon=True)
+        self._reaper.start()
 
     @property
     def base_url(self) -> str:
@@ -68,12 +115,65 @@ class _Server(ThreadingHTTPServer):
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}"
 
+    # A request must arrive whole within request_timeout_s: one thread closes the connections that overstay.
+    def arm(self, handler: "_Handler") -> None:
+        with self._deadlines_lock:
+            self._deadlines[handler] = time.monotonic() + self.request_timeout_s
+
+    def disarm(self, handler: "_Handler") -> None:
+        with self._deadlines_lock:
+            self._deadlines.pop(handler, None)
+
+    def _reap(self) -> None:
+        tick = min(0.25, self.request_timeout_s / 4)
+        while not self._closing.wait(tick):
+            now = time.monotonic()
+            with self._deadlines_lock:
+                late = [h for h, d in self._deadlines.items() if d <= now]
+                for h in late:
+                    del self._deadlines[h]
+            for h in late:
+                h.timed_out = True
+                try:
+                    h.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                log.debug("local MTurk: %s did not send a whole request within %.0f s; connection closed",
+                          h.client_address[0], self.request_timeout_s)
+
+    def server_close(self) -> None:
+        self._closing.set()
+        super().server_close()
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     server: _Server
     server_version = "crowdprop-mturk-local"
+    timed_out = False
+
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout_s  # also the socket's timeout: idle reads and stuck writes
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        self.server.arm(self)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.disarm(self)
+
+    def parse_request(self) -> bool:
+        # a request line cut short (the connection closed or timed out mid-line) is no request
+        if not self.raw_requestline.endswith(b"\n"):
+            self.close_connection = True
+            return False
+        ok = super().parse_request()
+        if self.timed_out:
+            self.close_connection = True
+            return False
+        return ok
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -90,40 +190,88 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_json(self, status: int, obj: dict, *, api: bool = True) -> None:
-        rid = f"00000000-0000-4000-8000-{next(self.server.request_ids):012d}"
         self._send(status, json.dumps(obj).encode("utf-8"), JSON_TYPE if api else "application/json",
-                   {"x-amzn-RequestId": rid})
+                   {"x-amzn-RequestId": str(uuid.uuid4())})
 
     def _send_page(self, status: int, title: str, text: str) -> None:
+        self._send_html(status, title, f"<p>{html.escape(text)}</p>")
+
+    def _send_html(self, status: int, title: str, inner: str) -> None:
         body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-                f"<body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>")
+                f"<body><h1>{html.escape(title)}</h1>{inner}</body></html>")
         self._send(status, body.encode("utf-8"), "text/html; charset=utf-8")
 
-    def _read_body(self) -> bytes | None:
+    def _refuse(self, e: MTurkError, title: str = "Request refused") -> None:
+        code = e.turk_code or ""
+        status = 404 if code.endswith("DoesNotExist") else 403 if code.endswith("PermissionDenied") else 400
+        self._send_page(status, title, e.message)
+
+    def _self_url(self) -> str:
+        """This endpoint's URL as the client reached it (its Host header), for turkSubmitTo."""
+        host = self.headers.get("Host", "")
+        return f"http://{host}" if len(host) <= 255 and _HOST.match(host) else self.server.base_url
+
+    def _read_body(self, limit: int) -> bytes | None:
+        """The body, whole; None (after answering, or with the connection closed) otherwise."""
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._send_page(411, "Length required", "Send the body with a Content-Length.")
+            return None
         try:
             n = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             n = -1
-        if n < 0 or n > MAX_BODY:
+        if n < 0 or n > limit:
             self.close_connection = True
-            self._send_page(413, "Request too large", "The request body is too large.")
+            self._send_page(413, "Request too large", f"The request body is over {limit} bytes.")
             return None
-        return self.rfile.read(n) if n else b""
+        body = self.rfile.read(n) if n else b""
+        if len(body) != n or self.timed_out:  # the client went away or took too long
+            self.close_connection = True
+            return None
+        self.server.disarm(self)
+        return body
+
+    def _form(self, body: bytes) -> list[tuple[str, str]] | None:
+        if FORM_TYPE not in self.headers.get("Content-Type", ""):
+            self._send_page(415, "Request refused", f"Submit the form as {FORM_TYPE}.")
+            return None
+        try:
+            return parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except UnicodeDecodeError:
+            self._send_page(400, "Request refused", "The form is not UTF-8.")
+        except ValueError:
+            self._send_page(413, "Request too large", f"The form has over {MAX_FORM_FIELDS} fields.")
+        return None
 
     # ------------------------------------------------------------ routes
     def do_POST(self) -> None:
         url = urlsplit(self.path)
-        body = self._read_body()
+        path = unquote(url.path)
+        api = url.path == "/"
+        body = self._read_body(MAX_BODY if api else MAX_FORM_BYTES)
         if body is None:
             return
-        if url.path == "/mturk/externalSubmit":
-            self._external_submit(url.query, body)
-        elif url.path == "/":
+        if api:
             self._api(body)
+            return
+        if path == "/mturk/externalSubmit" or (path.startswith("/hits/") and path.endswith("/accept")):
+            fields = self._form(body)
+            if fields is None:
+                return
+            query = parse_qsl(url.query, keep_blank_values=True)
+            try:
+                if path == "/mturk/externalSubmit":
+                    self._external_submit(query, fields)
+                else:
+                    self._accept(path[len("/hits/"):-len("/accept")], query, fields)
+            except MTurkError as e:
+                self._refuse(e)
         else:
-            self._send_page(404, "Not found", url.path)
+            self._send_page(404, "Not found", path)
 
     def do_GET(self) -> None:
+        self.server.disarm(self)
         url = urlsplit(self.path)
         path = unquote(url.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
@@ -134,7 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif path.startswith("/images/"):
                 self._image(url.path[len("/images/"):])
             elif path.startswith("/hits/") and path.endswith("/accept"):
-                self._accept(path[len("/hits/"):-len("/accept")], query)
+                self._accept_page(path[len("/hits/"):-len("/accept")], query)
             elif path.startswith("/hits/"):
                 self._hit_page(path[len("/hits/"):], query)
             elif path == "/":
@@ -142,13 +290,20 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send_page(404, "Not found", path)
         except MTurkError as e:
-            status = 404 if (e.turk_code or "").endswith("DoesNotExist") else 400
-            self._send_page(status, "Request refused", e.message)
+            self._refuse(e)
 
     do_HEAD = do_GET
 
     def _api(self, body: bytes) -> None:
         local = self.server.local
+        if self.server.credentials is not None:
+            try:
+                auth.check(self.server.credentials, method=self.command, path=self.path, headers=self.headers,
+                           body=body)
+            except auth.AuthError as e:
+                log.info("local MTurk: refused an API call from %s: %s", self.client_address[0], e.type)
+                self._send_json(e.status, e.body())
+                return
         target = self.headers.get("X-Amz-Target", "")
         prefix, _, operation = target.partition(".")
         if prefix != TARGET_PREFIX or not operation:
@@ -169,7 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
             params = json.loads(body.decode("utf-8")) if body.strip() else {}
             if not isinstance(params, dict):
                 raise ValueError("expected a JSON object")
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             self._send_json(400, {"__type": "SerializationException", "Message": f"Malformed request body: {e}"})
             return
         try:
@@ -193,43 +348,49 @@ class _Handler(BaseHTTPRequestHandler):
         page = local.hit_page(hit_id)  # 404-ish MTurkError if unknown
         aid = query.get("assignmentId")
         if not aid:
-            q = {"assignmentId": ASSIGNMENT_ID_NOT_AVAILABLE, "hitId": hit_id,
-                 "turkSubmitTo": self.server.base_url}
+            q = {"assignmentId": ASSIGNMENT_ID_NOT_AVAILABLE, "hitId": hit_id, "turkSubmitTo": self._self_url()}
             self._send(302, b"", "text/plain", {"Location": f"/hits/{quote(hit_id)}?{urlencode(q)}"})
             return
-        if aid != ASSIGNMENT_ID_NOT_AVAILABLE and query.get("workerId"):
-            # opening the page with an assignment id and a worker id accepts the HIT
-            local.accept(hit_id, query["workerId"], aid)
+        if aid != ASSIGNMENT_ID_NOT_AVAILABLE:
+            local.check_holder(aid, query.get("workerId") or None, hit_id)  # 403 unless it is this worker's
         self._send(200, page.encode("utf-8"), "text/html; charset=utf-8")
 
-    def _accept(self, hit_id: str, query: dict) -> None:
-        worker = query.get("workerId")
+    @staticmethod
+    def _accept_form(hit_id: str, worker: str, button_id: str = "") -> str:
+        bid = f" id='{button_id}'" if button_id else ""
+        return (f"<form method='post' action='/hits/{html.escape(quote(hit_id))}/accept'>"
+                f"<label>worker id <input name=\"workerId\" value=\"{html.escape(worker)}\" required "
+                f"pattern='A[A-Z0-9]{{1,63}}' size='20'></label> <button type='submit'{bid}>Accept</button></form>")
+
+    def _accept_page(self, hit_id: str, query: dict) -> None:
+        self.server.local.hit_page(hit_id)  # 404-ish MTurkError if unknown
+        worker = query.get("workerId", "")[:64]
+        self._send_html(200, f"Accept HIT {hit_id}",
+                        f"<p><a href='/hits/{html.escape(quote(hit_id))}'>preview</a></p>"
+                        + self._accept_form(hit_id, worker, "cp-accept"))
+
+    @staticmethod
+    def _one(name: str, *sources: list[tuple[str, str]]) -> str | None:
+        """The one value of field ``name`` over the query and the form (a refusal if they disagree)."""
+        values = {v for src in sources for k, v in src if k == name and v}
+        if len(values) > 1:
+            raise MTurkError(f"The request gives {len(values)} different {name} values.",
+                             "AWS.MechanicalTurk.PermissionDenied")
+        return values.pop() if values else None
+
+    def _accept(self, hit_id: str, query: list[tuple[str, str]], form: list[tuple[str, str]]) -> None:
+        worker = self._one("workerId", query, form)
         if not worker:
-            self._send_page(400, "Request refused", "Give ?workerId=... to accept a HIT.")
+            self._send_page(400, "Request refused", "Give the form field workerId to accept a HIT.")
             return
         aid = self.server.local.accept(hit_id, worker)
-        q = {"assignmentId": aid, "hitId": hit_id, "workerId": worker, "turkSubmitTo": self.server.base_url}
-        self._send(302, b"", "text/plain", {"Location": f"/hits/{quote(hit_id)}?{urlencode(q)}"})
+        q = {"assignmentId": aid, "hitId": hit_id, "workerId": worker, "turkSubmitTo": self._self_url()}
+        self._send(303, b"", "text/plain", {"Location": f"/hits/{quote(hit_id)}?{urlencode(q)}"})
 
-    def _external_submit(self, query: str, body: bytes) -> None:
-        ctype = self.headers.get("Content-Type", "")
-        if "application/x-www-form-urlencoded" not in ctype:
-            self._send_page(415, "Request refused", "Submit the form as application/x-www-form-urlencoded.")
-            return
-        try:
-            fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-        except UnicodeDecodeError:
-            self._send_page(400, "Request refused", "The form is not UTF-8.")
-            return
-        q = dict(parse_qsl(query, keep_blank_values=True))
-        form = dict(fields)
-        worker = q.get("workerId") or form.get("workerId") or None
-        hit_id = q.get("hitId") or form.get("hitId") or None
-        try:
-            aid = self.server.local.external_submit(fields, worker_id=worker, hit_id=hit_id)
-        except MTurkError as e:
-            self._send_page(400, "Submission refused", e.message)
-            return
+    def _external_submit(self, query: list[tuple[str, str]], fields: list[tuple[str, str]]) -> None:
+        worker = self._one("workerId", query, fields)
+        hit_id = self._one("hitId", query, fields)
+        aid = self.server.local.external_submit(fields, worker_id=worker, hit_id=hit_id)
         self._send_page(200, "HIT submitted", f"Thank you. Assignment {aid} was submitted.")
 
     def _image(self, rel: str) -> None:
@@ -262,14 +423,13 @@ class _Handler(BaseHTTPRequestHandler):
         rows = "".join(
             f"<tr><td>{html.escape(h['HITId'])}</td><td>{html.escape(h['HITStatus'])}</td>"
             f"<td>{html.escape(h.get('RequesterAnnotation', ''))}</td>"
-            f"<td><a href='/hits/{quote(h['HITId'])}'>preview</a>"
-            + (f" · <a href='/hits/{quote(h['HITId'])}/accept?workerId=ALOCALWORKER'>do it as ALOCALWORKER</a>"
-               if h["HITStatus"] == "Assignable" else "") + "</td></tr>"
+            f"<td><a href='/hits/{html.escape(quote(h['HITId']))}'>preview</a></td><td>"
+            + (self._accept_form(h["HITId"], "ALOCALWORKER") if h["HITStatus"] == "Assignable" else "")
+            + "</td></tr>"
             for h in hits)
-        body = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>local MTurk</title></head><body>"
-                f"<h1>local MTurk: {len(hits)} HITs</h1><p><a href='/_ledger'>ledger</a></p>"
-                f"<table><tr><th>HIT</th><th>status</th><th>annotation</th><th></th></tr>{rows}</table></body></html>")
-        self._send(200, body.encode("utf-8"), "text/html; charset=utf-8")
+        self._send_html(200, f"local MTurk: {len(hits)} HITs",
+                        "<p><a href='/_ledger'>ledger</a></p><table><tr><th>HIT</th><th>status</th>"
+                        f"<th>annotation</th><th></th><th>do it as</th></tr>{rows}</table>")
 
 
 class Handle:
@@ -298,16 +458,26 @@ class Handle:
         self.stop()
 
 
-def make_server(local: LocalMTurk, host: str = "127.0.0.1", port: int = 0) -> _Server:
-    """An HTTP server for ``local`` bound to ``host:port`` (0: a free port); not started."""
-    return _Server((host, port), _Handler, local)
+def make_server(local: LocalMTurk, host: str = "127.0.0.1", port: int = 0, *,
+                credentials: Credentials | None = None,
+                request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> _Server:
+    """An HTTP server for ``local`` bound to ``host:port`` (0: a free port); not started.
+
+    ``credentials``: API calls must be SigV4-signed with this key pair; required
+    (ValueError) when the bound address is not a loopback address.
+    ``request_timeout_s``: how long a client may take to send one whole request.
+    """
+    return _Server((host, port), _Handler, local, credentials=credentials, request_timeout_s=request_timeout_s)
 
 
-def serve(local: LocalMTurk, host: str = "127.0.0.1", port: int = 0) -> Handle:
-    """Serve ``local`` from a daemon thread; returns a :class:`Handle` (use it in ``with``)."""
-    server = make_server(local, host, port)
+def serve(local: LocalMTurk, host: str = "127.0.0.1", port: int = 0, *, credentials: Credentials | None = None,
+          request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> Handle:
+    """Serve ``local`` from a daemon thread; returns a :class:`Handle` (use it in ``with``).
+
+    See :func:`make_server` for ``credentials`` and ``request_timeout_s``."""
+    server = make_server(local, host, port, credentials=credentials, request_timeout_s=request_timeout_s)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name=f"mturk-local:{server.server_address[1]}", daemon=True)
     thread.start()
-    log.info("local MTurk endpoint at %s", server.base_url)
+    log.info("local MTurk endpoint at %s%s", server.base_url, " (signed API calls only)" if credentials else "")
     return Handle(server, thread)

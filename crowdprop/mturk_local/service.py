@@ -14,7 +14,9 @@ whose qualifications do not meet the HIT's requirements) preview it. After
 ``work_delay`` real seconds each accepts and submits: the questions are read
 from the page (fieldsets with ``data-question-id`` / ``data-mask-id``) and each
 is answered ``pool.answer(worker, f"{key}:{question_id}", truth[mask_id])``
-where ``key`` is the HIT's ``UniqueRequestToken`` (its HIT id when it has none).
+where ``key`` is the HIT's ``UniqueRequestToken`` (``#<n>`` for the n-th HIT
+created, from 0, when it has none): answers depend on the pool's seed and the
+requests, never on ids.
 ``AcceptTime`` is the server clock at that moment and ``SubmitTime`` is
 ``AcceptTime + pool.seconds(worker, key, n_questions)``.
 
@@ -24,6 +26,14 @@ done in a browser through the worker page (:meth:`LocalMTurk.accept`,
 :meth:`LocalMTurk.external_submit`). A share ``unanswered_share`` of assignment
 slots (drawn per HIT from the pool seed) is never taken, so expiry and re-asking
 can be exercised. Workers who have only previewed when the HIT expires drop out.
+
+Ids
+---
+HIT, assignment and qualification type ids are random (:mod:`secrets`), in
+MTurk's style (30 upper-case letters and digits): nobody can guess the id of
+another worker's assignment or of work yet to come. An assignment id is only
+ever made by the endpoint; a browser worker submits the one :meth:`accept`
+gave them, under their own worker id.
 
 Qualification tests
 -------------------
@@ -63,6 +73,8 @@ import json
 import logging
 import math
 import re
+import secrets
+import string
 import threading
 import time
 from dataclasses import dataclass, field
@@ -114,6 +126,9 @@ ALL_OPERATIONS = (
 """Every operation of MTurk's 2017-01-17 API (botocore's service model)."""
 
 _ENTITY_ID = re.compile(r"^[A-Z0-9]+$")
+_WORKER_ID = re.compile(r"^A[A-Z0-9]{1,63}$")
+"""MTurk's WorkerId (``^A[A-Z0-9]+$``, at most 64 characters): what a browser worker may call themself."""
+_ID_ALPHABET = string.ascii_uppercase + string.digits
 _CURRENCY = re.compile(r"^[0-9]+(\.)?[0-9]{0,2}$")
 _PUBLIC_STATES = ("Submitted", "Approved", "Rejected")
 
@@ -276,7 +291,7 @@ class LocalMTurk:
         self.simulate = bool(simulate)
         self.unanswered_share = float(unanswered_share)
         self._lock = threading.RLock()
-        self._ids = itertools.count()
+        self._hit_count = itertools.count()
         self._seq = itertools.count()
         self._initial_cents = _to_cents(balance)
         self._balance_cents = self._initial_cents
@@ -323,10 +338,11 @@ class LocalMTurk:
         return MTurkError(f"{message} ({int(self.clock() * 1000)})", code, **kw)
 
     def _new_id(self, kind: str, length: int = 30) -> str:
-        n = next(self._ids)
-        h = hashlib.blake2b(f"{kind}\x1f{self.pool.seed}\x1f{n}".encode(), digest_size=20).digest()
-        body = base64.b32encode(h).decode("ascii").rstrip("=")
-        return ("3" + body)[:length]
+        """A fresh random id of ``length`` upper-case letters and digits (``kind`` names what it is for)."""
+        while True:
+            new = "3" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(length - 1))
+            if new not in self._hits and new not in self._assignments and new not in self._qual_types:
+                return new
 
     @staticmethod
     def _token(kind: str, seq: int) -> str:
@@ -720,9 +736,10 @@ class LocalMTurk:
             if seen is not None and now - seen[1] < TOKEN_LIFETIME_S:
                 raise self._err(f'The HIT with ID "{seen[0]}" already exists.', "AWS.MechanicalTurk.HitAlreadyExists")
         hid = self._new_id("hit")
+        n = next(self._hit_count)
         hit = _Hit(hid, next(self._seq), t, "3" + t.id[1:][::-1], question, doc.kind, doc.html,
                    page_questions(doc.html) if doc.html is not None else [], max_asg, now, now + lifetime,
-                   annotation, token, token if token is not None else hid)
+                   annotation, token, token if token is not None else f"#{n}")
         hit.simulated = doc.kind == "HTMLQuestion" and "manual" not in (annotation or "").lower()
         self._hits[hid] = hit
         if token is not None:
@@ -1034,43 +1051,57 @@ class LocalMTurk:
                 raise self._err(f"Hit {hit_id} has no HTMLQuestion page.", "AWS.MechanicalTurk.InvalidHITState")
             return hit.html
 
-    def accept(self, hit_id: str, worker_id: str, assignment_id: str | None = None) -> str:
-        """A (browser) worker accepts a HIT; returns the assignment id (new unless given).
+    def accept(self, hit_id: str, worker_id: str) -> str:
+        """A (browser) worker accepts a HIT; returns the new assignment's (random) id.
 
-        Accepting again with an assignment id this worker already holds on this
-        HIT returns it unchanged (a reload of the worker page)."""
+        ``worker_id`` must look like an MTurk worker id (``^A[A-Z0-9]{1,63}$``), so
+        that the requester can block it. A worker holds at most one assignment of a
+        HIT: accepting again is refused (handing back the held id would give it to
+        anyone who knows the worker id)."""
+        if not isinstance(worker_id, str) or not _WORKER_ID.match(worker_id):
+            raise MTurkError("A worker id is an upper-case A followed by 1 to 63 upper-case letters and digits.",
+                             "AWS.ParameterOutOfRange")
         with self._lock:
             self._advance()
             hit = self._get_hit(hit_id)
             now = self.clock()
-            if assignment_id is not None:
-                held = self._assignments.get(assignment_id)
-                if held is not None:
-                    if held.hit_id != hit_id or held.worker_id != worker_id:
-                        raise self._err(f"Assignment {assignment_id} belongs to another worker or HIT.",
-                                        "AWS.MechanicalTurk.PermissionDenied")
-                    return held.id
-                if not _ENTITY_ID.match(assignment_id) or len(assignment_id) > 64:
-                    raise self._err(f"Assignment id '{assignment_id}' is invalid.", "AWS.ParameterOutOfRange")
             if self._status(hit, now)[0] != "Assignable":
                 raise self._err(f"Hit {hit_id} is not available.", "AWS.MechanicalTurk.InvalidHITState")
             if not self._can_work(worker_id, hit):
-                raise self._err(f"Worker {worker_id} may not work on HIT {hit_id}.",
+                raise self._err(f"Worker {worker_id} may not work on HIT {hit_id} (blocked, not qualified, "
+                                "or already holding or done with one of its assignments).",
                                 "AWS.MechanicalTurk.PermissionDenied")
-            a = _Assignment(assignment_id or self._new_id("assignment"), hit.id, worker_id, "Accepted", "browser",
+            a = _Assignment(self._new_id("assignment"), hit.id, worker_id, "Accepted", "browser",
                             accept_time=now, deadline=now + hit.type.assignment_duration)
             self._assignments[a.id] = a
             self._accepted.add(a.id)
             hit.assignments.append(a.id)
             return a.id
 
+    def _browser_assignment(self, assignment_id: str, worker_id: str | None, hit_id: str | None) -> _Assignment:
+        """The browser assignment ``assignment_id`` if ``worker_id`` holds it (on ``hit_id``, when given)."""
+        a = self._assignments.get(assignment_id)
+        if a is None or a.source != "browser" or (hit_id is not None and a.hit_id != hit_id):
+            raise self._err(f"Assignment {assignment_id[:64]} does not exist on this HIT: accept the HIT first.",
+                            "AWS.MechanicalTurk.AssignmentDoesNotExist")
+        if worker_id is None or worker_id != a.worker_id:
+            raise self._err(f"Assignment {assignment_id} is not this worker's (give the workerId that accepted it).",
+                            "AWS.MechanicalTurk.PermissionDenied")
+        return a
+
+    def check_holder(self, assignment_id: str, worker_id: str | None, hit_id: str) -> None:
+        """Raise :class:`MTurkError` unless ``worker_id`` accepted ``assignment_id`` on ``hit_id`` (changes nothing)."""
+        with self._lock:
+            self._advance()
+            self._browser_assignment(assignment_id, worker_id, hit_id)
+
     def external_submit(self, fields: Iterable[tuple[str, str]], *, worker_id: str | None = None,
                         hit_id: str | None = None) -> str:
         """What MTurk does with a POST to ``/mturk/externalSubmit``.
 
-        Every field except ``assignmentId`` becomes an Answer. The assignment is
-        one issued by :meth:`accept`, or a new one for ``worker_id`` on
-        ``hit_id``. Returns the assignment id.
+        Every field except ``assignmentId`` becomes an Answer. The assignment must
+        be one :meth:`accept` issued to ``worker_id`` (on ``hit_id``, when given)
+        and still open. Returns the assignment id.
         """
         fields = list(fields)
         aids = [v for k, v in fields if k == "assignmentId"]
@@ -1084,30 +1115,11 @@ class LocalMTurk:
         with self._lock:
             self._advance()
             now = self.clock()
-            a = self._assignments.get(aid)
-            if a is not None:
-                if a.state != "Accepted":
-                    raise self._err(f"Assignment {aid} has already been submitted or is no longer available.",
-                                    "AWS.MechanicalTurk.InvalidAssignmentState")
-                if worker_id is not None and worker_id != a.worker_id:
-                    raise self._err(f"Assignment {aid} belongs to another worker.", "AWS.MechanicalTurk.PermissionDenied")
-                hit = self._hits[a.hit_id]
-            else:
-                if not _ENTITY_ID.match(aid) or len(aid) > 64:
-                    raise self._err(f"Assignment id '{aid}' is invalid.", "AWS.ParameterOutOfRange")
-                if worker_id is None or hit_id is None:
-                    raise self._err(f"Assignment {aid} does not exist; give workerId and hitId to submit a new one.",
-                                    "AWS.MechanicalTurk.AssignmentDoesNotExist")
-                hit = self._get_hit(hit_id)
-                if self._status(hit, now)[0] != "Assignable":
-                    raise self._err(f"Hit {hit_id} is not available.", "AWS.MechanicalTurk.InvalidHITState")
-                if not self._can_work(worker_id, hit):
-                    raise self._err(f"Worker {worker_id} may not work on HIT {hit_id}.",
-                                    "AWS.MechanicalTurk.PermissionDenied")
-                a = _Assignment(aid, hit.id, worker_id, "Accepted", "browser", accept_time=now)
-                self._assignments[aid] = a
-                hit.assignments.append(aid)
-            self._submit(a, hit, answers_xml(answers), accept_time=a.accept_time, submit_time=now)
+            a = self._browser_assignment(aid, worker_id, hit_id)
+            if a.state != "Accepted":
+                raise self._err(f"Assignment {aid} has already been submitted or is no longer available.",
+                                "AWS.MechanicalTurk.InvalidAssignmentState")
+            self._submit(a, self._hits[a.hit_id], answers_xml(answers), accept_time=a.accept_time, submit_time=now)
             return a.id
 
     # ------------------------------------------------------------------ the ledger

@@ -48,18 +48,6 @@ def test_simulated_answers_are_the_worker_pools_answers(endpoint):
     assert n_disagree > 0  # accuracy 0.8 and spammers: someone is wrong somewhere in 80 answers
 
 
-def test_without_a_token_the_answer_key_is_the_hit_id(endpoint):
-    pool = make_pool(workers=6)
-    _, c = endpoint(pool=pool)
-    qs = [("a", 101), ("b", 102), ("c", 103)]
-    hit = c.create_hit(**hit_kwargs(qs))["HIT"]
-    (a,) = c.list_assignments_for_hit(HITId=hit["HITId"])["Assignments"]
-    w = pool.index(a["WorkerId"])
-    assert w == pool.pick(hit["HITId"], 1)[0]
-    assert _answers(a["Answer"]) == [(q, "yes" if pool.answer(w, f"{hit['HITId']}:{q}", TRUTH[m]) else "no")
-                                     for q, m in qs]
-
-
 def test_answer_xml_round_trip_and_escaping():
     fields = [("q<1>", "yes"), ("q&2", "no"), ("cb", "a"), ("cb", "b"), ("ünï", "é")]
     xml = answers_xml(fields)
@@ -85,23 +73,35 @@ def _post_form(url: str, fields: list[tuple[str, str]]) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def test_external_submit_creates_an_assignment_with_exactly_those_answers(endpoint):
+def _accept(url: str, hit_id: str, worker: str) -> str:
+    """POST the accept form; the assignment id the endpoint redirects to."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("POST", f"/hits/{hit_id}/accept", body=urllib.parse.urlencode({"workerId": worker}),
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    assert r.status == 303
+    return urllib.parse.parse_qs(urlsplit(r.getheader("Location")).query)["assignmentId"][0]
+
+
+def test_external_submit_records_exactly_those_answers(endpoint):
     h, c = endpoint()
-    hit = c.create_hit(**hit_kwargs([("q0", 100), ("q1", 101), ("q2", 102)],
+    hit = c.create_hit(**hit_kwargs([("q0", 100), ("q1", 101), ("q2", 102)], MaxAssignments=2,
                                     RequesterAnnotation="campaign x manual"))["HIT"]
     hid = hit["HITId"]
     assert c.list_assignments_for_hit(HITId=hid)["NumResults"] == 0  # "manual": no simulated workers
-    fields = [("assignmentId", "3BROWSERASSIGNMENT0000000000001"), ("q0", "yes"), ("q1", "no"), ("q2", "yes")]
+    aid = _accept(h.url, hid, "ABROWSER1")
+    fields = [("assignmentId", aid), ("q0", "yes"), ("q1", "no"), ("q2", "yes")]
     status, _ = _post_form(f"{h.url}/mturk/externalSubmit?workerId=ABROWSER1&hitId={hid}", fields)
     assert status == 200
     (a,) = c.list_assignments_for_hit(HITId=hid)["Assignments"]
-    assert (a["AssignmentId"], a["WorkerId"], a["AssignmentStatus"]) == \
-        ("3BROWSERASSIGNMENT0000000000001", "ABROWSER1", "Submitted")
+    assert (a["AssignmentId"], a["WorkerId"], a["AssignmentStatus"]) == (aid, "ABROWSER1", "Submitted")
     assert _answers(a["Answer"]) == [("q0", "yes"), ("q1", "no"), ("q2", "yes")]
     # the same assignment cannot be submitted twice, nor can the worker do the HIT again
     assert _post_form(f"{h.url}/mturk/externalSubmit?workerId=ABROWSER1&hitId={hid}", fields)[0] == 400
-    again = [("assignmentId", "3BROWSERASSIGNMENT0000000000002"), ("q0", "no")]
-    assert _post_form(f"{h.url}/mturk/externalSubmit?workerId=ABROWSER1&hitId={hid}", again)[0] == 400
+    assert _post_form(f"{h.url}/hits/{hid}/accept", [("workerId", "ABROWSER1")])[0] == 403
     preview = [("assignmentId", "ASSIGNMENT_ID_NOT_AVAILABLE"), ("q0", "no")]
     assert _post_form(f"{h.url}/mturk/externalSubmit?workerId=ABROWSER2&hitId={hid}", preview)[0] == 400
     assert c.list_assignments_for_hit(HITId=hid)["NumResults"] == 1
@@ -119,11 +119,13 @@ def test_worker_page_preview_accept_and_submit(endpoint):
     assert r.status == 302
     loc = urllib.parse.parse_qs(urlsplit(r.getheader("Location")).query)
     assert loc["assignmentId"] == ["ASSIGNMENT_ID_NOT_AVAILABLE"] and loc["turkSubmitTo"] == [h.url]
-    conn.request("GET", f"/hits/{hid}/accept?workerId=ABROWSER9")
+    conn.request("POST", f"/hits/{hid}/accept", body="workerId=ABROWSER9",
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
     r = conn.getresponse()
     r.read()
-    assert r.status == 302
+    assert r.status == 303
     loc = urllib.parse.parse_qs(urlsplit(r.getheader("Location")).query)
+    assert loc["turkSubmitTo"] == [h.url] and loc["workerId"] == ["ABROWSER9"]
     aid = loc["assignmentId"][0]
     assert c.get_hit(HITId=hid)["HIT"]["NumberOfAssignmentsPending"] == 1
     conn.request("GET", r.getheader("Location"))
