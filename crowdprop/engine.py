@@ -23,7 +23,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable, Iterator
 
-from .errors import InputError, MissingExtra
+from .errors import MissingExtra
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,9 @@ class RayEngine(Engine):
             try:
                 return ray.get(ref)
             except ray.exceptions.RayTaskError as e:  # the task's own error, as it was raised
-                cause = e.as_instanceof_cause()
-                if isinstance(cause, InputError):
-                    raise InputError(cause.file, cause.record, cause.field, cause.message) from None
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, Exception):
+                    raise cause from None
                 raise
 
         return _bounded(lambda item: task.remote(*item), collect, items, 2 * self.workers)

@@ -16,17 +16,21 @@ log = logging.getLogger(__name__)
 _FCOL = re.compile(r"^f(\d+)$")
 
 
-def _check_finite(path, x: np.ndarray, mask_ids: np.ndarray, field_of) -> None:
+def _check_finite(path, x: np.ndarray, mask_ids: np.ndarray, field_of, first_row: int = 0) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])
         what = "NaN" if np.isnan(x[i, j]) else "infinite value (or too large for float32)"
-        raise InputError(path, f"row {i} (mask_id={int(mask_ids[i])})", field_of(j), f"{what}")
+        raise InputError(path, f"row {first_row + i} (mask_id={int(mask_ids[i])})", field_of(j), f"{what}")
+
+
+_ROWS = 1 << 16
 
 
 def _load_npy(path: Path, masks: pd.DataFrame) -> np.ndarray:
+    """The rows of a .npy, memory-mapped (no copy when it is float32 already), checked a chunk at a time."""
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - any failure to parse is the user's file
         raise InputError(path, None, None, f"cannot read as a .npy array: {e}") from None
     if arr.dtype.kind not in "biuf":
@@ -38,9 +42,15 @@ def _load_npy(path: Path, masks: pd.DataFrame) -> np.ndarray:
                          f"has {arr.shape[0]} rows, the masks table has {len(masks)} (rows must align)")
     if arr.shape[1] == 0:
         raise InputError(path, None, "features", "has 0 columns")
-    with np.errstate(over="ignore"):  # too large for float32 -> inf, reported below
-        x = arr.astype(np.float32)
-    _check_finite(path, x, masks["mask_id"].to_numpy(), lambda j: f"column {j}")
+    same = arr.dtype == np.float32 and arr.flags.c_contiguous
+    x = arr if same else np.empty(arr.shape, dtype=np.float32)
+    ids = masks["mask_id"].to_numpy()
+    for a in range(0, arr.shape[0], _ROWS):
+        with np.errstate(over="ignore"):  # too large for float32 -> inf, reported below
+            blk = np.asarray(arr[a:a + _ROWS], dtype=np.float32)
+        _check_finite(path, blk, ids[a:a + _ROWS], lambda j: f"column {j}", first_row=a)
+        if not same:
+            x[a:a + _ROWS] = blk
     return x
 
 

@@ -1,0 +1,211 @@
+"""From JSON to the first round at scale: ``crowdprop init`` by stage, then rounds, report, export, status.
+
+For each size a synthetic set is made (``crowdprop synth``, kept under --data for the
+next run), then, each in its own process:
+
+* ``init`` with the local engine (--workers processes): wall seconds by stage (gt: read
+  and validate the ground truth; predictions: read and validate the results; match;
+  features: the clustering embedding; trees; write: Parquet and the rest), the seconds
+  a plain parse of both files takes on one core (json, no checks: the floor of the read
+  stages), and the peak resident memory of init and its workers together;
+* ``crowdprop run --rounds R`` (simulated crowd): rounds per second and peak memory;
+* ``crowdprop report --html``, ``crowdprop export``, ``crowdprop status``: seconds;
+* with --ray, ``init --engine ray`` on a local Ray with --workers CPUs: its time over the
+  local engine's, and whether the two run directories are the same byte for byte
+  (campaign.json's creation time aside).
+
+The machine's load average is printed with each row: on a shared machine wall seconds
+grow with it.
+
+    python benchmarks/bench_scale.py                              # 100k
+    python benchmarks/bench_scale.py --sizes 100000 1000000 --ray
+    python benchmarks/bench_scale.py --sizes 10000000 --classes 300 --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+class PeakRSS:
+    """Peak resident memory of a process and its descendants, sampled every ``every`` seconds."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.every = every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                procs = [self.proc] + self.proc.children(recursive=True)
+                total = 0
+                for p in procs:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                pass
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def _cli(*args: str, env=None) -> tuple[float, int]:
+    """Run ``crowdprop ARGS``; wall seconds and peak RSS (bytes) of it and its children."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "crowdprop", *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    with PeakRSS(p.pid) as peak:
+        _, err = p.communicate()
+    if p.returncode != 0:
+        raise SystemExit(f"crowdprop {' '.join(args)} failed ({p.returncode}): {err[-2000:]}")
+    return time.perf_counter() - t0, peak.peak
+
+
+def _data(root: Path, n: int, classes: int) -> Path:
+    d = root / f"synth-{n}-{classes}"
+    if not (d / "predictions.json").exists():
+        _cli("synth", "--masks", str(n), "--classes", str(classes), "--seed", "0", "-o", str(d))
+    return d
+
+
+def _parse_only(d: Path) -> float:
+    """Seconds to parse both files with the standard library, one core, no checks."""
+    from crowdprop.masks import jsonstream
+
+    t0 = time.perf_counter()
+    for name in ("gt.json", "predictions.json"):
+        for ev in jsonstream.events(d / name):
+            if ev[0] == "items":
+                jsonstream.parse_items(ev[2])
+    return time.perf_counter() - t0
+
+
+def _init_child(d: Path, run: Path, engine: str, workers: int) -> dict:
+    from crowdprop.campaign.init import init_run
+    from crowdprop.engine import active, make_engine, timed
+
+    stages: dict = {}
+    t0 = time.perf_counter()
+    with make_engine(engine, workers) as eng, active(eng), timed(stages):
+        init_run(run, predictions=d / "predictions.json", gt=d / "gt.json", features=d / "features.npy",
+                 crowd={"kind": "simulated"}, progress=False)
+    stages["init"] = time.perf_counter() - t0
+    stages["write"] = stages["init"] - sum(stages.get(k, 0.0) for k in ("gt", "predictions", "match", "features",
+                                                                         "trees"))
+    return stages
+
+
+def _init(d: Path, run: Path, engine: str, workers: int) -> tuple[dict, int]:
+    p = subprocess.Popen([sys.executable, __file__, "--_init", str(d), str(run), engine, str(workers)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with PeakRSS(p.pid) as peak:
+        out, err = p.communicate()
+    if p.returncode != 0:
+        raise SystemExit(f"init failed: {err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), peak.peak
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    if fa != fb:
+        return False
+    for rel in fa:
+        x, y = (a / rel).read_bytes(), (b / rel).read_bytes()
+        if rel.name == "campaign.json":
+            x, y = json.loads(x), json.loads(y)
+            for c in (x, y):
+                c.pop("created", None)
+        if x != y:
+            return False
+    return True
+
+
+def _one(n: int, a) -> dict:
+    import shutil
+
+    root = Path(a.data)
+    d = _data(root, n, a.classes)
+    work = root / f"runs-{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    row = {"masks": n, "classes": a.classes, "load": os.getloadavg()[0]}
+    row["parse"] = _parse_only(d)
+    stages, peak = _init(d, work / "local", "local", a.workers)
+    row.update(stages)
+    row["init_gb"] = peak / 2**30
+    if a.ray:
+        ray_stages, _ = _init(d, work / "ray", "ray", a.workers)
+        row["ray_ratio"] = ray_stages["init"] / stages["init"]
+        row["ray_same"] = _same_bytes(work / "local", work / "ray")
+        shutil.rmtree(work / "ray")
+    t, peak = _cli("run", str(work / "local"), "--rounds", str(a.rounds))
+    row["rounds_per_s"] = a.rounds / t
+    row["run_gb"] = peak / 2**30
+    row["report_html"], _ = _cli("report", str(work / "local"), "--html")
+    row["export"], _ = _cli("export", str(work / "local"), "-o", str(work / "accepted.json"))
+    row["status"], _ = _cli("status", str(work / "local"))
+    if not a.keep:
+        shutil.rmtree(work)
+    return row
+
+
+COLUMNS = [("masks", "masks"), ("classes", "classes"), ("load", "load avg"), ("parse", "parse alone s"),
+           ("gt", "gt s"), ("predictions", "predictions s"), ("match", "match s"), ("features", "features s"),
+           ("trees", "trees s"), ("write", "write s"), ("init", "init s"), ("init_gb", "init peak GB"),
+           ("rounds_per_s", "rounds/s"), ("run_gb", "run peak GB"), ("report_html", "report --html s"),
+           ("export", "export s"), ("status", "status s"), ("ray_ratio", "ray / local"), ("ray_same", "same bytes")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--classes", type=int, default=80)
+    ap.add_argument("--workers", type=int, default=2, help="local engine processes and local Ray CPUs (default 2)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of crowdprop run to time (default 5)")
+    ap.add_argument("--ray", action="store_true", help="also init with --engine ray and compare")
+    ap.add_argument("--data", default="bench-scale-data", help="where synthetic sets and run directories go")
+    ap.add_argument("--keep", action="store_true", help="keep the run directories")
+    ap.add_argument("--_init", nargs=4, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a._init:
+        d, run, engine, workers = a._init
+        print(json.dumps(_init_child(Path(d), Path(run), engine, int(workers))))
+        return
+    rows = [_one(n, a) for n in a.sizes]
+    cols = [(k, h) for k, h in COLUMNS if any(k in r for r in rows)]
+    print("| " + " | ".join(h for _, h in cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        cells = []
+        for k, _ in cols:
+            v = r.get(k, "-")
+            cells.append(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else
+                         str(v) if not isinstance(v, float) else f"{v:.2f}" if v < 10 else f"{v:.1f}")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
