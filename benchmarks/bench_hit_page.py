@@ -28,10 +28,13 @@ def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "AKIDBENCHMARK")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "benchmark")
     s3 = S3Target(s3_client(), "my-campaign-bucket", "crowdprop/run1/", expires_s=3 * 86400)
+    s3_public = S3Target(s3_client(), "my-campaign-bucket", "crowdprop/run1/", expires_s=3 * 86400,
+                         public_key=bytes(32))
     styles = {
         "local (/images/)": lambda row: f"http://127.0.0.1:8000/images/mask_{int(row['mask_id'])}.jpg",
         "image_base_url": lambda row: f"https://data.example.org/crowdprop/mask_{int(row['mask_id'])}.jpg",
         "S3 presigned": lambda row: s3.url(f"mask_{int(row['mask_id'])}.jpg"),
+        "S3 public": lambda row: s3_public.url(f"mask_{int(row['mask_id'])}.jpg"),
     }
     print("HTMLQuestion bytes per HIT (limit 65535)")
     print(f"{'questions':>9} | " + " | ".join(f"{k:>17}" for k in styles))

@@ -1,12 +1,14 @@
 """The ``crowdprop`` command line.
 
 Parses arguments once, dispatches to :mod:`crowdprop.commands`, and maps errors
-to exit codes: 0 success, 1 an unexpected bug (with its traceback), 2 bad input
-or an unusable run directory (one line, no traceback), 130 interrupted.
+to exit codes: 0 success, 1 an unexpected bug (with its traceback), 2 bad input,
+an unusable run directory, or a folder that cannot be written (a full disk, a
+read-only or foreign folder: one line, no traceback), 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import pkgutil
@@ -25,6 +27,24 @@ def _command_modules():
             continue
         mods.append(importlib.import_module(f"{commands.__name__}.{info.name}"))
     return sorted(mods, key=lambda m: getattr(m, "ORDER", 50))
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def environment_error(e: OSError) -> str | None:
+    """One line for an OSError that the machine caused rather than a bug (a full disk,
+    a read-only or foreign folder), or None. Every file crowdprop writes is replaced
+    atomically, so what was there before such an error is intact."""
+    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+    what = e.strerror or " ".join(str(e).split())
+    if e.errno in _FULL or (e.errno is None and "No space left on device" in str(e)):
+        return (f"{where}{what}: the disk is full; free some space and run the command again "
+                "(files written before are intact)")
+    if e.errno in _NOT_WRITABLE:
+        return f"{where}{what}: crowdprop cannot write there (a read-only or another user's folder?)"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"crowdprop {args.command}: interrupted; run it again to continue", file=sys.stderr)
         return 130
+    except OSError as e:
+        line = environment_error(e)
+        if line is None:
+            raise
+        logging.getLogger(__name__).debug("%s", line, exc_info=True)
+        print(f"crowdprop {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

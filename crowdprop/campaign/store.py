@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 from functools import cached_property
 from pathlib import Path
@@ -48,6 +50,67 @@ _HELD: dict[Path, int] = {}
 within a process, exclusive between processes)."""
 
 ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend", "blocks")
+
+
+REQUIRED_ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend", "blocks")
+"""Tables every committed round folder holds (rounds committed by every version): a folder
+without one of them is refused, never read as a round with nothing in it."""
+
+_TEXT, _INT, _NUM = "text", "integer", "number"
+TABLE_KINDS: dict[str, dict[str, str]] = {
+    "masks": {c: _TEXT if t == "object" else _NUM if t.startswith("float") else _INT for c, t in MASK_COLUMNS.items()},
+    "images": {"id": _INT, "file_name": _TEXT, "height": _INT, "width": _INT},
+    "categories": {"id": _INT, "name": _TEXT},
+    "golds": {"mask_row": _INT, "label": _INT},
+    "questions": {"question_id": _TEXT, "round": _INT, "mask_row": _INT, "node_id": _INT, "is_gold": _INT,
+                  "gold_label": _INT, "token": _TEXT},
+    "hits": {"token": _TEXT, "hit_id": _TEXT, "round": _INT, "n_questions": _INT, "assignments": _INT,
+             "reward_usd": _NUM, "reward_cents": _INT, "n_submitted": _INT, "expired": _INT},
+    "assignments": {"assignment_id": _TEXT, "hit_id": _TEXT, "token": _TEXT, "worker_id": _TEXT, "round": _INT,
+                    "n_questions": _INT, "n_gold": _INT, "n_gold_correct": _INT, "work_seconds": _NUM,
+                    "approved": _INT, "reward_usd": _NUM, "fee_usd": _NUM, "reward_cents": _INT, "fee_cents": _INT},
+    "answers": {"question_id": _TEXT, "round": _INT, "mask_row": _INT, "worker_id": _TEXT, "assignment_id": _TEXT,
+                "hit_id": _TEXT, "label": _INT, "is_gold": _INT, "used": _INT},
+    "decisions": {"round": _INT, "node_id": _INT, "decision": _TEXT, "free": _INT, "size": _INT},
+    "spend": {"round": _INT, "assignment_id": _TEXT, "kind": _TEXT, "usd": _NUM, "cents": _INT},
+    "blocks": {"worker_id": _TEXT, "round": _INT, "kind": _TEXT},
+}
+"""What each column of the run directory's tables holds: numbers (``integer``, ``number``;
+booleans count) or ``text``. A file changed outside crowdprop whose column holds text where
+numbers belong, or numbers where text belongs, is refused with one line instead of failing
+somewhere later."""
+_ACCEPT = {_INT: "iubf", _NUM: "iubf"}  # numbers of any width; an integer column with a gap reads as float
+
+log = logging.getLogger(__name__)
+
+
+def check_kinds(df: pd.DataFrame, name: str, path) -> pd.DataFrame:
+    """``df`` (table ``name`` read from ``path``), or :class:`StateError` naming the first column
+    whose values are not what :data:`TABLE_KINDS` says. Empty tables pass (no values)."""
+    if len(df) == 0:
+        return df
+    for col, kind in TABLE_KINDS.get(name, {}).items():
+        if col not in df:
+            continue
+        text = df[col].dtype.kind in "OSU" or pd.api.types.is_string_dtype(df[col])
+        if (kind == _TEXT) != text or (not text and df[col].dtype.kind not in _ACCEPT[kind]):
+            raise StateError(f"{path}: field '{col}': expected {kind} values, found {df[col].dtype}; the file was "
+                             "changed outside crowdprop (restore it from a copy)")
+    return df
+
+
+def read_table(path, name: str | None = None) -> pd.DataFrame:
+    """A Parquet file of the run directory, its columns checked (:func:`check_kinds`); a file
+    that is not Parquet (cut short, overwritten) is a :class:`StateError`, not a traceback."""
+    import pyarrow as pa
+
+    try:
+        df = read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise StateError(f"{path}: unreadable Parquet file ({reason}); the run directory was damaged: restore "
+                         "this file from a copy") from None
+    return check_kinds(df, name or Path(path).stem, path)
 
 
 def round_dirname(r: int) -> str:
@@ -73,15 +136,29 @@ class RunDir:
     def config(self) -> config_mod.Config:
         try:
             return config_mod.load_json(self.path / "config.json")
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise StateError(f"{self.path / 'config.json'}: unreadable: {e}") from None
+        except RecursionError:
+            raise StateError(f"{self.path / 'config.json'}: unreadable: JSON nested too deeply") from None
 
     @cached_property
     def campaign(self) -> dict:
+        p = self.path / "campaign.json"
         try:
-            return json.loads((self.path / "campaign.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise StateError(f"{self.path / 'campaign.json'}: unreadable: {e}") from None
+            data = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise StateError(f"{p}: unreadable: {e}") from None
+        except RecursionError:
+            raise StateError(f"{p}: unreadable: JSON nested too deeply") from None
+        if not isinstance(data, dict):
+            raise StateError(f"{p}: unreadable: expected a JSON object (campaign_id, crowd, ...), "
+                             f"found a JSON {type(data).__name__}")
+        if not isinstance(data.get("campaign_id"), str) or not data["campaign_id"]:
+            raise StateError(f"{p}: field 'campaign_id': missing or not text (crowdprop init writes it)")
+        crowd = data.get("crowd")
+        if not isinstance(crowd, dict) or not isinstance(crowd.get("kind"), str):
+            raise StateError(f"{p}: field 'crowd': missing, or without a 'kind' (simulated, mturk-local or mturk)")
+        return data
 
     def write_campaign(self, data: dict) -> None:
         atomic_write_text(self.path / "campaign.json", json.dumps(data, indent=2, sort_keys=True))
@@ -89,7 +166,7 @@ class RunDir:
 
     @cached_property
     def masks(self) -> pd.DataFrame:
-        df = read_parquet(self.path / "masks.parquet")
+        df = read_table(self.path / "masks.parquet")
         missing = [c for c in MASK_COLUMNS if c not in df]
         if missing:
             raise StateError(f"{self.path / 'masks.parquet'}: field '{missing[0]}': column missing")
@@ -97,7 +174,7 @@ class RunDir:
 
     def table(self, name: str) -> pd.DataFrame | None:
         p = self.path / f"{name}.parquet"
-        return read_parquet(p) if p.exists() else None
+        return read_table(p) if p.exists() else None
 
     @property
     def has_forest(self) -> bool:
@@ -107,8 +184,8 @@ class RunDir:
     def forest(self) -> Forest:
         if not self.has_forest:
             raise StateError(f"{self.path}: no cluster trees yet")
-        return Forest.from_tables(read_parquet(self.path / "trees" / "nodes.parquet"),
-                                  read_parquet(self.path / "trees" / "order.parquet"))
+        return Forest.from_tables(read_table(self.path / "trees" / "nodes.parquet"),
+                                  read_table(self.path / "trees" / "order.parquet"))
 
     def write_forest(self, forest: Forest) -> None:
         write_parquet(self.path / "trees" / "order.parquet", forest.order_table())
@@ -167,7 +244,8 @@ class RunDir:
 
     def clean_temporaries(self) -> int:
         """Remove what a killed writer left behind: ``.NAME.*.tmp`` files of atomic writes
-        and half-written ``state/.round=*.tmp`` folders. Call it holding the lock."""
+        and half-written ``state/.round=*.tmp`` folders; put back the ``_COMPLETE`` marker of
+        a committed round folder that lost it (see :meth:`rounds`). Call it holding the lock."""
         n = 0
         for p in self.path.rglob(".*.tmp"):
             if p.is_dir():
@@ -175,6 +253,12 @@ class RunDir:
             else:
                 p.unlink(missing_ok=True)
             n += 1
+        for r in self.rounds():
+            marker = self.state_dir / round_dirname(r) / "_COMPLETE"
+            if not marker.exists():
+                atomic_write_text(marker, "")
+                log.warning("%s: its _COMPLETE marker was missing; every table of the round is there, so it "
+                            "was put back", marker.parent)
         return n
 
     # -- rounds --------------------------------------------------------------------------------
@@ -183,12 +267,28 @@ class RunDir:
         return self.path / "state"
 
     def rounds(self) -> list[int]:
+        """The committed rounds, in order.
+
+        A round folder appears by renaming a complete temporary folder, so ``state/round=k``
+        is committed even when its ``_COMPLETE`` marker was lost (a copy that skipped empty
+        files): it counts, and :meth:`clean_temporaries` puts the marker back. A round
+        folder without one of :data:`REQUIRED_ROUND_TABLES` is refused (StateError), never
+        counted as a round that spent and asked nothing."""
         if not self.state_dir.exists():
             return []
         out = []
         for p in self.state_dir.iterdir():
-            if p.is_dir() and p.name.startswith("round=") and (p / "_COMPLETE").exists():
-                out.append(int(p.name.split("=")[1]))
+            m = re.fullmatch(r"round=(\d+)", p.name)
+            if not m or not p.is_dir():
+                continue
+            missing = [t for t in REQUIRED_ROUND_TABLES if not (p / f"{t}.parquet").exists()]
+            if missing:
+                marked = (p / "_COMPLETE").exists()
+                raise StateError(
+                    f"{p}: field '{missing[0]}.parquet': missing from {'committed ' if marked else ''}round "
+                    f"{int(m[1])} ({len(missing)} of its {len(REQUIRED_ROUND_TABLES)} tables missing); the run "
+                    "directory was changed outside crowdprop (a copy cut short?): restore this folder from a copy")
+            out.append(int(m[1]))
         return sorted(out)
 
     def read_rounds(self, name: str, upto: int | None = None) -> pd.DataFrame:
@@ -198,13 +298,13 @@ class RunDir:
                 break
             p = self.state_dir / round_dirname(r) / f"{name}.parquet"
             if p.exists():
-                frames.append(read_parquet(p))
+                frames.append(read_table(p, name))
         frames = [f for f in frames if len(f)]
         if not frames:
             p = None
             for r in self.rounds():
                 p = self.state_dir / round_dirname(r) / f"{name}.parquet"
-            return read_parquet(p).iloc[:0] if p is not None and p.exists() else pd.DataFrame()
+            return read_table(p, name).iloc[:0] if p is not None and p.exists() else pd.DataFrame()
         return pd.concat(frames, ignore_index=True)
 
     def commit_round(self, r: int, tables: dict[str, pd.DataFrame]) -> None:
@@ -217,10 +317,14 @@ class RunDir:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        for name in ROUND_TABLES:
-            write_parquet(tmp / f"{name}.parquet", tables[name])
-        atomic_write_text(tmp / "_COMPLETE", "")
-        os.replace(tmp, final)
+        try:
+            for name in ROUND_TABLES:
+                write_parquet(tmp / f"{name}.parquet", tables[name])
+            atomic_write_text(tmp / "_COMPLETE", "")
+            os.replace(tmp, final)
+        except BaseException:  # a full disk: leave no half-written folder behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         shutil.rmtree(self.journal_dir(r), ignore_errors=True)
         with contextlib.suppress(OSError):  # only when empty
             (self.path / "journal").rmdir()
@@ -234,7 +338,7 @@ class RunDir:
 
     def journal_read(self, r: int, name: str) -> pd.DataFrame | None:
         p = self.journal_dir(r) / f"{name}.parquet"
-        return read_parquet(p) if p.exists() else None
+        return read_table(p, f"journal {name}") if p.exists() else None
 
     def journal_append(self, r: int, name: str, record: dict) -> None:
         """Append one JSON line and fsync it before returning."""

@@ -20,7 +20,8 @@ def register(p):
     p.add_argument("--image-url", metavar="PREFIX",
                    help="labelstudio: put PREFIX before each image's file_name (e.g. /data/local-files/?d=photos/); "
                         "default: the image's coco_url, else its file_name")
-    p.add_argument("--answers", help="usable answers as CSV in crowd-kit's long format (task, worker, label)")
+    p.add_argument("--answers", help="usable answers as CSV in crowd-kit's long format (task, worker, label); "
+                                     "text starting with = + - @ tab or CR gets a leading ' (no spreadsheet formulas)")
     p.add_argument("--golds", help="the gold pool as CSV (task, label)")
     p.epilog = ("examples:\n  crowdprop export runs/cars\n"
                 "  crowdprop export runs/cars --status all -o labelled.json\n"
@@ -30,6 +31,7 @@ def register(p):
 
 
 def run(args) -> int:
+    from ..campaign.export import csv_text
     from ..campaign.store import RunDir
     from ..io import atomic_write_text
 
@@ -41,10 +43,10 @@ def run(args) -> int:
 
         long, gold = answers_long(rd)
         if args.answers:
-            atomic_write_text(args.answers, long.to_csv(index=False))
+            atomic_write_text(args.answers, csv_text(long))
             print(f"wrote {len(long)} answers to {args.answers}")
         if args.golds:
-            atomic_write_text(args.golds, gold.to_csv(index=False))
+            atomic_write_text(args.golds, csv_text(gold))
             print(f"wrote {len(gold)} golds to {args.golds}")
     return 0
 

@@ -18,9 +18,11 @@ def register(p):
 def run(args) -> int:
     from ..campaign.golds import import_golds
     from ..campaign.store import RunDir
+    from ._checks import json_depth_guard
 
     rd = RunDir(args.run_dir).require()
-    added, size = import_golds(rd, args.file)
+    with json_depth_guard(args.file):
+        added, size = import_golds(rd, args.file)
     yes = int(rd.golds["label"].sum())
     print(f"{rd.path}: {added} golds imported; pool has {size} ({yes} yes, {size - yes} no)")
     return 0

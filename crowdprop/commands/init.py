@@ -34,12 +34,15 @@ def run(args) -> int:
     from ..campaign.init import init_run
     from ..engine import active, make_engine
     from ..errors import InputError
+    from ._checks import check_seed, json_depth_guard
 
+    check_seed(args.seed)
     if args.workers is not None and args.workers < 1:
         raise InputError("command line", None, "--workers", f"must be >= 1, got {args.workers}")
     crowd = {"mturk": {"kind": "mturk", "target": "sandbox"}, "local": {"kind": "mturk-local", "images": "skip"},
              "simulated": {"kind": "simulated"}}[args.crowd]
-    with make_engine(args.engine, args.workers) as engine, active(engine):
+    with make_engine(args.engine, args.workers) as engine, active(engine), \
+            json_depth_guard(args.predictions, args.gt, args.features, args.config):
         rd = init_run(args.run_dir, predictions=args.predictions, gt=args.gt, features=args.features,
                       config_path=args.config, crowd=crowd, seed=args.seed, progress=None,
                   category=args.category, category_map=args.category_map)

@@ -18,8 +18,9 @@ then point boto3 at the printed URL:
                aws_access_key_id="local", aws_secret_access_key="local")
 
 Workers do each HIT as soon as it is created (--work-delay to wait). HITs whose
-RequesterAnnotation contains "manual" (or all HITs with --no-simulate) are left
-for a browser: open URL/ to list HITs and do them. URL/_ledger shows the money.
+RequesterAnnotation contains "manual" (not a crowdprop campaign's own, whatever
+its name) or all HITs with --no-simulate are left for a browser: open URL/ to
+list HITs and do them. URL/_ledger shows the money.
 
 On an address beyond loopback (--host 0.0.0.0) API calls must be signed with the
 endpoint's own key pair: taken from CROWDPROP_MTURK_LOCAL_ACCESS_KEY_ID and

@@ -50,7 +50,9 @@ def run(args) -> int:
     from ..errors import InputError
     from ..io import atomic_write_text
     from ..report.summary import compute_report, format_report
+    from ._checks import check_seed, json_depth_guard
 
+    check_seed(args.seed)
     preds, gt = args.predictions, args.gt
     if (preds is None) != (gt is None):
         raise InputError("replay", None, "--predictions/--gt", "give both, or neither for the shipped sample")
@@ -73,9 +75,10 @@ def run(args) -> int:
         raise InputError("command line", None, "--hit-images", "applies to --crowd local only")
     print(f"run directory: {run_dir}")
     crowd = {"kind": "mturk-local", "images": args.hit_images} if args.crowd == "local" else {"kind": "simulated"}
-    rd = init_run(run_dir, predictions=preds, gt=gt, features=args.features, config_path=config,
-                  crowd=crowd, seed=args.seed, progress=None, category=args.category,
-                  category_map=args.category_map)
+    with json_depth_guard(preds, gt, args.features, config):
+        rd = init_run(run_dir, predictions=preds, gt=gt, features=args.features, config_path=config,
+                      crowd=crowd, seed=args.seed, progress=None, category=args.category,
+                      category_map=args.category_map)
     backend = make_backend(rd)
     if getattr(backend, "handle", None) is not None:
         print(f"simulated workers behind a local MTurk endpoint at {backend.handle.url}", flush=True)

@@ -33,7 +33,10 @@ def run(args) -> int:
     from ..io import atomic_write_text
     from ..report.summary import compute_report, format_report
 
+    from ._checks import check_seed
+
     rd = RunDir(args.run_dir).require()
+    check_seed(args.seed)
     if not args.html and (args.images is not None or args.seed is not None):
         raise InputError("command line", None, "--images/--seed", "apply to --html only")
     if args.images is not None and not Path(args.images).is_dir():

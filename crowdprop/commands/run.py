@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import InputError
+
 NAME = "run"
 HELP = "run (or continue) a campaign from its last completed round"
 ORDER = 20
@@ -16,9 +18,12 @@ examples:
   crowdprop run runs/cars --target production      (real money: shows what the budget buys, asks to type yes)
 
 Credentials come from the AWS chain only (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
-~/.aws, --profile); they are never printed, logged or written to RUN_DIR.
-Workers see the pictures through [mturk] s3_bucket (presigned URLs) or
-[mturk] image_base_url (RUN_DIR/hit_images served at that URL).
+~/.aws, --profile); crowdprop never prints, logs or writes them to RUN_DIR (a user
+name and password typed into --endpoint-url are dropped, not used or stored).
+Workers see the pictures through [mturk] s3_bucket (presigned URLs: they carry
+the access key id, and a session token with temporary credentials; never the
+secret key), s3_bucket with s3_public = true (plain URLs, nothing of the
+credentials), or [mturk] image_base_url (RUN_DIR/hit_images served at that URL).
 """
 
 
@@ -61,6 +66,39 @@ def _confirm_production(rd, backend, *, assume_yes: bool) -> bool:
     return answer.strip() == "yes"
 
 
+def strip_credentials(url: str | None, *, quiet: bool = False) -> str | None:
+    """``url`` without a ``user:password@`` part (typed into --endpoint-url by mistake:
+    crowdprop signs requests with the AWS chain only, and prints and stores URLs).
+    Says so on stderr unless ``quiet``."""
+    if not url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    # up to the last '@' before any query or fragment: a secret key may hold '/', so urlsplit's
+    # netloc (which ends at the first '/') would leave the rest of it in the path
+    head = rest.split("?", 1)[0].split("#", 1)[0]
+    if "@" not in head:
+        return url
+    if not quiet:
+        print("crowdprop run: the user name and password in --endpoint-url are ignored (credentials come from the "
+              "AWS chain only) and not stored", file=sys.stderr)
+    return f"{scheme}://{rest[head.rindex('@') + 1:]}"
+
+
+def _connect_error(e: Exception) -> None:
+    """AWS configuration that cannot be used (an unknown --profile, a broken ~/.aws file):
+    one line naming what to fix, exit 2."""
+    try:
+        from botocore.exceptions import BotoCoreError, ProfileNotFound
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return
+    if isinstance(e, ProfileNotFound):
+        raise InputError("command line", None, "--profile",
+                         f"no AWS profile '{e.kwargs.get('profile', '?')}' in ~/.aws/credentials or ~/.aws/config "
+                         "(aws configure --profile NAME creates one)") from None
+    if isinstance(e, BotoCoreError):
+        raise InputError("AWS configuration", None, None, " ".join(str(e).split())[:300]) from None
+
+
 def _raise_crowd_error(e: Exception, rd) -> None:
     """MTurk refusing (after the bounded retries) or unreachable: one line, exit 2, not a traceback.
     Everything done so far is in the run directory; running again continues from there."""
@@ -77,8 +115,8 @@ def _raise_crowd_error(e: Exception, rd) -> None:
 
 def run(args) -> int:
     from ..campaign.store import RunDir
-    from ..errors import InputError
 
+    args.endpoint_url = strip_credentials(args.endpoint_url)
     rd = RunDir(args.run_dir).require()
     if args.rounds is not None and args.rounds < 1:
         raise InputError("command line", None, "--rounds", "must be >= 1")
@@ -96,6 +134,7 @@ def _run_locked(args, rd) -> int:
                   "image_root": args.images}
     if kind == "mturk":
         where = bk.resolve_target(rd, **mturk_opts)
+        where.endpoint_url = strip_credentials(where.endpoint_url, quiet=True)  # one recorded before they were dropped
         if where.target == "production" and not args.yes and not sys.stdin.isatty():
             raise StateError("--target production needs a typed confirmation on a terminal, or --yes")
     elif any(v is not None for v in mturk_opts.values()) or args.yes:
@@ -106,7 +145,11 @@ def _run_locked(args, rd) -> int:
 
         build_trees(rd, progress=None)
     if kind == "mturk":
-        backend = bk.mturk_backend(rd, where)
+        try:
+            backend = bk.mturk_backend(rd, where)
+        except Exception as e:
+            _connect_error(e)
+            raise
         if where.target == "production" and not _confirm_production(rd, backend, assume_yes=args.yes):
             backend.close()
             print("crowdprop run: not confirmed; nothing was published", file=sys.stderr)

@@ -241,10 +241,9 @@ def run(args) -> int:
     import json
 
     from ..campaign.store import RunDir
-    from ..errors import InputError
+    from ._checks import check_seconds
 
-    if args.watch is not None and not args.watch > 0:
-        raise InputError("command line", None, "--watch", "must be > 0 seconds")
+    check_seconds(args.watch, "--watch")
     tty = sys.stdout.isatty()
     try:
         while True:

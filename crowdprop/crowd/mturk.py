@@ -221,8 +221,13 @@ class MTurkSection:
     image_base_url: str = ""
     """Images are written to a local folder that you serve at this URL (https for MTurk)."""
     s3_bucket: str = ""
-    """Images are uploaded to this bucket and shown through presigned GET URLs."""
+    """Images are uploaded to this bucket and shown through presigned GET URLs (which carry the
+    access key id, and with temporary credentials the session token; never the secret key)."""
     s3_prefix: str = "crowdprop/"
+    s3_public: bool = False
+    """With ``s3_bucket``: workers fetch the pictures through plain URLs under ``s3_prefix``, a
+    prefix that you make publicly readable (bucket policy), each named by a keyed hash of
+    the picture that nobody can guess; no URL carries anything of the credentials."""
     region: str = "us-east-1"
     frame_height: int = 0
     """HTMLQuestion FrameHeight in pixels (0: the full worker window)."""
@@ -250,8 +255,10 @@ class MTurkSection:
                 "s3_bucket", "is not a valid S3 bucket name")
         v.check(not (self.s3_bucket and self.image_base_url), "image_base_url",
                 "set either image_base_url or s3_bucket, not both")
-        v.check(not self.s3_bucket or self.lifetime_s <= 7 * 86400, "lifetime_s",
-                "must be at most 7 days with s3_bucket (presigned URLs last at most 7 days)")
+        v.check(not self.s3_bucket or self.s3_public or self.lifetime_s <= 7 * 86400, "lifetime_s",
+                "must be at most 7 days with s3_bucket (presigned URLs last at most 7 days; "
+                "s3_public = true has no such limit)")
+        v.check(not self.s3_public or bool(self.s3_bucket), "s3_public", "applies to s3_bucket only: set s3_bucket")
         v.check(re.fullmatch(r"[a-z]{2}-[a-z]+-\d", self.region) is not None, "region",
                 "must be an AWS region such as us-east-1")
         v.check(0 <= self.frame_height <= 10000, "frame_height", "must be in [0, 10000]")
@@ -266,6 +273,8 @@ def _build_section(table: dict, v: Any) -> MTurkSection:
         t = types[key]
         if t == "int":
             ok = isinstance(value, int) and not isinstance(value, bool)
+        elif t == "bool":
+            ok = isinstance(value, bool)
         elif t == "list":
             ok = isinstance(value, list)
         else:

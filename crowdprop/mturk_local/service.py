@@ -21,7 +21,8 @@ requests, never on ids.
 ``AcceptTime + pool.seconds(worker, key, n_questions)``.
 
 Nobody works on a HIT when ``simulate=False``, when its ``RequesterAnnotation``
-contains ``manual``, or when its question is not an HTMLQuestion: those HITs are
+contains ``manual`` (:func:`manual_annotation`; never a crowdprop campaign's own
+``crowdprop:...`` annotation), or when its question is not an HTMLQuestion: those HITs are
 done in a browser through the worker page (:meth:`LocalMTurk.accept`,
 :meth:`LocalMTurk.external_submit`). A share ``unanswered_share`` of assignment
 slots (drawn per HIT from the pool seed) is never taken, so expiry and re-asking
@@ -242,6 +243,16 @@ class _Assignment:
     rejection_time: float | None = None
     answer: str | None = None
     feedback: str | None = None
+
+
+def manual_annotation(annotation: str | None) -> bool:
+    """Whether a HIT's RequesterAnnotation leaves it for a browser: it contains "manual",
+    and it is not crowdprop's own ``crowdprop:<campaign name>:r<round>:<token>``, whose
+    campaign name is free text (a campaign named "manual-vs-auto" would otherwise wait for
+    nobody a whole round timeout per round; a campaign's HITs are left for a browser with
+    ``crowdprop mturk-local --no-simulate``)."""
+    text = (annotation or "").lower()
+    return "manual" in text and not text.startswith("crowdprop:")
 
 
 class LocalMTurk:
@@ -740,7 +751,7 @@ class LocalMTurk:
         hit = _Hit(hid, next(self._seq), t, "3" + t.id[1:][::-1], question, doc.kind, doc.html,
                    page_questions(doc.html) if doc.html is not None else [], max_asg, now, now + lifetime,
                    annotation, token, token if token is not None else f"#{n}")
-        hit.simulated = doc.kind == "HTMLQuestion" and "manual" not in (annotation or "").lower()
+        hit.simulated = doc.kind == "HTMLQuestion" and not manual_annotation(annotation)
         self._hits[hid] = hit
         if token is not None:
             self._hit_tokens[token] = (hid, now)

@@ -25,9 +25,9 @@ workers (:func:`worker_table`)
     (:class:`crowdprop.quality.OneCoinDawidSkene`) fitted on usable answers with
     golds clamped; status from the blocks tables.
 gallery (:func:`sample_gallery`)
-    Seeded samples of accepted and rejected masks per class drawn with
-    :func:`crowdprop.hits.images.overlay` over their image (``image_root``) or
-    on a gray canvas.
+    Seeded samples of accepted and rejected masks per class drawn by
+    :class:`crowdprop.hits.images.OverlayStore` over their image (``image_root``;
+    JPEG decoded at a reduced scale, never a whole mask) or on a gray canvas.
 """
 from __future__ import annotations
 
@@ -290,7 +290,8 @@ def sample_gallery(run: RunDir, final: np.ndarray, *, rng: np.random.Generator, 
 
     masks = run.masks
     images = run.table("images")
-    store = OverlayStore(None, images=images, image_root=image_root, out_px=out_px, min_crop=64, fmt="jpeg")
+    store = OverlayStore(None, images=images, image_root=image_root, out_px=out_px, min_crop=64, fmt="jpeg",
+                         source=run.path / "images.parquet")  # thumbnails decode neither mask nor image whole
     files = {} if images is None else dict(zip(images["id"].astype(int), images["file_name"].astype(str)))
     urls = {} if images is None or "coco_url" not in images else \
         dict(zip(images["id"].astype(int), images["coco_url"].fillna("").astype(str)))

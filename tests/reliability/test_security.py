@@ -98,3 +98,32 @@ def test_credentials_never_leak_and_pages_load_only_campaign_images(tmp_path, mo
         others = [(t, k, v) for t, k, v in parser.refs if t != "img"]
         assert all(v == "" or v.startswith(("data:", "#")) for _, _, v in others), others  # action: set by JS
         assert not re.search(r"@import|url\(\s*['\"]?(https?:)?//", page, re.I)
+
+
+def test_credentials_typed_into_the_endpoint_url_are_dropped_not_printed_or_stored(tmp_path, capsys, caplog):
+    import json
+
+    from crowdprop.campaign.store import RunDir
+
+    caplog.set_level(logging.DEBUG)
+    preds, gt, config = sample_paths()
+    toml = tmp_path / "c.toml"
+    toml.write_text(open(config).read() + "\n[campaign]\nbudget_usd = 1.0\n")
+    run = tmp_path / "run"
+    assert main(["init", str(run), "--predictions", preds, "--gt", gt, "--config", str(toml), "--crowd", "mturk"]) == 0
+    rd = RunDir(run)
+    cfg = rd.config
+    local = LocalMTurk(truth_from_masks(rd.masks, correct_iou=cfg.campaign.correct_iou),
+                       WorkerPool.build(cfg.simulation, cfg.campaign.seed), images_dir=run / "hit_images")
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYTYPEDSECRET"
+    with serve(local) as h:
+        typed = h.url.replace("http://", f"http://{ENV_KEY}:{secret}@")
+        assert main(["-vv", "run", str(run), "--endpoint-url", typed, "--rounds", "1"]) == 0
+        out, err = capsys.readouterr()
+    assert rd.rounds() == [1]  # it ran, at the URL without the credentials
+    assert "user name and password in --endpoint-url are ignored" in err
+    crowd = json.loads((run / "campaign.json").read_text())["crowd"]
+    assert crowd["endpoint_url"] == h.url
+    texts = [out, err, caplog.text] + [p.read_bytes().decode("latin-1") for p in run.rglob("*") if p.is_file()]
+    for t in texts:
+        assert ENV_KEY not in t and "TYPEDSECRET" not in t and "K7MDENG" not in t
