@@ -45,7 +45,7 @@ def run(args) -> int:
             json_depth_guard(args.predictions, args.gt, args.features, args.config):
         rd = init_run(args.run_dir, predictions=args.predictions, gt=args.gt, features=args.features,
                       config_path=args.config, crowd=crowd, seed=args.seed, progress=None,
-                  category=args.category, category_map=args.category_map)
+                      category=args.category, category_map=args.category_map)
     n = len(rd.masks)
     print(f"created {rd.path}: {n} masks, {len(rd.forest.roots)} class trees; next: crowdprop run {rd.path}")
     return 0
