@@ -12,11 +12,13 @@ engine made it and however many workers it had.
     Ray tasks: on the cluster named by ``RAY_ADDRESS`` (its workers need crowdprop
     installed), else on a local Ray started with ``workers`` CPUs. Needs the ``ray`` extra.
 
-At most ``2 * workers`` tasks are in flight, so their arguments and results never pile up.
+At most ``2 * workers`` tasks are in flight, so their arguments and results never pile up;
+a single task (a small input) runs in the calling process.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -79,12 +81,20 @@ class ProcessEngine(Engine):
         self._pool = None
 
     def map(self, fn: Callable, items: Iterable[tuple]) -> Iterator:
+        items = iter(items)
+        first = next(items, None)
+        second = next(items, None) if first is not None else None
+        if second is None:  # one task (a small input): no processes to start
+            if first is not None:
+                yield fn(*first)
+            return
         if self._pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
-        return _bounded(lambda item: self._pool.submit(fn, *item), lambda f: f.result(), items, 2 * self.workers)
+        yield from _bounded(lambda item: self._pool.submit(fn, *item), lambda f: f.result(),
+                            itertools.chain([first, second], items), 2 * self.workers)
 
     def close(self) -> None:
         if self._pool is not None:

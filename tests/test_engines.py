@@ -25,7 +25,10 @@ def _tree(d: Path) -> dict:
 
 @pytest.fixture
 def small_pieces(monkeypatch):
+    from crowdprop.tree import build
+
     monkeypatch.setattr(jsonstream, "BLOCK", 4096)  # many reading tasks even for the sample
+    monkeypatch.setattr(build, "TASK_MASKS", 100)  # and many tree tasks
 
 
 def _init(tmp_path, name, *extra):

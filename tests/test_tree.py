@@ -154,10 +154,13 @@ def test_every_class_tree_partitions_its_masks(spec, exact_max, micro_size):
     _check_partitions(forest, cats)
 
 
-def test_forest_is_the_same_built_in_worker_processes_in_any_class_order():
+def test_forest_is_the_same_built_in_worker_processes_in_any_class_order(monkeypatch):
     """Each class's tree depends on its rows and its own generator only: two worker
     processes give the forest the single process gives, array for array."""
     from crowdprop.engine import make_engine
+    from crowdprop.tree import build
+
+    monkeypatch.setattr(build, "TASK_MASKS", 100)  # several tasks: the 700-mask class alone, the rest shared
 
     rng = np.random.default_rng(4)
     sizes = [700, 40, 350, 1, 90]

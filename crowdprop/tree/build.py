@@ -242,6 +242,15 @@ def _to_forest(nodes: _Nodes, roots: np.ndarray, n: int) -> Forest:
     )
 
 
+TASK_MASKS = 65_536
+"""Classes are built together in one task until it has this many masks (small classes share)."""
+
+
+def class_trees(specs: list[tuple]) -> list[tuple]:
+    """:func:`class_tree` of each ``(category, rows, x, exact_max, micro_size, rng)``: one task."""
+    return [class_tree(*spec) for spec in specs]
+
+
 def build_forest(
     category_ids: np.ndarray,
     embedding: np.ndarray,
@@ -272,8 +281,8 @@ def build_forest(
     progress : bool
         Show a tqdm bar over masks placed (only when stderr is a terminal).
     engine : crowdprop.engine.Engine, optional
-        Builds the classes' trees (:func:`class_tree`), one task per class, largest
-        first; when None, the active one (:func:`crowdprop.engine.active`). The forest is
+        Builds the classes' trees (:func:`class_tree`), largest first, one task per
+        class or per group of small classes (:data:`TASK_MASKS`); when None, the active one (:func:`crowdprop.engine.active`). The forest is
         the same with any engine.
 
     Returns
@@ -312,22 +321,35 @@ def build_forest(
     order = np.argsort(-counts, kind="stable")  # largest classes first: the slowest start first
     engine = engine or current()
 
+    groups, group = [], []
+    for j in order.tolist():  # largest first; small classes share a task
+        group.append(j)
+        if sum(int(counts[k]) for k in group) >= TASK_MASKS:
+            groups.append(group)
+            group = []
+    if group:
+        groups.append(group)
+
     def tasks():
-        for j in order.tolist():
-            rows = by_cat[first[j]:first[j] + counts[j]]
-            yield int(classes[j]), rows, x[rows], exact_max, micro_size, rngs[j]
+        for g in groups:
+            specs = []
+            for j in g:
+                rows = by_cat[first[j]:first[j] + counts[j]]
+                specs.append((int(classes[j]), rows, x[rows], exact_max, micro_size, rngs[j]))
+            yield (specs,)
 
     with tqdm(total=n, desc="cluster trees", unit="mask", disable=None if progress else True) as bar:
-        for j, (left, right, height, row) in zip(order.tolist(), engine.map(class_tree, tasks())):
-            sl = slice(int(base[j]), int(base[j] + sizes[j]))
-            nodes.left[sl] = np.where(left >= 0, left + base[j], -1)
-            nodes.right[sl] = np.where(right >= 0, right + base[j], -1)
-            nodes.height[sl] = height
-            nodes.row[sl] = row
-            nodes.category[sl] = classes[j]
-            bar.update(int(counts[j]))
-            log.debug("class %d: %d masks (%s)", classes[j], counts[j],
-                      "exact" if counts[j] <= exact_max else "scalable")
+        for g, results in zip(groups, engine.map(class_trees, tasks())):
+            for j, (left, right, height, row) in zip(g, results):
+                sl = slice(int(base[j]), int(base[j] + sizes[j]))
+                nodes.left[sl] = np.where(left >= 0, left + base[j], -1)
+                nodes.right[sl] = np.where(right >= 0, right + base[j], -1)
+                nodes.height[sl] = height
+                nodes.row[sl] = row
+                nodes.category[sl] = classes[j]
+                bar.update(int(counts[j]))
+                log.debug("class %d: %d masks (%s)", classes[j], counts[j],
+                          "exact" if counts[j] <= exact_max else "scalable")
     forest = _to_forest(nodes, base, n)
     log.info("built %d cluster trees over %d masks (%d nodes)", len(classes), n, forest.n_nodes)
     return forest
