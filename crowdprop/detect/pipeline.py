@@ -7,7 +7,8 @@ into ``masks.parquet``, ``features.npy``, ``images.parquet`` and
 ``categories.parquet`` (layout in :mod:`crowdprop.detect.store`). The local
 engine runs one model in this process; the Ray engine
 (:mod:`crowdprop.detect.ray_engine`) runs one model per actor over the same
-shards and writes the same parts, so both produce the same tables.
+shards; both write each shard with :func:`crowdprop.detect.shards.process_shard`,
+so both produce the same tables.
 
 Memory stays bounded: one shard of results is held at a time, and the merge
 streams part by part.
@@ -16,25 +17,22 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import InputError, StateError
 from ..io import atomic_write_text
-from .images import list_images, read_image
+from .images import list_images
 from .model import DetectorSpec, resolve_label_map
 from .projection import PROJECTION_FILE, PROJECTION_SEED, load_or_create_projection
-from .store import PARTS_DIR, clean_incomplete_parts, done_images, merge_parts, write_part
+from .shards import plan_shards, process_shard
+from .store import PARTS_DIR, clean_incomplete_parts, done_images, merge_parts
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SETTINGS_FILE", "DetectSummary", "detect_images", "plan_shards", "process_shard"]
+__all__ = ["SETTINGS_FILE", "DetectSummary", "detect_images"]
 
 SETTINGS_FILE = "detect.json"
-
-Shard = list  # list of (index in listing, relative file name)
 
 
 @dataclass
@@ -57,42 +55,6 @@ class DetectSummary:
     n_processed: int
     n_skipped: int
     n_masks: int
-
-
-def plan_shards(todo: Sequence[tuple[int, str]], images_per_part: int) -> list[Shard]:
-    """Split the images to detect into consecutive shards of ``images_per_part``."""
-    if images_per_part < 1:
-        raise ValueError("images_per_part must be >= 1")
-    todo = list(todo)
-    return [todo[i:i + images_per_part] for i in range(0, len(todo), images_per_part)]
-
-
-def process_shard(detector, images_dir: str | Path, parts_dir: str | Path, shard: Shard, *,
-                  batch_size: int, on_batch: Callable[[int], None] | None = None) -> tuple[int, int]:
-    """Detect on one shard in batches and write it as one part.
-
-    Images are decoded one batch ahead in a thread while the model runs.
-
-    Returns
-    -------
-    (n_images, n_masks) : tuple of int
-    """
-    batches = [shard[i:i + batch_size] for i in range(0, len(shard), batch_size)]
-    results = []
-
-    def load(batch):
-        return [read_image(images_dir, f) for _, f in batch]
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        nxt = pool.submit(load, batches[0]) if batches else None
-        for k, batch in enumerate(batches):
-            images = nxt.result()
-            nxt = pool.submit(load, batches[k + 1]) if k + 1 < len(batches) else None
-            results += detector(images)
-            if on_batch is not None:
-                on_batch(len(batch))
-    n_masks = write_part(parts_dir, shard[0][0], [f for _, f in shard], results)
-    return len(shard), n_masks
 
 
 def _check_settings(run_dir: Path, settings: dict) -> None:

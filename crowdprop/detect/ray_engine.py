@@ -1,7 +1,7 @@
 """The detection stage over Ray Data: the same shards and parts, one model per actor.
 
 Each row of the Ray dataset is one shard (a list of ``(index, file_name)``
-pairs, see :func:`crowdprop.detect.pipeline.plan_shards`), one shard per block.
+pairs, see :func:`crowdprop.detect.shards.plan_shards`), one shard per block.
 ``map_batches`` with a class starts a pool of :class:`ShardWorker` actors, each
 holding one model (one GPU per actor on CUDA, else ``cpus_per_actor`` CPUs and as
 many torch threads); an actor reads its shard's images, detects in batches of
@@ -22,6 +22,7 @@ import logging
 import numpy as np
 
 from ..errors import CrowdpropError, InputError
+from .shards import process_shard
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ class ShardWorker:
         self.batch_size = batch_size
 
     def __call__(self, batch: dict) -> dict:
-        from .pipeline import process_shard
-
         first, n_images, n_masks, errors = [], [], [], []
         for text in batch["shard"]:
             shard = [(int(i), str(f)) for i, f in json.loads(str(text))]

@@ -20,7 +20,7 @@ from crowdprop.errors import StateError  # noqa: E402
 from crowdprop.masks import rle  # noqa: E402
 from crowdprop.schema import MASK_COLUMNS  # noqa: E402
 
-from .conftest import CLASS2_BIAS, LABELS, LISTING, RUN_OPTIONS, THREADS, make_model  # noqa: E402
+from .conftest import LISTING, RUN_OPTIONS, THREADS, make_model  # noqa: E402
 
 pytestmark = pytest.mark.detect
 
