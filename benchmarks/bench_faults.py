@@ -3,6 +3,12 @@
     python benchmarks/bench_faults.py                  # 20 % throttling, 5 % 5xx, 200 ms latency
     python benchmarks/bench_faults.py --latency 0.05
 
+A last configuration adds what MTurk does on its own to the faults: 20 % of the workers
+submit after their HIT's round timed out (rounds of 2 s, late by 3 s), and MTurk approves
+submitted work 4 s after submission whether crowdprop looked or not. Its result depends on
+timing, so only its books are checked: every assignment recorded once against the masks
+shown, every cent charged recorded.
+
 The local MTurk endpoint runs as its own process (``crowdprop mturk-local
 --throttle --errors --lost-responses --latency``) and ``crowdprop run RUN
 --endpoint-url URL`` drives the shipped sample's campaign through it (the
@@ -23,23 +29,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_crash import Endpoint, Outcome, check, controller, sample_run  # noqa: E402
+from bench_crash import Endpoint, Outcome, check, controller, edit_config, run_to_end, sample_run  # noqa: E402
 
 
-def one(base: Path, work: Path, name: str, flags: list[str], reference=None):
+def one(base: Path, work: Path, name: str, flags: list[str], reference=None, config: dict | None = None):
     from crowdprop.campaign.export import final_status
     from crowdprop.campaign.store import RunDir
 
     run_dir = work / name
     shutil.copytree(base, run_dir)
+    if config:
+        edit_config(run_dir, **config)
     ep = Endpoint(run_dir, work, extra=flags)
     try:
         t0 = time.perf_counter()
-        p = controller(run_dir, ep.url, None, timeout=3600)
-        wall = time.perf_counter() - t0
-        out = Outcome(wall_s=wall)
-        if p.returncode != 0:
-            out.problems.append(f"run failed (rc {p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
+        out = Outcome()
+        if config:  # late work: a run may stop while it waits for some
+            done = run_to_end(run_dir, ep.url, out)
+        else:
+            p = controller(run_dir, ep.url, None, timeout=3600)
+            done = p.returncode == 0
+            if not done:
+                out.problems.append(f"run failed (rc {p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
+        out.wall_s = time.perf_counter() - t0
+        if not done:
             return out, None, ep.ledger()
         led = ep.ledger()  # before the check's own requests
         check(run_dir, ep, reference, out)
@@ -81,18 +94,29 @@ def main(argv=None) -> int:
             o, _, led = one(base, work, f"faults{seed}", flags, ref)
             rows.append((f"{a.throttle:.0%} throttle, {a.errors:.0%} 5xx ({a.lost_responses:.0%} of them lost), "
                          f"{a.latency * 1000:.0f} ms", seed, o, led, clean.wall_s))
+            if seed == a.seeds[0]:
+                o, _, led = one(base, work, f"late{seed}", flags + ["--late", "0.2", "--late-delay", "3",
+                                                                    "--auto-approve-after", "4"],
+                                None, config={"crowd": {"round_timeout_s": 2.0, "poll_interval_s": 0.2}})
+                o.identical = True  # timing decides the result; the books are what is checked
+                rows.append(("the same + 20 % late workers + MTurk approving on its own after 4 s", seed, o, led,
+                             clean.wall_s))
         print()
         print("| faults | seed | API requests | throttled | 5xx | lost responses | wall (s) | x no faults | "
-              "identical result | duplicate HITs | lost/double answers | double-approved | books differ |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "identical result | duplicate HITs | lost/double answers | misattributed | double-approved | "
+              "paid, unrecorded | books differ |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         bad = False
         for label, seed, o, led, clean_s in rows:
             f = led.get("faults", {})
             ident = "yes" if (o.identical or label == "no faults") and not o.problems else "NO"
+            if label.startswith("the same +") and ident == "yes":
+                ident = f"n/a ({o.late} late, {o.by_mturk} by MTurk)"
             bad |= ident == "NO"
             print(f"| {label} | {seed} | {f.get('requests', '-')} | {f.get('throttle', 0)} | {f.get('error', 0)} | "
                   f"{f.get('lost_response', 0)} | {o.wall_s:.1f} | {o.wall_s / clean_s:.2f} | {ident} | "
-                  f"{o.duplicates} | {o.lost + o.double_counted} | {o.double_approved} | {o.books_differ} |")
+                  f"{o.duplicates} | {o.lost + o.double_counted} | {o.misattributed} | {o.double_approved} | "
+                  f"${o.unrecorded_usd:.2f} | {o.books_differ} |")
         for label, _, o, _, _ in rows:
             for p in o.problems:
                 print(f"PROBLEM ({label}):", p)

@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CrowdpropError as e:
-        print(f"crowdprop {args.command}: error: {e}", file=sys.stderr)
+        # an error that is not a failure (exit code 0, e.g. the budget is spent) is no "error:"
+        print(f"crowdprop {args.command}: {'error: ' if e.exit_code else ''}{e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"crowdprop {args.command}: interrupted; run it again to continue", file=sys.stderr)

@@ -27,6 +27,10 @@ therefore never sends CreateHIT for a token whose HIT id is in the journal of
 the round in progress, and looks up tokens that were journaled before a crash
 but have no HIT id yet in ListHITs (by ``RequesterAnnotation``) before
 publishing them: a resumed round never creates a second HIT, however old it is.
+A token names what its HIT asks (:func:`crowdprop.hits.batching.content_token`),
+and a HIT found under a token (journal, ListHITs, or MTurk's ``HitAlreadyExists``)
+is adopted only after GetHIT shows it holds the same questions, reward and
+number of assignments (:meth:`~crowdprop.crowd.mturk.MTurkBackend.verify`).
 
 Quality control on MTurk
 ------------------------
@@ -69,8 +73,6 @@ TARGETS = ("sandbox", "production", "local")
 IMAGE_MODES = ("skip", "render")
 HIT_IMAGES = "hit_images"
 """Folder of RUN_DIR holding the pictures shown on worker pages (local targets)."""
-BUDGET_SLACK_USD = 0.005
-"""Half a cent: the budget guard and the loop add the same cent amounts as floats."""
 
 
 def truth_of(run: RunDir) -> np.ndarray:
@@ -181,19 +183,36 @@ class MTurkCrowd:
         self.local = None if handle is None else handle.local
         """The in-process :class:`~crowdprop.mturk_local.LocalMTurk`, if any (its ledger outlives close())."""
         self.reconcile = reconcile
-        self.known: dict[str, str] = {}
-        self.orphans: set[str] = set()
+        self._known: dict[str, str] | None = None
+        self._orphans: set[str] = set()
         self._found: dict[str, str] | None = None
-        self._round: int | None = None
         self.reused = 0
         """HITs found in the journal or on MTurk instead of being created (this process)."""
-        for r in _journal_rounds(run):
-            for rec in run.journal_lines(r, "published"):
+
+    def _read_journal(self) -> None:
+        """Tokens of the journal: with a HIT id (published), or journaled without one (a crash
+        between the record and CreateHIT's answer). Read when first needed, after the campaign
+        loop has taken the lock (and dropped the journal of a copied run directory)."""
+        self._known, self._orphans = {}, set()
+        for r in _journal_rounds(self.run):
+            for rec in self.run.journal_lines(r, "published"):
                 if rec.get("hit_id"):
-                    self.known[rec["token"]] = rec["hit_id"]
+                    self._known[rec["token"]] = rec["hit_id"]
                 else:
-                    self.orphans.add(rec["token"])
-        self.orphans -= set(self.known)
+                    self._orphans.add(rec["token"])
+        self._orphans -= set(self._known)
+
+    @property
+    def known(self) -> dict[str, str]:
+        if self._known is None:
+            self._read_journal()
+        return self._known
+
+    @property
+    def orphans(self) -> set[str]:
+        if self._known is None:
+            self._read_journal()
+        return self._orphans
 
     def __getattr__(self, attr):  # balance(), find_hits(), worker_url(), guard...
         backend = self.__dict__.get("backend")
@@ -212,25 +231,28 @@ class MTurkCrowd:
             return self._found.get(hit.token)
         return None
 
-    def publish(self, hit: HitRequest) -> str:
-        if hit.round != self._round:
-            self._round = hit.round
-            spend = self.run.read_rounds("spend")
-            self.backend.guard.update(float(spend["usd"].sum()) if len(spend) else 0.0)
+    def publish(self, hit: HitRequest, *, admitted: bool = False) -> str:
+        """The HIT of ``hit.token``: found (journal, ListHITs) and verified, else created.
+        The campaign loop updates :attr:`guard` before each HIT it publishes; ``admitted``: a
+        token journaled before (see :meth:`MTurkBackend.publish`)."""
         hit_id = self._existing(hit)
         if hit_id is not None:
+            self.backend.verify(hit_id, hit)
             self.backend.remember(hit_id, hit)
             self.reused += 1
             return hit_id
-        hit_id = self.backend.publish(hit)
+        hit_id = self.backend.publish(hit, admitted=admitted)
         self.known[hit.token] = hit_id
         return hit_id
 
-    def poll(self, hit_ids: Sequence[str]) -> list[Assignment]:
-        return self.backend.poll(hit_ids)
+    def poll(self, hit_ids: Sequence[str], *, settled: bool = False) -> list[Assignment]:
+        return self.backend.poll(hit_ids, settled=settled)
 
-    def settle(self, assignment_id: str, approve: bool, feedback: str | None = None) -> None:
-        self.backend.settle(assignment_id, approve, feedback)
+    def settle(self, assignment_id: str, approve: bool, feedback: str | None = None) -> str:
+        return self.backend.settle(assignment_id, approve, feedback)
+
+    def hit_state(self, hit_id: str) -> dict:
+        return self.backend.hit_state(hit_id)
 
     def expire(self, hit_id: str) -> None:
         self.backend.expire(hit_id)
@@ -278,7 +300,9 @@ def _class_names(run: RunDir) -> dict[int, str]:
 
 
 def _guard(run: RunDir):
-    return _mturk.BudgetGuard(run.config.campaign.budget_usd + BUDGET_SLACK_USD)
+    from ..money import cap_cents
+
+    return _mturk.BudgetGuard(cap_cents(run.config.campaign.budget_usd))
 
 
 def _page(run: RunDir, image_url: Callable, section) -> object:
@@ -301,16 +325,25 @@ def local_client(endpoint_url: str):
 
 # ------------------------------------------------------------------------- local endpoint
 def discard_stale_journal(run: RunDir) -> list[int]:
-    """Drop the journal of a round in progress whose HITs were on an endpoint that is gone.
+    """Drop what the journal of a round in progress says about an endpoint that is gone.
 
-    Returns the rounds dropped. Only for an in-process local endpoint: nothing
-    there outlives its process, so the round is simply done again from its start.
+    Returns the rounds concerned. Only for an in-process local endpoint: nothing
+    there outlives its process, so the round's HITs are published again from its
+    frozen plan (the same questions and tokens; the simulated answers follow the
+    questions), and a round that had not frozen its plan is planned again.
     """
+    from .roundplan import CREW_FILES, frozen
+
     rounds = _journal_rounds(run)
+    for r in rounds:
+        if frozen(run, r):
+            for name in CREW_FILES:
+                (run.journal_dir(r) / name).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(run.journal_dir(r), ignore_errors=True)
     if rounds:
-        shutil.rmtree(run.path / "journal")
         log.info("round(s) %s were in progress on a local endpoint that stopped with its process; "
-                 "done again from the start", ", ".join(map(str, rounds)))
+                 "their HITs are published again as planned", ", ".join(map(str, rounds)))
     return rounds
 
 
@@ -558,18 +591,19 @@ def hit_cost_estimate(run: RunDir) -> dict:
 
     ``hit_usd`` is the most one full HIT can cost (every assignment approved,
     MTurk's fee included); ``hits`` how many of those the remaining budget pays.
+    Computed in cents (:mod:`.ledger`); dollars are the view.
     """
-    from ..crowd.base import Fees
-    from ..hits.batching import reward_for
+    from ..hits.batching import reward_cents_for
+    from ..money import cap_cents, usd
+    from .ledger import FEES, spent_cents
 
     cfg = run.config
-    spend = run.read_rounds("spend")
-    spent = float(spend["usd"].sum()) if len(spend) else 0.0
-    remaining = max(0.0, cfg.campaign.budget_usd - spent)
-    reward = reward_for(cfg.crowd.questions_per_hit, cfg.crowd)
-    fees = Fees()
-    per_hit = round(cfg.crowd.assignments_per_hit * (reward + fees.assignment_fee(reward, cfg.crowd.assignments_per_hit)), 2)
-    return {"spent_usd": spent, "remaining_usd": remaining, "hit_usd": per_hit, "reward_usd": reward,
-            "fee_usd": fees.assignment_fee(reward, cfg.crowd.assignments_per_hit),
-            "hits": int(np.floor(remaining / per_hit + 1e-9)) if per_hit > 0 else 0,
-            "questions_per_hit": cfg.crowd.questions_per_hit, "assignments": cfg.crowd.assignments_per_hit}
+    spent = spent_cents(run)
+    remaining = max(0, cap_cents(cfg.campaign.budget_usd) - spent)
+    n = cfg.crowd.assignments_per_hit
+    reward = reward_cents_for(cfg.crowd.questions_per_hit, cfg.crowd)
+    per_hit = FEES.hit_cost_cents(reward, n)
+    return {"spent_usd": usd(spent), "remaining_usd": usd(remaining), "hit_usd": usd(per_hit),
+            "reward_usd": usd(reward), "fee_usd": usd(FEES.assignment_fee_cents(reward, n)),
+            "hits": remaining // per_hit if per_hit > 0 else 0,
+            "questions_per_hit": cfg.crowd.questions_per_hit, "assignments": n}

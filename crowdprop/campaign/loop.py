@@ -1,14 +1,15 @@
 """The round loop: the only code that does I/O on both the state and the crowd.
 
-One round: plan (pure policy) -> HITs with golds -> journal the plan -> publish
-(tokens journaled before each CreateHIT) -> poll until answered or timed out ->
-journal every assignment received -> judge and settle (journaled before paying)
--> aggregate labels -> decide (pure policy) -> commit the round atomically.
+One round: plan (pure policy) -> HITs with golds -> freeze the plan in the
+journal -> publish (tokens journaled before each CreateHIT) -> poll this round's
+HITs and every earlier HIT that can still receive work until answered or timed
+out -> journal every assignment received -> judge and settle (journaled before
+paying) -> aggregate labels -> decide (pure policy) -> commit the round atomically.
 
-Everything a round does is a deterministic function of the committed state and
-the seed, so a round that was killed half way is simply done again: the same
-tokens (no second HIT), the same answers (deduplicated by assignment id against
-the journal), the same decisions.
+A round that was killed half way is finished from its journal: the frozen plan
+(the same HITs and tokens, whatever changed in the configuration since), the
+same answers (deduplicated by assignment id against the journal and the
+committed rounds), the same decisions. See :mod:`.crowdwork` for the crowd's side.
 """
 from __future__ import annotations
 
@@ -22,21 +23,20 @@ import pandas as pd
 
 from ..crowd.base import Assignment, CrowdBackend, Fees
 from ..errors import BudgetExhausted
-from ..hits.batching import make_hits, max_cost
+from ..hits.batching import make_hits
 from ..policy.controller import (apply_decisions, apply_split, decide, initial_status, mask_status,
                                  node_mean, plan_round, predicted_quality)
 from ..schema import Decision
-from .store import RunDir
+from . import ledger
+from . import roundplan as rp
+from .crowdwork import ASSIGNMENT_COLUMNS, HIT_COLUMNS, HITS_DONE_COLUMNS, SPEND_COLUMNS, CrowdWork  # noqa: F401
+from .roundplan import RoundPlanned
+from .store import ROUND_TABLES, RunDir
 
 log = logging.getLogger(__name__)
 
-ASSIGNMENT_COLUMNS = ["assignment_id", "hit_id", "token", "worker_id", "round", "n_questions", "n_gold",
-                      "n_gold_correct", "work_seconds", "flag", "approved", "reason", "reward_usd", "fee_usd"]
 ANSWER_COLUMNS = ["question_id", "round", "mask_row", "worker_id", "assignment_id", "hit_id", "label",
-                  "is_gold", "used"]
-HIT_COLUMNS = ["token", "hit_id", "round", "batch", "n_questions", "assignments", "reward_usd",
-               "n_submitted", "expired"]
-SPEND_COLUMNS = ["round", "assignment_id", "kind", "usd"]
+                  "is_gold", "used", "kind"]
 DECISION_COLUMNS = ["round", "node_id", "decision", "free", "n_labeled", "yes", "est_mean", "est_lo",
                     "est_hi", "quality", "size", "category_id"]
 
@@ -45,7 +45,7 @@ DECISION_COLUMNS = ["round", "node_id", "decision", "free", "n_labeled", "yes", 
 class CampaignState:
     status: np.ndarray
     label_p: np.ndarray
-    spent_usd: float
+    spent_cents: int
     next_round: int
     gold_used: dict[int, int] = field(default_factory=dict)
 
@@ -142,22 +142,10 @@ def load_state(run: RunDir) -> CampaignState:
     return CampaignState(
         status=status,
         label_p=label_p,
-        spent_usd=float(spend["usd"].sum()) if len(spend) else 0.0,
+        spent_cents=ledger.spent_cents(run, spend=spend),
         next_round=(rounds[-1] + 1) if rounds else 1,
         gold_used=gold_used,
     )
-
-
-@dataclass
-class RoundPlanned:
-    """What a round asks: the policy's plan, the questions table, the HITs carrying them,
-    and further tables committed with the round (``extra``). ``stop``: a reason to stop
-    instead (nothing to ask, or no HIT within the budget)."""
-    plan: object
-    questions: pd.DataFrame | None
-    hits: list
-    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
-    stop: str | None = None
 
 
 @dataclass
@@ -167,7 +155,7 @@ class RunResult:
     last_round: int
 
 
-class Campaign:
+class Campaign(CrowdWork):
     """Runs rounds of one campaign against one crowd backend.
 
     Parameters
@@ -210,6 +198,10 @@ class Campaign:
             removed = self.run_dir.clean_temporaries()
             if removed:
                 log.info("removed %d temporary file(s) left by an interrupted run", removed)
+            rounds = self.run_dir.rounds()
+            note = self.run_dir.claim_home((rounds[-1] + 1) if rounds else 1)
+            if note:
+                log.warning("%s", note)
             return self._run(max_rounds=max_rounds)
 
     def _run(self, *, max_rounds: int | None = None) -> RunResult:
@@ -223,12 +215,15 @@ class Campaign:
         bar = tqdm(total=self.n, initial=decided, unit="mask", desc="masks decided",
                    disable=(None if self.progress is None else not self.progress), leave=False)
         try:
-            while state.next_round <= limit:
+            while True:
                 if max_rounds is not None and done >= max_rounds:
                     reason = "stopped after --rounds"
                     break
                 r = state.next_round
-                outcome = self.run_round(r, state)
+                past = r > limit  # past the round limit only to wait for work on HITs already out
+                if past and not (rp.frozen(self.run_dir, r) or self._open_hits(r)):
+                    break
+                outcome = self.run_round(r, state, settle_only=past)
                 if outcome is not None:
                     reason = outcome
                     break
@@ -239,31 +234,38 @@ class Campaign:
                 decided = now
         finally:
             bar.close()
+        still = len(self._open_hits(state.next_round))
+        if still:
+            log.warning("%d HIT(s) can still receive work: run again to record, judge and pay it (MTurk approves "
+                        "submitted work on its own after [mturk] auto_approval_delay_s)", still)
         log.info("campaign stopped: %s", reason)
         return RunResult(rounds_run=done, stop_reason=reason, last_round=state.next_round - 1)
 
-    def run_round(self, r: int, state: CampaignState) -> str | None:
-        """Run round ``r``; return a stop reason instead when there is nothing to do."""
+    def run_round(self, r: int, state: CampaignState, *, settle_only: bool = False) -> str | None:
+        """Run round ``r`` (or finish it from its journal); return a stop reason instead when
+        there is nothing to do. ``settle_only``: ask nothing, only wait for work on HITs of
+        earlier rounds."""
         run = self.run_dir
-        planned = self._make_plan(r, state)
+        planned = self._round_plan(r, state, settle_only=settle_only)
         if planned.stop is not None:
             return planned.stop
-        questions, kept = planned.questions, planned.hits
-        run.journal_write(r, "questions", questions)
-
-        hit_ids = self._publish(r, kept)
-        assignments = self._collect(r, kept, hit_ids)
-        ass_df, ans_df, spend_df = self._settle(r, kept, hit_ids, questions, assignments)
-
-        tables = self._decide(r, state, planned, ans_df)
-        hits_df = pd.DataFrame([(h.token, hit_ids[h.token], r, h.batch, len(h.questions), h.assignments, h.reward_usd,
-                                 int((ass_df["token"] == h.token).sum()) if len(ass_df) else 0,
-                                 bool(self._expired.get(h.token, False))) for h in kept], columns=HIT_COLUMNS)
-        blocks = self._block(r, ass_df)
-        run.commit_round(r, {"questions": questions, "hits": hits_df, "assignments": ass_df, "answers": ans_df,
-                             "spend": spend_df, "blocks": blocks, **planned.extra, **tables})
-        counts = tables["decisions"]["decision"].value_counts().to_dict()
-        log.info("round %d: %d questions in %d HITs, decisions %s", r, len(questions), len(kept), counts)
+        books = self._crowd_round(r, planned)
+        if planned.settle_only and len(books["assignments"]) == 0 and len(books["hits_done"]) == 0:
+            n = len(self._open_hits(r))  # nothing arrived, nothing closed: keep the journal, come back later
+            return f"waiting for work on {n} HIT(s) of earlier rounds; run again later to record it"
+        if planned.settle_only:
+            tables = {}
+        else:
+            tables = self._decide(r, state, planned, books["answers"])
+        blocks = self._block(r, books["assignments"])
+        out = {"questions": planned.questions, **books, "blocks": blocks, **planned.extra, **tables}
+        for name in ROUND_TABLES:  # a settle-only round decides nothing
+            if name not in out:
+                out[name] = run.empty_like_last(name)
+        run.commit_round(r, out)
+        counts = out["decisions"]["decision"].value_counts().to_dict() if len(out["decisions"]) else {}
+        log.info("round %d: %d questions in %d HITs, decisions %s", r, len(planned.questions), len(books["hits"]),
+                 counts)
         return None
 
     # -- policy: what a round asks and what it concludes ----------------------------------------------
@@ -280,21 +282,7 @@ class Campaign:
         questions, hits = make_hits(plan.asks, round_=r, campaign_id=self.campaign_id,
                                     campaign_name=cfg.campaign.name, cfg=cfg.crowd, gold_pool=run.golds,
                                     gold_used=gold_used, rng=rng)
-        remaining = cfg.campaign.budget_usd - state.spent_usd
-        kept, committed = [], 0.0
-        for h in hits:
-            c = max_cost(h, self.fees)
-            if committed + c > remaining + 1e-9:
-                break
-            kept.append(h)
-            committed += c
-        if hits and not kept:
-            return RoundPlanned(plan, None, [], stop=f"budget reached (${state.spent_usd:.2f} of "
-                                                     f"${cfg.campaign.budget_usd:.2f} spent)")
-        if len(kept) < len(hits):
-            log.warning("round %d: budget allows %d of %d HITs", r, len(kept), len(hits))
-            questions = questions[questions["token"].isin({h.token for h in kept})].reset_index(drop=True)
-        return RoundPlanned(plan, questions, kept)
+        return RoundPlanned(plan, questions, hits)
 
     def _decide(self, r: int, state: CampaignState, planned: RoundPlanned,
                 ans_df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -320,55 +308,6 @@ class Campaign:
         return {"decisions": decisions}
 
     # -- steps --------------------------------------------------------------------------------------
-    def _publish(self, r: int, hits) -> dict[str, str]:
-        run = self.run_dir
-        known = {x["token"]: x["hit_id"] for x in run.journal_lines(r, "published") if "hit_id" in x}
-        out = {}
-        for h in hits:
-            if h.token not in known:
-                run.journal_append(r, "published", {"token": h.token, "event": "create"})
-            hit_id = self.backend.publish(h)  # idempotent on the token
-            if known.get(h.token) not in (None, hit_id):
-                raise RuntimeError(f"backend returned HIT {hit_id} for token {h.token}, journal says {known[h.token]}")
-            if h.token not in known:
-                run.journal_append(r, "published", {"token": h.token, "hit_id": hit_id})
-            out[h.token] = hit_id
-        return out
-
-    def _collect(self, r: int, hits, hit_ids: dict[str, str]) -> list[Assignment]:
-        run = self.run_dir
-        prev = run.journal_read(r, "received")
-        received: dict[str, Assignment] = {}
-        if prev is not None:
-            for rec in prev.to_dict("records"):
-                received[rec["assignment_id"]] = _assignment_from_record(rec)
-        expected = {hit_ids[h.token]: h.assignments for h in hits}
-        token_of = {v: k for k, v in hit_ids.items()}
-        deadline = self.clock() + self.cfg.crowd.round_timeout_s
-        self._expired: dict[str, bool] = {}
-        while True:
-            new = [a for a in self.backend.poll(list(expected)) if a.assignment_id not in received]
-            if new:
-                for a in new:
-                    received[a.assignment_id] = a
-                # Recorded before anything is done with them.
-                run.journal_write(r, "received", _assignments_frame(received.values(), token_of))
-            per_hit: dict[str, int] = {}
-            for a in received.values():
-                per_hit[a.hit_id] = per_hit.get(a.hit_id, 0) + 1
-            if all(per_hit.get(h, 0) >= n for h, n in expected.items()):
-                break
-            if self.clock() >= deadline:
-                for h, n in expected.items():
-                    if per_hit.get(h, 0) < n:
-                        self.backend.expire(h)
-                        self._expired[token_of[h]] = True
-                log.warning("round %d: timed out; %d HITs expired, their questions will be asked again",
-                            r, len(self._expired))
-                break
-            self.sleep(self.cfg.crowd.poll_interval_s)
-        return sorted(received.values(), key=lambda a: a.assignment_id)
-
     def judge_by_rules(self, a: Assignment, n_gold: int, n_gold_correct: int, n_questions: int, cfg):
         """Reject malformed work, work failing its golds, and work done too fast."""
         from ..quality import judge_assignment
@@ -389,6 +328,8 @@ class Campaign:
         if len(hist) == 0:
             return pd.DataFrame({"worker_id": pd.Series(dtype=str), "round": pd.Series(dtype=np.int64),
                                  "kind": pd.Series(dtype=str)})
+        if "judged_ok" in hist:  # the rules' verdict (MTurk may have approved and paid work they reject)
+            hist = hist.assign(approved=hist["judged_ok"].fillna(hist["approved"]))
         hist = hist.rename(columns={"worker_id": "worker"})[["worker", "approved", "n_gold", "n_gold_correct"]]
         hist = hist.astype({"approved": bool, "n_gold": np.int64, "n_gold_correct": np.int64})
         soft, hard = workers_to_block(hist, self.quality_cfg)
@@ -400,83 +341,6 @@ class Campaign:
             if hasattr(self.backend, "block"):
                 self.backend.block(w, kind)
         return pd.DataFrame(rows, columns=["worker_id", "round", "kind"])
-
-    def _settle(self, r: int, hits, hit_ids, questions: pd.DataFrame, assignments: list[Assignment]):
-        run = self.run_dir
-        token_of = {v: k for k, v in hit_ids.items()}
-        q_by_token = {t: g for t, g in questions.groupby("token")}
-        settled = {x["assignment_id"]: x for x in run.journal_lines(r, "settled")}
-        reward_of = {h.token: h.reward_usd for h in hits}
-        n_asg = {h.token: h.assignments for h in hits}
-        ass_rows, ans_rows, spend_rows = [], [], []
-        for a in assignments:
-            token = token_of.get(a.hit_id)
-            q = q_by_token.get(token)
-            if q is None:
-                continue
-            gold = q[q["is_gold"]]
-            n_gold = len(gold)
-            n_gold_ok = 0
-            if a.flag is None:
-                for qid, lab in zip(gold["question_id"], gold["gold_label"]):
-                    if qid in a.answers and bool(a.answers[qid]) == bool(lab):
-                        n_gold_ok += 1
-            if a.assignment_id in settled:
-                approve = bool(settled[a.assignment_id]["approve"])
-                reason = settled[a.assignment_id].get("reason")
-            else:
-                approve, reason, feedback = self.judge(a, n_gold, n_gold_ok, len(q), self.cfg)
-                reward = reward_of[token]
-                fee = self.fees.assignment_fee(reward, n_asg[token]) if approve else 0.0
-                run.journal_append(r, "settled", {"assignment_id": a.assignment_id, "approve": approve,
-                                                  "reason": reason, "feedback": feedback,
-                                                  "reward_usd": reward if approve else 0.0, "fee_usd": fee})
-                settled[a.assignment_id] = {"approve": approve}
-            self.backend.settle(a.assignment_id, approve, None if approve else (reason or "rejected"))
-            reward = reward_of[token] if approve else 0.0
-            fee = self.fees.assignment_fee(reward_of[token], n_asg[token]) if approve else 0.0
-            ass_rows.append((a.assignment_id, a.hit_id, token, a.worker_id, r, len(q), n_gold, n_gold_ok,
-                             float(a.work_seconds), a.flag, approve, reason, reward, fee))
-            if approve:
-                spend_rows.append((r, a.assignment_id, "reward", reward))
-                spend_rows.append((r, a.assignment_id, "fee", fee))
-            usable = approve and a.flag is None
-            for qid, mrow, is_gold in zip(q["question_id"], q["mask_row"], q["is_gold"]):
-                if qid in a.answers:
-                    ans_rows.append((qid, r, int(mrow), a.worker_id, a.assignment_id, a.hit_id,
-                                     int(bool(a.answers[qid])), bool(is_gold), usable))
-        ass_df = pd.DataFrame(ass_rows, columns=ASSIGNMENT_COLUMNS)
-        ass_df["flag"] = ass_df["flag"].astype(object)
-        ass_df["reason"] = ass_df["reason"].astype(object)
-        ans_df = pd.DataFrame(ans_rows, columns=ANSWER_COLUMNS)
-        ans_df["label"] = ans_df["label"].astype(np.int8)
-        spend_df = pd.DataFrame(spend_rows, columns=SPEND_COLUMNS)
-        spend_df["usd"] = spend_df["usd"].astype(np.float64)
-        return ass_df, ans_df, spend_df
-
-
-def _assignments_frame(assignments, token_of) -> pd.DataFrame:
-    import json
-
-    recs = [{"assignment_id": a.assignment_id, "hit_id": a.hit_id, "worker_id": a.worker_id,
-             "answers": json.dumps(a.answers, sort_keys=True), "work_seconds": float(a.work_seconds),
-             "accept_time": float(a.accept_time), "submit_time": float(a.submit_time), "flag": a.flag,
-             "token": token_of.get(a.hit_id)} for a in assignments]
-    df = pd.DataFrame(recs)
-    df["flag"] = df["flag"].astype(object)
-    return df
-
-
-def _assignment_from_record(rec: dict) -> Assignment:
-    import json
-
-    flag = rec.get("flag")
-    if isinstance(flag, float) and np.isnan(flag):
-        flag = None
-    return Assignment(assignment_id=rec["assignment_id"], hit_id=rec["hit_id"], worker_id=rec["worker_id"],
-                      answers={k: bool(v) for k, v in json.loads(rec["answers"]).items()},
-                      work_seconds=float(rec["work_seconds"]), accept_time=float(rec["accept_time"]),
-                      submit_time=float(rec["submit_time"]), flag=flag)
 
 
 __all__ = ["Campaign", "CampaignState", "load_state", "aggregate_labels", "BudgetExhausted"]

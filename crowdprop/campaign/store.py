@@ -15,9 +15,10 @@ Layout::
       golds.parquet          gold pool: mask_row, label
       state/round=00001/     one folder per completed round:
           questions.parquet hits.parquet assignments.parquet answers.parquet
-          decisions.parquet spend.parquet blocks.parquet
-      journal/round=00002/   the round in progress: what was planned, published,
-                             received and settled, recorded before it is acted on
+          decisions.parquet spend.parquet blocks.parquet hits_done.parquet ...
+      journal/round=00002/   the round in progress: its frozen plan (plan.json,
+                             questions.parquet), what was published, received and
+                             settled, each recorded before it is acted on
       report.json
 
 A round folder is written as ``state/.round=0000k.tmp`` and renamed into place,
@@ -49,7 +50,15 @@ _HELD: dict[Path, int] = {}
 """Run directories whose lock this process holds, with the nesting depth (the lock is re-entrant
 within a process, exclusive between processes)."""
 
-ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend", "blocks")
+ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend", "blocks", "hits_done")
+
+
+def _nonce_at(path) -> str | None:
+    """The nonce recorded in ``path/campaign.json``, or None (no such directory, unreadable)."""
+    try:
+        return json.loads((Path(path) / "campaign.json").read_text()).get("nonce")
+    except (OSError, TypeError, ValueError, AttributeError):
+        return None
 
 
 REQUIRED_ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend", "blocks")
@@ -308,7 +317,9 @@ class RunDir:
         return pd.concat(frames, ignore_index=True)
 
     def commit_round(self, r: int, tables: dict[str, pd.DataFrame]) -> None:
-        """Write one round's tables as a folder that appears complete or not at all."""
+        """Write one round's tables as a folder that appears complete or not at all.
+
+        Every name of :data:`ROUND_TABLES` is required; further tables given are written too."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         final = self.state_dir / round_dirname(r)
         if final.exists():
@@ -317,9 +328,12 @@ class RunDir:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
+        missing = [name for name in ROUND_TABLES if name not in tables]
+        if missing:
+            raise ValueError(f"round {r}: table(s) {', '.join(missing)} missing from the commit")
         try:
-            for name in ROUND_TABLES:
-                write_parquet(tmp / f"{name}.parquet", tables[name])
+            for name, df in tables.items():
+                write_parquet(tmp / f"{name}.parquet", df)
             atomic_write_text(tmp / "_COMPLETE", "")
             os.replace(tmp, final)
         except BaseException:  # a full disk: leave no half-written folder behind
@@ -328,6 +342,71 @@ class RunDir:
         shutil.rmtree(self.journal_dir(r), ignore_errors=True)
         with contextlib.suppress(OSError):  # only when empty
             (self.path / "journal").rmdir()
+
+    def empty_like_last(self, name: str) -> pd.DataFrame:
+        """An empty table with the columns of ``name`` in the last committed round that has it."""
+        for r in reversed(self.rounds()):
+            p = self.state_dir / round_dirname(r) / f"{name}.parquet"
+            if p.exists():
+                return read_parquet(p).iloc[:0]
+        return pd.DataFrame()
+
+    # -- whose HITs: the run directory's nonce --------------------------------------------------
+    @property
+    def nonce(self) -> str:
+        """This run directory's nonce (campaign.json), part of every HIT token: a copy of the
+        directory gets its own (:meth:`claim_home`), so it never adopts the original's HITs."""
+        return str(self.campaign.get("nonce", ""))
+
+    @property
+    def owned_from_round(self) -> int:
+        """The first round whose HITs are this directory's (a copy leaves earlier ones to the original)."""
+        return int(self.campaign.get("owned_from_round", 1) or 1)
+
+    def claim_home(self, next_round: int) -> str | None:
+        """Record where this run directory lives and recognise a copy of it. Call holding the lock.
+
+        ``campaign.json`` keeps ``home`` (host, path, device and inode of the directory) next
+        to ``nonce``. The same directory (same path, or same device and inode: moved) keeps
+        its nonce. A directory whose recorded home is another directory on this host that
+        still exists with the same nonce is a copy: it gets a fresh nonce, the rounds from
+        ``next_round`` on are its own (earlier HITs stay with the original), and the round
+        in progress, whose HITs belong to the original, is dropped from its journal to be
+        planned again. Replays (simulated crowds) share nothing and keep their nonce.
+        Returns a line saying what happened, or None.
+        """
+        import secrets
+        import socket
+
+        data = dict(self.campaign)
+        kind = (data.get("crowd") or {}).get("kind", "simulated")
+        st = self.path.resolve().stat()
+        here = {"host": socket.gethostname(), "path": str(self.path.resolve()), "device": int(st.st_dev),
+                "inode": int(st.st_ino)}
+        home = data.get("home")
+        note = None
+        if kind != "mturk":
+            return None
+        if not data.get("nonce") or not isinstance(home, dict):
+            data.setdefault("nonce", secrets.token_hex(8))
+        elif home == here:
+            return None
+        elif home.get("host") == here["host"] and (home.get("path") == here["path"] or (
+                home.get("device"), home.get("inode")) == (here["device"], here["inode"])):
+            note = f"{self.path}: moved from {home.get('path')}; its HITs go on with it"
+        elif home.get("host") == here["host"] and _nonce_at(home.get("path")) == data["nonce"]:
+            data["nonce"] = secrets.token_hex(8)
+            data["owned_from_round"] = int(next_round)
+            shutil.rmtree(self.path / "journal", ignore_errors=True)
+            note = (f"{self.path}: a copy of {home.get('path')}; it publishes HITs of its own from round "
+                    f"{next_round} on, and leaves the HITs published there (the round in progress included) "
+                    "to that directory")
+        else:
+            note = (f"{self.path}: was at {home.get('host')}:{home.get('path')}; taken as moved here (its HITs go "
+                    "on with it): if that directory is still in use, stop one of them")
+        data["home"] = here
+        self.write_campaign(data)
+        return note
 
     # -- the journal of the round in progress ---------------------------------------------------
     def journal_dir(self, r: int) -> Path:

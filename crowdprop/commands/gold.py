@@ -21,7 +21,9 @@ def run(args) -> int:
     from ._checks import json_depth_guard
 
     rd = RunDir(args.run_dir).require()
-    with json_depth_guard(args.file):
+    # under the run lock: a `crowdprop run` in progress finishes its round with the gold pool it was
+    # planned with (frozen in its journal); the new golds take effect from the next round
+    with rd.lock(), json_depth_guard(args.file):
         added, size = import_golds(rd, args.file)
     yes = int(rd.golds["label"].sum())
     print(f"{rd.path}: {added} golds imported; pool has {size} ({yes} yes, {size - yes} no)")

@@ -60,6 +60,14 @@ def register(p: argparse.ArgumentParser) -> None:
     wk.add_argument("--work-delay", type=float, default=0.0, help="seconds before workers submit (default 0)")
     wk.add_argument("--unanswered", type=float, default=0.0,
                     help="share of assignment slots nobody ever takes (to exercise expiry)")
+    wk.add_argument("--late", type=float, default=0.0, metavar="SHARE",
+                    help="share of simulated workers who accept a HIT when due but submit --late-delay seconds "
+                         "later, after the HIT expired if it did (MTurk takes work accepted before expiry)")
+    wk.add_argument("--late-delay", type=float, default=60.0, metavar="SECONDS",
+                    help="how much later those workers submit (default 60)")
+    wk.add_argument("--auto-approve-after", type=float, default=None, metavar="SECONDS",
+                    help="approve submitted work on its own this long after submission when that comes before the "
+                         "HIT type's AutoApprovalDelayInSeconds (a requester who does not look in time)")
     wk.add_argument("--no-simulate", action="store_true", help="no simulated workers: HITs wait for a browser")
     wk.add_argument("--balance", type=float, default=10000.0, help="starting account balance in dollars")
     ft = p.add_argument_group("faults (on API calls only)")
@@ -115,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
     _check(0 <= args.port <= 65535, "--port", "must be in [0, 65535]")
     _check(args.work_delay >= 0, "--work-delay", "must be >= 0")
     _check(0.0 <= args.unanswered <= 1.0, "--unanswered", "must be in [0, 1]")
+    _check(0.0 <= args.late <= 1.0, "--late", "must be in [0, 1]")
+    _check(args.late_delay >= 0, "--late-delay", "must be >= 0")
+    _check(args.auto_approve_after is None or args.auto_approve_after >= 0, "--auto-approve-after", "must be >= 0")
     for flag in ("throttle", "errors", "lost_responses"):
         _check(0.0 <= getattr(args, flag) <= 1.0, "--" + flag.replace("_", "-"), "must be in [0, 1]")
     _check(args.throttle + args.errors <= 1.0, "--errors", "--throttle + --errors must be <= 1")
@@ -149,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         _check(Path(args.images_dir).is_dir(), "--images-dir", f"{args.images_dir} is not a directory")
     local = LocalMTurk(truth, pool, balance=args.balance, faults=faults, images_dir=args.images_dir,
                        work_delay=args.work_delay, simulate=not args.no_simulate,
-                       unanswered_share=args.unanswered)
+                       unanswered_share=args.unanswered, late_share=args.late, late_delay=args.late_delay,
+                       auto_approve_after=args.auto_approve_after)
     try:
         handle = serve(local, host=args.host, port=args.port, credentials=credentials,
                        request_timeout_s=args.request_timeout)

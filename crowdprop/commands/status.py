@@ -84,29 +84,41 @@ def in_progress(run, r: int) -> dict:
         ``assignments_expected`` (published HITs x assignments per HIT);
         ``assignments_received`` and ``hits_answered`` (HITs with every assignment
         received) from received.parquet; ``settled``, ``approved``, ``rejected``
-        and ``usd_settled`` (reward + fee of the approvals) from settled.jsonl;
+        and ``usd_settled`` (reward + fee of the approvals, MTurk's own included)
+        from settled.jsonl;
         ``started`` (epoch seconds of the journal's oldest file, or None).
     """
+    from ..campaign.ledger import final_state, journal_settlements, settled_record_cents
+    from ..campaign.roundplan import restore
+
     cfg = run.config
     d = run.journal_dir(r)
     q = run.journal_read(r, "questions")
     published = {x["token"]: x["hit_id"] for x in run.journal_lines(r, "published") if "hit_id" in x}
     recv = run.journal_read(r, "received")
-    settled = {x["assignment_id"]: x for x in run.journal_lines(r, "settled")}
+    settled = journal_settlements(run, r)
     per_hit = cfg.crowd.assignments_per_hit
+    frozen = restore(run, r)
+    if frozen is not None and frozen[0].hits:  # the assignments each HIT was published with
+        per_token = {h.token: h.assignments for h in frozen[0].hits}
+        expected = sum(per_token.get(t, per_hit) for t in published)
+    else:
+        per_token, expected = {}, len(published) * per_hit
     out = {"round": r, "hits_planned": int(q["token"].nunique()) if q is not None and len(q) else 0,
            "questions": int(len(q)) if q is not None else 0, "hits_published": len(published),
-           "assignments_expected": len(published) * per_hit,
+           "assignments_expected": expected,
            "assignments_received": int(recv["assignment_id"].nunique()) if recv is not None and len(recv) else 0,
            "hits_answered": 0}
     if recv is not None and len(recv):
-        counts = recv.drop_duplicates("assignment_id").groupby("hit_id").size()
-        out["hits_answered"] = int((counts >= per_hit).sum())
-    approved = [x for x in settled.values() if x.get("approve")]
+        mine = recv[recv["token"].isin(set(published))] if "token" in recv else recv
+        counts = mine.drop_duplicates("assignment_id").groupby("token" if "token" in mine else "hit_id").size()
+        out["hits_answered"] = int(sum(n >= per_token.get(t, per_hit) for t, n in counts.items()))
+    approved = [x for x in settled.values() if final_state(x) == "Approved"]
     out["settled"] = len(settled)
     out["approved"] = len(approved)
     out["rejected"] = len(settled) - len(approved)
-    out["usd_settled"] = float(sum(float(x.get("reward_usd", 0.0)) + float(x.get("fee_usd", 0.0)) for x in approved))
+    out["cents_settled"] = int(sum(settled_record_cents(x) for x in approved))
+    out["usd_settled"] = out["cents_settled"] / 100
     times = [t for t in (_mtime(p) for p in d.iterdir()) if t is not None] if d.is_dir() else []
     out["started"] = min(times) if times else None
     return out
@@ -135,6 +147,9 @@ def collect_status(run, *, now: float | None = None) -> dict:
     """
     import numpy as np
 
+    from ..campaign.ledger import spent_cents
+    from ..money import cap_cents
+
     now = time.time() if now is None else float(now)
     cfg = run.config
     rounds = run.rounds()
@@ -148,11 +163,13 @@ def collect_status(run, *, now: float | None = None) -> dict:
            "last_round": last, "max_rounds": int(cfg.campaign.max_rounds),
            "hits": int(len(hits)), "assignments": int(len(ass)),
            "questions": int((ans["used"].astype(bool) & ~ans["is_gold"].astype(bool)).sum()) if len(ans) else 0,
-           "usd_committed": float(spend["usd"].sum()) if len(spend) else 0.0,
+           "cents_committed": spent_cents(run, spend=spend),
            "budget_usd": float(cfg.campaign.budget_usd)}
+    out["usd_committed"] = out["cents_committed"] / 100
     pending = [r for r in _journal_rounds(run) if r > last]
     out["in_progress"] = in_progress(run, pending[0]) if pending else None
-    out["usd"] = out["usd_committed"] + (out["in_progress"]["usd_settled"] if out["in_progress"] else 0.0)
+    out["cents"] = out["cents_committed"] + (out["in_progress"]["cents_settled"] if out["in_progress"] else 0)
+    out["usd"] = out["cents"] / 100
     if run.has_forest:
         decided, open_ = _decided(run, None)
     else:
@@ -174,7 +191,7 @@ def collect_status(run, *, now: float | None = None) -> dict:
     round_s = float(np.median(gaps)) if len(gaps) else None
     out["rate_per_round"] = rate
     out["round_seconds"] = round_s
-    finished = open_ == 0 or last >= cfg.campaign.max_rounds or out["usd"] >= cfg.campaign.budget_usd - 1e-9
+    finished = open_ == 0 or last >= cfg.campaign.max_rounds or out["cents"] >= cap_cents(cfg.campaign.budget_usd)
     out["finished"] = bool(finished and out["in_progress"] is None)
     if open_ == 0:
         out["rounds_left"], out["eta_seconds"] = 0, 0.0

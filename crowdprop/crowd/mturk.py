@@ -58,6 +58,7 @@ import tenacity
 
 from .. import config as _config
 from ..errors import BudgetExhausted, CrowdpropError
+from ..money import cap_cents, cents, fmt
 from .base import Assignment, Fees, HitRequest
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,11 @@ def answer_key_xml(answers: Sequence[tuple[str, bool]]) -> str:
 
 
 # --------------------------------------------------------------------- config
+MIN_AUTO_APPROVAL_S = 3600
+"""The least ``[mturk] auto_approval_delay_s``: an hour to review work before MTurk approves it on
+its own (crowdprop polls every ``[crowd] poll_interval_s`` and settles what it receives at once)."""
+
+
 @dataclass
 class MTurkSection:
     """The ``[mturk]`` table of a campaign TOML file.
@@ -209,6 +215,8 @@ class MTurkSection:
     lifetime_s: int = 3 * 86400
     """How long a HIT stays available to workers (also the lifetime of presigned image URLs)."""
     auto_approval_delay_s: int = 3 * 86400
+    """MTurk approves (and pays) submitted work on its own this long after submission, reviewed or
+    not; at least :data:`MIN_AUTO_APPROVAL_S`."""
     qualifications: str = "auto"
     """``auto``: the thresholds below in production, none in the sandbox and on a
     local endpoint; ``always``; ``none``."""
@@ -241,8 +249,9 @@ class MTurkSection:
         v.check(30 <= self.assignment_duration_s <= 365 * 86400, "assignment_duration_s",
                 "must be in [30, 31536000] seconds")
         v.check(30 <= self.lifetime_s <= 365 * 86400, "lifetime_s", "must be in [30, 31536000] seconds")
-        v.check(0 <= self.auto_approval_delay_s <= 30 * 86400, "auto_approval_delay_s",
-                "must be in [0, 2592000] seconds")
+        v.check(MIN_AUTO_APPROVAL_S <= self.auto_approval_delay_s <= 30 * 86400, "auto_approval_delay_s",
+                f"must be in [{MIN_AUTO_APPROVAL_S}, 2592000] seconds: MTurk approves and pays submitted work on "
+                "its own after this delay, so it must leave time to review the work")
         v.check(self.qualifications in ("auto", "always", "none"), "qualifications",
                 "must be 'auto', 'always' or 'none'")
         v.check(0 <= self.min_percent_approved <= 100, "min_percent_approved", "must be in [0, 100]")
@@ -367,44 +376,46 @@ def is_retryable(exc: BaseException) -> bool:
 # --------------------------------------------------------------------- budget
 @dataclass
 class BudgetGuard:
-    """Refuses a HIT or bonus whose maximum cost would pass the cap.
+    """Refuses a HIT or bonus whose maximum cost would pass the cap (integer cents).
 
-    The campaign loop owns the spend ledger: it sets :attr:`spent_usd` (money
-    paid plus the maximum cost of live HITs) with :meth:`update`. The guard adds
-    what it let through since the last update, so a round that publishes many
-    HITs cannot pass the cap between two updates.
+    The campaign loop owns the ledger (:mod:`crowdprop.campaign.ledger`): before it
+    publishes, it sets :attr:`committed_cents` (money paid plus the most that the
+    live HITs can still cost) with :meth:`update`. The guard adds what it let
+    through since the last update, so a round that publishes many HITs cannot
+    pass the cap between two updates.
     """
 
-    cap_usd: float
-    spent_usd: float = 0.0
+    cap_cents: int
+    committed_cents: int = 0
     fees: Fees = field(default_factory=Fees)
-    pending_usd: float = 0.0
+    pending_cents: int = 0
 
-    def update(self, spent_usd: float) -> None:
-        self.spent_usd = float(spent_usd)
-        self.pending_usd = 0.0
+    def update(self, committed_cents: int, cap_cents: int | None = None) -> None:
+        self.committed_cents = int(committed_cents)
+        if cap_cents is not None:
+            self.cap_cents = int(cap_cents)
+        self.pending_cents = 0
 
-    def _admit(self, cost: float, what: str) -> None:
-        total = self.spent_usd + self.pending_usd + cost
-        if total > self.cap_usd + 1e-9:
+    def _admit(self, cost: int, what: str) -> None:
+        if self.committed_cents + self.pending_cents + cost > self.cap_cents:
             raise BudgetExhausted(
-                f"budget: {what} could cost ${cost:.2f}, and ${self.spent_usd + self.pending_usd:.2f} of the "
-                f"${self.cap_usd:.2f} cap ([campaign] budget_usd) is spent or committed; not published")
-        self.pending_usd += cost
+                f"budget: {what} could cost {fmt(cost)}, and {fmt(self.committed_cents + self.pending_cents)} of "
+                f"the {fmt(self.cap_cents)} cap ([campaign] budget_usd) is spent or committed; not published")
+        self.pending_cents += cost
 
-    def admit_hit(self, hit: HitRequest) -> float:
-        cost = self.fees.hit_cost(hit.reward_usd, hit.assignments)
-        self._admit(cost, f"HIT {hit.token} ({hit.assignments} x (${hit.reward_usd:.2f} + fee))")
+    def admit_hit(self, hit: HitRequest) -> int:
+        cost = self.fees.hit_cost_cents(hit.reward_cents, hit.assignments)
+        self._admit(cost, f"HIT {hit.token} ({hit.assignments} x ({fmt(hit.reward_cents)} + fee))")
         return cost
 
-    def admit_bonus(self, bonus_usd: float) -> float:
-        cost = bonus_usd + self.fees.bonus_fee(bonus_usd)
-        self._admit(cost, f"a bonus of ${bonus_usd:.2f} (+ fee)")
+    def admit_bonus(self, bonus_cents: int) -> int:
+        cost = int(bonus_cents) + self.fees.bonus_fee_cents(bonus_cents)
+        self._admit(cost, f"a bonus of {fmt(bonus_cents)} (+ fee)")
         return cost
 
-    def refund(self, cost: float) -> None:
+    def refund(self, cost: int) -> None:
         """Give back a cost admitted for a call that did not happen."""
-        self.pending_usd = max(0.0, self.pending_usd - cost)
+        self.pending_cents = max(0, self.pending_cents - int(cost))
 
 
 # -------------------------------------------------------------------- answers
@@ -494,6 +505,12 @@ def annotation(hit: HitRequest) -> str:
     return f"crowdprop:{hit.campaign}:r{hit.round}:{hit.token}"[:255]
 
 
+def _hit_missing(exc: BaseException) -> bool:
+    """Whether a botocore error says the HIT does not exist (any more)."""
+    _, turk, _, message = error_code(exc)
+    return "HITDoesNotExist" in turk or "does not exist" in message.lower() and "hit" in message.lower()
+
+
 def _seconds(t: Any) -> float:
     if isinstance(t, datetime):
         return t.timestamp()
@@ -547,9 +564,15 @@ class MTurkBackend:
         self.masks = masks
         self.page_size = page_size
         self._sleep = sleep
-        self.guard = guard or BudgetGuard(config.campaign.budget_usd)
+        self.guard = guard or BudgetGuard(cap_cents(config.campaign.budget_usd))
         self._hit_types: dict[str, str] = {}
         self._asked: dict[str, tuple[str, ...]] = {}
+        self._reward: dict[str, int] = {}
+        """HIT id -> its reward in cents as MTurk reported it (CreateHIT / GetHIT)."""
+        self._parsed: dict[str, Assignment] = {}
+        """Assignment id -> the assignment as first parsed (answers never change once submitted)."""
+        self.gone: set[str] = set()
+        """HITs MTurk no longer knows (disposed, or on an endpoint that was restarted)."""
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_retryable),
             wait=tenacity.wait_random_exponential(multiplier=retry_wait_s, max=retry_max_wait_s),
@@ -570,7 +593,7 @@ class MTurkBackend:
 
     def hit_type_id(self, reward_usd: float) -> str:
         """The campaign's HIT type for this reward (created once, then cached)."""
-        key = f"{reward_usd:.2f}"
+        key = fmt(cents(reward_usd))[1:]
         if key not in self._hit_types:
             reqs = qualification_requirements(self.mturk, self.target) + self.campaign_requirements()
             resp = self._call(
@@ -743,8 +766,10 @@ class MTurkBackend:
         return {w for w, v in self.test_scores().items() if v < bar}
 
     # -- the seam
-    def publish(self, hit: HitRequest) -> str:
-        """Publish ``hit`` (idempotent on ``hit.token``) and return its HIT id."""
+    def publish(self, hit: HitRequest, *, admitted: bool = False) -> str:
+        """Publish ``hit`` (idempotent on ``hit.token``) and return its HIT id. ``admitted``: the
+        budget was checked when its token was journaled (CreateHIT may have happened then), so
+        the guard does not refuse it now."""
         from botocore.exceptions import ClientError
 
         if not 1 <= hit.assignments <= 9:
@@ -753,22 +778,46 @@ class MTurkBackend:
             raise MTurkError(f"HIT token {hit.token!r} must be 1 to 64 characters")
         html = self.page.render(hit, self.masks)
         question = self.page.question_xml(html, token=hit.token)  # raises before CreateHIT when > 64 KB
-        cost = self.guard.admit_hit(hit)
+        cost = 0 if admitted else self.guard.admit_hit(hit)
         try:
             type_id = self.hit_type_id(hit.reward_usd)
             resp = self._call("create_hit_with_hit_type", HITTypeId=type_id, MaxAssignments=hit.assignments,
                               LifetimeInSeconds=self.mturk.lifetime_s, Question=question,
                               RequesterAnnotation=annotation(hit), UniqueRequestToken=hit.token)
             hit_id = resp["HIT"]["HITId"]
+            if resp["HIT"].get("Reward") is not None:
+                self._reward[hit_id] = cents(resp["HIT"]["Reward"])
         except ClientError as e:
             code, turk, _, message = error_code(e)
             if turk != "AWS.MechanicalTurk.HitAlreadyExists" and "HitAlreadyExists" not in message:
                 self.guard.refund(cost)
                 raise
             hit_id = self._existing_hit_id(hit, message)
+            self.verify(hit_id, hit)
             log.info("HIT %s already exists as %s (token reused)", hit.token, hit_id)
         self._asked[hit_id] = tuple(q.question_id for q in hit.questions)
         return hit_id
+
+    def verify(self, hit_id: str, hit: HitRequest) -> None:
+        """Adopt HIT ``hit_id`` for ``hit`` only if it holds what ``hit`` asks: the same question ids
+        in the same order, the same reward and number of assignments (GetHIT). Raises
+        :class:`MTurkError` otherwise: such a HIT's answers would be read against other questions."""
+        resp = self._call("get_hit", HITId=hit_id)["HIT"]
+        ids = tuple(question_ids_in(resp.get("Question", "")))
+        want = tuple(q.question_id for q in hit.questions)
+        reward = cents(resp["Reward"]) if resp.get("Reward") is not None else None
+        problems = []
+        if ids != want:
+            problems.append(f"its {len(ids)} question(s) are not the {len(want)} planned")
+        if reward is not None and reward != hit.reward_cents:
+            problems.append(f"its reward is {fmt(reward)}, not {fmt(hit.reward_cents)}")
+        if resp.get("MaxAssignments") is not None and int(resp["MaxAssignments"]) != hit.assignments:
+            problems.append(f"it has {resp['MaxAssignments']} assignments, not {hit.assignments}")
+        if problems:
+            raise MTurkError(f"HIT {hit_id} found under token {hit.token} does not hold what the run directory "
+                             f"planned ({'; '.join(problems)}); not adopted")
+        if reward is not None:
+            self._reward[hit_id] = reward
 
     def _existing_hit_id(self, hit: HitRequest, message: str) -> str:
         m = _HIT_ID_RE.search(message)
@@ -799,6 +848,8 @@ class MTurkBackend:
     def _questions_of(self, hit_id: str) -> tuple[str, ...] | None:
         if hit_id not in self._asked:
             resp = self._call("get_hit", HITId=hit_id)
+            if resp["HIT"].get("Reward") is not None:
+                self._reward[hit_id] = cents(resp["HIT"]["Reward"])
             ids = question_ids_in(resp["HIT"].get("Question", ""))
             if not ids:
                 log.warning("HIT %s: no question ids in its Question; answers checked for format only", hit_id)
@@ -806,35 +857,59 @@ class MTurkBackend:
             self._asked[hit_id] = tuple(ids)
         return self._asked[hit_id]
 
-    def _submitted(self, hit_id: str) -> list[dict]:
+    def _listed(self, hit_id: str, statuses: list[str]) -> list[dict]:
         def listing() -> list[dict]:
             pages = self.client.get_paginator("list_assignments_for_hit").paginate(
-                HITId=hit_id, AssignmentStatuses=["Submitted"], PaginationConfig={"PageSize": self.page_size})
+                HITId=hit_id, AssignmentStatuses=statuses, PaginationConfig={"PageSize": self.page_size})
             return [a for page in pages for a in page.get("Assignments", [])]
 
         return self._retrying(listing)
 
-    def poll(self, hit_ids: Sequence[str]) -> list[Assignment]:
-        """Every submitted, unsettled assignment of ``hit_ids``, answers checked."""
+    def poll(self, hit_ids: Sequence[str], *, settled: bool = False) -> list[Assignment]:
+        """Every submitted, unsettled assignment of ``hit_ids``, answers checked; with
+        ``settled=True`` also those MTurk lists as Approved or Rejected (each with its
+        ``status``). A HIT MTurk no longer knows is skipped and added to :attr:`gone`."""
         out = []
+        statuses = ["Submitted", "Approved", "Rejected"] if settled else ["Submitted"]
         for hit_id in hit_ids:
-            asked = self._questions_of(hit_id)
-            for a in self._submitted(hit_id):
+            if hit_id in self.gone:
+                continue
+            try:
+                asked = self._questions_of(hit_id)
+                listed = self._listed(hit_id, statuses)
+            except Exception as e:  # noqa: BLE001 - only "HIT does not exist" is handled
+                if not _hit_missing(e):
+                    raise
+                log.warning("HIT %s no longer exists on MTurk; nothing more can arrive for it", hit_id)
+                self.gone.add(hit_id)
+                continue
+            for a in listed:
                 out.append(self._assignment(hit_id, a, asked))
         return out
 
-    @staticmethod
-    def _assignment(hit_id: str, a: dict, asked: Sequence[str] | None) -> Assignment:
+    def _assignment(self, hit_id: str, a: dict, asked: Sequence[str] | None) -> Assignment:
+        import dataclasses
+
+        status = a.get("AssignmentStatus", "Submitted")
+        known = self._parsed.get(a["AssignmentId"])
+        if known is not None:
+            return dataclasses.replace(known, status=status, reward_cents=self._reward.get(hit_id))
         answers, flag = parse_answers(a.get("Answer") or "", asked)
         accept, submit = _seconds(a.get("AcceptTime")), _seconds(a.get("SubmitTime"))
         if flag:
             log.warning("assignment %s of HIT %s flagged: %s", a.get("AssignmentId"), hit_id, flag)
-        return Assignment(assignment_id=a["AssignmentId"], hit_id=hit_id, worker_id=a.get("WorkerId", ""),
-                          answers=answers, work_seconds=max(0.0, submit - accept), accept_time=accept,
-                          submit_time=submit, flag=flag, status=a.get("AssignmentStatus", "Submitted"))
+        out = Assignment(assignment_id=a["AssignmentId"], hit_id=hit_id, worker_id=a.get("WorkerId", ""),
+                         answers=answers, work_seconds=max(0.0, submit - accept), accept_time=accept,
+                         submit_time=submit, flag=flag, status=status, reward_cents=self._reward.get(hit_id))
+        self._parsed[out.assignment_id] = out
+        return out
 
-    def settle(self, assignment_id: str, approve: bool, feedback: str | None = None) -> None:
-        """Approve or reject; an assignment already in that state counts as done."""
+    def settle(self, assignment_id: str, approve: bool, feedback: str | None = None) -> str:
+        """Approve or reject; return the state MTurk holds afterwards (``Approved`` / ``Rejected``).
+
+        An assignment MTurk settled already keeps that state (it approves submitted work on its
+        own after the auto-approval delay, and an approval cannot be undone): the call is then
+        refused, and MTurk's state is returned for the caller to record."""
         from botocore.exceptions import ClientError
 
         try:
@@ -844,13 +919,31 @@ class MTurkBackend:
             else:
                 self._call("reject_assignment", AssignmentId=assignment_id,
                            RequesterFeedback=(feedback or "Answers did not match known items.")[:1024])
+            return "Approved" if approve else "Rejected"
         except ClientError as e:
-            if error_code(e)[0] != "RequestError" or not self._already(assignment_id, approve):
+            if error_code(e)[0] != "RequestError":
                 raise
+            status = self._call("get_assignment", AssignmentId=assignment_id)["Assignment"].get("AssignmentStatus")
+            if status not in ("Approved", "Rejected"):
+                raise
+            return status
 
-    def _already(self, assignment_id: str, approve: bool) -> bool:
-        status = self._call("get_assignment", AssignmentId=assignment_id)["Assignment"].get("AssignmentStatus")
-        return status == ("Approved" if approve else "Rejected")
+    def hit_state(self, hit_id: str) -> dict:
+        """``{"pending", "available", "gone"}`` of a HIT (GetHIT): work accepted and not yet
+        submitted, slots open to workers, and whether MTurk no longer knows the HIT."""
+        if hit_id in self.gone:
+            return {"pending": 0, "available": 0, "gone": True}
+        try:
+            h = self._call("get_hit", HITId=hit_id)["HIT"]
+        except Exception as e:  # noqa: BLE001
+            if not _hit_missing(e):
+                raise
+            self.gone.add(hit_id)
+            return {"pending": 0, "available": 0, "gone": True}
+        if h.get("Reward") is not None:
+            self._reward[hit_id] = cents(h["Reward"])
+        return {"pending": int(h.get("NumberOfAssignmentsPending", 0) or 0),
+                "available": int(h.get("NumberOfAssignmentsAvailable", 0) or 0), "gone": False}
 
     def expire(self, hit_id: str) -> None:
         """Take the HIT off the market now (work already accepted can still be submitted)."""
@@ -864,9 +957,9 @@ class MTurkBackend:
         """Pay a bonus once per ``token`` (<= 64 characters, remembered by MTurk for 24 h)."""
         from botocore.exceptions import ClientError
 
-        cost = self.guard.admit_bonus(amount_usd)
+        cost = self.guard.admit_bonus(cents(amount_usd))
         try:
-            self._call("send_bonus", WorkerId=worker_id, BonusAmount=f"{amount_usd:.2f}", AssignmentId=assignment_id,
+            self._call("send_bonus", WorkerId=worker_id, BonusAmount=fmt(cents(amount_usd))[1:], AssignmentId=assignment_id,
                        Reason=reason, UniqueRequestToken=token)
         except ClientError as e:
             _, turk, _, message = error_code(e)

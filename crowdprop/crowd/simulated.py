@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..replay.workers import WorkerPool
-from .base import Assignment, HitRequest
+from .base import Assignment, HitRequest, content_key
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,15 @@ class SimulatedCrowd:
         self._by_hit: dict[str, list[str]] = {}
         self.publish_calls = 0
 
-    def publish(self, hit: HitRequest) -> str:
+    def publish(self, hit: HitRequest, *, admitted: bool = False) -> str:
         self.publish_calls += 1
         hit_id = f"SIMHIT-{hit.token}"
         if hit_id in self._hits:
             return hit_id
         self._hits[hit_id] = hit
-        # The same keys as the local MTurk endpoint's simulated workers (the HIT token),
+        # The same keys as the local MTurk endpoint's simulated workers (what the HIT asks),
         # so a replay gives the same answers through either crowd.
-        key = hit.token
+        key = content_key([q.question_id for q in hit.questions])
         workers = self.pool.pick(key, hit.assignments, exclude=self.blocked)
         ids = []
         for a, w in enumerate(workers):
@@ -60,26 +60,33 @@ class SimulatedCrowd:
             secs = self.pool.seconds(w, key, len(hit.questions))
             aid = f"SIMASG-{hit.token}-{a}"
             self._assignments[aid] = Assignment(assignment_id=aid, hit_id=hit_id, worker_id=wid, answers=answers,
-                                                work_seconds=secs, accept_time=0.0, submit_time=secs)
+                                                work_seconds=secs, accept_time=0.0, submit_time=secs,
+                                                reward_cents=hit.reward_cents)
             ids.append(aid)
         self._by_hit[hit_id] = ids
         return hit_id
 
-    def poll(self, hit_ids: Sequence[str]) -> list[Assignment]:
+    def poll(self, hit_ids: Sequence[str], *, settled: bool = False) -> list[Assignment]:
         out = []
         for h in hit_ids:
             for aid in self._by_hit.get(h, []):
                 a = self._assignments[aid]
-                if a.status == "Submitted":
+                if settled or a.status == "Submitted":
                     out.append(a)
         return out
 
-    def settle(self, assignment_id: str, approve: bool, feedback: str | None = None) -> None:
+    def settle(self, assignment_id: str, approve: bool, feedback: str | None = None) -> str:
         a = self._assignments[assignment_id]
-        a.status = "Approved" if approve else "Rejected"
+        if a.status == "Submitted":
+            a.status = "Approved" if approve else "Rejected"
+        return a.status
 
     def expire(self, hit_id: str) -> None:
         pass
+
+    def hit_state(self, hit_id: str) -> dict:
+        """Every worker submits within publish(): nothing is ever pending, and no slot stays open."""
+        return {"pending": 0, "available": 0, "gone": hit_id not in self._hits}
 
     def block(self, worker_id: str, reason: str) -> None:
         self.blocked.add(worker_id)

@@ -11,16 +11,45 @@ QUESTION_COLUMNS = ["question_id", "round", "batch", "position", "mask_row", "no
 
 
 def hit_token(campaign_id: str, round_: int, batch: int) -> str:
-    """Deterministic ``UniqueRequestToken`` for (campaign, round, batch); at most 64 characters."""
+    """Provisional token of (campaign, round, batch) while a round is planned; the round loop
+    replaces it with :func:`content_token` before anything is published."""
     token = f"{campaign_id}-r{round_:05d}-b{batch:05d}"
     if len(token) > 64:
         raise ValueError("campaign id too long for a 64-character request token")
     return token
 
 
+def content_token(campaign_id: str, nonce: str, hit: HitRequest) -> str:
+    """``UniqueRequestToken`` naming what a HIT contains: a hash of the campaign id, the run
+    directory's nonce, the round, the reward, the assignments and every question (id, mask,
+    gold label, in order). Two HITs share a token only if they ask the same thing of the same
+    campaign in the same run directory; at most 64 characters."""
+    import hashlib
+    import json
+
+    body = json.dumps([campaign_id, nonce, hit.round, hit.batch, hit.assignments, hit.reward_cents,
+                       [[q.question_id, int(q.mask_row), bool(q.is_gold),
+                         None if q.gold_label is None else bool(q.gold_label)] for q in hit.questions]],
+                      separators=(",", ":"))
+    digest = hashlib.blake2b(body.encode(), digest_size=12).hexdigest()
+    token = f"{campaign_id}-r{hit.round}-{digest}"
+    if len(token) > 64:
+        raise ValueError("campaign id too long for a 64-character request token")
+    return token
+
+
+def reward_cents_for(n_questions: int, cfg: CrowdSection) -> int:
+    """Reward of one assignment in cents: ``reward_usd`` for a full HIT, pro rata for a short one
+    (rounded half up, at least 1 cent)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    exact = Decimal(str(cfg.reward_usd)) * 100 * n_questions / cfg.questions_per_hit
+    return max(1, int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+
+
 def reward_for(n_questions: int, cfg: CrowdSection) -> float:
-    """Reward of one assignment: ``reward_usd`` for a full HIT, pro rata for a short one (>= $0.01)."""
-    return max(0.01, round(cfg.reward_usd * n_questions / cfg.questions_per_hit + 1e-9, 2))
+    """:func:`reward_cents_for` in dollars (what a HIT request and a worker page show)."""
+    return reward_cents_for(n_questions, cfg) / 100
 
 
 def pick_golds(pool: pd.DataFrame, n: int, used: dict[int, int], rng: np.random.Generator) -> pd.DataFrame:
@@ -99,6 +128,6 @@ def make_hits(asks: dict[int, np.ndarray], *, round_: int, campaign_id: str, cam
     return q, hits
 
 
-def max_cost(hit: HitRequest, fees: Fees) -> float:
-    """Most a HIT can cost: every assignment approved, fees included."""
-    return round(hit.assignments * (hit.reward_usd + fees.assignment_fee(hit.reward_usd, hit.assignments)), 2)
+def max_cost_cents(hit: HitRequest, fees: Fees) -> int:
+    """Most a HIT can cost in cents: every assignment approved, fees included."""
+    return fees.hit_cost_cents(hit.reward_cents, hit.assignments)

@@ -14,9 +14,11 @@ whose qualifications do not meet the HIT's requirements) preview it. After
 ``work_delay`` real seconds each accepts and submits: the questions are read
 from the page (fieldsets with ``data-question-id`` / ``data-mask-id``) and each
 is answered ``pool.answer(worker, f"{key}:{question_id}", truth[mask_id])``
-where ``key`` is the HIT's ``UniqueRequestToken`` (``#<n>`` for the n-th HIT
-created, from 0, when it has none): answers depend on the pool's seed and the
-requests, never on ids.
+where ``key`` names what the HIT asks (:func:`crowdprop.crowd.base.content_key`
+of its question ids; its ``UniqueRequestToken``, else ``#<n>`` for the n-th HIT
+created, when the page has no questions): answers depend on the pool's seed and
+the requests, never on ids, and two copies of a campaign asking the same
+questions get the same answers.
 ``AcceptTime`` is the server clock at that moment and ``SubmitTime`` is
 ``AcceptTime + pool.seconds(worker, key, n_questions)``.
 
@@ -83,7 +85,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from ..crowd.base import Fees
+from ..crowd.base import Fees, content_key
 from ..replay.workers import WorkerPool, rng_for
 from .faults import FaultConfig, FaultInjector
 from .pages import PageQuestion, QuestionXMLError, answers_xml, page_questions, parse_question_xml
@@ -181,7 +183,9 @@ def _usd(cents: int) -> str:
 
 
 def _to_cents(usd: float) -> int:
-    return int(round(usd * 100))
+    from ..money import cents
+
+    return cents(usd)
 
 
 @dataclass
@@ -243,6 +247,8 @@ class _Assignment:
     rejection_time: float | None = None
     answer: str | None = None
     feedback: str | None = None
+    late: bool = False
+    """Simulated: accepts when due, submits ``late_delay`` real seconds later."""
 
 
 def manual_annotation(annotation: str | None) -> bool:
@@ -281,14 +287,29 @@ class LocalMTurk:
         a browser).
     unanswered_share : float
         Share of assignment slots no simulated worker ever takes.
+    late_share, late_delay : float
+        A share ``late_share`` of the simulated workers who take a slot accept it when
+        their work is due but submit only ``late_delay`` real seconds later: after the
+        HIT expired, if it did meanwhile (MTurk takes work accepted before expiry until
+        the assignment duration runs out). Drawn per HIT from the pool seed.
+    auto_approve_after : float or None
+        Approve submitted work on its own this many seconds (server clock) after it is
+        submitted when that comes before the HIT type's ``AutoApprovalDelayInSeconds``:
+        stands for a requester who does not look at the work in time (a controller
+        stopped longer than the delay).
     """
 
     def __init__(self, truth: Mapping[int, bool], pool: WorkerPool, *, fees: Fees | None = None,
                  balance: float = 10000.0, faults: FaultConfig | None = None,
                  images_dir: str | Path | None = None, clock: Callable[[], float] | None = None,
-                 work_delay: float = 0.0, simulate: bool = True, unanswered_share: float = 0.0):
-        if work_delay < 0:
-            raise ValueError("work_delay must be >= 0")
+                 work_delay: float = 0.0, simulate: bool = True, unanswered_share: float = 0.0,
+                 late_share: float = 0.0, late_delay: float = 0.0, auto_approve_after: float | None = None):
+        if work_delay < 0 or late_delay < 0:
+            raise ValueError("work_delay and late_delay must be >= 0")
+        if not 0.0 <= late_share <= 1.0:
+            raise ValueError("late_share must be in [0, 1]")
+        if auto_approve_after is not None and auto_approve_after < 0:
+            raise ValueError("auto_approve_after must be >= 0")
         if not 0.0 <= unanswered_share <= 1.0:
             raise ValueError("unanswered_share must be in [0, 1]")
         self.truth = {int(k): bool(v) for k, v in truth.items()}
@@ -301,6 +322,10 @@ class LocalMTurk:
         self.work_delay = float(work_delay)
         self.simulate = bool(simulate)
         self.unanswered_share = float(unanswered_share)
+        self.late_share = float(late_share)
+        self.late_delay = float(late_delay)
+        self.auto_approve_after = None if auto_approve_after is None else float(auto_approve_after)
+        self._late: list[tuple[float, int, str]] = []  # heap (monotonic submit time, n, assignment id)
         self._lock = threading.RLock()
         self._hit_count = itertools.count()
         self._seq = itertools.count()
@@ -501,9 +526,11 @@ class LocalMTurk:
         self._take_tests(hit.type.requirements)
         exclude = {w for w in self.pool.worker_ids if not self._can_work(w, hit)}
         due = time.monotonic() + self.work_delay
-        for w in self.pool.pick(pick_key, slots, exclude):
+        picked = self.pool.pick(pick_key, slots, exclude)
+        late = rng_for("late", self.pool.seed, pick_key).random(len(picked)) < self.late_share
+        for w, is_late in zip(picked, late):
             a = _Assignment(self._new_id("assignment"), hit.id, self.pool.worker_ids[w], "Previewing",
-                            "simulated", worker_index=w, due=due)
+                            "simulated", worker_index=w, due=due, late=bool(is_late))
             self._assignments[a.id] = a
             hit.assignments.append(a.id)
             heapq.heappush(self._previewing, (due, next(self._seq), a.id))
@@ -542,7 +569,7 @@ class LocalMTurk:
                 self._quals[(qt, wid)] = {"QualificationTypeId": qt, "WorkerId": wid, "GrantTime": now,
                                           "IntegerValue": value, "Status": "Granted"}
 
-    def _simulated_work(self, a: _Assignment, hit: _Hit, now: float) -> None:
+    def _simulated_work(self, a: _Assignment, hit: _Hit, now: float, accept_time: float | None = None) -> None:
         w = a.worker_index
         fields = []
         unknown = []
@@ -559,7 +586,11 @@ class LocalMTurk:
                         "simulated workers leave them unanswered", hit.id, len(unknown), unknown[0].question_id,
                         unknown[0].mask_id)
         seconds = self.pool.seconds(w, hit.key, len(hit.questions))
-        self._submit(a, hit, answers_xml(fields), accept_time=now, submit_time=now + seconds)
+        if accept_time is None:
+            self._submit(a, hit, answers_xml(fields), accept_time=now, submit_time=now + seconds)
+        else:  # a late worker: accepted earlier, submits now (having worked their usual time at least)
+            self._submit(a, hit, answers_xml(fields), accept_time=accept_time,
+                         submit_time=max(now, accept_time + seconds))
 
     def _submit(self, a: _Assignment, hit: _Hit, answer: str, *, accept_time: float, submit_time: float) -> None:
         self._accepted.discard(a.id)
@@ -569,6 +600,8 @@ class LocalMTurk:
         a.submit_time = submit_time
         a.deadline = accept_time + hit.type.assignment_duration
         a.auto_approval_time = submit_time + hit.type.auto_approval_delay
+        if self.auto_approve_after is not None:
+            a.auto_approval_time = min(a.auto_approval_time, self.clock() + self.auto_approve_after)
         a.seq = next(self._seq)
         heapq.heappush(self._auto, (a.auto_approval_time, a.seq, a.id))
 
@@ -585,7 +618,17 @@ class LocalMTurk:
             if hit.deleted or now >= hit.expiration or a.worker_id in self._blocks:
                 a.state = "Dropped"
                 continue
+            if a.late:  # accepts now, submits late_delay real seconds later
+                a.state, a.accept_time, a.deadline = "Accepted", now, now + hit.type.assignment_duration
+                self._accepted.add(a.id)
+                heapq.heappush(self._late, (mono + self.late_delay, next(self._seq), a.id))
+                continue
             self._simulated_work(a, hit, now)
+        while self._late and self._late[0][0] <= mono:
+            _, _, aid = heapq.heappop(self._late)
+            a = self._assignments[aid]
+            if a.state == "Accepted" and now < a.deadline and not self._hits[a.hit_id].deleted:
+                self._simulated_work(a, self._hits[a.hit_id], now, accept_time=a.accept_time)
         for aid in [x for x in self._accepted if now >= self._assignments[x].deadline]:
             self._assignments[aid].state = "Abandoned"
             self._accepted.discard(aid)
@@ -595,16 +638,19 @@ class LocalMTurk:
             if a.state == "Submitted":
                 self._approve(a, self._hits[a.hit_id], t, feedback=None, auto=True)
 
-    def work(self) -> int:
-        """Let every previewing simulated worker submit now, whatever ``work_delay`` says.
+    def work(self, *, late: bool = False) -> int:
+        """Let every previewing simulated worker submit now, whatever ``work_delay`` says (late
+        workers accept now); with ``late=True`` late workers who accepted submit now too (after
+        their HIT expired, if it did: MTurk takes work accepted before expiry).
 
-        Returns the number of assignments submitted."""
+        Returns the number of assignments submitted or accepted."""
         with self._lock:
             n = 0
-            for i, (_, s, aid) in enumerate(self._previewing):
-                self._previewing[i] = (-math.inf, s, aid)
-                n += self._assignments[aid].state == "Previewing"
-            heapq.heapify(self._previewing)
+            for heap in (self._previewing, self._late) if late else (self._previewing,):
+                for i, (_, s, aid) in enumerate(heap):
+                    heap[i] = (-math.inf, s, aid)
+                    n += self._assignments[aid].state in ("Previewing", "Accepted")
+                heapq.heapify(heap)
             self._advance()
             return n
 
@@ -616,7 +662,7 @@ class LocalMTurk:
 
     def _approve(self, a: _Assignment, hit: _Hit, when: float, *, feedback: str | None, auto: bool) -> None:
         reward = hit.type.reward_cents
-        fee = _to_cents(self.fees.assignment_fee(reward / 100, hit.max_assignments))
+        fee = self.fees.assignment_fee_cents(reward, hit.max_assignments)
         if not auto and self._balance_cents < reward + fee:
             raise self._err("You do not have enough funds to approve this assignment.",
                             "AWS.MechanicalTurk.InsufficientFunds")
@@ -751,6 +797,8 @@ class LocalMTurk:
         hit = _Hit(hid, next(self._seq), t, "3" + t.id[1:][::-1], question, doc.kind, doc.html,
                    page_questions(doc.html) if doc.html is not None else [], max_asg, now, now + lifetime,
                    annotation, token, token if token is not None else f"#{n}")
+        if hit.questions:  # simulated answers follow what the HIT asks (crowd.base.content_key)
+            hit.key = content_key([q.question_id for q in hit.questions])
         hit.simulated = doc.kind == "HTMLQuestion" and not manual_annotation(annotation)
         self._hits[hid] = hit
         if token is not None:
@@ -896,7 +944,7 @@ class LocalMTurk:
             if seen is not None and now - seen < TOKEN_LIFETIME_S:
                 raise self._err(f'The idempotency token "{token}" has already been processed.',
                                 "AWS.MechanicalTurk.DuplicateRequest")
-        fee = _to_cents(self.fees.bonus_fee(amount / 100))
+        fee = self.fees.bonus_fee_cents(amount)
         if self._balance_cents < amount + fee:
             raise self._err("You do not have enough funds to pay this bonus.", "AWS.MechanicalTurk.InsufficientFunds")
         if token is not None:

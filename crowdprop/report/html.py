@@ -231,9 +231,13 @@ def cost_breakdown(run: RunDir, rep: dict) -> dict:
     ans = run.read_rounds("answers")
     t = rep["total"]
 
+    from ..campaign.ledger import hits_reward_cents, spend_cents, spent_by_kind
+
+    by_kind = spent_by_kind(spend)  # the ledger's cents; dollars are the view
+
     def kind(k):
-        return float(spend.loc[spend["kind"] == k, "usd"].sum()) if len(spend) else 0.0
-    total = float(spend["usd"].sum()) if len(spend) else 0.0
+        return by_kind.get(k, 0) / 100
+    total = int(spend_cents(spend).sum()) / 100 if len(spend) else 0.0
     out = {"rewards": kind("reward"), "fees": kind("fee"), "bonuses": kind("bonus"), "total": total,
            "budget": float(run.config.campaign.budget_usd)}
     all_q = t.get("questions", 0) + t.get("golds", 0)
@@ -244,8 +248,8 @@ def cost_breakdown(run: RunDir, rep: dict) -> dict:
     out["rejected_assignments"] = int(len(rej))
     out["rejected_hours"] = float(rej["work_seconds"].sum()) / 3600.0 if len(rej) else 0.0
     if len(rej) and len(hits):
-        reward = dict(zip(hits["token"], hits["reward_usd"]))
-        out["rejected_reward"] = float(sum(reward.get(tk, 0.0) for tk in rej["token"]))
+        reward = dict(zip(hits["token"], hits_reward_cents(hits)))
+        out["rejected_reward"] = sum(int(reward.get(tk, 0)) for tk in rej["token"]) / 100
     else:
         out["rejected_reward"] = 0.0
     out["rejected_answers"] = int((~ans["used"].astype(bool)).sum()) if len(ans) else 0

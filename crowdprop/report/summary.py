@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..campaign.loop import labels_for, replay_decisions
+from ..campaign.ledger import spend_cents, spent_by_kind
 from ..campaign.store import RunDir
 from ..policy.controller import initial_status, mask_status
 from ..schema import ACCEPTED
@@ -144,7 +145,7 @@ def compute_report(run: RunDir) -> dict:
 
     rows = []
     status = initial_status(forest)
-    cum = {"questions": 0, "golds": 0, "hits": 0, "assignments": 0, "usd": 0.0, "seconds": 0.0}
+    cum = {"questions": 0, "golds": 0, "hits": 0, "assignments": 0, "usd": 0, "seconds": 0.0}
     for r in run.rounds():
         d_r = decisions[decisions["round"] == r] if len(decisions) else decisions
         replay_decisions(run, status, d_r)
@@ -157,10 +158,11 @@ def compute_report(run: RunDir) -> dict:
         a_r = assignments[assignments["round"] == r] if len(assignments) else assignments
         s_r = spend[spend["round"] == r] if len(spend) else spend
         h_r = hits[hits["round"] == r] if len(hits) else hits
-        usd = float(s_r["usd"].sum()) if len(s_r) else 0.0
+        usd_cents = int(spend_cents(s_r).sum()) if len(s_r) else 0  # the ledger's cents; dollars are the view
+        usd = usd_cents / 100
         secs = float(a_r["work_seconds"].sum()) if len(a_r) else 0.0
         for k, v in (("questions", nq), ("golds", ng), ("hits", len(h_r)), ("assignments", len(a_r)),
-                     ("usd", usd), ("seconds", secs)):
+                     ("usd", usd_cents), ("seconds", secs)):
             cum[k] += v
         acc = final == 1
         est, lo, hi = precision_estimate(run, status, decisions[decisions["round"] <= r], label_p, final,
@@ -168,8 +170,8 @@ def compute_report(run: RunDir) -> dict:
         row = {
             "round": r,
             "questions": nq, "golds": ng, "hits": int(len(h_r)), "assignments": int(len(a_r)),
-            "usd": round(usd, 2), "worker_hours": secs / 3600.0,
-            "cum_questions": cum["questions"], "cum_usd": round(cum["usd"], 2),
+            "usd": usd, "worker_hours": secs / 3600.0,
+            "cum_questions": cum["questions"], "cum_usd": cum["usd"] / 100,
             "cum_worker_hours": cum["seconds"] / 3600.0,
             "accepted": int(acc.sum()), "rejected": int((final == 0).sum()), "open": int((final < 0).sum()),
             "accepted_clusters": int((status == ACCEPTED).sum()),
@@ -192,9 +194,10 @@ def compute_report(run: RunDir) -> dict:
     total["usd"] = total.pop("cum_usd")
     total["worker_hours"] = total.pop("cum_worker_hours")
     if len(spend):
-        total["usd_rewards"] = round(float(spend.loc[spend["kind"] == "reward", "usd"].sum()), 2)
-        total["usd_fees"] = round(float(spend.loc[spend["kind"] == "fee", "usd"].sum()), 2)
-        total["usd_bonuses"] = round(float(spend.loc[spend["kind"] == "bonus", "usd"].sum()), 2)
+        by_kind = spent_by_kind(spend)
+        total["usd_rewards"] = by_kind.get("reward", 0) / 100
+        total["usd_fees"] = by_kind.get("fee", 0) / 100
+        total["usd_bonuses"] = by_kind.get("bonus", 0) / 100
     all_q = total["questions"] + total["golds"]
     total["usd_golds"] = round(total["usd"] * total["golds"] / all_q, 2) if all_q else 0.0
     if len(assignments):

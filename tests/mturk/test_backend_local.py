@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from botocore.exceptions import ClientError
 
-from crowdprop.crowd.base import Fees
+from crowdprop.crowd.base import Fees, content_key
 from crowdprop.crowd.mturk import BudgetGuard, connect
 from crowdprop.errors import BudgetExhausted
 from crowdprop.hits.render import HitTooLarge, PageRenderer
@@ -30,9 +30,14 @@ def rig(tmp_path, coco128):
     r.handle.stop()
 
 
+def sim_key(hit):
+    """What the endpoint's simulated workers key their answers by: the questions the HIT asks."""
+    return content_key([q.question_id for q in hit.questions])
+
+
 def expected_answers(rig, hit, worker_id):
     w = rig.pool.index(worker_id)
-    return {q.question_id: rig.pool.answer(w, f"{hit.token}:{q.question_id}",
+    return {q.question_id: rig.pool.answer(w, f"{sim_key(hit)}:{q.question_id}",
                                            rig.truth[int(rig.masks.iloc[q.mask_row]["mask_id"])])
             for q in hit.questions}
 
@@ -47,24 +52,28 @@ def test_publish_poll_settle_round_trip(rig):
         assert a.flag is None and a.hit_id == hit_id
         assert a.answers == expected_answers(rig, hit, a.worker_id)
         w = rig.pool.index(a.worker_id)
-        assert a.work_seconds == pytest.approx(rig.pool.seconds(w, hit.token, 8), abs=1e-3)
+        assert a.work_seconds == pytest.approx(rig.pool.seconds(w, sim_key(hit), 8), abs=1e-3)
     # the page the endpoint stored names every question, and every image it points at is served
     assert [q.question_id for q in page_questions(rig.local.hit_page(hit_id))] == [q.question_id for q in hit.questions]
     assert sorted(p.name for p in rig.images_dir.iterdir()) == sorted(
         f"mask_{int(rig.masks.iloc[q.mask_row]['mask_id'])}.jpg" for q in hit.questions)
-    backend.settle(got[0].assignment_id, True, "thanks")
-    backend.settle(got[1].assignment_id, True)
-    backend.settle(got[2].assignment_id, False, "too many wrong answers on known items")
-    backend.settle(got[0].assignment_id, True)  # again: already approved is success
-    backend.settle(got[2].assignment_id, False)
+    assert backend.settle(got[0].assignment_id, True, "thanks") == "Approved"
+    assert backend.settle(got[1].assignment_id, True) == "Approved"
+    assert backend.settle(got[2].assignment_id, False, "too many wrong answers on known items") == "Rejected"
+    assert backend.settle(got[0].assignment_id, True) == "Approved"  # again: already approved is success
+    assert backend.settle(got[2].assignment_id, False) == "Rejected"
     ledger = rig.ledger()
     assert ledger["approvals"] == 2 and ledger["approved_more_than_once"] == []
     assert ledger["assignments"] == {"Approved": 2, "Rejected": 1}
     assert float(ledger["rewards_usd"]) == pytest.approx(0.50)
     assert float(ledger["fees_usd"]) == pytest.approx(2 * 0.05)
     assert backend.poll([hit_id]) == []  # settled work is not returned again
-    with pytest.raises(ClientError):
-        backend.settle(got[2].assignment_id, True)  # rejected -> approve is a real state change, refused
+    # ... unless asked for: every assignment with MTurk's state
+    assert sorted((a.assignment_id, a.status) for a in backend.poll([hit_id], settled=True)) == sorted(
+        [(got[0].assignment_id, "Approved"), (got[1].assignment_id, "Approved"), (got[2].assignment_id, "Rejected")])
+    # rejected -> approve is a real state change MTurk refuses: nothing paid, MTurk's state returned
+    assert backend.settle(got[2].assignment_id, True) == "Rejected"
+    assert rig.ledger()["approvals"] == 2
 
 
 def test_publishing_a_token_twice_makes_one_hit(rig):
@@ -82,7 +91,8 @@ def test_lost_create_response_is_retried_into_the_same_hit(rig):
     rig.local.fault_injector = ScriptedFaults([None, Fault("error", 503, after=True)])  # CreateHITType ok, CreateHIT lost
     hit_id = rig.backend().publish(make_hit(rig.masks, n=4, token="lost-r0-b0"))
     assert rig.ledger()["hits_created"] == 1
-    assert rig.local.fault_injector.counts["requests"] == 3  # type, lost create, create -> HitAlreadyExists
+    # type, lost create, create -> HitAlreadyExists, GetHIT: the existing HIT holds what was asked
+    assert rig.local.fault_injector.counts["requests"] == 4
     assert rig.client.get_hit(HITId=hit_id)["HIT"]["RequesterAnnotation"] == "crowdprop:test:r0:lost-r0-b0"
 
 
@@ -121,7 +131,7 @@ def test_a_restarted_backend_rederives_the_questions(rig):
 
 def test_budget_guard_refuses_the_hit_that_would_pass_the_cap(rig):
     # 2 assignments x ($0.30 + $0.06 fee) = $0.72 per HIT; the cap allows two
-    backend = rig.backend(guard=BudgetGuard(cap_usd=1.50, spent_usd=0.0, fees=Fees()))
+    backend = rig.backend(guard=BudgetGuard(cap_cents=150, committed_cents=0, fees=Fees()))
     backend.publish(make_hit(rig.masks, n=2, assignments=2, reward=0.30, token="b-0"))
     backend.publish(make_hit(rig.masks, n=2, assignments=2, reward=0.30, token="b-1"))
     with pytest.raises(BudgetExhausted, match=r"HIT b-2 .* could cost \$0.72"):

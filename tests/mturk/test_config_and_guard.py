@@ -52,19 +52,45 @@ def test_qualifications_production_only_by_default():
 def test_budget_guard_refuses_the_hit_that_would_pass_the_cap(coco128):
     masks, _, _ = coco128
     # 3 assignments x ($0.20 + 20 % fee $0.04) = $0.72 per HIT
-    guard = mt.BudgetGuard(cap_usd=1.50, spent_usd=0.0, fees=Fees())
+    guard = mt.BudgetGuard(cap_cents=150, committed_cents=0, fees=Fees())
     hit = make_hit(masks, assignments=3, reward=0.20)
-    assert guard.admit_hit(hit) == pytest.approx(0.72)
-    assert guard.admit_hit(hit) == pytest.approx(0.72)
+    assert guard.admit_hit(hit) == 72  # integer cents
+    assert guard.admit_hit(hit) == 72
     with pytest.raises(BudgetExhausted, match=r"could cost \$0.72, and \$1.44 of the \$1.50 cap"):
         guard.admit_hit(hit)
-    guard.update(0.70)  # the loop's ledger: what was really spent or committed
-    assert guard.admit_hit(hit) == pytest.approx(0.72)
+    guard.update(70)  # the loop's ledger: what was really spent or committed
+    assert guard.admit_hit(hit) == 72
     with pytest.raises(BudgetExhausted):
-        guard.admit_bonus(0.10)  # 0.70 + 0.72 + 0.10 + 0.02 fee = 1.54 > 1.50
-    assert guard.admit_bonus(0.07) == pytest.approx(0.08)  # 0.07 + 0.01 fee: exactly at the cap is allowed
+        guard.admit_bonus(10)  # 70 + 72 + 10 + 2 fee = 154 > 150
+    assert guard.admit_bonus(7) == 8  # 7 + 1 fee: exactly at the cap is allowed
     with pytest.raises(BudgetExhausted):
-        guard.admit_bonus(0.01)
+        guard.admit_bonus(1)
+
+
+def test_fees_are_integer_cents_rounded_half_up():
+    f = Fees()
+    # 20 %: 0.07 -> 1.4 c -> 1; 0.13 -> 2.6 c -> 3; 0.25 -> 5; at least 1 cent; 40 % from 10 assignments
+    assert [f.assignment_fee_cents(c, 1) for c in (1, 7, 13, 25, 250)] == [1, 1, 3, 5, 50]
+    assert f.assignment_fee_cents(25, 10) == 10 and f.assignment_fee_cents(25, 9) == 5
+    assert f.hit_cost_cents(20, 3) == 72 and f.bonus_fee_cents(7) == 1
+    assert f.assignment_fee(0.13, 1) == 0.03  # the dollar view goes through the cents function
+
+
+def test_auto_approval_delay_too_short_to_review_is_refused(tmp_path):
+    from crowdprop import config as config_mod
+    from crowdprop.errors import InputError
+
+    toml = tmp_path / "c.toml"
+    toml.write_text("[mturk]\nauto_approval_delay_s = 0\n")
+    with pytest.raises(InputError) as e:
+        config_mod.load(toml)
+    text = str(e.value)
+    assert len(text.splitlines()) == 1 and str(toml) in text and "auto_approval_delay_s" in text and "3600" in text
+    toml.write_text(f"[mturk]\nauto_approval_delay_s = {mt.MIN_AUTO_APPROVAL_S - 1}\n")
+    with pytest.raises(InputError):
+        config_mod.load(toml)
+    toml.write_text(f"[mturk]\nauto_approval_delay_s = {mt.MIN_AUTO_APPROVAL_S}\n")
+    assert mt.mturk_section(config_mod.load(toml)).auto_approval_delay_s == 3600
 
 
 def _err(code: str, status: int, turk: str = "") -> ClientError:

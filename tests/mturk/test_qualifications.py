@@ -248,7 +248,7 @@ def test_soft_blocked_workers_get_no_more_hits_on_the_endpoint(sample):
     def inspect(crowd):
         c = crowd.backend.client
         after["blocked_holders"] = holders(c, crowd.backend.blocked_qualification_id())
-        reward = float(loc.read_rounds("hits")["reward_usd"].iloc[0])
+        reward = int(loc.read_rounds("hits")["reward_cents"].iloc[0]) / 100
         mid = int(loc.masks["mask_id"].iloc[0])
         hid = c.create_hit_with_hit_type(HITTypeId=crowd.backend.hit_type_id(reward), MaxAssignments=50,
                                          LifetimeInSeconds=600,

@@ -351,7 +351,7 @@ def test_hostile_answers_are_flagged_rejected_and_never_used(sample_run, tmp_pat
     assert "r09999q0000000" in kinds[4]
     # the books still balance: only what was approved was paid
     spend = rd.read_rounds("spend")
-    assert led["approvals"] == int(asg["approved"].sum()) and led["spent_usd"] == f"{spend['usd'].sum():.2f}"
+    assert led["approvals"] == int(asg["approved"].sum()) and round(float(led["spent_usd"]) * 100) == spend["cents"].sum()
     # the run directory is whole and holds nothing of the secret file
     state = load_state(rd)
     assert len(final_status(rd)) == len(rd.masks) and state.next_round == 2

@@ -83,7 +83,7 @@ def test_report_json_totals_match_parquet(sample_run):
     t = rep["total"]
     assert t["questions"] == int((~usable["is_gold"]).sum())
     assert t["golds"] == int(usable["is_gold"].sum())
-    assert t["usd"] == pytest.approx(round(spend["usd"].sum(), 2))
+    assert round(t["usd"] * 100) == spend["cents"].sum()
     assert t["hits"] == len(hits)
     assert t["accepted"] == int((final == 1).sum())
     assert t["rejected"] == int((final == 0).sum())
@@ -96,10 +96,10 @@ def test_report_html_summary_matches_parquet(sample_run, page):
     assert number(page.ids["sum-accepted"]) == (final == 1).sum()
     assert number(page.ids["sum-masks"]) == len(final)
     assert number(page.ids["sum-questions"]) == (ans["used"] & ~ans["is_gold"]).sum()
-    assert number(page.ids["sum-usd"]) == pytest.approx(spend["usd"].sum(), abs=0.005)
-    assert number(page.cells[(None, "rewards")]) == pytest.approx(spend.loc[spend["kind"] == "reward", "usd"].sum(),
-                                                                  abs=0.005)
-    assert number(page.cells[(None, "fees")]) == pytest.approx(spend.loc[spend["kind"] == "fee", "usd"].sum(),
+    assert number(page.ids["sum-usd"]) == pytest.approx(spend["cents"].sum() / 100, abs=0.005)
+    assert number(page.cells[(None, "rewards")]) == pytest.approx(
+        spend.loc[spend["kind"] == "reward", "cents"].sum() / 100, abs=0.005)
+    assert number(page.cells[(None, "fees")]) == pytest.approx(spend.loc[spend["kind"] == "fee", "cents"].sum() / 100,
                                                                abs=0.005)
     hours = tables(sample_run, "assignments")["work_seconds"].sum() / 3600
     assert number(page.ids["sum-hours"]) == pytest.approx(hours, abs=0.005)

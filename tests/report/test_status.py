@@ -45,14 +45,14 @@ def test_status_of_a_finished_run(sample_run, capsys):
     n_rounds = len(list((sample_run.path / "state").glob("round=*/_COMPLETE")))
     final = final_status(sample_run)
     assert st["last_round"] == n_rounds and st["in_progress"] is None and st["finished"]
-    assert st["usd"] == pytest.approx(spend["usd"].sum())
+    assert st["cents"] == spend["cents"].sum() and st["usd"] == spend["cents"].sum() / 100
     assert (st["decided"], st["open"]) == (int((final >= 0).sum()), int((final < 0).sum())) == (len(final), 0)
     assert st["eta_seconds"] == 0
     assert main(["status", str(sample_run.path)]) == 0
     text = capsys.readouterr().out
     assert f"round: {n_rounds} committed" in text and "finished" in text
     assert f"masks: {len(final)} decided, 0 open of {len(final)}" in text
-    assert f"spend: ${spend['usd'].sum():.2f} of $" in text
+    assert f"spend: ${spend['cents'].sum() / 100:.2f} of $" in text
 
 
 def test_status_of_a_round_in_progress(killed, capsys):
@@ -66,7 +66,7 @@ def test_status_of_a_round_in_progress(killed, capsys):
     settled = [json.loads(x) for x in (journal[0] / "settled.jsonl").read_text().splitlines()]
     questions = pd.read_parquet(journal[0] / "questions.parquet")
     spend = pd.concat([pd.read_parquet(p) for p in (killed.path / "state").glob("round=*/spend.parquet")])
-    paid = sum(s["reward_usd"] + s["fee_usd"] for s in settled if s["approve"])
+    paid = sum(s["reward_cents"] + s["fee_cents"] for s in settled if s["approve"])  # cents
     assert paid > 0
 
     # round durations: commits 100 s apart, the round in progress started 30 s ago
@@ -85,8 +85,8 @@ def test_status_of_a_round_in_progress(killed, capsys):
     assert ip["hits_published"] == len({x["token"] for x in pub if "hit_id" in x})
     assert ip["assignments_received"] == received["assignment_id"].nunique()
     assert ip["settled"] == len(settled) and ip["approved"] == sum(s["approve"] for s in settled)
-    assert st["usd_committed"] == pytest.approx(spend["usd"].sum())
-    assert st["usd"] == pytest.approx(spend["usd"].sum() + paid)
+    assert st["cents_committed"] == spend["cents"].sum()
+    assert st["cents"] == spend["cents"].sum() + paid and st["usd"] == st["cents"] / 100
     rows = compute_report(killed)["rounds"]
     decided = rows[-1]["accepted"] + rows[-1]["rejected"]
     assert (st["decided"], st["open"]) == (decided, rows[-1]["open"])
@@ -101,7 +101,7 @@ def test_status_of_a_round_in_progress(killed, capsys):
     text = capsys.readouterr().out
     assert f"round {r} in progress" in text
     assert f"{ip['hits_published']} of {ip['hits_planned']} HITs out" in text
-    assert f"${paid:.2f} of it in round {r}" in text
+    assert f"${paid / 100:.2f} of it in round {r}" in text
 
 
 def test_watch_refreshes_until_ctrl_c(killed, capsys, monkeypatch):

@@ -1,0 +1,477 @@
+"""The crowd's side of a round: freezing the plan, publishing, polling, settling, the ledger.
+
+:class:`CrowdWork` is mixed into :class:`crowdprop.campaign.loop.Campaign`. Its promises:
+
+- A round's plan (questions, HITs with their rewards, assignments and tokens) is
+  journaled before the first CreateHIT (:mod:`.roundplan`) and a resumed round
+  finishes exactly that plan. A HIT token is a hash of what the HIT asks, the
+  campaign id and the run directory's nonce (:func:`crowdprop.hits.batching.content_token`).
+- Every HIT ever published is polled until it is done: all its slots settled, or
+  nothing pending or available on the crowd (expired, and every worker who had
+  accepted it submitted or ran out of time). Work arriving for a HIT of an
+  earlier round (a late submission) is recorded, judged by the same rules, paid
+  or rejected, and counted in the round it arrives in. When the policy has nothing
+  left to ask while such HITs are open, a settle-only round waits for them.
+- Work MTurk approved on its own (after ``AutoApprovalDelayInSeconds``, with or
+  without a decision of ours on its way) is recorded as approved and paid, as
+  MTurk holds it; the rules' verdict still decides whether its answers count.
+- Money is integer cents from one ledger (:mod:`.ledger`): each assignment costs
+  the reward its HIT was published with (MTurk's figure when it reports one) plus
+  the fee; before each CreateHIT, what is paid plus the most the live HITs can
+  still cost plus the new HIT must fit under the cap, whatever the cap is now.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..crowd.base import Assignment
+from ..errors import BudgetExhausted, StateError
+from ..hits.batching import content_token
+from ..money import cap_cents, fmt
+from . import ledger
+from . import roundplan as rp
+from .roundplan import RoundPlanned
+
+log = logging.getLogger(__name__)
+
+ASSIGNMENT_COLUMNS = ["assignment_id", "hit_id", "token", "worker_id", "round", "hit_round", "n_questions", "n_gold",
+                      "n_gold_correct", "work_seconds", "flag", "approved", "judged_ok", "settled_by", "reason",
+                      "reward_cents", "fee_cents"]
+"""``approved``: MTurk's final state (paid); ``judged_ok``: the rules' verdict; ``settled_by``:
+``crowdprop``, or ``mturk`` for work MTurk approved on its own; ``hit_round``: the round its HIT
+was published in (earlier than ``round`` for late work)."""
+HIT_COLUMNS = ["token", "hit_id", "round", "batch", "n_questions", "assignments", "reward_cents",
+               "n_submitted", "expired"]
+HITS_DONE_COLUMNS = ["hit_id", "token", "hit_round", "round"]
+"""HITs found done in ``round``: nothing more can arrive for them."""
+SPEND_COLUMNS = ledger.SPEND_COLUMNS
+AUTO_NOTE = "approved by MTurk on its own (AutoApprovalDelayInSeconds) before crowdprop settled it"
+
+
+@dataclass
+class HitInfo:
+    """A published HIT as the books know it."""
+
+    token: str
+    hit_id: str
+    round: int
+    batch: int
+    assignments: int
+    reward_cents: int
+    questions: pd.DataFrame
+    current: bool
+    """Published in the round in progress (else a HIT of an earlier round still open)."""
+    recorded: int = 0
+    """Assignments of it recorded in committed rounds."""
+    expired: bool = False
+
+
+class CrowdWork:
+    """Publishing, polling and settling for :class:`~crowdprop.campaign.loop.Campaign` (a mixin)."""
+
+    # -- the round's plan -----------------------------------------------------------------------
+    def _round_plan(self, r: int, state, *, settle_only: bool = False) -> RoundPlanned:
+        """Round ``r``'s frozen plan, or a new one (planned, fitted to the budget, frozen);
+        ``settle_only``: a round that asks nothing (past the round limit)."""
+        run = self.run_dir
+        restored = rp.restore(run, r)
+        if restored is not None:
+            planned, meta = restored
+            changed = rp.changes(run, meta)
+            if changed:
+                budget = " (a budget change applies now to HITs not yet published)" \
+                    if "campaign.budget_usd" in changed else ""
+                log.warning("round %d continues as it was planned before these changed: %s; its HITs are live, "
+                            "so the changes take effect from round %d%s", r, ", ".join(changed), r + 1, budget)
+            return planned
+        legacy = run.journal_read(r, "questions")
+        if legacy is not None and run.journal_lines(r, "published"):
+            planned = self._legacy_plan(r, state, legacy)
+            rp.freeze(run, r, planned)
+            return planned
+        if settle_only:
+            planned = RoundPlanned(None, None, [], stop="round limit reached")
+        else:
+            planned = self._make_plan(r, state)
+        if planned.stop is None:
+            planned = self._fit_budget(r, planned)
+        if planned.stop is not None:
+            if not self._open_hits(r):
+                return planned
+            from ..policy.controller import RoundPlan
+
+            log.info("round %d: nothing to ask (%s), but HITs of earlier rounds can still receive work: "
+                     "waiting for them", r, planned.stop)
+            planned = RoundPlanned(RoundPlan(), run.empty_like_last("questions"), [], settle_only=True)
+        else:
+            planned = self._tokens(planned)
+        rp.freeze(run, r, planned)
+        return planned
+
+    def _tokens(self, planned: RoundPlanned) -> RoundPlanned:
+        """Give every HIT its content token (:func:`content_token`), in the questions table too."""
+        new = {h.token: content_token(self.campaign_id, self.run_dir.nonce, h) for h in planned.hits}
+        hits = [dataclasses.replace(h, token=new[h.token]) for h in planned.hits]
+        q = planned.questions.copy()
+        q["token"] = q["token"].map(new).fillna(q["token"])
+        return dataclasses.replace(planned, questions=q, hits=hits)
+
+    def _fit_budget(self, r: int, planned: RoundPlanned) -> RoundPlanned:
+        """Keep the HITs (in order) whose most cost fits under the cap with what is paid and what the
+        HITs still open can cost; stop when none fits."""
+        cap = cap_cents(self.cfg.campaign.budget_usd)
+        committed = self._committed_cents(r, self._open_hits(r))
+        kept = []
+        for h in planned.hits:
+            c = self.fees.hit_cost_cents(h.reward_cents, h.assignments)
+            if committed + c > cap:
+                break
+            kept.append(h)
+            committed += c
+        if planned.hits and not kept:
+            spent = ledger.spent_cents(self.run_dir)
+            return dataclasses.replace(planned, stop=f"budget reached ({fmt(spent)} of "
+                                                     f"${self.cfg.campaign.budget_usd:.2f} spent)")
+        if len(kept) < len(planned.hits):
+            log.warning("round %d: budget allows %d of %d HITs", r, len(kept), len(planned.hits))
+            tokens = {h.token for h in kept}
+            q = planned.questions
+            planned = dataclasses.replace(planned, hits=kept,
+                                          questions=q[q["token"].isin(tokens)].reset_index(drop=True))
+        return planned
+
+    def _legacy_plan(self, r: int, state, journaled: pd.DataFrame) -> RoundPlanned:
+        """A round started by a crowdprop that journaled only its questions: planned again, and
+        accepted only if it asks exactly what was journaled (same questions, masks and tokens)."""
+        planned = self._make_plan(r, state)
+        cols = ["question_id", "mask_row", "token"]
+        tokens = set(journaled["token"])
+        q = planned.questions if planned.questions is not None else pd.DataFrame(columns=cols)
+        mine = q[q["token"].isin(tokens)].reset_index(drop=True)
+        same = len(mine) == len(journaled) and all(
+            mine[c].astype(str).tolist() == journaled[c].astype(str).tolist() for c in cols)
+        if not same:
+            raise StateError(f"{self.run_dir.path}: round {r} was started by an older crowdprop that did not "
+                             "journal its HITs, and planning it again asks other questions (the configuration or "
+                             "gold pool changed); restore them to finish the round")
+        return dataclasses.replace(planned, questions=mine, hits=[h for h in planned.hits if h.token in tokens])
+
+    # -- the books ------------------------------------------------------------------------------
+    def _open_hits(self, r: int) -> dict[str, HitInfo]:
+        """HITs of committed rounds (this directory's) that are not done yet, by HIT id."""
+        run = self.run_dir
+        hits = run.read_rounds("hits")
+        if len(hits) == 0:
+            return {}
+        done = run.read_rounds("hits_done")
+        gone = set(done["hit_id"]) if len(done) else set()
+        open_ = hits[(hits["round"].to_numpy() >= run.owned_from_round) & ~hits["hit_id"].isin(gone).to_numpy()]
+        if len(open_) == 0:
+            return {}
+        questions = run.read_rounds("questions")
+        by_token = {t: g for t, g in questions[questions["token"].isin(set(open_["token"]))].groupby("token")}
+        asg = run.read_rounds("assignments")
+        counts = asg.groupby("hit_id").size().to_dict() if len(asg) else {}
+        rewards = ledger.hits_reward_cents(open_)
+        out = {}
+        for (_, h), reward in zip(open_.iterrows(), rewards):
+            q = by_token.get(h["token"])
+            if q is None:
+                q = questions.iloc[:0]
+            q = q.sort_values("position", kind="stable") if "position" in q else q
+            out[h["hit_id"]] = HitInfo(h["token"], h["hit_id"], int(h["round"]), int(h["batch"]),
+                                       int(h["assignments"]), int(reward), q.reset_index(drop=True), current=False,
+                                       recorded=int(counts.get(h["hit_id"], 0)), expired=bool(h.get("expired", False)))
+        return out
+
+    def _committed_cents(self, r: int, infos: dict[str, HitInfo], paid: tuple[int, dict] | None = None) -> int:
+        """Paid (committed rounds and round ``r``'s journal) plus the most the HITs in ``infos``
+        can still cost: each slot not settled, at its HIT's reward and fee. ``paid``: what
+        :meth:`_paid` returned, when nothing was settled since."""
+        base, settled_per_hit = paid if paid is not None else self._paid(r)
+        total = base
+        for hid, info in infos.items():
+            slots = info.assignments - info.recorded - settled_per_hit.get(hid, 0)
+            total += ledger.hit_exposure_cents(info.reward_cents, info.assignments, slots)
+        return total
+
+    def _paid(self, r: int) -> tuple[int, dict[str, int]]:
+        """Cents paid (committed rounds and round ``r``'s journal), and assignments settled in the
+        journal per HIT."""
+        run = self.run_dir
+        settled = ledger.journal_settlements(run, r)
+        recv = run.journal_read(r, "received")
+        settled_per_hit: dict[str, int] = {}
+        if recv is not None and len(recv) and settled:
+            for aid, hid in zip(recv["assignment_id"], recv["hit_id"]):
+                if aid in settled:
+                    settled_per_hit[hid] = settled_per_hit.get(hid, 0) + 1
+        return ledger.spent_cents(run) + sum(ledger.settled_record_cents(x) for x in settled.values()), settled_per_hit
+
+    # -- publishing -----------------------------------------------------------------------------
+    def _publish(self, r: int, planned: RoundPlanned, infos: dict[str, HitInfo]) -> None:
+        """Publish the plan's HITs (tokens journaled before each CreateHIT) while they fit under the
+        cap; adds them to ``infos`` (current). A lowered cap stops new HITs and expires this round's
+        HITs that nobody has started."""
+        run = self.run_dir
+        lines = run.journal_lines(r, "published")
+        known = {x["token"]: x["hit_id"] for x in lines if "hit_id" in x}
+        created = {x["token"] for x in lines}  # CreateHIT may have happened: adopted whatever the cap now
+        expired = {x["hit_id"] for x in run.journal_lines(r, "expired")}
+        cap = cap_cents(self.cfg.campaign.budget_usd)
+        guard = getattr(self.backend, "guard", None)
+        q_by_token = {t: g for t, g in planned.questions.groupby("token")} if len(planned.questions) else {}
+        held_back = 0
+        paid = self._paid(r)  # nothing is settled while publishing
+        for h in planned.hits:
+            if h.token not in created:
+                if held_back:
+                    held_back += 1
+                    continue
+                committed = self._committed_cents(r, infos, paid)
+                if committed + self.fees.hit_cost_cents(h.reward_cents, h.assignments) > cap:
+                    held_back += 1
+                    continue
+                if guard is not None:
+                    guard.update(committed, cap)
+                run.journal_append(r, "published", {"token": h.token, "event": "create"})
+            try:  # idempotent on the token; a HIT journaled before was admitted then
+                hit_id = self.backend.publish(h, admitted=True) if h.token in created else self.backend.publish(h)
+            except BudgetExhausted as e:
+                log.warning("round %d: %s", r, e)
+                held_back += 1
+                continue
+            if known.get(h.token) not in (None, hit_id):
+                raise StateError(f"backend returned HIT {hit_id} for token {h.token}, journal says {known[h.token]}")
+            if h.token not in known:
+                run.journal_append(r, "published", {"token": h.token, "hit_id": hit_id})
+            q = q_by_token.get(h.token, planned.questions.iloc[:0])
+            infos[hit_id] = HitInfo(h.token, hit_id, r, h.batch, h.assignments, h.reward_cents,
+                                    q.reset_index(drop=True), current=True, expired=hit_id in expired)
+        if held_back:
+            log.warning("round %d: %d HIT(s) not published: the budget cap ([campaign] budget_usd = $%.2f) leaves "
+                        "no room for them", r, held_back, self.cfg.campaign.budget_usd)
+        if self._committed_cents(r, infos, paid) > cap:
+            recv = run.journal_read(r, "received")
+            started = set(recv["hit_id"]) if recv is not None and len(recv) else set()
+            idle = [i for i in infos.values() if i.current and not i.expired and i.hit_id not in started]
+            for info in idle:
+                self._expire(r, info)
+            if idle:
+                log.warning("round %d: the live HITs could cost more than the budget cap now allows: %d HIT(s) "
+                            "nobody had started were taken off the market", r, len(idle))
+
+    def _expire(self, r: int, info: HitInfo) -> None:
+        self.backend.expire(info.hit_id)
+        self.run_dir.journal_append(r, "expired", {"hit_id": info.hit_id, "token": info.token})
+        info.expired = True
+
+    # -- polling --------------------------------------------------------------------------------
+    def _collect(self, r: int, infos: dict[str, HitInfo]) -> list[Assignment]:
+        """Poll every HIT in ``infos`` (this round's and earlier rounds' open ones) until this round's
+        HITs are answered or the round times out (a settle-only round: until the open HITs are done).
+        Every assignment not in the books yet is journaled before anything is done with it."""
+        run = self.run_dir
+        prev = run.journal_read(r, "received")
+        received: dict[str, Assignment] = {}
+        if prev is not None:
+            for rec in prev.to_dict("records"):
+                received[rec["assignment_id"]] = assignment_from_record(rec)
+        asg = run.read_rounds("assignments")
+        books = set(asg["assignment_id"]) if len(asg) else set()
+        current = {h: i for h, i in infos.items() if i.current}
+        deadline = self.clock() + self.cfg.crowd.round_timeout_s
+        ids = list(infos)
+        while True:
+            new = [a for a in self.backend.poll(ids, settled=True)
+                   if a.assignment_id not in received and a.assignment_id not in books]
+            if new:
+                for a in new:
+                    received[a.assignment_id] = a
+                # Recorded before anything is done with them.
+                run.journal_write(r, "received", assignments_frame(received.values(), infos))
+            per_hit: dict[str, int] = {}
+            for a in received.values():
+                per_hit[a.hit_id] = per_hit.get(a.hit_id, 0) + 1
+            if current:
+                if all(per_hit.get(h, 0) >= i.assignments for h, i in current.items()):
+                    break
+            elif all(self._done(i, per_hit.get(h, 0)) for h, i in infos.items()):
+                break
+            if self.clock() >= deadline:
+                late = [i for h, i in infos.items() if not i.expired and per_hit.get(h, 0) + i.recorded < i.assignments
+                        and (i.current or not current)]
+                for i in late:
+                    self._expire(r, i)
+                if current:
+                    log.warning("round %d: timed out; %d HITs expired, their questions will be asked again",
+                                r, sum(i.current for i in late))
+                else:
+                    log.warning("round %d: timed out waiting for work on HITs of earlier rounds; the next run "
+                                "polls them again", r)
+                break
+            self.sleep(self.cfg.crowd.poll_interval_s)
+        return sorted(received.values(), key=lambda a: a.assignment_id)
+
+    def _done(self, info: HitInfo, received: int) -> bool:
+        """Whether nothing more can arrive for a HIT: every slot received, or the crowd has
+        nothing pending or available for it (expired, or gone)."""
+        if info.recorded + received >= info.assignments:
+            return True
+        state_of = getattr(self.backend, "hit_state", None)
+        if state_of is None:
+            return info.expired
+        st = state_of(info.hit_id)
+        if st.get("gone"):
+            return True
+        if st.get("available", 0) > 0 and not info.current and not info.expired:
+            # a HIT of an earlier round still on the market (a run stopped before its expiry)
+            self._expire(self._round, info)
+            st = state_of(info.hit_id)
+        return st.get("pending", 0) == 0 and st.get("available", 0) == 0
+
+    # -- settling -------------------------------------------------------------------------------
+    def _settle(self, r: int, infos: dict[str, HitInfo], assignments: list[Assignment]):
+        """Judge, journal and settle every assignment received; the round's assignments, answers
+        and spend tables (late work included, counted in round ``r``)."""
+        from .loop import ANSWER_COLUMNS
+
+        run = self.run_dir
+        settled = ledger.journal_settlements(run, r)
+        ass_rows, ans_rows, spend_rows = [], [], []
+        for a in assignments:
+            info = infos.get(a.hit_id)
+            if info is None:
+                continue  # a HIT this directory does not own (never happens: polled ids are infos)
+            q = info.questions
+            gold = q[q["is_gold"].astype(bool)]
+            n_gold_ok = 0
+            if a.flag is None:
+                for qid, lab in zip(gold["question_id"], gold["gold_label"]):
+                    if qid in a.answers and bool(a.answers[qid]) == bool(lab):
+                        n_gold_ok += 1
+            reward = a.reward_cents if a.reward_cents is not None else info.reward_cents
+            if reward != info.reward_cents:
+                log.warning("HIT %s: MTurk reports a reward of %s, published with %s; MTurk's figure is recorded",
+                            a.hit_id, fmt(reward), fmt(info.reward_cents))
+            fee = self.fees.assignment_fee_cents(reward, info.assignments)
+            rec = settled.get(a.assignment_id)
+            if rec is None:
+                ok, reason, feedback = self.judge(a, len(gold), n_gold_ok, len(q), self.cfg)
+                rec = {"assignment_id": a.assignment_id, "approve": bool(ok), "judged_ok": bool(ok), "reason": reason,
+                       "feedback": feedback, "reward_cents": int(reward), "fee_cents": int(fee), "by": "crowdprop"}
+                if a.status in ("Approved", "Rejected"):  # MTurk settled it before we did
+                    rec.update(approve=a.status == "Approved", by="mturk",
+                               reason=(AUTO_NOTE if a.status == "Approved" else "rejected outside crowdprop")
+                               + ("" if ok else f"; the rules would have rejected it: {reason}"))
+                run.journal_append(r, "settled", rec)
+            final = ledger.final_state(rec)
+            if rec.get("by") != "mturk":
+                approve = bool(rec["approve"])
+                state = self.backend.settle(a.assignment_id, approve,
+                                            rec.get("feedback") if approve else (rec.get("reason") or "rejected"))
+                state = state or ("Approved" if approve else "Rejected")
+                if state != final:
+                    note = AUTO_NOTE if state == "Approved" else "rejected on MTurk before crowdprop's approval"
+                    log.warning("assignment %s: crowdprop decided to %s it, MTurk holds it %s (%s); recorded as "
+                                "MTurk holds it", a.assignment_id, "approve" if approve else "reject", state, note)
+                    run.journal_append(r, "settled", {"assignment_id": a.assignment_id, "final": state, "note": note})
+                    rec = {**rec, "final": state, "note": note}
+                    final = state
+            approved = final == "Approved"
+            judged_ok = bool(rec.get("judged_ok", rec.get("approve")))
+            reason = rec.get("reason")
+            if rec.get("note") and rec["note"] not in (reason or ""):
+                reason = f"{reason}; {rec['note']}" if reason else rec["note"]
+            settled_by = "mturk" if rec.get("by") == "mturk" or rec.get("final") == "Approved" and not rec["approve"] \
+                else "crowdprop"
+            paid_reward = int(rec.get("reward_cents", reward)) if approved else 0
+            paid_fee = int(rec.get("fee_cents", fee)) if approved else 0
+            ass_rows.append((a.assignment_id, a.hit_id, info.token, a.worker_id, r, info.round, len(q), len(gold),
+                             n_gold_ok, float(a.work_seconds), a.flag, approved, judged_ok, settled_by, reason,
+                             paid_reward, paid_fee))
+            if approved:
+                spend_rows.append((r, a.assignment_id, "reward", paid_reward))
+                spend_rows.append((r, a.assignment_id, "fee", paid_fee))
+            usable = judged_ok and a.flag is None
+            ans_rows += self._answer_rows(r, a, q, usable)
+        ass_df = pd.DataFrame(ass_rows, columns=ASSIGNMENT_COLUMNS)
+        for c in ("flag", "reason"):
+            ass_df[c] = ass_df[c].astype(object)
+        ans_df = pd.DataFrame(ans_rows, columns=ANSWER_COLUMNS)
+        ans_df["label"] = ans_df["label"].astype(np.int8)
+        spend_df = pd.DataFrame(spend_rows, columns=SPEND_COLUMNS)
+        spend_df["cents"] = spend_df["cents"].astype(np.int64)
+        return ass_df, ans_df, spend_df
+
+    @staticmethod
+    def _answer_rows(r: int, a: Assignment, q: pd.DataFrame, usable: bool) -> list[tuple]:
+        """One row per question of ``a``'s HIT it answered: the mask the worker was shown."""
+        from .evidence import answer_kinds
+
+        out = []
+        for qid, mrow, is_gold, kind in zip(q["question_id"], q["mask_row"], q["is_gold"], answer_kinds(q)):
+            if qid in a.answers:
+                out.append((qid, r, int(mrow), a.worker_id, a.assignment_id, a.hit_id, int(bool(a.answers[qid])),
+                            bool(is_gold), usable, str(kind)))
+        return out
+
+    def _hit_tables(self, r: int, infos: dict[str, HitInfo], ass_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Round ``r``'s hits table (its own HITs) and the HITs found done in it (any round)."""
+        per_hit = ass_df.groupby("hit_id").size().to_dict() if len(ass_df) else {}
+        hits = pd.DataFrame([(i.token, i.hit_id, r, i.batch, len(i.questions), i.assignments, i.reward_cents,
+                              int(per_hit.get(h, 0)), bool(i.expired)) for h, i in infos.items() if i.current],
+                            columns=HIT_COLUMNS)
+        done = [(h, i.token, i.round, r) for h, i in infos.items() if self._done(i, int(per_hit.get(h, 0)))]
+        return hits, pd.DataFrame(done, columns=HITS_DONE_COLUMNS)
+
+    # -- a round on the crowd -------------------------------------------------------------------
+    def _crowd_round(self, r: int, planned: RoundPlanned):
+        """Publish, collect and settle round ``r`` (and the open HITs of earlier rounds)."""
+        self._round = r
+        infos = self._open_hits(r)
+        self._publish(r, planned, infos)
+        assignments = self._collect(r, infos)
+        ass_df, ans_df, spend_df = self._settle(r, infos, assignments)
+        hits_df, done_df = self._hit_tables(r, infos, ass_df)
+        late = int((ass_df["hit_round"] < r).sum()) if len(ass_df) else 0
+        auto = int((ass_df["settled_by"] == "mturk").sum()) if len(ass_df) else 0
+        if late or auto:
+            log.info("round %d: %d late assignment(s) for HITs of earlier rounds, %d approved by MTurk on its own",
+                     r, late, auto)
+        still = len(infos) - len(done_df)
+        if still:
+            log.info("round %d: %d HIT(s) can still receive work; later rounds keep polling them", r, still)
+        return {"hits": hits_df, "assignments": ass_df, "answers": ans_df, "spend": spend_df, "hits_done": done_df}
+
+
+def assignments_frame(assignments, infos: dict[str, HitInfo]) -> pd.DataFrame:
+    recs = [{"assignment_id": a.assignment_id, "hit_id": a.hit_id, "worker_id": a.worker_id,
+             "answers": json.dumps(a.answers, sort_keys=True), "work_seconds": float(a.work_seconds),
+             "accept_time": float(a.accept_time), "submit_time": float(a.submit_time), "flag": a.flag,
+             "token": infos[a.hit_id].token if a.hit_id in infos else None, "status": a.status,
+             "reward_cents": -1 if a.reward_cents is None else int(a.reward_cents)} for a in assignments]
+    df = pd.DataFrame(recs)
+    df["flag"] = df["flag"].astype(object)
+    return df
+
+
+def assignment_from_record(rec: dict) -> Assignment:
+    flag = rec.get("flag")
+    if isinstance(flag, float) and np.isnan(flag):
+        flag = None
+    reward = rec.get("reward_cents")
+    reward = None if reward is None or (isinstance(reward, float) and np.isnan(reward)) or int(reward) < 0 \
+        else int(reward)
+    status = rec.get("status")
+    return Assignment(assignment_id=rec["assignment_id"], hit_id=rec["hit_id"], worker_id=rec["worker_id"],
+                      answers={k: bool(v) for k, v in json.loads(rec["answers"]).items()},
+                      work_seconds=float(rec["work_seconds"]), accept_time=float(rec["accept_time"]),
+                      submit_time=float(rec["submit_time"]), flag=flag,
+                      status=status if isinstance(status, str) else "Submitted", reward_cents=reward)
