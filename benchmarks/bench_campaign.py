@@ -115,8 +115,8 @@ def controller_round(n: int = 1_000_000, classes: int = 80):
     # open a deep frontier: split the top levels
     for _ in range(8):
         from crowdprop.policy.controller import apply_split
-        from crowdprop.schema import OPEN
-        apply_split(forest, status, np.flatnonzero(status == OPEN))
+        from crowdprop.schema import NODE_OPEN
+        apply_split(forest, status, np.flatnonzero(status == NODE_OPEN))
     cfg = PolicySection(k_pa=0.0)
     t0 = time.perf_counter()
     nq = node_mean(forest, quality)

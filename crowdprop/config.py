@@ -25,10 +25,11 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import get_type_hints
 
 from .errors import InputError
 
@@ -184,6 +185,138 @@ class TreeSection:
         v.check(2 <= self.micro_size <= self.exact_max, "micro_size", "must be in [2, exact_max]")
 
 
+# ---------------------------------------------------------- optional stages' sections
+# Checked when the configuration is loaded, like the sections above, and kept in
+# ``Config.extra`` as the tables the user wrote.
+
+@dataclass
+class QualitySection:
+    """The ``[quality]`` table: quality control (the rules are in :mod:`crowdprop.quality.rules`)."""
+
+    min_gold_accuracy: float = 0.6
+    """An assignment is approved when at least this share of its golds is right."""
+    min_seconds_per_question: float = 0.3
+    """An assignment faster than this per question (golds included) is rejected."""
+    soft_block_after: int = 2
+    """A worker with this many failed (rejected) assignments is blocked."""
+    hard_block: bool = False
+    """``False``: block through a qualification the worker no longer meets (soft,
+    reversible, invisible to their reputation). ``True``: MTurk CreateWorkerBlock."""
+    qualification_size: int = 10
+    """Golds in the qualification test a worker takes before the first HIT (0: no test)."""
+    qualification_pass: float = 0.9
+    """Share of the qualification golds a worker must get right. At 0.9 of 10, a
+    95 %-accurate worker passes 91 % of the time, a 75 % one 24 %, a spammer 1 %."""
+    block_below_accuracy: float = 0.8
+    """A worker is also blocked once the upper end of the 95 % Beta interval of their
+    gold accuracy, over all their work so far, falls below this (0 turns it off):
+    a spammer at 50 % is caught after 2-3 HITs of 5 golds even when luck gets single
+    HITs approved."""
+    aggregation: str = "raw"
+    """How answers become a per-mask probability of being correct: ``raw`` (share
+    of yes answers in approved work: the paper's rule), ``onecoin`` (Dawid-Skene
+    EM, one accuracy per worker, golds clamped; use it with assignments_per_hit > 1),
+    ``ds`` (full confusion matrices) or ``mv`` (majority vote)."""
+
+    def validate(self, v: "_V") -> None:
+        v.check(0.0 <= self.min_gold_accuracy <= 1.0, "min_gold_accuracy", "must be in [0, 1]")
+        v.check(self.min_seconds_per_question >= 0, "min_seconds_per_question", "must be >= 0")
+        v.check(self.soft_block_after >= 1, "soft_block_after", "must be >= 1")
+        v.check(0 <= self.qualification_size <= 100, "qualification_size", "must be in [0, 100]")
+        v.check(0.0 <= self.qualification_pass <= 1.0, "qualification_pass", "must be in [0, 1]")
+        v.check(0.0 <= self.block_below_accuracy <= 1.0, "block_below_accuracy", "must be in [0, 1]")
+        v.check(self.aggregation in ("onecoin", "ds", "mv", "raw"), "aggregation", "must be onecoin, ds, mv or raw")
+
+    @classmethod
+    def from_config(cls, config) -> "QualitySection":
+        """The section of a loaded :class:`crowdprop.config.Config` (defaults when absent).
+
+        The table was validated when the configuration was loaded.
+        """
+        table = (getattr(config, "extra", None) or {}).get("quality", {})
+        return cls(**table)
+
+
+MIN_AUTO_APPROVAL_S = 3600
+"""The least ``[mturk] auto_approval_delay_s``: an hour to review work before MTurk approves it on
+its own (crowdprop polls every ``[crowd] poll_interval_s`` and settles what it receives at once)."""
+
+
+@dataclass
+class MTurkSection:
+    """The ``[mturk]`` table: HITs on MTurk (the backend is :mod:`crowdprop.crowd.mturk`).
+
+    The reward per assignment and the assignments per HIT are in ``[crowd]``
+    (``reward_usd``, ``assignments_per_hit``); the budget cap in ``[campaign]``.
+    """
+
+    title: str = "Is the colored region a correct outline of the object? (quick yes/no)"
+    description: str = ("Look at each highlighted region and answer Yes if it outlines the named "
+                        "object correctly, No otherwise. Keyboard: Y / N.")
+    keywords: str = "image, segmentation, outline, yes/no, quick, keyboard"
+    assignment_duration_s: int = 1800
+    lifetime_s: int = 3 * 86400
+    """How long a HIT stays available to workers (also the lifetime of presigned image URLs)."""
+    auto_approval_delay_s: int = 3 * 86400
+    """MTurk approves (and pays) submitted work on its own this long after submission, reviewed or
+    not; at least :data:`MIN_AUTO_APPROVAL_S`."""
+    qualifications: str = "auto"
+    """``auto``: the thresholds below in production, none in the sandbox and on a
+    local endpoint; ``always``; ``none``."""
+    min_percent_approved: int = 95
+    """PercentAssignmentsApproved >= this (production default)."""
+    min_hits_approved: int = 100
+    """NumberHITsApproved >= this (production default)."""
+    locale: list = field(default_factory=list)
+    """ISO 3166 country codes workers must be in (e.g. ``["US", "CA"]``); empty: anywhere."""
+    image_base_url: str = ""
+    """Images are written to a local folder that you serve at this URL (https for MTurk)."""
+    s3_bucket: str = ""
+    """Images are uploaded to this bucket and shown through presigned GET URLs (which carry the
+    access key id, and with temporary credentials the session token; never the secret key)."""
+    s3_prefix: str = "crowdprop/"
+    s3_public: bool = False
+    """With ``s3_bucket``: workers fetch the pictures through plain URLs under ``s3_prefix``, a
+    prefix that you make publicly readable (bucket policy), each named by a keyed hash of
+    the picture that nobody can guess; no URL carries anything of the credentials."""
+    region: str = "us-east-1"
+    frame_height: int = 0
+    """HTMLQuestion FrameHeight in pixels (0: the full worker window)."""
+    test_duration_s: int = 1800
+    """TestDurationInSeconds of the campaign's qualification test (``[quality] qualification_size``)."""
+
+    def validate(self, v: "_V") -> None:
+        for key in ("title", "description"):
+            v.check(0 < len(getattr(self, key)) <= 2000, key, "must be 1 to 2000 characters")
+        v.check(len(self.keywords) <= 1000, "keywords", "must be at most 1000 characters")
+        v.check(30 <= self.assignment_duration_s <= 365 * 86400, "assignment_duration_s",
+                "must be in [30, 31536000] seconds")
+        v.check(30 <= self.lifetime_s <= 365 * 86400, "lifetime_s", "must be in [30, 31536000] seconds")
+        v.check(MIN_AUTO_APPROVAL_S <= self.auto_approval_delay_s <= 30 * 86400, "auto_approval_delay_s",
+                f"must be in [{MIN_AUTO_APPROVAL_S}, 2592000] seconds: MTurk approves and pays submitted work on "
+                "its own after this delay, so it must leave time to review the work")
+        v.check(self.qualifications in ("auto", "always", "none"), "qualifications",
+                "must be 'auto', 'always' or 'none'")
+        v.check(0 <= self.min_percent_approved <= 100, "min_percent_approved", "must be in [0, 100]")
+        v.check(self.min_hits_approved >= 0, "min_hits_approved", "must be >= 0")
+        v.check(all(isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c) for c in self.locale), "locale",
+                "must be a list of two-letter upper-case country codes, e.g. [\"US\", \"CA\"]")
+        v.check(self.image_base_url == "" or re.match(r"https?://", self.image_base_url) is not None,
+                "image_base_url", "must start with https:// (or http:// for a local endpoint)")
+        v.check(self.s3_bucket == "" or re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", self.s3_bucket) is not None,
+                "s3_bucket", "is not a valid S3 bucket name")
+        v.check(not (self.s3_bucket and self.image_base_url), "image_base_url",
+                "set either image_base_url or s3_bucket, not both")
+        v.check(not self.s3_bucket or self.s3_public or self.lifetime_s <= 7 * 86400, "lifetime_s",
+                "must be at most 7 days with s3_bucket (presigned URLs last at most 7 days; "
+                "s3_public = true has no such limit)")
+        v.check(not self.s3_public or bool(self.s3_bucket), "s3_public", "applies to s3_bucket only: set s3_bucket")
+        v.check(re.fullmatch(r"[a-z]{2}-[a-z]+-\d", self.region) is not None, "region",
+                "must be an AWS region such as us-east-1")
+        v.check(0 <= self.frame_height <= 10000, "frame_height", "must be in [0, 10000]")
+        v.check(30 <= self.test_duration_s <= 365 * 86400, "test_duration_s", "must be in [30, 31536000] seconds")
+
+
 @dataclass
 class Config:
     campaign: CampaignSection = field(default_factory=CampaignSection)
@@ -193,7 +326,8 @@ class Config:
     features: FeaturesSection = field(default_factory=FeaturesSection)
     tree: TreeSection = field(default_factory=TreeSection)
     extra: dict = field(default_factory=dict)
-    """Sections owned by optional stages (``mturk``, ``quality``), validated by them."""
+    """The ``[quality]`` and ``[mturk]`` tables as written (checked at load against
+    :class:`QualitySection` and :class:`MTurkSection`, see :data:`EXTRA_SECTIONS`)."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -204,8 +338,8 @@ class Config:
 
 SECTIONS = {"campaign": CampaignSection, "policy": PolicySection, "crowd": CrowdSection,
             "simulation": SimulationSection, "features": FeaturesSection, "tree": TreeSection}
-EXTRA_SECTIONS: dict[str, Any] = {}
-"""Optional stages register ``name -> validator(dict, _V)`` here."""
+EXTRA_SECTIONS: dict[str, type] = {"quality": QualitySection, "mturk": MTurkSection}
+"""Sections kept in :attr:`Config.extra` as tables, checked against these classes at load."""
 
 
 class _V:
@@ -243,16 +377,7 @@ def section_from_dict(cls, data: dict, source: str, name: str):
     return obj
 
 
-def _register_optional_sections() -> None:
-    """Stages that own a config table register its validator when imported."""
-    import importlib
-
-    for mod in ("crowdprop.quality", "crowdprop.crowd.mturk"):
-        importlib.import_module(mod)
-
-
 def from_dict(data: dict, source: str = "<config>") -> Config:
-    _register_optional_sections()
     if not isinstance(data, dict):
         raise InputError(source, None, None, "expected a table of sections")
     sections = {}
@@ -273,7 +398,9 @@ def from_dict(data: dict, source: str = "<config>") -> Config:
                              f"unknown section (known: {', '.join(sorted(set(SECTIONS) | set(EXTRA_SECTIONS)))})")
     for name, table in extra.items():
         if name in EXTRA_SECTIONS:
-            EXTRA_SECTIONS[name](table, _V(source, name))
+            if not isinstance(table, dict):
+                raise InputError(source, f"[{name}]", None, "expected a table")
+            section_from_dict(EXTRA_SECTIONS[name], table, source, name)
     return Config(**sections, extra=extra)
 
 

@@ -47,6 +47,30 @@ class BudgetExhausted(CrowdpropError):
     exit_code = 0
 
 
+class MTurkError(CrowdpropError):
+    """MTurk refused a request, or answered something crowdprop cannot use.
+
+    The local MTurk-compatible endpoint (:mod:`crowdprop.mturk_local`) raises it with what
+    MTurk's error response carries: ``turk_code`` (``TurkErrorCode``), ``type``
+    (``__type``) and the HTTP ``status``; :meth:`body` is that response.
+    """
+
+    def __init__(self, message: str, turk_code: str | None = None, *, type_: str = "RequestError",
+                 status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.turk_code = turk_code
+        self.type = type_
+        self.status = status
+
+    def body(self) -> dict:
+        """MTurk's JSON error response: ``{"__type": ..., "Message": ..., "TurkErrorCode": ...}``."""
+        out = {"__type": self.type, "Message": self.message}
+        if self.turk_code:
+            out["TurkErrorCode"] = self.turk_code
+        return out
+
+
 class MissingExtra(CrowdpropError):
     """A command needs an optional dependency group that is not installed."""
 

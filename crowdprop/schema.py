@@ -1,9 +1,7 @@
 """Tables and enums shared by every stage.
 
 All tables are pandas DataFrames on the way in and Parquet on disk. Enum-valued
-columns are stored as their ``.value`` strings and checked when read back
-(:func:`check_enum_column`), so a hand-edited or foreign Parquet file with an
-unknown state is refused instead of silently misread.
+columns are stored as their ``.value`` strings.
 
 masks.parquet (one row per predicted mask; row position = internal index)
     mask_id      int64    user-facing id: the result's ``id`` or its index in the file
@@ -21,7 +19,6 @@ masks.parquet (one row per predicted mask; row position = internal index)
 from __future__ import annotations
 
 import enum
-from typing import Iterable, Type
 
 import numpy as np
 import pandas as pd
@@ -64,65 +61,20 @@ class Decision(str, enum.Enum):
     answers were asked for; the node stays a candidate."""
 
 
-class NodeStatus(str, enum.Enum):
-    """State of a tree node between rounds."""
+NODE_INACTIVE, NODE_OPEN, NODE_SPLIT, NODE_ACCEPTED, NODE_REJECTED, NODE_VERIFIED = range(6)
+"""Status of a tree node between rounds: int8 codes in the controller's status array
+(one byte per node). NODE_INACTIVE: an ancestor has not been split yet, the node is not
+a candidate; NODE_OPEN: a candidate on the frontier; NODE_SPLIT: its children took its
+place; NODE_ACCEPTED / NODE_REJECTED: decided as a whole; NODE_VERIFIED: decided member
+by member (leaf or small cluster).
 
-    INACTIVE = "inactive"
-    """An ancestor has not been split yet; the node is not a candidate."""
-    OPEN = "open"
-    """A candidate: on the frontier, not decided."""
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    SPLIT = "split"
-    VERIFIED = "verified"
-    """Decided member by member (leaf or small cluster)."""
-
-
-NODE_CODES: dict[NodeStatus, int] = {
-    NodeStatus.INACTIVE: 0, NodeStatus.OPEN: 1, NodeStatus.SPLIT: 2,
-    NodeStatus.ACCEPTED: 3, NodeStatus.REJECTED: 4, NodeStatus.VERIFIED: 5,
-}
-"""Node status as int8 codes in the controller's arrays (one byte per node)."""
-INACTIVE, OPEN, SPLIT, ACCEPTED, REJECTED, VERIFIED = range(6)
-
-
-class MaskStatus(str, enum.Enum):
-    """Final label of a mask."""
-
-    OPEN = "open"
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-
-
-class AssignmentStatus(str, enum.Enum):
-    """MTurk assignment states (the ones crowdprop sees)."""
-
-    SUBMITTED = "Submitted"
-    APPROVED = "Approved"
-    REJECTED = "Rejected"
-
-
-class HitStatus(str, enum.Enum):
-    """MTurk HIT states."""
-
-    ASSIGNABLE = "Assignable"
-    UNASSIGNABLE = "Unassignable"
-    REVIEWABLE = "Reviewable"
-    REVIEWING = "Reviewing"
-    DISPOSED = "Disposed"
-
-
-def check_enum_column(df: pd.DataFrame, column: str, enum_type: Type[enum.Enum], source: str) -> None:
-    """Raise :class:`crowdprop.errors.StateError` if ``df[column]`` holds an unknown value."""
-    from .errors import StateError
-
-    allowed = {m.value for m in enum_type}
-    values = set(pd.unique(df[column].astype(str))) if len(df) else set()
-    bad = values - allowed
-    if bad:
-        raise StateError(
-            f"{source}: field '{column}': unknown {enum_type.__name__} value(s) {sorted(bad)[:3]}"
-        )
+A status is not a :class:`Decision` (the string a round's decisions table records for a
+node): ``accept``, ``reject`` and ``verify`` move a node to NODE_ACCEPTED, NODE_REJECTED and
+NODE_VERIFIED, ``split`` to NODE_SPLIT (and its children to NODE_OPEN), ``reopen`` back to
+NODE_OPEN; ``wait`` leaves it NODE_OPEN."""
+INACTIVE, OPEN, SPLIT, ACCEPTED, REJECTED, VERIFIED = (NODE_INACTIVE, NODE_OPEN, NODE_SPLIT, NODE_ACCEPTED,
+                                                       NODE_REJECTED, NODE_VERIFIED)
+"""Older names of the node status codes; new code uses the ``NODE_*`` names."""
 
 
 def empty_masks() -> pd.DataFrame:
@@ -142,7 +94,3 @@ def coerce_masks(df: pd.DataFrame) -> pd.DataFrame:
         else:
             raise KeyError(c)
     return out
-
-
-def values(members: Iterable[enum.Enum]) -> list[str]:
-    return [m.value for m in members]

@@ -6,7 +6,7 @@ from crowdprop.config import PolicySection
 from crowdprop.policy.controller import (apply_decisions, decide, initial_status, label_sums, mask_status,
                                          node_mean, plan_round)
 from crowdprop.policy.estimate import beta_interval, outcome_probabilities, paper_decision, sequential_decision
-from crowdprop.schema import ACCEPTED, OPEN, REJECTED, SPLIT
+from crowdprop.schema import NODE_ACCEPTED, NODE_OPEN, NODE_REJECTED, NODE_SPLIT
 from crowdprop.tree.build import build_forest
 
 
@@ -60,7 +60,7 @@ def test_free_split_below_k_pa_and_sampling():
     plan = plan_round(f, status, nq, np.full(16, np.nan), cfg, np.random.default_rng(1))
     assert plan.free_splits[0] == root  # 0.6 < K_pa: split without asking
     good = [c for c in f.children(root) if set(f.members(c)) == set(range(8))][0]
-    assert good in plan.nodes and status[good] == OPEN
+    assert good in plan.nodes and status[good] == NODE_OPEN
     rows = plan.asks[good]
     assert len(rows) == 4 and set(rows) <= set(range(8)) and len(set(rows)) == 4
 
@@ -81,7 +81,7 @@ def test_inherited_labels_reduce_questions_and_decide():
     assert dec["n_labeled"].tolist() == [4] and dec["yes"].tolist() == [3.0]
     apply_decisions(f, status, dec)
     kids = f.children(root)
-    assert status[root] == SPLIT and all(status[c] == OPEN for c in kids)
+    assert status[root] == NODE_SPLIT and all(status[c] == NODE_OPEN for c in kids)
 
 
 def test_mask_status_propagates_and_direct_labels_win():
@@ -89,8 +89,8 @@ def test_mask_status_propagates_and_direct_labels_win():
     status = initial_status(f)
     root = int(f.roots[0])
     a, b = f.children(root)
-    status[root] = SPLIT
-    status[a], status[b] = ACCEPTED, REJECTED
+    status[root] = NODE_SPLIT
+    status[a], status[b] = NODE_ACCEPTED, NODE_REJECTED
     label_p = np.full(16, np.nan)
     ma, mb = f.members(a), f.members(b)
     label_p[ma[0]] = 0.0  # a "no" inside an accepted cluster
@@ -133,7 +133,7 @@ def test_nested_free_splits_replay_to_the_planned_status():
     replayed = initial_status(f)
     apply_split(f, replayed, plan.free_splits)
     assert np.array_equal(replayed, status)
-    assert (replayed[plan.free_splits] == SPLIT).all()
+    assert (replayed[plan.free_splits] == NODE_SPLIT).all()
 
 
 def run_oracle(forest, truth, cfg, seed=0):

@@ -33,7 +33,7 @@ campaign loop records everything they return before acting on it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 from ..money import cents as _cents
@@ -145,10 +145,3 @@ class Fees:
 
     def hit_cost(self, reward_usd: float, assignments_per_hit: int) -> float:
         return self.hit_cost_cents(_cents(reward_usd), assignments_per_hit) / 100
-
-
-@dataclass
-class PublishedHit:
-    hit_id: str
-    request: HitRequest
-    extra: dict = field(default_factory=dict)

@@ -49,7 +49,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
@@ -57,7 +57,8 @@ import pandas as pd
 import tenacity
 
 from .. import config as _config
-from ..errors import BudgetExhausted, CrowdpropError
+from ..config import MIN_AUTO_APPROVAL_S, MTurkSection  # noqa: F401  (MIN_AUTO_APPROVAL_S: part of this API)
+from ..errors import BudgetExhausted, MTurkError
 from ..money import cap_cents, cents, fmt
 from .base import Assignment, Fees, HitRequest
 
@@ -65,8 +66,6 @@ log = logging.getLogger(__name__)
 
 SANDBOX_ENDPOINT = "https://mturk-requester-sandbox.us-east-1.amazonaws.com"
 PRODUCTION_ENDPOINT = "https://mturk-requester.us-east-1.amazonaws.com"
-SANDBOX_WORKER_URL = "https://workersandbox.mturk.com/mturk/preview?groupId="
-PRODUCTION_WORKER_URL = "https://worker.mturk.com/mturk/preview?groupId="
 
 QUAL_PERCENT_APPROVED = "000000000000000000L0"
 QUAL_HITS_APPROVED = "00000000000000000040"
@@ -76,10 +75,6 @@ PASSTHROUGH_FIELDS = frozenset({"assignmentId", "workerId", "hitId", "turkSubmit
 """Form fields that may come back as answers but are not questions."""
 MAX_ANSWER_CHARS = 16
 """An answer value longer than this is malformed (``yes``/``no`` expected)."""
-
-
-class MTurkError(CrowdpropError):
-    """MTurk refused a request, or answered something crowdprop cannot use."""
 
 
 # ------------------------------------------------------------ qualification test
@@ -194,117 +189,9 @@ def answer_key_xml(answers: Sequence[tuple[str, bool]]) -> str:
 
 
 # --------------------------------------------------------------------- config
-MIN_AUTO_APPROVAL_S = 3600
-"""The least ``[mturk] auto_approval_delay_s``: an hour to review work before MTurk approves it on
-its own (crowdprop polls every ``[crowd] poll_interval_s`` and settles what it receives at once)."""
-
-
-@dataclass
-class MTurkSection:
-    """The ``[mturk]`` table of a campaign TOML file.
-
-    The reward per assignment and the assignments per HIT are in ``[crowd]``
-    (``reward_usd``, ``assignments_per_hit``); the budget cap in ``[campaign]``.
-    """
-
-    title: str = "Is the colored region a correct outline of the object? (quick yes/no)"
-    description: str = ("Look at each highlighted region and answer Yes if it outlines the named "
-                        "object correctly, No otherwise. Keyboard: Y / N.")
-    keywords: str = "image, segmentation, outline, yes/no, quick, keyboard"
-    assignment_duration_s: int = 1800
-    lifetime_s: int = 3 * 86400
-    """How long a HIT stays available to workers (also the lifetime of presigned image URLs)."""
-    auto_approval_delay_s: int = 3 * 86400
-    """MTurk approves (and pays) submitted work on its own this long after submission, reviewed or
-    not; at least :data:`MIN_AUTO_APPROVAL_S`."""
-    qualifications: str = "auto"
-    """``auto``: the thresholds below in production, none in the sandbox and on a
-    local endpoint; ``always``; ``none``."""
-    min_percent_approved: int = 95
-    """PercentAssignmentsApproved >= this (production default)."""
-    min_hits_approved: int = 100
-    """NumberHITsApproved >= this (production default)."""
-    locale: list = field(default_factory=list)
-    """ISO 3166 country codes workers must be in (e.g. ``["US", "CA"]``); empty: anywhere."""
-    image_base_url: str = ""
-    """Images are written to a local folder that you serve at this URL (https for MTurk)."""
-    s3_bucket: str = ""
-    """Images are uploaded to this bucket and shown through presigned GET URLs (which carry the
-    access key id, and with temporary credentials the session token; never the secret key)."""
-    s3_prefix: str = "crowdprop/"
-    s3_public: bool = False
-    """With ``s3_bucket``: workers fetch the pictures through plain URLs under ``s3_prefix``, a
-    prefix that you make publicly readable (bucket policy), each named by a keyed hash of
-    the picture that nobody can guess; no URL carries anything of the credentials."""
-    region: str = "us-east-1"
-    frame_height: int = 0
-    """HTMLQuestion FrameHeight in pixels (0: the full worker window)."""
-    test_duration_s: int = 1800
-    """TestDurationInSeconds of the campaign's qualification test (``[quality] qualification_size``)."""
-
-    def validate(self, v: Any) -> None:
-        for key in ("title", "description"):
-            v.check(0 < len(getattr(self, key)) <= 2000, key, "must be 1 to 2000 characters")
-        v.check(len(self.keywords) <= 1000, "keywords", "must be at most 1000 characters")
-        v.check(30 <= self.assignment_duration_s <= 365 * 86400, "assignment_duration_s",
-                "must be in [30, 31536000] seconds")
-        v.check(30 <= self.lifetime_s <= 365 * 86400, "lifetime_s", "must be in [30, 31536000] seconds")
-        v.check(MIN_AUTO_APPROVAL_S <= self.auto_approval_delay_s <= 30 * 86400, "auto_approval_delay_s",
-                f"must be in [{MIN_AUTO_APPROVAL_S}, 2592000] seconds: MTurk approves and pays submitted work on "
-                "its own after this delay, so it must leave time to review the work")
-        v.check(self.qualifications in ("auto", "always", "none"), "qualifications",
-                "must be 'auto', 'always' or 'none'")
-        v.check(0 <= self.min_percent_approved <= 100, "min_percent_approved", "must be in [0, 100]")
-        v.check(self.min_hits_approved >= 0, "min_hits_approved", "must be >= 0")
-        v.check(all(isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c) for c in self.locale), "locale",
-                "must be a list of two-letter upper-case country codes, e.g. [\"US\", \"CA\"]")
-        v.check(self.image_base_url == "" or re.match(r"https?://", self.image_base_url) is not None,
-                "image_base_url", "must start with https:// (or http:// for a local endpoint)")
-        v.check(self.s3_bucket == "" or re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", self.s3_bucket) is not None,
-                "s3_bucket", "is not a valid S3 bucket name")
-        v.check(not (self.s3_bucket and self.image_base_url), "image_base_url",
-                "set either image_base_url or s3_bucket, not both")
-        v.check(not self.s3_bucket or self.s3_public or self.lifetime_s <= 7 * 86400, "lifetime_s",
-                "must be at most 7 days with s3_bucket (presigned URLs last at most 7 days; "
-                "s3_public = true has no such limit)")
-        v.check(not self.s3_public or bool(self.s3_bucket), "s3_public", "applies to s3_bucket only: set s3_bucket")
-        v.check(re.fullmatch(r"[a-z]{2}-[a-z]+-\d", self.region) is not None, "region",
-                "must be an AWS region such as us-east-1")
-        v.check(0 <= self.frame_height <= 10000, "frame_height", "must be in [0, 10000]")
-        v.check(30 <= self.test_duration_s <= 365 * 86400, "test_duration_s", "must be in [30, 31536000] seconds")
-
-
-def _build_section(table: dict, v: Any) -> MTurkSection:
-    types = {f.name: f.type for f in fields(MTurkSection)}
-    kwargs = {}
-    for key, value in (table or {}).items():
-        v.check(key in types, key, f"unknown key (known: {', '.join(sorted(types))})")
-        t = types[key]
-        if t == "int":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif t == "bool":
-            ok = isinstance(value, bool)
-        elif t == "list":
-            ok = isinstance(value, list)
-        else:
-            ok = isinstance(value, str)
-        v.check(ok, key, f"expected {t}, got {value!r}")
-        kwargs[key] = value
-    section = MTurkSection(**kwargs)
-    section.validate(v)
-    return section
-
-
-def _validate_table(table: dict, v: Any) -> None:
-    _build_section(table, v)
-
-
-_config.EXTRA_SECTIONS["mturk"] = _validate_table
-
-
 def mturk_section(config: _config.Config, *, source: str = "<config>") -> MTurkSection:
     """The validated ``[mturk]`` section of ``config`` (defaults when absent)."""
-    return _build_section(config.extra.get("mturk", {}), _config._V(source, "mturk"))
+    return _config.section_from_dict(MTurkSection, config.extra.get("mturk", {}), source, "mturk")
 
 
 def qualification_requirements(section: MTurkSection, target: str | None) -> list[dict]:
@@ -969,11 +856,6 @@ class MTurkBackend:
                 return
             self.guard.refund(cost)
             raise
-
-    def worker_url(self, hit_type_id: str) -> str:
-        """Where workers find this campaign's HITs."""
-        base = PRODUCTION_WORKER_URL if self.target == "production" else SANDBOX_WORKER_URL
-        return base + hit_type_id
 
     def close(self) -> None:
         pass

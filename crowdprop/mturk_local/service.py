@@ -86,6 +86,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from ..crowd.base import Fees, content_key
+from ..errors import MTurkError
 from ..replay.workers import WorkerPool, rng_for
 from .faults import FaultConfig, FaultInjector
 from .pages import PageQuestion, QuestionXMLError, answers_xml, page_questions, parse_question_xml
@@ -134,24 +135,6 @@ _WORKER_ID = re.compile(r"^A[A-Z0-9]{1,63}$")
 _ID_ALPHABET = string.ascii_uppercase + string.digits
 _CURRENCY = re.compile(r"^[0-9]+(\.)?[0-9]{0,2}$")
 _PUBLIC_STATES = ("Submitted", "Approved", "Rejected")
-
-
-class MTurkError(Exception):
-    """An error response: ``{"__type": type, "Message": ..., "TurkErrorCode": ...}``."""
-
-    def __init__(self, message: str, turk_code: str | None = None, *, type_: str = "RequestError",
-                 status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.turk_code = turk_code
-        self.type = type_
-        self.status = status
-
-    def body(self) -> dict:
-        out = {"__type": self.type, "Message": self.message}
-        if self.turk_code:
-            out["TurkErrorCode"] = self.turk_code
-        return out
 
 
 class ManualClock:

@@ -1,4 +1,5 @@
-"""Quality-control rules as small pure functions, and their ``[quality]`` config table.
+"""Quality-control rules as small pure functions, set by the ``[quality]`` config table
+(:class:`crowdprop.config.QualitySection`).
 
 Golds are questions whose answer is known (a mask checked by hand). Every HIT mixes
 ``crowd.golds_per_hit`` golds among its questions; a worker's answers to them decide
@@ -18,80 +19,16 @@ Example ``campaign.toml`` table (every key optional)::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from ..config import EXTRA_SECTIONS
+from ..config import QualitySection
 from ._base import _check_labels
 
 FEEDBACK_MAX_CHARS = 1024
 """MTurk's limit on RequesterFeedback."""
-
-
-@dataclass
-class QualitySection:
-    """The ``[quality]`` table of a campaign configuration."""
-
-    min_gold_accuracy: float = 0.6
-    """An assignment is approved when at least this share of its golds is right."""
-    min_seconds_per_question: float = 0.3
-    """An assignment faster than this per question (golds included) is rejected."""
-    soft_block_after: int = 2
-    """A worker with this many failed (rejected) assignments is blocked."""
-    hard_block: bool = False
-    """``False``: block through a qualification the worker no longer meets (soft,
-    reversible, invisible to their reputation). ``True``: MTurk CreateWorkerBlock."""
-    qualification_size: int = 10
-    """Golds in the qualification test a worker takes before the first HIT (0: no test)."""
-    qualification_pass: float = 0.9
-    """Share of the qualification golds a worker must get right. At 0.9 of 10, a
-    95 %-accurate worker passes 91 % of the time, a 75 % one 24 %, a spammer 1 %."""
-    block_below_accuracy: float = 0.8
-    """A worker is also blocked once the upper end of the 95 % Beta interval of their
-    gold accuracy, over all their work so far, falls below this (0 turns it off):
-    a spammer at 50 % is caught after 2-3 HITs of 5 golds even when luck gets single
-    HITs approved."""
-    aggregation: str = "raw"
-    """How answers become a per-mask probability of being correct: ``raw`` (share
-    of yes answers in approved work: the paper's rule), ``onecoin`` (Dawid-Skene
-    EM, one accuracy per worker, golds clamped; use it with assignments_per_hit > 1),
-    ``ds`` (full confusion matrices) or ``mv`` (majority vote)."""
-
-    def validate(self, v) -> None:
-        v.check(0.0 <= self.min_gold_accuracy <= 1.0, "min_gold_accuracy", "must be in [0, 1]")
-        v.check(self.min_seconds_per_question >= 0, "min_seconds_per_question", "must be >= 0")
-        v.check(self.soft_block_after >= 1, "soft_block_after", "must be >= 1")
-        v.check(0 <= self.qualification_size <= 100, "qualification_size", "must be in [0, 100]")
-        v.check(0.0 <= self.qualification_pass <= 1.0, "qualification_pass", "must be in [0, 1]")
-        v.check(0.0 <= self.block_below_accuracy <= 1.0, "block_below_accuracy", "must be in [0, 1]")
-        v.check(self.aggregation in ("onecoin", "ds", "mv", "raw"), "aggregation", "must be onecoin, ds, mv or raw")
-
-    @classmethod
-    def from_table(cls, table: Mapping, v) -> "QualitySection":
-        """Build from a TOML table, refusing unknown keys, wrong types and bad values
-        the same way as every other section (:func:`crowdprop.config.section_from_dict`)."""
-        from ..config import section_from_dict
-
-        return section_from_dict(cls, dict(table or {}), v.source, v.section)
-
-    @classmethod
-    def from_config(cls, config) -> "QualitySection":
-        """The section of a loaded :class:`crowdprop.config.Config` (defaults when absent).
-
-        The table was validated when the configuration was loaded.
-        """
-        table = (getattr(config, "extra", None) or {}).get("quality", {})
-        return cls(**table)
-
-
-def _validate_table(table: Mapping, v) -> None:
-    QualitySection.from_table(table, v)
-
-
-EXTRA_SECTIONS.setdefault("quality", _validate_table)
 
 
 class Verdict(NamedTuple):

@@ -43,7 +43,7 @@ from ..campaign.loop import load_state
 from ..campaign.store import RunDir
 from ..io import atomic_write_text
 from ..policy.controller import mask_status
-from ..schema import INACTIVE
+from ..schema import NODE_INACTIVE
 from . import figures
 from .summary import compute_report, precision_estimate
 
@@ -64,7 +64,7 @@ def final_labels(run: RunDir) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns
     -------
     status : ndarray of int8, shape (n_nodes,)
-        Node status codes (:data:`crowdprop.schema.NODE_CODES`).
+        Node status codes (``crowdprop.schema.NODE_*``).
     label_p : ndarray of float64, shape (n_masks,)
         Aggregated probability that each mask is correct (NaN: not asked).
     final : ndarray of int8, shape (n_masks,)
@@ -119,7 +119,7 @@ def class_table(run: RunDir, *, status: np.ndarray, label_p: np.ndarray, final: 
         in_c = cat == c
         acc = in_c & (final == 1)
         st = status.copy()
-        st[forest.category != c] = INACTIVE
+        st[forest.category != c] = NODE_INACTIVE
         lp = np.where(in_c, label_p, np.nan)
         fi = np.where(in_c, final, -1).astype(np.int8)
         if acc.any() and len(decisions):
