@@ -76,7 +76,7 @@ def manual_hit(c, qs=None, **kw) -> str:
 # ------------------------------------------------------------------------------------ ids
 def test_ids_are_unpredictable_but_simulated_answers_are_not(endpoint):
     """Two endpoints with the same seed give the same workers the same answers under different ids."""
-    (h1, c1), (h2, c2) = endpoint(pool=make_pool(seed=21)), endpoint(pool=make_pool(seed=21))
+    (_, c1), (_, c2) = endpoint(pool=make_pool(seed=21)), endpoint(pool=make_pool(seed=21))
     qs = [(f"q{i}", 100 + i) for i in range(12)]
     runs = []
     for c in (c1, c2):

@@ -71,8 +71,6 @@ def test_tree_context_reads_the_nearest_ancestor_with_enough_answers():
 def test_training_features_never_see_the_row_own_answer():
     """Cross-fitting: flipping a training row's answer leaves its own features unchanged
     (a leave-one-out rate would move, and leak the label backwards)."""
-    import pandas as pd
-
     f = _chain_forest()
     masks = pd.DataFrame({"score": [0.9, 0.8, 0.7, 0.6], "pred_iou": np.nan, "area": 100.0, "bbox_w": 10.0,
                           "bbox_h": 10.0, "height": 100, "width": 100, "category_id": 1})

@@ -15,7 +15,6 @@ from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign
 from crowdprop.campaign.store import RunDir
 from crowdprop.cli import main
-from crowdprop.commands.replay import sample_paths
 from crowdprop.masks import rle
 from tests.conftest import COCO128, coco128_images
 
