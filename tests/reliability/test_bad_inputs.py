@@ -90,6 +90,8 @@ INIT_CASES = [
      ["gg.json", "field 'images'"]),
     ("gt image size zero", None, _gt(images=[{"id": 1, "height": 0, "width": 12}, {"id": 2, "height": 10, "width": 12}]),
      None, None, ["images[0] (id=1)", "field 'height'", "positive"]),
+    ("polygon far outside its image (pycocotools crashes on it)", [_pred(0, segmentation=[[1, 1, 1e9, 1, 5, 5]])],
+     None, None, None, ["pp.json", "record 0 (id=0)", "field 'segmentation[0]'", "x coordinate 1000000000.0 is far outside"]),
     ("gt annotation of unknown image", None,
      _gt(annotations=[dict(_gt()["annotations"][0], image_id=77)]), None, None,
      ["annotations[0] (id=9)", "field 'image_id'", "77"]),
