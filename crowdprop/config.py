@@ -86,9 +86,40 @@ class PolicySection:
     least this predictive probability."""
     prior_a: float = 1.0
     prior_b: float = 1.0
+    target_precision: float = 0.90
+    """Target policy: the accepted set's precision to hold, per class and overall."""
+    target_confidence: float = 0.95
+    """Target policy: confidence of that bound (one-sided); audits whose lower bound at this
+    confidence falls under the target make the controller tighten the source."""
+    risk_tolerance: float = 0.01
+    """Target policy: a cluster is accepted once the expected shortfall of its precision
+    under the target, times its size, is at most this share of its size (of
+    ``risk_size_cap`` masks for larger clusters: a fixed number of masks, so a cluster of
+    100,000 needs far more answers than one of 100)."""
+    risk_size_cap: int = 2000
+    audit_share: float = 0.10
+    """Share of non-gold questions spent on audits (every policy): uniform samples of
+    what was decided without a direct answer, from which precision is reported."""
+    audit_min: int = 3
+    """Audits drawn at least from every non-empty stratum of a round."""
+    verifier: bool = True
+    """Target policy: fit the verifier after each round and use it (ranking, settling
+    masks one by one, active questions)."""
+    verifier_min_answers: int = 100
+    """Answered masks needed before the verifier is fitted."""
+    verifier_margin: float = 0.02
+    """The verifier accepts a mask when its calibrated probability is at least
+    target_precision + this margin (audits raise it when the verifier falls short)."""
+    verifier_reject: float = 0.10
+    """The verifier rejects a mask when its calibrated probability is at most this."""
+    active_share: float = 0.5
+    """Target policy with a fitted verifier: each round asks about this share of the masks
+    that small clusters leave unsettled, chosen for uncertainty and diversity."""
+    random_share: float = 0.1
+    """Of those questions, this share is uniform at random over open masks (calibration)."""
 
     def validate(self, v: "_V") -> None:
-        v.check(self.name in ("paper", "sequential"), "name", "must be 'paper' or 'sequential'")
+        v.check(self.name in ("paper", "sequential", "target"), "name", "must be 'paper', 'sequential' or 'target'")
         v.check(self.sampling in ("uniform", "stratified"), "sampling", "must be 'uniform' or 'stratified'")
         v.check(0.0 < self.accept <= 1.0, "accept", "must be in (0, 1]")
         v.check(0.0 <= self.reject < 1.0, "reject", "must be in [0, 1)")
@@ -104,6 +135,17 @@ class PolicySection:
         v.check(0.5 <= self.credible < 1.0, "credible", "must be in [0.5, 1)")
         v.check(0.5 < self.confidence <= 1.0, "confidence", "must be in (0.5, 1]")
         v.check(self.prior_a > 0 and self.prior_b > 0, "prior_a", "Beta prior parameters must be > 0")
+        v.check(0.5 <= self.target_precision < 1.0, "target_precision", "must be in [0.5, 1)")
+        v.check(0.5 <= self.target_confidence < 1.0, "target_confidence", "must be in [0.5, 1)")
+        v.check(0 < self.risk_tolerance < 0.5, "risk_tolerance", "must be in (0, 0.5)")
+        v.check(self.risk_size_cap >= 1, "risk_size_cap", "must be >= 1")
+        v.check(0.0 <= self.audit_share < 1.0, "audit_share", "must be in [0, 1)")
+        v.check(self.audit_min >= 0, "audit_min", "must be >= 0")
+        v.check(self.verifier_min_answers >= 10, "verifier_min_answers", "must be >= 10")
+        v.check(0.0 <= self.verifier_margin < 0.5, "verifier_margin", "must be in [0, 0.5)")
+        v.check(0.0 <= self.verifier_reject < 0.5, "verifier_reject", "must be in [0, 0.5)")
+        v.check(0.0 < self.active_share <= 1.0, "active_share", "must be in (0, 1]")
+        v.check(0.0 <= self.random_share < 1.0, "random_share", "must be in [0, 1)")
 
 
 @dataclass

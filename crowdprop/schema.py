@@ -57,8 +57,33 @@ class Decision(str, enum.Enum):
     VERIFY = "verify"
     """The node is small or a leaf: each member is labeled by its own answers."""
     WAIT = "wait"
-    """Sequential policy only: the interval has not cleared a bar yet and more
-    answers were asked for; the node stays a candidate."""
+    """Sequential and target policies: the evidence does not settle the cluster yet and
+    more answers were asked for; the node stays a candidate."""
+    REOPEN = "reopen"
+    """Target policy: audits showed the accepted clusters of a class falling short of the
+    target and this accepted cluster no longer passes with its audit answers counted;
+    it becomes a candidate again."""
+
+
+class QuestionKind(str, enum.Enum):
+    """Why a mask was asked about (``kind`` in questions and answers tables)."""
+
+    CLUSTER = "cluster"
+    """Sampled from a candidate cluster for its verdict (or a small cluster's member)."""
+    GOLD = "gold"
+    """A gold question: known answer, scores the worker."""
+    AUDIT = "audit"
+    """A uniform sample of masks decided without a direct answer; measures the precision
+    of each decision source and is never used to label the mask itself."""
+    ACTIVE = "active"
+    """Chosen by the verifier: uncertain and diverse (labels the mask)."""
+    RANDOM = "random"
+    """Uniform over open masks: checks the verifier's calibration (labels the mask)."""
+
+
+KIND_NODE = {QuestionKind.GOLD: -1, QuestionKind.AUDIT: -2, QuestionKind.ACTIVE: -3, QuestionKind.RANDOM: -4}
+"""``node_id`` of questions that do not belong to a cluster, by kind."""
+NODE_KIND = {v: k.value for k, v in KIND_NODE.items()}
 
 
 NODE_INACTIVE, NODE_OPEN, NODE_SPLIT, NODE_ACCEPTED, NODE_REJECTED, NODE_VERIFIED = range(6)

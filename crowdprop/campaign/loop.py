@@ -24,12 +24,13 @@ import pandas as pd
 from ..crowd.base import Assignment, CrowdBackend, Fees
 from ..errors import BudgetExhausted
 from ..hits.batching import make_hits
-from ..policy.controller import (apply_decisions, apply_split, decide, initial_status, mask_status,
+from ..policy.controller import (apply_decisions, apply_split, decide, initial_status, mask_labels, mask_status,
                                  node_mean, plan_round, predicted_quality)
-from ..schema import Decision
+from ..schema import ACCEPTED, KIND_NODE, OPEN, Decision, QuestionKind
+from .evidence import CONTROL_COLUMNS, VERDICT_COLUMNS, answer_kinds
 from . import ledger
-from . import roundplan as rp
 from .crowdwork import ASSIGNMENT_COLUMNS, HIT_COLUMNS, HITS_DONE_COLUMNS, SPEND_COLUMNS, CrowdWork  # noqa: F401
+from . import roundplan as rp
 from .roundplan import RoundPlanned
 from .store import ROUND_TABLES, RunDir
 
@@ -48,12 +49,30 @@ class CampaignState:
     spent_cents: int
     next_round: int
     gold_used: dict[int, int] = field(default_factory=dict)
+    cluster_p: np.ndarray | None = None
+    """Labels that estimate clusters (cluster samples and random questions; see campaign.evidence)."""
+    yes_p: np.ndarray | None = None
+    """Share of yes over every non-gold answer, audits included (the verifier's training labels)."""
+    verdict: np.ndarray | None = None
+    verdict_p: np.ndarray | None = None
+    final: np.ndarray | None = None
+    source: np.ndarray | None = None
+    decided_round: np.ndarray | None = None
+    noise: tuple = (1.0, 1.0, 1.0, 1.0)
+    """Beta parameters of the crowd's sensitivity and specificity on golds."""
+    answers: pd.DataFrame | None = None
+    decisions: pd.DataFrame | None = None
+    audits: pd.DataFrame | None = None
+    controls: dict = field(default_factory=dict)
+    last_questions: int = 0
+    """Ordinary (non-gold, non-audit) questions of the last committed round: sizes its audits."""
 
 
 def aggregate_labels(answers: pd.DataFrame, n: int, *, method: str = "raw",
                      golds: pd.DataFrame | None = None) -> np.ndarray:
     """Per mask row, the probability that it is correct from usable answers (NaN: none).
 
+    Audit answers measure a decision source and never label their mask: they are left out.
     ``raw``: the share of non-gold answers saying "correct". ``onecoin`` / ``ds`` /
     ``mv``: the posterior of :mod:`crowdprop.quality` estimators fitted on every
     usable answer (golds included and clamped to their known labels, so they
@@ -62,7 +81,7 @@ def aggregate_labels(answers: pd.DataFrame, n: int, *, method: str = "raw",
     out = np.full(n, np.nan)
     if answers is None or len(answers) == 0:
         return out
-    usable = answers[answers["used"].astype(bool)]
+    usable = answers[answers["used"].astype(bool) & (answer_kinds(answers) != QuestionKind.AUDIT.value)]
     plain = usable[~usable["is_gold"].astype(bool)]
     if len(plain) == 0:
         return out
@@ -102,7 +121,11 @@ def labels_for(run: RunDir, answers: pd.DataFrame) -> np.ndarray:
 
 
 def replay_decisions(run: RunDir, status: np.ndarray, decisions: pd.DataFrame) -> None:
-    forest = run.forest
+    replay_decisions_on(run.forest, status, decisions)
+
+
+def replay_decisions_on(forest, status: np.ndarray, decisions: pd.DataFrame) -> None:
+    """Move node statuses through the recorded decisions, round by round (in place)."""
     if len(decisions) == 0:
         return
     for _, g in decisions.groupby("round", sort=True):
@@ -111,23 +134,42 @@ def replay_decisions(run: RunDir, status: np.ndarray, decisions: pd.DataFrame) -
         apply_decisions(forest, status, g.loc[~free])
 
 
-def reopen_unlabeled_verified(forest, status: np.ndarray, label_p: np.ndarray) -> None:
+SMALL_POOL = 50
+"""Target policy: an active pool of at most this many masks is asked whole."""
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=_DTYPES.get(c, "float64")) for c in columns})
+
+
+_DTYPES = {"round": "int64", "mask_row": "int64", "verdict": "int8", "p": "float64", "verifier_threshold": "float64",
+           "risk_tolerance": "float64", "verifier_fitted": "bool", "verifier_train": "int64", "note": "object"}
+
+
+def reopen_unlabeled_verified(forest, status: np.ndarray, label_p: np.ndarray,
+                              verdict: np.ndarray | None = None) -> None:
     """A cluster verified mask by mask whose labels were withdrawn (its worker was
-    blocked later) becomes a candidate again, so those masks are asked again."""
+    blocked later) becomes a candidate again, so those masks are asked again. A member
+    settled by a verifier verdict counts as labeled."""
     from ..policy.controller import label_sums
     from ..schema import OPEN, VERIFIED
 
     ver = np.flatnonzero(status == VERIFIED)
     if len(ver) == 0:
         return
-    n_lab, _ = label_sums(forest, label_p, ver)
+    settled = label_p if verdict is None else np.where(verdict >= 0, 1.0, label_p)
+    n_lab, _ = label_sums(forest, settled, ver)
     status[ver[n_lab < (forest.end - forest.start)[ver]]] = OPEN
 
 
 def load_state(run: RunDir) -> CampaignState:
+    from .evidence import (cluster_labels, crowd_noise, direct_rounds, node_rounds, raw_yes, verdict_arrays)
+
     forest = run.forest
+    n = len(forest.order)
     status = initial_status(forest)
-    replay_decisions(run, status, run.read_rounds("decisions"))
+    decisions = run.read_rounds("decisions")
+    replay_decisions(run, status, decisions)
     answers = run.read_rounds("answers")
     spend = run.read_rounds("spend")
     questions = run.read_rounds("questions")
@@ -138,13 +180,31 @@ def load_state(run: RunDir) -> CampaignState:
             gold_used[int(k)] = int(v)
     rounds = run.rounds()
     label_p = labels_for(run, answers)
-    reopen_unlabeled_verified(forest, status, label_p)
+    verdict, verdict_round, verdict_p = verdict_arrays(run.read_rounds("verdicts"), n)
+    reopen_unlabeled_verified(forest, status, label_p, verdict)
+    final, source, decided = mask_labels(forest, status, label_p, verdict,
+                                         node_round=node_rounds(decisions, forest.n_nodes),
+                                         verdict_round=verdict_round, direct_round=direct_rounds(answers, n))
+    last_q = 0
+    if rounds and len(questions):
+        k = answer_kinds(questions)
+        last_q = int(((questions["round"] == rounds[-1]).to_numpy()
+                      & ~np.isin(k, [QuestionKind.GOLD.value, QuestionKind.AUDIT.value])).sum())
+    controls = run.read_rounds("controls")
     return CampaignState(
         status=status,
         label_p=label_p,
         spent_cents=ledger.spent_cents(run, spend=spend),
         next_round=(rounds[-1] + 1) if rounds else 1,
         gold_used=gold_used,
+        cluster_p=cluster_labels(label_p, answers),
+        yes_p=raw_yes(answers, n, {QuestionKind.CLUSTER.value, QuestionKind.ACTIVE.value,
+                                   QuestionKind.RANDOM.value, QuestionKind.AUDIT.value}),
+        verdict=verdict, verdict_p=verdict_p, final=final, source=source, decided_round=decided,
+        noise=crowd_noise(answers, run.golds),
+        answers=answers, decisions=decisions, audits=run.read_rounds("audits"),
+        controls=controls.iloc[-1].to_dict() if len(controls) else {},
+        last_questions=last_q,
     )
 
 
@@ -211,7 +271,7 @@ class Campaign(CrowdWork):
         reason = "round limit reached"
         from tqdm.auto import tqdm
 
-        decided = int((mask_status(self.forest, state.status, state.label_p) >= 0).sum())
+        decided = int((state.final >= 0).sum())
         bar = tqdm(total=self.n, initial=decided, unit="mask", desc="masks decided",
                    disable=(None if self.progress is None else not self.progress), leave=False)
         try:
@@ -229,7 +289,7 @@ class Campaign(CrowdWork):
                     break
                 done += 1
                 state = load_state(self.run_dir)
-                now = int((mask_status(self.forest, state.status, state.label_p) >= 0).sum())
+                now = int((state.final >= 0).sum())
                 bar.update(now - decided)
                 decided = now
         finally:
@@ -270,19 +330,129 @@ class Campaign(CrowdWork):
 
     # -- policy: what a round asks and what it concludes ----------------------------------------------
     def _make_plan(self, r: int, state: CampaignState) -> RoundPlanned:
-        """Plan round ``r``: the questions, the HITs carrying them (within the budget)."""
+        """Plan round ``r``: the questions, the HITs carrying them (within the budget), and the
+        round's policy tables (audits drawn, verifier verdicts, controls)."""
         cfg = self.cfg
         run = self.run_dir
         rng = np.random.default_rng([cfg.campaign.seed, r])
         status = state.status.copy()
-        plan = plan_round(self.forest, status, self.node_quality, state.label_p, cfg.policy, rng)
-        if not plan.nodes:  # free splits alone are not recorded: a later run plans them again
+        extra = {"verdicts": _empty(VERDICT_COLUMNS), "controls": _empty(CONTROL_COLUMNS)}
+        if cfg.policy.name == "target":
+            plan, more = self._plan_target(r, state, status, rng)
+            extra.update(more)
+        else:
+            plan = plan_round(self.forest, status, self.node_quality, state.label_p, cfg.policy, rng)
+        audits = self._plan_audits(r, state)
+        extra["audits"] = audits
+        asks = dict(plan.asks)
+        if len(audits):
+            asks[KIND_NODE[QuestionKind.AUDIT]] = audits["mask_row"].to_numpy(np.int64)
+        n_asked = sum(len(v) for v in asks.values())
+        if not plan.nodes and n_asked == 0:  # free splits alone are not recorded: a later run plans them again
             return RoundPlanned(plan, None, [], stop="no candidates left")
         gold_used = dict(state.gold_used)
-        questions, hits = make_hits(plan.asks, round_=r, campaign_id=self.campaign_id,
+        questions, hits = make_hits(asks, round_=r, campaign_id=self.campaign_id,
                                     campaign_name=cfg.campaign.name, cfg=cfg.crowd, gold_pool=run.golds,
                                     gold_used=gold_used, rng=rng)
-        return RoundPlanned(plan, questions, hits)
+        return RoundPlanned(plan, questions, hits, extra=extra)
+
+    def _plan_audits(self, r: int, state: CampaignState) -> pd.DataFrame:
+        """Audits of the masks decided in round ``r - 1`` without a direct answer (every policy)."""
+        from ..policy.audit import plan_audits
+
+        pc = self.cfg.policy
+        share = pc.audit_share
+        budget = int(np.ceil(share / (1.0 - share) * state.last_questions)) if share > 0 else 0
+        if share <= 0 or state.final is None:
+            budget = 0
+        return plan_audits(state.final, state.source, state.decided_round, round_=r, budget=budget,
+                           min_per_stratum=pc.audit_min if share > 0 else 0,
+                           rng=np.random.default_rng([self.cfg.campaign.seed, r, 7]))
+
+    def _controls(self, state: CampaignState) -> tuple[float, float]:
+        """The verifier's accept threshold and the risk tolerance in force (audits adjust them)."""
+        pc = self.cfg.policy
+        c = state.controls or {}
+        thr = float(c.get("verifier_threshold", pc.target_precision + pc.verifier_margin))
+        tol = float(c.get("risk_tolerance", pc.risk_tolerance))
+        return thr, tol
+
+    def _verifier(self, r: int, state: CampaignState):
+        """Fit the verifier on every answer so far; P(correct) for every mask and the features, or Nones."""
+        from ..policy.verifier import Verifier, training_features, verifier_features
+        from .evidence import noise_means
+
+        pc = self.cfg.policy
+        if not pc.verifier or state.yes_p is None:
+            return None, None, 0
+        train = np.flatnonzero(~np.isnan(state.yes_p))
+        if len(train) < pc.verifier_min_answers:
+            return None, None, len(train)
+        fit_rows = train
+        if len(fit_rows) > 20_000:
+            fit_rows = np.sort(np.random.default_rng([self.cfg.campaign.seed, r, 11]).choice(train, 20_000,
+                                                                                               replace=False))
+        masks = self.run_dir.masks
+        X_fit = training_features(masks, self.forest, self.quality, state.yes_p, fit_rows,
+                                  np.random.default_rng([self.cfg.campaign.seed, r, 12]))
+        X = verifier_features(masks, self.forest, self.quality, state.yes_p, np.arange(self.n))
+        v = Verifier(min_answers=pc.verifier_min_answers, random_state=int(self.cfg.campaign.seed))
+        v.fit(X_fit, state.yes_p[fit_rows])
+        if not v.fitted_:
+            return None, None, len(train)
+        sens, spec = noise_means(state.noise)
+        return Verifier.correct(v.predict_yes(X), sens, spec), X, len(train)
+
+    def _plan_target(self, r: int, state: CampaignState, status: np.ndarray, rng: np.random.Generator):
+        from ..policy.target import TargetContext, decided_history, plan_target, settled_mask
+        from ..policy.verifier import active_questions
+        from .evidence import noise_means
+
+        pc = self.cfg.policy
+        thr, tol = self._controls(state)
+        p, X, n_train = self._verifier(r, state)
+        fitted = p is not None
+        node_quality = node_mean(self.forest, p) if fitted else self.node_quality
+        sens, spec = noise_means(state.noise)
+        verdict = state.verdict.copy()
+        verdicts = _empty(VERDICT_COLUMNS)
+        if fitted:
+            # Settle masks one by one where the tree leaves them to per-mask checks: members of
+            # small open clusters (after this round's free splits) without an answer or verdict.
+            probe = status.copy()
+            plan_target(self.forest, probe, node_quality, state.label_p, state.cluster_p,
+                        TargetContext(sens, spec, pd.DataFrame(), verdict, False, tol), pc,
+                        np.random.default_rng(0))
+            small_open = np.flatnonzero((probe == OPEN) & (((self.forest.end - self.forest.start) <= pc.min_cluster_size)
+                                                            | (self.forest.left < 0)))
+            if len(small_open):
+                members = np.concatenate([self.forest.members(int(x)) for x in small_open])
+                members = members[~settled_mask(state.label_p, verdict)[members]]
+                acc = members[p[members] >= thr]
+                rej = members[p[members] <= pc.verifier_reject]
+                verdict[acc] = 1
+                verdict[rej] = 0
+                rows = np.concatenate([acc, rej])
+                verdicts = pd.DataFrame({"round": r, "mask_row": rows.astype(np.int64),
+                                         "verdict": np.concatenate([np.ones(len(acc)), np.zeros(len(rej))]).astype(np.int8),
+                                         "p": p[rows]}).sort_values("mask_row", kind="stable").reset_index(drop=True)
+        ctx = TargetContext(sens, spec, decided_history(self.forest, state.decisions), verdict, fitted, tol)
+        plan, pool = plan_target(self.forest, status, node_quality, state.label_p, state.cluster_p, ctx, pc, rng)
+        if fitted and len(pool):
+            # A pool this small is asked whole: halving it round after round only adds rounds.
+            n_active = len(pool) if len(pool) <= SMALL_POOL else int(np.ceil(pc.active_share * len(pool)))
+            idx, _ = active_questions(X[pool], p[pool], n_active, 0, rng)
+            plan.asks[KIND_NODE[QuestionKind.ACTIVE]] = pool[idx]
+            asked = np.concatenate([v for v in plan.asks.values() if len(v)] or [np.zeros(0, np.int64)])
+            open_rows = np.flatnonzero(~settled_mask(state.label_p, verdict) & (state.final < 0))
+            open_rows = np.setdiff1d(open_rows, asked)
+            n_rand = int(np.ceil(pc.random_share / (1.0 - pc.random_share) * len(idx))) if pc.random_share else 0
+            n_rand = min(n_rand, len(open_rows))
+            if n_rand:
+                plan.asks[KIND_NODE[QuestionKind.RANDOM]] = np.sort(rng.choice(open_rows, n_rand, replace=False))
+        controls = pd.DataFrame([{"round": r, "verifier_threshold": thr, "risk_tolerance": tol,
+                                  "verifier_fitted": fitted, "verifier_train": int(n_train), "note": ""}])
+        return plan, {"verdicts": verdicts, "controls": controls}
 
     def _decide(self, r: int, state: CampaignState, planned: RoundPlanned,
                 ans_df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -290,14 +460,31 @@ class Campaign(CrowdWork):
         cfg = self.cfg
         run = self.run_dir
         plan = planned.plan
-        answers_all = pd.concat([run.read_rounds("answers"), ans_df], ignore_index=True) \
-            if len(run.rounds()) else ans_df
+        answers_all = pd.concat([state.answers, ans_df], ignore_index=True) \
+            if state.answers is not None and len(state.answers) else ans_df
         label_p = labels_for(run, answers_all)
-        dec = decide(self.forest, np.array(plan.nodes, dtype=np.int64), label_p, cfg.policy, self.node_quality)
+        nodes = np.array(plan.nodes, dtype=np.int64)
+        node_quality = self.node_quality
+        if cfg.policy.name == "target":
+            from ..policy.target import TargetContext, decide_target, decided_history
+            from .evidence import cluster_labels, noise_means, verdict_arrays
+
+            # Everything from the committed state and the round's (journaled) plan, so a resumed
+            # round decides exactly as an uninterrupted one.
+            ctl = planned.extra["controls"].iloc[0]
+            verdicts = pd.concat([run.read_rounds("verdicts"), planned.extra["verdicts"]], ignore_index=True)
+            sens, spec = noise_means(state.noise)
+            ctx = TargetContext(sens, spec, decided_history(self.forest, state.decisions),
+                                verdict_arrays(verdicts, self.n)[0], bool(ctl["verifier_fitted"]),
+                                float(ctl["risk_tolerance"]))
+            dec = decide_target(self.forest, nodes, label_p, cluster_labels(label_p, answers_all), ctx, cfg.policy,
+                                node_quality)
+        else:
+            dec = decide(self.forest, nodes, label_p, cfg.policy, node_quality)
         free_nodes = np.array(plan.free_splits, dtype=np.int64)
         free = pd.DataFrame({"node_id": free_nodes, "decision": Decision.SPLIT.value, "n_labeled": 0, "yes": 0.0,
                              "est_mean": np.nan, "est_lo": np.nan, "est_hi": np.nan,
-                             "quality": self.node_quality[free_nodes], "free": True})
+                             "quality": node_quality[free_nodes], "free": True})
         dec["free"] = False
         decisions = pd.concat([free, dec], ignore_index=True)
         nodes = decisions["node_id"].to_numpy(np.int64)
@@ -305,7 +492,109 @@ class Campaign(CrowdWork):
         decisions["category_id"] = self.forest.category[nodes]
         decisions["round"] = r
         decisions = decisions[DECISION_COLUMNS]
-        return {"decisions": decisions}
+        out = {"decisions": decisions}
+        if cfg.policy.name == "target":
+            out.update(self._audit_controls(r, state, planned, answers_all, label_p, decisions))
+        return out
+
+    def _audit_controls(self, r, state, planned, answers_all, label_p, decisions) -> dict[str, pd.DataFrame]:
+        """Act on audits: when a source's audited lower bound falls under the target, raise the
+        verifier's threshold (withdrawing its accepts under the new one) or halve the cluster
+        risk tolerance and re-open the accepted clusters that no longer pass with their audits."""
+        from ..policy.audit import CLUSTER, VERIFIER, audited_precision, valid_audits
+        from ..policy.risk import risk_decision
+        from ..policy.target import decided_history
+        from .evidence import direct_rounds, node_rounds, verdict_arrays
+
+        pc = self.cfg.policy
+        controls = planned.extra["controls"].copy()
+        verdicts = planned.extra["verdicts"]
+        status = state.status.copy()
+        all_dec = pd.concat([state.decisions, decisions], ignore_index=True) if state.decisions is not None \
+            and len(state.decisions) else decisions
+        replay_decisions_on(self.forest, status, decisions)
+        v_all = pd.concat([self.run_dir.read_rounds("verdicts"), verdicts], ignore_index=True)
+        verdict, v_round, v_p = verdict_arrays(v_all, self.n)
+        final, source, decided = mask_labels(self.forest, status, label_p, verdict,
+                                             node_round=node_rounds(all_dec, self.forest.n_nodes),
+                                             verdict_round=v_round, direct_round=direct_rounds(answers_all, self.n))
+        audits = pd.concat([state.audits, planned.extra["audits"]], ignore_index=True) \
+            if state.audits is not None and len(state.audits) else planned.extra["audits"]
+        ok = valid_audits(audits, answers_all, final, source, decided)
+        from .evidence import crowd_noise
+
+        noise = crowd_noise(answers_all, self.run_dir.golds)
+        conf = 2 * pc.target_confidence - 1.0  # a one-sided bound is the lower end of this interval
+        est = audited_precision(final, source, ok, noise, credible=conf,
+                                rng=np.random.default_rng([self.cfg.campaign.seed, r, 13]))
+        thr = float(controls["verifier_threshold"].iloc[0])
+        tol = float(controls["risk_tolerance"].iloc[0])
+        notes = []
+        extra_dec = []
+        # A source is tightened when its audited lower bound is under the target and so is its
+        # estimate: with a handful of audits the lower bound alone is always under the target,
+        # and acting on it would shut every source down before it could be measured.
+        def short(src):
+            return bool(src and src["lo"] is not None and src["lo"] < pc.target_precision
+                        and src["est"] < pc.target_precision)
+
+        vs = est.by_source.get("verifier")
+        if short(vs):
+            new_thr = min(thr + 0.02, 0.995)
+            bad = np.flatnonzero((verdict == 1) & (v_p < new_thr) & (source == VERIFIER))
+            if len(bad):
+                verdicts = pd.concat([verdicts, pd.DataFrame({"round": r, "mask_row": bad.astype(np.int64),
+                                                              "verdict": np.int8(-1), "p": v_p[bad]})],
+                                     ignore_index=True)
+            notes.append(f"verifier audited lower bound {vs['lo']:.3f} < target: threshold {thr:.3f} -> "
+                         f"{new_thr:.3f}, {len(bad)} accepts withdrawn")
+            thr = new_thr
+        cs = est.by_source.get("cluster")
+        if short(cs):
+            tol = max(tol / 2.0, pc.risk_tolerance / 8.0)
+            acc_nodes = np.flatnonzero(status == ACCEPTED)
+            if len(acc_nodes) and len(ok):
+                from ..policy.controller import label_sums
+                from .evidence import noise_means
+
+                aud = ok[(ok["source"] == CLUSTER) & (ok["label"] == 1)]
+                a_p = np.full(self.n, np.nan)
+                a_p[aud["mask_row"].to_numpy(np.int64)] = aud["yes"].to_numpy(np.float64)
+                n_c, y_c = label_sums(self.forest, a_p, acc_nodes)
+                last = all_dec.drop_duplicates("node_id", keep="last").set_index("node_id")
+                yes0 = last.loc[acc_nodes, "yes"].to_numpy(np.float64)
+                n0 = last.loc[acc_nodes, "n_labeled"].to_numpy(np.float64)
+                sens, spec = noise_means(noise)
+                from ..policy.risk import depth_band, eb_priors
+
+                a0, b0 = eb_priors(decided_history(self.forest, all_dec),
+                                   pd.DataFrame({"category_id": self.forest.category[acc_nodes],
+                                                 "band": depth_band(self.forest.depth[acc_nodes])}))
+                d = risk_decision(yes0 + y_c, n0 + n_c, (self.forest.end - self.forest.start)[acc_nodes], a0, b0,
+                                  target=pc.target_precision, reject=pc.reject, sens=sens, spec=spec, tol=tol,
+                                  k=pc.k, min_answers=pc.batch, confidence=pc.target_confidence,
+                                  size_cap=pc.risk_size_cap)
+                reopen = acc_nodes[(d != Decision.ACCEPT.value) & (n_c > 0)]
+                if len(reopen):
+                    extra_dec.append(pd.DataFrame({
+                        "round": r, "node_id": reopen, "decision": Decision.REOPEN.value, "free": False,
+                        "n_labeled": n0[np.isin(acc_nodes, reopen)].astype(np.int64),
+                        "yes": yes0[np.isin(acc_nodes, reopen)], "est_mean": np.nan, "est_lo": np.nan,
+                        "est_hi": np.nan, "quality": self.node_quality[reopen],
+                        "size": (self.forest.end - self.forest.start)[reopen],
+                        "category_id": self.forest.category[reopen]})[DECISION_COLUMNS])
+                notes.append(f"cluster audited lower bound {cs['lo']:.3f} < target: tolerance -> {tol:.3g}, "
+                             f"{len(reopen)} accepted clusters re-opened")
+        for note in notes:
+            log.info("round %d: %s", r, note)
+        nxt = controls.copy()
+        nxt["verifier_threshold"] = thr
+        nxt["risk_tolerance"] = tol
+        nxt["note"] = "; ".join(notes)
+        out = {"verdicts": verdicts.reset_index(drop=True), "controls": nxt}
+        if extra_dec:
+            out["decisions"] = pd.concat([decisions] + extra_dec, ignore_index=True)
+        return out
 
     # -- steps --------------------------------------------------------------------------------------
     def judge_by_rules(self, a: Assignment, n_gold: int, n_gold_correct: int, n_questions: int, cfg):

@@ -50,7 +50,8 @@ _HELD: dict[Path, int] = {}
 """Run directories whose lock this process holds, with the nesting depth (the lock is re-entrant
 within a process, exclusive between processes)."""
 
-ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend", "blocks", "hits_done")
+ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend", "blocks", "audits", "verdicts",
+                "controls", "hits_done")
 
 
 def _nonce_at(path) -> str | None:

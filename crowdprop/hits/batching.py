@@ -6,8 +6,10 @@ import pandas as pd
 
 from ..config import CrowdSection
 from ..crowd.base import Fees, HitRequest, Question
+from ..schema import NODE_KIND, QuestionKind
 
-QUESTION_COLUMNS = ["question_id", "round", "batch", "position", "mask_row", "node_id", "is_gold", "gold_label", "token"]
+QUESTION_COLUMNS = ["question_id", "round", "batch", "position", "mask_row", "node_id", "is_gold", "gold_label", "token",
+                    "kind"]
 
 
 def hit_token(campaign_id: str, round_: int, batch: int) -> str:
@@ -86,6 +88,9 @@ def make_hits(asks: dict[int, np.ndarray], *, round_: int, campaign_id: str, cam
               rng: np.random.Generator) -> tuple[pd.DataFrame, list[HitRequest]]:
     """Shuffle this round's questions, cut them into HITs and add golds at random positions.
 
+    ``asks`` maps a node to the mask rows asked for it; the negative keys of
+    :data:`crowdprop.schema.KIND_NODE` carry audit, active and random questions.
+
     Returns the questions table (:data:`QUESTION_COLUMNS`) and one :class:`HitRequest` per HIT.
     """
     rows = [(int(node), int(r)) for node in sorted(asks) for r in asks[node]]
@@ -112,12 +117,14 @@ def make_hits(asks: dict[int, np.ndarray], *, round_: int, campaign_id: str, cam
             if pos in gold_pos:
                 grow = g.iloc[gi]
                 gi += 1
-                rec = (qid, round_, b, pos, int(grow["mask_row"]), -1, True, int(grow["label"]), token)
+                rec = (qid, round_, b, pos, int(grow["mask_row"]), -1, True, int(grow["label"]), token,
+                       QuestionKind.GOLD.value)
                 qs.append(Question(qid, int(grow["mask_row"]), True, bool(grow["label"])))
             else:
                 node, mrow = chunk[ci]
                 ci += 1
-                rec = (qid, round_, b, pos, int(mrow), int(node), False, -1, token)
+                rec = (qid, round_, b, pos, int(mrow), int(node), False, -1, token,
+                       NODE_KIND.get(int(node), QuestionKind.CLUSTER.value))
                 qs.append(Question(qid, int(mrow), False, None))
             records.append(rec)
         hits.append(HitRequest(token=token, round=round_, batch=b, questions=tuple(qs),

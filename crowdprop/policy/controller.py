@@ -238,32 +238,66 @@ def apply_decisions(forest: Forest, status: np.ndarray, decisions: pd.DataFrame)
     status[nodes[d == Decision.ACCEPT.value]] = ACCEPTED
     status[nodes[d == Decision.REJECT.value]] = REJECTED
     status[nodes[d == Decision.VERIFY.value]] = VERIFIED
+    status[nodes[d == Decision.REOPEN.value]] = OPEN
     apply_split(forest, status, nodes[d == Decision.SPLIT.value])
 
 
-def mask_status(forest: Forest, status: np.ndarray, label_p: np.ndarray) -> np.ndarray:
+def _range_fill(forest: Forest, nodes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per mask row, ``values[i]`` for the members of ``nodes[i]`` (disjoint nodes), 0 elsewhere."""
+    d = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(d, forest.start[nodes], values)
+    np.add.at(d, forest.end[nodes], -values)
+    out = np.empty(n, dtype=np.int64)
+    out[forest.order] = np.cumsum(d)[:n]
+    return out
+
+
+def mask_status(forest: Forest, status: np.ndarray, label_p: np.ndarray,
+                verdict: np.ndarray | None = None) -> np.ndarray:
     """Final label of every mask row: 1 accepted, 0 rejected, -1 open.
 
     A mask answered directly keeps its own aggregated label (``p >= 0.5``); the
-    others take the verdict of the accepted or rejected cluster that holds them.
+    others take the verdict of the accepted or rejected cluster that holds them,
+    else the verifier's verdict (``verdict``: 1 / 0 / -1 none).
+    """
+    return mask_labels(forest, status, label_p, verdict)[0]
+
+
+def mask_labels(forest: Forest, status: np.ndarray, label_p: np.ndarray, verdict: np.ndarray | None = None,
+                node_round: np.ndarray | None = None, verdict_round: np.ndarray | None = None,
+                direct_round: np.ndarray | None = None):
+    """Final label, how it was decided and in which round, per mask row.
+
+    Returns ``(final, source, decided_round)``: ``final`` as :func:`mask_status`;
+    ``source`` 0 open, 1 cluster verdict, 2 verifier, 3 direct answer
+    (:mod:`crowdprop.policy.audit`); ``decided_round`` from ``node_round`` (per node),
+    ``verdict_round`` and ``direct_round`` (per mask), 0 where not given.
     """
     n = len(forest.order)
-    # +1 / -1 difference arrays over positions for accepted and rejected ranges.
     acc = np.flatnonzero(status == ACCEPTED)
     rej = np.flatnonzero(status == REJECTED)
-    d_acc = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(d_acc, forest.start[acc], 1)
-    np.add.at(d_acc, forest.end[acc], -1)
-    d_rej = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(d_rej, forest.start[rej], 1)
-    np.add.at(d_rej, forest.end[rej], -1)
-    in_acc = np.cumsum(d_acc)[:n] > 0
-    in_rej = np.cumsum(d_rej)[:n] > 0
-    by_pos = np.full(n, -1, dtype=np.int8)
-    by_pos[in_acc] = 1
-    by_pos[in_rej] = 0
-    out = np.empty(n, dtype=np.int8)
-    out[forest.order] = by_pos
+    final = np.full(n, -1, dtype=np.int8)
+    source = np.zeros(n, dtype=np.int8)
+    rnd = np.zeros(n, dtype=np.int64)
+    if verdict is not None:
+        has_v = verdict >= 0
+        final[has_v] = verdict[has_v]
+        source[has_v] = 2
+        if verdict_round is not None:
+            rnd[has_v] = verdict_round[has_v]
+    in_acc = _range_fill(forest, acc, np.ones(len(acc), dtype=np.int64), n) > 0
+    in_rej = _range_fill(forest, rej, np.ones(len(rej), dtype=np.int64), n) > 0
+    final[in_acc] = 1
+    final[in_rej] = 0
+    source[in_acc | in_rej] = 1
+    if node_round is not None:
+        dec = np.concatenate([acc, rej])
+        r_pos = _range_fill(forest, dec, node_round[dec].astype(np.int64), n)
+        rnd[in_acc | in_rej] = r_pos[in_acc | in_rej]
     direct = ~np.isnan(label_p)
-    out[direct] = (label_p[direct] >= 0.5).astype(np.int8)
-    return out
+    final[direct] = (label_p[direct] >= 0.5).astype(np.int8)
+    source[direct] = 3
+    if direct_round is not None:
+        rnd[direct] = direct_round[direct]
+    rnd[final < 0] = 0
+    return final, source, rnd

@@ -15,7 +15,9 @@ prior
 expected shortfall
     ``loss_accept = size * E[(t - theta)+]``: the expected number of correct masks
     the cluster falls short of a cluster exactly at the target ``t``; accepting is
-    allowed once it is at most ``tol`` masks. ``loss_reject = size * E[(theta - r)+]``
+    allowed once it is at most ``tol(size) = eps * min(size, size_cap)`` masks: a
+    per-mask shortfall ``eps`` for clusters up to ``size_cap`` masks, a fixed number of
+    masks beyond, so the evidence needed keeps growing with size. ``loss_reject = size * E[(theta - r)+]``
     against the reject bar ``r`` (tolerated :data:`REJECT_TOLERANCE` times more: a wrong
     reject costs recall, not the promised precision). Both grow with the cluster's size, so a cluster of
     100,000 masks needs far more evidence than one of 20 (no cluster of 100,000 masks
@@ -121,6 +123,11 @@ def noise_map(target: float, sens: float, spec: float) -> tuple[float, float]:
     return target * sens + (1.0 - target) * (1.0 - spec), j
 
 
+def tolerance(size, eps: float, size_cap: float) -> np.ndarray:
+    """Masks of expected shortfall a verdict on a cluster of ``size`` may carry."""
+    return eps * np.minimum(np.asarray(size, dtype=np.float64), size_cap)
+
+
 def k_cap(size, k: int) -> np.ndarray:
     """Most answers a cluster gets before it is split: ``k`` per doubling of its size over ``k``."""
     size = np.asarray(size, dtype=np.float64)
@@ -129,7 +136,7 @@ def k_cap(size, k: int) -> np.ndarray:
 
 
 def risk_decision(yes, n, size, a0, b0, *, target: float, reject: float, sens: float, spec: float,
-                  tol: float, k: int, min_answers: int, confidence: float) -> np.ndarray:
+                  tol: float, k: int, min_answers: int, confidence: float, size_cap: float = 2000.0) -> np.ndarray:
     """Decision value per cluster: accept / reject / split / wait (ask another batch).
 
     ``yes``/``n``: answers on the cluster's unanswered-member sample (``yes`` may be
@@ -146,19 +153,20 @@ def risk_decision(yes, n, size, a0, b0, *, target: float, reject: float, sens: f
     loss_rej = size * beta_excess(r_phi, a, b) / j
     p_below = stats.beta.cdf(t_phi, a, b)
     p_above_rej = stats.beta.sf(r_phi, a, b)
+    allowed = tolerance(size, tol, size_cap)
     out = np.full(yes.shape, WAIT, dtype=object)
     cap = k_cap(size, k)
     ready = n >= np.minimum(min_answers, size)
     out[ready & (n >= cap)] = SPLIT
     mixed = ready & (p_below >= confidence) & (p_above_rej >= confidence)
     out[mixed] = SPLIT
-    out[ready & (loss_rej <= REJECT_TOLERANCE * tol)] = REJECT
-    out[ready & (loss_acc <= tol)] = ACCEPT
+    out[ready & (loss_rej <= REJECT_TOLERANCE * allowed)] = REJECT
+    out[ready & (loss_acc <= allowed)] = ACCEPT
     return out
 
 
 def more_answers(yes, n, size, a0, b0, *, target: float, sens: float, spec: float, tol: float, k: int,
-                 batch: int) -> np.ndarray:
+                 batch: int, size_cap: float = 2000.0) -> np.ndarray:
     """How many more answers to ask about each cluster this round.
 
     A cluster not asked yet gets ``min(k, size)``. One still waiting gets the answers it
@@ -178,7 +186,7 @@ def more_answers(yes, n, size, a0, b0, *, target: float, sens: float, spec: floa
     need = left.copy()
     todo = left > 0
     for _ in range(16):  # m = 0, 5, 10, 15, 22, 33, ... until the all-yes shortfall clears tol
-        ok = todo & (size * beta_shortfall(t_phi, a + m, b) / j <= tol)
+        ok = todo & (size * beta_shortfall(t_phi, a + m, b) / j <= tolerance(size, tol, size_cap))
         need[ok] = m[ok].astype(np.int64)
         todo &= ~ok
         if not todo.any():

@@ -45,8 +45,8 @@ class TargetContext:
     """(n,) int8 verifier verdict per mask: 1 accept, 0 reject, -1 none."""
     fitted: bool = False
     """Whether a verifier is fitted this round (small clusters then feed the active pool)."""
-    tol: float = 1.0
-    """Risk tolerance in masks (the audits may lower it)."""
+    tol: float = 0.01
+    """Risk tolerance per mask (the audits may lower it; see policy.risk.tolerance)."""
 
 
 def settled_mask(label_p: np.ndarray, verdict: np.ndarray) -> np.ndarray:
@@ -78,7 +78,7 @@ def _cluster_decisions(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, c
     a0, b0 = _priors(forest, nodes, ctx)
     dec = risk_decision(yes, n_lab, size, a0, b0, target=cfg.target_precision, reject=cfg.reject,
                         sens=ctx.sens, spec=ctx.spec, tol=ctx.tol, k=cfg.k, min_answers=cfg.batch,
-                        confidence=cfg.target_confidence)
+                        confidence=cfg.target_confidence, size_cap=cfg.risk_size_cap)
     return dec, yes, n_lab, a0, b0, size
 
 
@@ -115,7 +115,7 @@ def plan_target(forest: Forest, status: np.ndarray, node_quality: np.ndarray, la
     if len(big_nodes):
         dec, yes, n_lab, a0, b0, usize = _cluster_decisions(forest, big_nodes, label_p, cluster_p, ctx, cfg)
         more = more_answers(yes, n_lab, usize, a0, b0, target=cfg.target_precision, sens=ctx.sens, spec=ctx.spec,
-                            tol=ctx.tol, k=cfg.k, batch=cfg.batch)
+                            tol=ctx.tol, k=cfg.k, batch=cfg.batch, size_cap=cfg.risk_size_cap)
         for node, d, m in zip(big_nodes.tolist(), dec, more.tolist()):
             plan.nodes.append(node)
             plan.asks[node] = _uniform(forest, node, int(m) if d == WAIT else 0, free_of, rng)

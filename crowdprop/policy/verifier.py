@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..tree import Forest
 
@@ -134,8 +135,9 @@ class Verifier:
     state in attributes ending in ``_``.
     """
 
-    def __init__(self, *, min_answers: int = 100, random_state: int = 0, max_iter: int = 150):
+    def __init__(self, *, min_answers: int = 100, random_state: int = 0, max_iter: int = 60, folds: int = 3):
         self.min_answers = min_answers
+        self.folds = folds
         self.random_state = random_state
         self.max_iter = max_iter
 
@@ -152,21 +154,42 @@ class Verifier:
         # carry nothing and cannot be binned.
         self.columns_ = np.flatnonzero(~np.all(np.isnan(X), axis=0))
         X = X[:, self.columns_]
-        # A soft label is two weighted rows: (x, 1) with weight p and (x, 0) with weight 1 - p.
-        Xd = np.vstack([X, X])
-        yd = np.concatenate([np.ones(len(yes)), np.zeros(len(yes))])
-        wd = np.concatenate([w * yes, w * (1.0 - yes)])
-        keep = wd > 0
-        self.model_ = HistGradientBoostingClassifier(
-            max_iter=self.max_iter, learning_rate=0.06, max_leaf_nodes=15, min_samples_leaf=20,
-            l2_regularization=1.0, random_state=self.random_state, early_stopping=False)
-        self.model_.fit(Xd[keep], yd[keep], sample_weight=wd[keep])
+        # Labels for the trees: the majority of each mask's answers (a tie counts as yes). Sample
+        # weights would send scikit-learn's binning down a weighted-percentile path several times
+        # slower than the fit itself; the isotonic map below is fitted on the soft labels.
+        Xd = X
+        yd = (yes >= 0.5).astype(np.int64)
+        if yd.min() == yd.max():
+            return self
+
+        def model():
+            return HistGradientBoostingClassifier(
+                max_iter=self.max_iter, learning_rate=0.06, max_leaf_nodes=15, min_samples_leaf=20,
+                l2_regularization=1.0, random_state=self.random_state, early_stopping=False)
+
+        def fit(rows):
+            return model().fit(Xd[rows], yd[rows], sample_weight=None if weight is None else w[rows])
+
+        # One thread: the model is small, and OpenMP's busy-waiting threads crawl on a shared machine.
+        with threadpool_limits(1):
+            # Boosted trees are over-confident on what they were fitted to: map their scores
+            # through an isotonic fit of out-of-fold predictions against the answers.
+            from sklearn.isotonic import IsotonicRegression
+
+            fold = np.random.default_rng(self.random_state).permutation(len(yes)) % self.folds
+            oof = np.empty(len(yes))
+            for f in range(self.folds):
+                oof[fold == f] = fit(np.flatnonzero(fold != f)).predict_proba(X[fold == f])[:, 1]
+            self.calibration_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+                oof, yes, sample_weight=w)
+            self.model_ = fit(np.arange(len(yes)))
         self.n_train_ = int(len(yes))
         self.fitted_ = True
         return self
 
     def predict_yes(self, X: np.ndarray) -> np.ndarray:
-        return self.model_.predict_proba(X[:, self.columns_])[:, 1]
+        with threadpool_limits(1):
+            return self.calibration_.predict(self.model_.predict_proba(X[:, self.columns_])[:, 1])
 
     @staticmethod
     def correct(p_yes: np.ndarray, sens: float, spec: float) -> np.ndarray:

@@ -42,7 +42,6 @@ import pandas as pd
 from ..campaign.loop import load_state
 from ..campaign.store import RunDir
 from ..io import atomic_write_text
-from ..policy.controller import mask_status
 from ..schema import NODE_INACTIVE
 from . import figures
 from .summary import compute_report, precision_estimate
@@ -71,7 +70,7 @@ def final_labels(run: RunDir) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         1 accepted, 0 rejected, -1 open.
     """
     state = load_state(run)
-    return state.status, state.label_p, mask_status(run.forest, state.status, state.label_p)
+    return state.status, state.label_p, state.final
 
 
 def _category_names(run: RunDir) -> dict[int, str]:
@@ -379,6 +378,12 @@ def render_report(run: RunDir, rep: dict | None = None, *, image_root: str | os.
     replay = bool(rep["replay"])
     status, label_p, final = final_labels(run)
     classes = class_table(run, status=status, label_p=label_p, final=final, replay=replay)
+    # The precision shown per class is the audited one (report.json's "classes"), with its
+    # certified lower bound; the posterior estimate of class_table is what audits replace.
+    audited = {c["category_id"]: c for c in rep.get("classes", [])}
+    for col in ("est_precision", "est_precision_lo", "est_precision_hi", "certified_precision"):
+        classes[col] = [audited.get(int(c), {}).get(col) for c in classes["category_id"]]
+        classes[col] = classes[col].astype(float)
     workers = worker_table(run, credible=run.config.policy.credible)
     costs = cost_breakdown(run, rep)
     rng = np.random.default_rng([run.config.campaign.seed if seed is None else int(seed), 20211])

@@ -11,11 +11,17 @@ worker_hours
 accepted / rejected / open
     Mask status after the round (direct labels first, then cluster verdicts).
 est_precision (lo, hi)
-    Estimated precision of the accepted masks: accepted clusters contribute
-    ``size x theta_c`` with ``theta_c ~ Beta(a + yes_c, b + no_c)``; directly
-    answered masks contribute their aggregated probability. The interval is the
-    central credible interval of that mixture, corrected for worker error measured
-    on gold questions (see :func:`precision_estimate`).
+    Audited precision of the accepted masks (:mod:`crowdprop.policy.audit`): per decision
+    source (cluster verdict, verifier, direct answer) the design-based estimate from the
+    uniform audit samples, corrected for worker error measured on gold questions, weighted
+    by the masks each source accepted. Masks of a source not audited yet count as anything
+    in [0, 1], so the interval is honest after every round.
+posterior_precision (lo, hi)
+    The estimate built from the answers that drove the decisions (each accepted cluster's
+    Beta posterior, see :func:`precision_estimate`). Kept for comparison: it inherits the
+    luck of the clusters that passed and overstates precision at scale.
+audit_questions
+    Non-gold questions spent on audits (counted in ``questions`` too).
 true_precision, mean_iou, recall (replay only)
     From ground truth: share of accepted masks with IoU > ``correct_iou``, their
     mean IoU, and the share of non-crowd ground-truth instances covered by an
@@ -29,26 +35,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..campaign.evidence import (answer_kinds, crowd_noise, direct_rounds, node_rounds, verdict_arrays)
 from ..campaign.loop import labels_for, replay_decisions
 from ..campaign.ledger import spend_cents, spent_by_kind
 from ..campaign.store import RunDir
-from ..policy.controller import initial_status, mask_status
-from ..schema import ACCEPTED
-
-
-def answer_noise(answers: pd.DataFrame, golds: pd.DataFrame, prior: float = 1.0) -> tuple[float, float, float, float]:
-    """Beta posteriors of the crowd's sensitivity P(yes | correct) and specificity
-    P(no | wrong), pooled over usable answers to gold questions: (a_sens, b_sens, a_spec, b_spec)."""
-    if answers is None or len(answers) == 0 or len(golds) == 0:
-        return prior, prior, prior, prior
-    g = answers[answers["used"].astype(bool) & answers["is_gold"].astype(bool)]
-    truth = golds.drop_duplicates("mask_row").set_index("mask_row")["label"]
-    t = truth.reindex(g["mask_row"]).to_numpy()
-    lab = g["label"].to_numpy()
-    ok = ~np.isnan(t.astype(float))
-    t, lab = t[ok].astype(int), lab[ok].astype(int)
-    return (prior + float(((t == 1) & (lab == 1)).sum()), prior + float(((t == 1) & (lab == 0)).sum()),
-            prior + float(((t == 0) & (lab == 0)).sum()), prior + float(((t == 0) & (lab == 1)).sum()))
+from ..policy.audit import SOURCE_NAMES, audited_precision, valid_audits
+from ..policy.controller import initial_status, mask_labels
+from ..schema import ACCEPTED, QuestionKind
 
 
 def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame, label_p: np.ndarray,
@@ -94,7 +87,7 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
     S = 4000
     raw = QualitySection.from_config(run.config).aggregation in ("raw", "mv")
     if raw and answers is not None:
-        s_a, s_b, p_a, p_b = answer_noise(answers, run.golds)
+        s_a, s_b, p_a, p_b = crowd_noise(answers, run.golds)
         sens = rng.beta(s_a, s_b, S)
         spec = rng.beta(p_a, p_b, S)
     else:
@@ -108,7 +101,9 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
     # direct answers
     if n_direct:
         if raw and answers is not None:
-            plain = answers[answers["used"].astype(bool) & ~answers["is_gold"].astype(bool)]
+            kinds = answer_kinds(answers)
+            plain = answers[answers["used"].astype(bool) & ~np.isin(kinds, [QuestionKind.GOLD.value,
+                                                                             QuestionKind.AUDIT.value])]
             # the yes-rate of the masks in scope (label_p is NaN outside it, e.g. other classes)
             plain = plain[~np.isnan(label_p[plain["mask_row"].to_numpy(np.int64)])]
             y = float(plain["label"].mean()) if len(plain) else 0.5
@@ -127,7 +122,7 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
 
 
 def compute_report(run: RunDir) -> dict:
-    """Every figure of the report as a JSON-ready dict (``rounds`` and ``total``)."""
+    """Every figure of the report as a JSON-ready dict (``rounds``, ``total``, ``classes``)."""
     cfg = run.config
     masks = run.masks
     forest = run.forest
@@ -137,45 +132,68 @@ def compute_report(run: RunDir) -> dict:
     decisions = run.read_rounds("decisions")
     spend = run.read_rounds("spend")
     hits = run.read_rounds("hits")
+    verdicts = run.read_rounds("verdicts")
+    audits = run.read_rounds("audits")
     gt = run.table("gt")
     replay = bool(np.isfinite(masks["gt_iou"].to_numpy(np.float64)).any()) and gt is not None
     iou = masks["gt_iou"].to_numpy(np.float64)
     correct = iou > cfg.campaign.correct_iou
     gt_ids = gt.loc[gt["iscrowd"] == 0, "id"].to_numpy() if replay else np.zeros(0)
+    kinds = answer_kinds(answers) if len(answers) else np.zeros(0, dtype=object)
+    seed = cfg.campaign.seed
 
     rows = []
     status = initial_status(forest)
-    cum = {"questions": 0, "golds": 0, "hits": 0, "assignments": 0, "usd": 0, "seconds": 0.0}
+    cum = {"questions": 0, "golds": 0, "audits": 0, "hits": 0, "assignments": 0, "usd": 0, "seconds": 0.0}
+    final = np.full(n, -1, dtype=np.int8)
+    source = np.zeros(n, dtype=np.int8)
+    ok = audits
+    noise = (1.0, 1.0, 1.0, 1.0)
     for r in run.rounds():
         d_r = decisions[decisions["round"] == r] if len(decisions) else decisions
         replay_decisions(run, status, d_r)
-        ans_r = answers[answers["round"] <= r] if len(answers) else answers
+        upto = (answers["round"] <= r).to_numpy() if len(answers) else np.zeros(0, dtype=bool)
+        ans_r = answers[upto] if len(answers) else answers
         label_p = labels_for(run, ans_r)
-        final = mask_status(forest, status, label_p)
-        q_r = answers[(answers["round"] == r) & answers["used"]] if len(answers) else answers
-        nq = int((~q_r["is_gold"]).sum()) if len(q_r) else 0
-        ng = int(q_r["is_gold"].sum()) if len(q_r) else 0
+        v_r = verdicts[verdicts["round"] <= r] if len(verdicts) else verdicts
+        verdict, v_round, _ = verdict_arrays(v_r, n)
+        dec_r = decisions[decisions["round"] <= r] if len(decisions) else decisions
+        final, source, decided = mask_labels(forest, status, label_p, verdict,
+                                             node_round=node_rounds(dec_r, forest.n_nodes),
+                                             verdict_round=v_round, direct_round=direct_rounds(ans_r, n))
+        this = (answers["round"] == r).to_numpy() & answers["used"].astype(bool).to_numpy() if len(answers) \
+            else np.zeros(0, dtype=bool)
+        gold_r = this & (kinds == QuestionKind.GOLD.value) if len(answers) else this
+        nq = int((this & ~gold_r).sum())
+        ng = int(gold_r.sum())
+        na = int((this & (kinds == QuestionKind.AUDIT.value)).sum()) if len(answers) else 0
         a_r = assignments[assignments["round"] == r] if len(assignments) else assignments
         s_r = spend[spend["round"] == r] if len(spend) else spend
         h_r = hits[hits["round"] == r] if len(hits) else hits
         usd_cents = int(spend_cents(s_r).sum()) if len(s_r) else 0  # the ledger's cents; dollars are the view
         usd = usd_cents / 100
         secs = float(a_r["work_seconds"].sum()) if len(a_r) else 0.0
-        for k, v in (("questions", nq), ("golds", ng), ("hits", len(h_r)), ("assignments", len(a_r)),
+        for k, v in (("questions", nq), ("golds", ng), ("audits", na), ("hits", len(h_r)), ("assignments", len(a_r)),
                      ("usd", usd_cents), ("seconds", secs)):
             cum[k] += v
         acc = final == 1
-        est, lo, hi = precision_estimate(run, status, decisions[decisions["round"] <= r], label_p, final,
-                                         credible=cfg.policy.credible, seed=cfg.campaign.seed, answers=ans_r)
+        noise = crowd_noise(ans_r, run.golds)
+        aud_r = audits[audits["round"] <= r] if len(audits) else audits
+        ok = valid_audits(aud_r, ans_r, final, source, decided)
+        est = audited_precision(final, source, ok, noise, credible=cfg.policy.credible,
+                                rng=np.random.default_rng([seed, r, 99]))
+        post, post_lo, post_hi = precision_estimate(run, status, dec_r, label_p, final, credible=cfg.policy.credible,
+                                                    seed=seed, answers=ans_r)
         row = {
             "round": r,
-            "questions": nq, "golds": ng, "hits": int(len(h_r)), "assignments": int(len(a_r)),
+            "questions": nq, "golds": ng, "audit_questions": na, "hits": int(len(h_r)), "assignments": int(len(a_r)),
             "usd": usd, "worker_hours": secs / 3600.0,
             "cum_questions": cum["questions"], "cum_usd": cum["usd"] / 100,
             "cum_worker_hours": cum["seconds"] / 3600.0,
             "accepted": int(acc.sum()), "rejected": int((final == 0).sum()), "open": int((final < 0).sum()),
             "accepted_clusters": int((status == ACCEPTED).sum()),
-            "est_precision": est, "est_precision_lo": lo, "est_precision_hi": hi,
+            "est_precision": est.mean, "est_precision_lo": est.lo, "est_precision_hi": est.hi,
+            "posterior_precision": post, "posterior_precision_lo": post_lo, "posterior_precision_hi": post_hi,
         }
         if replay:
             row.update(_truth_figures(acc, correct, iou, masks, gt_ids, cfg.campaign.correct_iou))
@@ -183,11 +201,13 @@ def compute_report(run: RunDir) -> dict:
 
     total = dict(rows[-1]) if rows else {"accepted": 0, "rejected": 0, "open": n, "cum_questions": 0, "cum_usd": 0.0,
                                           "cum_worker_hours": 0.0}
-    for k in ("round", "questions", "golds", "hits", "assignments", "usd", "worker_hours"):
+    for k in ("round", "questions", "golds", "audit_questions", "hits", "assignments", "usd", "worker_hours"):
         total.pop(k, None)
     total["rounds"] = len(rows)
     total["masks"] = n
     total["questions"] = total.pop("cum_questions")
+    total["audit_questions"] = cum["audits"]
+    total["audit_share"] = cum["audits"] / total["questions"] if total["questions"] else 0.0
     total["golds"] = cum["golds"]
     total["hits"] = cum["hits"]
     total["assignments"] = cum["assignments"]
@@ -210,9 +230,50 @@ def compute_report(run: RunDir) -> dict:
     total["manual_hours"] = manual / 3600.0
     total["speedup"] = manual / secs if secs > 0 else None
     total["budget_usd"] = cfg.campaign.budget_usd
+    by_source, classes = _sources_and_classes(run, final, source, ok, noise, correct if replay else None, seed)
+    total["by_source"] = by_source
     return {"run_dir": str(run.path), "campaign_id": run.campaign.get("campaign_id"),
-            "policy": cfg.policy.name, "sampling": cfg.policy.sampling, "seed": cfg.campaign.seed,
-            "replay": replay, "rounds": rows, "total": total}
+            "policy": cfg.policy.name, "sampling": cfg.policy.sampling, "seed": seed,
+            "target_precision": cfg.policy.target_precision if cfg.policy.name == "target" else None,
+            "replay": replay, "rounds": rows, "total": total, "classes": classes}
+
+
+def _sources_and_classes(run: RunDir, final, source, ok, noise, correct, seed: int) -> tuple[dict, list]:
+    """Accepted masks and audited precision per decision source, and per class the audited
+    precision with its one-sided lower bound at ``target_confidence`` (certified precision)."""
+    cfg = run.config.policy
+    by_source = {}
+    est = audited_precision(final, source, ok, noise, credible=cfg.credible, rng=np.random.default_rng([seed, 98]))
+    for s, name in SOURCE_NAMES.items():
+        sel = (final == 1) & (source == s)
+        rec = {"accepted": int(sel.sum()), "rejected": int(((final == 0) & (source == s)).sum())}
+        rec.update({k: v for k, v in (est.by_source.get(name) or {}).items() if k != "masks"})
+        if correct is not None:
+            rec["true_precision"] = float(correct[sel].mean()) if sel.any() else None
+        by_source[name] = rec
+    cats = run.masks["category_id"].to_numpy(np.int64)
+    names = {}
+    ctab = run.table("categories")
+    if ctab is not None:
+        names = dict(zip(ctab["id"].astype(np.int64), ctab["name"].astype(str)))
+    classes = []
+    conf = 2 * cfg.target_confidence - 1.0
+    for c in np.unique(cats):
+        sub = cats == c
+        acc = int(((final == 1) & sub).sum())
+        rec = {"category_id": int(c), "name": names.get(int(c), str(c)), "masks": int(sub.sum()), "accepted": acc,
+               "rejected": int(((final == 0) & sub).sum()), "open": int(((final < 0) & sub).sum())}
+        if acc:
+            rng = np.random.default_rng([seed, 97, int(c) % (2**31)])
+            e = audited_precision(final, source, ok, noise, subset=sub, credible=cfg.credible, rng=rng)
+            low = audited_precision(final, source, ok, noise, subset=sub, credible=conf, rng=rng)
+            unaudited = any(v["audits"] == 0 for v in e.by_source.values())
+            rec.update({"est_precision": e.mean, "est_precision_lo": e.lo, "est_precision_hi": e.hi,
+                        "audits": e.n_audits, "certified_precision": None if unaudited else low.lo})
+            if correct is not None:
+                rec["true_precision"] = float(correct[(final == 1) & sub].mean())
+        classes.append(rec)
+    return by_source, classes
 
 
 def _truth_figures(acc, correct, iou, masks, gt_ids, thr) -> dict:
@@ -260,7 +321,24 @@ def format_report(rep: dict) -> str:
     lines.append(f"masks: {t['accepted']} accepted, {t['rejected']} rejected, {t['open']} open of {t['masks']}; "
                  f"{t['masks_per_question']:.2f} accepted masks per question")
     if ci:
-        lines.append(f"estimated precision of accepted masks: {ci}")
+        lines.append(f"estimated precision of accepted masks (audited): {ci}; "
+                     f"{t.get('audit_questions', 0)} audit questions ({100 * t.get('audit_share', 0):.1f} %)")
+    src = t.get("by_source") or {}
+    parts = []
+    for name, rec in src.items():
+        if not rec.get("accepted"):
+            continue
+        e = rec.get("est")
+        part = f"{name} {rec['accepted']}"
+        part += f" at {e:.3f} [{rec['lo']:.3f}, {rec['hi']:.3f}]" if e is not None else " (not audited yet)"
+        if rep["replay"] and rec.get("true_precision") is not None:
+            part += f" (true {rec['true_precision']:.3f})"
+        parts.append(part)
+    if parts:
+        lines.append("accepted by source: " + "; ".join(parts))
+    if t.get("posterior_precision") is not None and not np.isnan(t.get("posterior_precision", np.nan)):
+        lines.append(f"posterior estimate from the deciding answers (not audited): {t['posterior_precision']:.3f} "
+                     f"[{t['posterior_precision_lo']:.3f}, {t['posterior_precision_hi']:.3f}]")
     if rep["replay"] and t.get("true_precision") is not None:
         lines.append(f"replay truth: precision {t['true_precision']:.3f}, mean IoU {t['mean_iou']:.3f}, "
                      f"recall {t['recall']:.3f}")

@@ -7,7 +7,7 @@ from crowdprop.policy.estimate import paper_decision
 from crowdprop.policy.risk import (beta_excess, beta_shortfall, eb_priors, k_cap, more_answers, moment_prior,
                                    risk_decision)
 
-KW = dict(target=0.9, reject=0.15, sens=0.95, spec=0.95, tol=1.0, k=15, min_answers=5, confidence=0.95)
+KW = dict(target=0.9, reject=0.15, sens=0.95, spec=0.95, tol=0.01, k=15, min_answers=5, confidence=0.95, size_cap=100)
 
 
 def test_shortfall_matches_numerical_integral():
@@ -29,7 +29,7 @@ def test_large_cluster_is_not_accepted_on_k_answers_but_a_small_pure_one_is():
     assert paper_decision(np.full(2, 15.0), np.full(2, 15.0), accept=0.85, reject=0.15).tolist() == ["accept"] * 2
     # the large cluster is asked for more at once, and accepted once they all say yes
     more = more_answers(np.full(2, 15.0), np.full(2, 15.0), size, ones, ones, target=0.9, sens=0.95, spec=0.95,
-                        tol=1.0, k=15, batch=5)
+                        tol=0.01, k=15, batch=5, size_cap=100)
     assert more[0] == 5 and more[1] > 15
     n = 15 + more[1]
     assert risk_decision([n], [n], [100_000], [1], [1], **KW).tolist() == ["accept"]
@@ -76,7 +76,7 @@ def test_winners_curse_the_risk_rule_holds_the_target_where_the_paper_rule_does_
 
     def risk(yes, n, sz):
         d = risk_decision([yes], [n], [sz], [1], [1], **KW)[0]
-        m = more_answers([yes], [n], [sz], [1], [1], target=0.9, sens=0.95, spec=0.95, tol=1.0, k=15, batch=5)[0]
+        m = more_answers([yes], [n], [sz], [1], [1], target=0.9, sens=0.95, spec=0.95, tol=0.01, k=15, batch=5, size_cap=100)[0]
         return (d, m)
 
     dp = _run_policy(theta, size, np.random.default_rng(1), paper)

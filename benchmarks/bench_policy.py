@@ -1,0 +1,141 @@
+"""The paper's policy against the target policy, with audited precision, on two generators.
+
+    python benchmarks/bench_policy.py                       # sample, 10k and 100k of both generators
+    python benchmarks/bench_policy.py --sizes 10000 --seeds 20 --coverage
+    python benchmarks/bench_policy.py --sizes 1000000 --generators modes --seeds 1
+
+Every policy runs on a copy of one initialised run directory per data set (trees do not
+depend on the policy), same seeds, simulated workers 95 % accurate, in process. Columns:
+questions (ordinary = cluster, active and random questions; audit; gold, counted apart),
+accepted masks, masks per non-gold question, open masks, true precision of the accepted
+masks (replay truth), the audited estimate with its 95 % interval, the posterior estimate
+built from the deciding answers (what the report said before audits), wall seconds.
+With ``--coverage`` it also prints, per data set and policy, the share of seeds whose audited
+interval contains the true precision, and the mean absolute error of the estimate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from crowdprop.campaign.backends import simulated_backend
+from crowdprop.campaign.init import init_run
+from crowdprop.campaign.loop import Campaign
+from crowdprop.campaign.store import RunDir
+from crowdprop.commands.replay import sample_paths
+from crowdprop.report.summary import compute_report
+
+POLICIES = {"paper": {"name": "paper"}, "target": {"name": "target"}}
+
+
+def make_data(generator: str, n: int, classes: int, seed: int, out: Path) -> Path:
+    if generator == "mixed":
+        from crowdprop.replay.synth_mixed import make_mixed, write_mixed  # noqa: F401
+
+        make, write = make_mixed, write_mixed
+    else:
+        from crowdprop.replay.synth import make_synthetic as make, write_synthetic as write
+    write(make(n, classes, seed=seed), out)
+    return out
+
+
+def run_one(base: RunDir, work: Path, label: str, pname: str, seed: int) -> dict:
+    d = work / f"{label}-{pname}-{seed}"
+    shutil.copytree(base.path, d, ignore=shutil.ignore_patterns("state", "journal", "report.json"))
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["policy"].update(POLICIES[pname])
+    cfg["campaign"]["seed"] = seed
+    (d / "config.json").write_text(json.dumps(cfg))
+    rd = RunDir(d)
+    t0 = time.perf_counter()
+    Campaign(rd, simulated_backend(rd), progress=False).run()
+    wall = time.perf_counter() - t0
+    t = compute_report(rd)["total"]
+    shutil.rmtree(d)
+    t["wall"] = wall
+    t["seed"] = seed
+    return t
+
+
+def fmt(rows: list[tuple[str, str, dict]]) -> None:
+    print(f"{'data':>12} {'policy':>7} {'ordinary':>8} {'audit':>6} {'gold':>6} {'accepted':>8} {'masks/q':>7} "
+          f"{'open':>6} {'true':>6} {'audited [95% CI]':>22} {'posterior':>9} {'rounds':>6} {'wall s':>7}")
+    agg: dict = {}
+    for label, pname, t in rows:
+        agg.setdefault((label, pname), []).append(t)
+    for (label, pname), ts in agg.items():
+        def m(k):
+            xs = [t[k] for t in ts if t.get(k) is not None and not (isinstance(t[k], float) and np.isnan(t[k]))]
+            return float(np.mean(xs)) if xs else float("nan")
+        ordinary = m("questions") - m("audit_questions")
+        ci = f"{m('est_precision'):.3f} [{m('est_precision_lo'):.3f},{m('est_precision_hi'):.3f}]"
+        print(f"{label:>12} {pname:>7} {ordinary:>8.0f} {m('audit_questions'):>6.0f} {m('golds'):>6.0f} "
+              f"{m('accepted'):>8.0f} {m('masks_per_question'):>7.2f} {m('open'):>6.0f} {m('true_precision'):>6.3f} "
+              f"{ci:>22} {m('posterior_precision'):>9.3f} {m('rounds'):>6.0f} {m('wall'):>7.1f}")
+    sys.stdout.flush()
+
+
+def coverage(rows) -> None:
+    print(f"{'data':>12} {'policy':>7} {'seeds':>5} {'covered':>7} {'mean |est-true|':>15} {'posterior covered':>17}")
+    agg: dict = {}
+    for label, pname, t in rows:
+        agg.setdefault((label, pname), []).append(t)
+    for (label, pname), ts in agg.items():
+        ok = [t for t in ts if t.get("true_precision") is not None]
+        cov = np.mean([t["est_precision_lo"] <= t["true_precision"] <= t["est_precision_hi"] for t in ok])
+        pcov = np.mean([t["posterior_precision_lo"] <= t["true_precision"] <= t["posterior_precision_hi"] for t in ok])
+        err = np.mean([abs(t["est_precision"] - t["true_precision"]) for t in ok])
+        print(f"{label:>12} {pname:>7} {len(ok):>5} {cov:>7.2f} {err:>15.3f} {pcov:>17.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
+    ap.add_argument("--generators", nargs="*", default=["modes", "mixed"])
+    ap.add_argument("--classes", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--no-sample", action="store_true")
+    ap.add_argument("--coverage", action="store_true")
+    ap.add_argument("--policies", nargs="*", default=list(POLICIES))
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="crowdprop-bench-policy-"))
+    rows = []
+    try:
+        if not args.no_sample:
+            preds, gt, cfg = sample_paths()
+            base = init_run(work / "sample", predictions=preds, gt=gt, config_path=cfg, crowd={"kind": "simulated"})
+            for p in args.policies:
+                for s in range(args.seeds):
+                    rows.append(("sample", p, run_one(base, work, "sample", p, s)))
+            fmt(rows)
+        for gen in args.generators:
+            for n in args.sizes:
+                t0 = time.perf_counter()
+                src = make_data(gen, n, args.classes, 7, work / f"{gen}{n}")
+                base = init_run(work / f"run-{gen}{n}", predictions=src / "predictions.json", gt=src / "gt.json",
+                                features=src / "features.npy", crowd={"kind": "simulated"})
+                label = f"{gen} {n // 1000}k" if n < 1_000_000 else f"{gen} {n // 1_000_000}M"
+                print(f"# {label}: made and initialised in {time.perf_counter() - t0:.0f} s", flush=True)
+                for p in args.policies:
+                    for s in range(args.seeds):
+                        rows.append((label, p, run_one(base, work, label, p, s)))
+                        print(f"#   {p} seed {s}: {rows[-1][2]['wall']:.0f} s", flush=True)
+                shutil.rmtree(base.path)
+        print()
+        fmt(rows)
+        if args.coverage:
+            print()
+            coverage(rows)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
