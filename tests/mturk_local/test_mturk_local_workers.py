@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crowdprop.crowd.base import content_key
 from crowdprop.mturk_local import FaultConfig, answers_xml, page_questions, parse_answers_xml
 
 from .conftest import TRUTH, client_for, hit_kwargs, make_pool
@@ -33,17 +34,19 @@ def test_simulated_answers_are_the_worker_pools_answers(endpoint):
     qs = [(f"r0b3q{i}", mid) for i, mid in enumerate(range(120, 140))]
     hit = c.create_hit(**hit_kwargs(qs, MaxAssignments=4, UniqueRequestToken="camp-r0-b3"))["HIT"]
     asg = c.list_assignments_for_hit(HITId=hit["HITId"])["Assignments"]
-    expected_workers = {pool.worker_ids[i] for i in pool.pick("camp-r0-b3", 4)}
+    # answers follow what the HIT asks (its question ids), not its token or id
+    key = content_key([qid for qid, _ in qs])
+    expected_workers = {pool.worker_ids[i] for i in pool.pick(key, 4)}
     assert {a["WorkerId"] for a in asg} == expected_workers and len(asg) == 4
     n_disagree = 0
     for a in asg:
         w = pool.index(a["WorkerId"])
-        want = [(qid, "yes" if pool.answer(w, f"camp-r0-b3:{qid}", TRUTH[mid]) else "no") for qid, mid in qs]
+        want = [(qid, "yes" if pool.answer(w, f"{key}:{qid}", TRUTH[mid]) else "no") for qid, mid in qs]
         got = _answers(a["Answer"])
         assert got == want
         n_disagree += sum(v != ("yes" if TRUTH[mid] else "no") for (_, v), (_, mid) in zip(got, qs))
         seconds = (a["SubmitTime"] - a["AcceptTime"]).total_seconds()
-        assert seconds == pytest.approx(pool.seconds(w, "camp-r0-b3", len(qs)), abs=1e-3)
+        assert seconds == pytest.approx(pool.seconds(w, key, len(qs)), abs=1e-3)
         assert a["Deadline"].timestamp() == pytest.approx(a["AcceptTime"].timestamp() + 600)
     assert n_disagree > 0  # accuracy 0.8 and spammers: someone is wrong somewhere in 80 answers
 
