@@ -7,7 +7,8 @@ next run), then, each in its own process:
   and validate the ground truth; predictions: read and validate the results; match;
   features: the clustering embedding; trees; write: Parquet and the rest), the seconds
   a plain parse of both files takes on one core (json, no checks: the floor of the read
-  stages), and the peak resident memory of init and its workers together;
+  stages), the CPU seconds of init and its workers together, and their peak resident
+  memory together;
 * ``crowdprop run --rounds R`` (simulated crowd): rounds per second and peak memory;
 * ``crowdprop report --html``, ``crowdprop export``, ``crowdprop status``: seconds;
 * with --ray, ``init --engine ray`` on a local Ray with --workers CPUs: its time over the
@@ -34,7 +35,8 @@ from pathlib import Path
 
 
 class PeakRSS:
-    """Peak resident memory of a process and its descendants, sampled every ``every`` seconds."""
+    """Peak resident memory of a process and its descendants, sampled every ``every`` seconds,
+    and the CPU seconds they used (``cpu``; as last sampled for each process)."""
 
     def __init__(self, pid: int, every: float = 0.2):
         import psutil
@@ -42,6 +44,7 @@ class PeakRSS:
         self.proc = psutil.Process(pid)
         self.every = every
         self.peak = 0
+        self._cpu: dict = {}
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -55,12 +58,18 @@ class PeakRSS:
                 for p in procs:
                     try:
                         total += p.memory_info().rss
+                        t = p.cpu_times()
+                        self._cpu[p.pid] = t.user + t.system
                     except psutil.Error:
                         pass
                 self.peak = max(self.peak, total)
             except psutil.Error:
                 pass
             self._stop.wait(self.every)
+
+    @property
+    def cpu(self) -> float:
+        return sum(self._cpu.values())
 
     def __enter__(self):
         self._t.start()
@@ -124,7 +133,9 @@ def _init(d: Path, run: Path, engine: str, workers: int) -> tuple[dict, int]:
         out, err = p.communicate()
     if p.returncode != 0:
         raise SystemExit(f"init failed: {err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1]), peak.peak
+    stages = json.loads(out.strip().splitlines()[-1])
+    stages["init_cpu"] = peak.cpu
+    return stages, peak.peak
 
 
 def _same_bytes(a: Path, b: Path) -> bool:
@@ -174,7 +185,7 @@ def _one(n: int, a) -> dict:
 
 COLUMNS = [("masks", "masks"), ("classes", "classes"), ("load", "load avg"), ("parse", "parse alone s"),
            ("gt", "gt s"), ("predictions", "predictions s"), ("match", "match s"), ("features", "features s"),
-           ("trees", "trees s"), ("write", "write s"), ("init", "init s"), ("init_gb", "init peak GB"),
+           ("trees", "trees s"), ("write", "write s"), ("init", "init s"), ("init_cpu", "init CPU s"), ("init_gb", "init peak GB"),
            ("rounds_per_s", "rounds/s"), ("run_gb", "run peak GB"), ("report_html", "report --html s"),
            ("export", "export s"), ("status", "status s"), ("ray_ratio", "ray / local"), ("ray_same", "same bytes")]
 
