@@ -56,12 +56,15 @@ def _rec(i: int, r: Any) -> str:
     return f"record {i}"
 
 
-def _int_field(path, i, r, field) -> int:
+def _int_field(path, i, r, field, rec: str | None = None) -> int:
+    rec = rec or _rec(i, r)
     if field not in r:
-        raise InputError(path, _rec(i, r), field, "missing")
+        raise InputError(path, rec, field, "missing")
     v = r[field]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
-        raise InputError(path, _rec(i, r), field, f"expected an integer, got {v!r}")
+        raise InputError(path, rec, field, f"expected an integer, got {v!r}")
+    if not -(2**63) <= v < 2**63:
+        raise InputError(path, rec, field, f"{v!r} is outside the 64-bit integer range")
     return int(v)
 
 
@@ -322,7 +325,7 @@ class _Annotations:
                 if not isinstance(a, dict):
                     raise InputError(path, f"annotations[{i}]", None, "expected an object")
                 rec = self.rec_of(i, a)
-                aid = _int_field(path, i, a, "id")
+                aid = _int_field(path, i, a, "id", rec)
                 if not self.ids.add(aid):
                     raise InputError(path, rec, "id", "duplicate annotation id")
                 iid = _int_field(path, i, a, "image_id")
