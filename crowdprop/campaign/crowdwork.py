@@ -283,8 +283,7 @@ class CrowdWork:
         if prev is not None:
             for rec in prev.to_dict("records"):
                 received[rec["assignment_id"]] = assignment_from_record(rec)
-        asg = run.read_rounds("assignments")
-        books = set(asg["assignment_id"]) if len(asg) else set()
+        books = self._books
         current = {h: i for h, i in infos.items() if i.current}
         deadline = self.clock() + self.cfg.crowd.round_timeout_s
         ids = list(infos)
@@ -302,8 +301,10 @@ class CrowdWork:
             if current:
                 if all(per_hit.get(h, 0) >= i.assignments for h, i in current.items()):
                     break
-            elif all(self._done(i, per_hit.get(h, 0)) for h, i in infos.items()):
-                break
+            else:
+                known = books | set(received)
+                if all(self._done(i, per_hit.get(h, 0), known) for h, i in infos.items()):
+                    break
             if self.clock() >= deadline:
                 late = [i for h, i in infos.items() if not i.expired and per_hit.get(h, 0) + i.recorded < i.assignments
                         and (i.current or not current)]
@@ -319,9 +320,11 @@ class CrowdWork:
             self.sleep(self.cfg.crowd.poll_interval_s)
         return sorted(received.values(), key=lambda a: a.assignment_id)
 
-    def _done(self, info: HitInfo, received: int) -> bool:
+    def _done(self, info: HitInfo, received: int, known: set[str]) -> bool:
         """Whether nothing more can arrive for a HIT: every slot received, or the crowd has
-        nothing pending or available for it (expired, or gone)."""
+        nothing pending or available for it (expired, or gone) and lists no assignment of it
+        that is not in ``known`` (work submitted after the last poll). GetHIT comes first: work
+        submitted after the listing was pending at GetHIT, so nothing slips between the two."""
         if info.recorded + received >= info.assignments:
             return True
         state_of = getattr(self.backend, "hit_state", None)
@@ -334,7 +337,9 @@ class CrowdWork:
             # a HIT of an earlier round still on the market (a run stopped before its expiry)
             self._expire(self._round, info)
             st = state_of(info.hit_id)
-        return st.get("pending", 0) == 0 and st.get("available", 0) == 0
+        if st.get("pending", 0) or st.get("available", 0):
+            return False
+        return all(a.assignment_id in known for a in self.backend.poll([info.hit_id], settled=True))
 
     # -- settling -------------------------------------------------------------------------------
     def _settle(self, r: int, infos: dict[str, HitInfo], assignments: list[Assignment]):
@@ -389,8 +394,8 @@ class CrowdWork:
             reason = rec.get("reason")
             if rec.get("note") and rec["note"] not in (reason or ""):
                 reason = f"{reason}; {rec['note']}" if reason else rec["note"]
-            settled_by = "mturk" if rec.get("by") == "mturk" or rec.get("final") == "Approved" and not rec["approve"] \
-                else "crowdprop"
+            by_mturk = rec.get("by") == "mturk" or (rec.get("final") == "Approved" and not rec["approve"])
+            settled_by = "mturk" if by_mturk else "crowdprop"
             paid_reward = int(rec.get("reward_cents", reward)) if approved else 0
             paid_fee = int(rec.get("fee_cents", fee)) if approved else 0
             ass_rows.append((a.assignment_id, a.hit_id, info.token, a.worker_id, r, info.round, len(q), len(gold),
@@ -428,13 +433,16 @@ class CrowdWork:
         hits = pd.DataFrame([(i.token, i.hit_id, r, i.batch, len(i.questions), i.assignments, i.reward_cents,
                               int(per_hit.get(h, 0)), bool(i.expired)) for h, i in infos.items() if i.current],
                             columns=HIT_COLUMNS)
-        done = [(h, i.token, i.round, r) for h, i in infos.items() if self._done(i, int(per_hit.get(h, 0)))]
+        known = self._books | set(ass_df["assignment_id"])
+        done = [(h, i.token, i.round, r) for h, i in infos.items() if self._done(i, int(per_hit.get(h, 0)), known)]
         return hits, pd.DataFrame(done, columns=HITS_DONE_COLUMNS)
 
     # -- a round on the crowd -------------------------------------------------------------------
     def _crowd_round(self, r: int, planned: RoundPlanned):
         """Publish, collect and settle round ``r`` (and the open HITs of earlier rounds)."""
         self._round = r
+        asg = self.run_dir.read_rounds("assignments")
+        self._books = set(asg["assignment_id"]) if len(asg) else set()  # assignments of committed rounds
         infos = self._open_hits(r)
         self._publish(r, planned, infos)
         assignments = self._collect(r, infos)

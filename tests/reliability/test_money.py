@@ -298,6 +298,29 @@ def test_work_submitted_after_its_round_closed_is_recorded_paid_and_counted(samp
     assert b["charged_cents"] > 0
 
 
+def test_work_submitted_between_expiry_and_the_end_of_its_round_is_not_lost(sample_run, tmp_path, rigs):
+    """Every worker is late and submits right after the round expires the HITs, before the round
+    decides which HITs are done: nothing is pending or open on them any more, but their work is
+    not recorded yet, so they are not done; a later round records it."""
+    rd = clone(sample_run, tmp_path / "r", simulation=PERFECT, crowd=FAST, campaign={"budget_usd": 1.5})
+    rig = rigs(rd, late_share=1.0, late_delay=10 ** 6)
+    crowd = rig.crowd(rd)
+    real = crowd.expire
+
+    def expire(hit_id):
+        real(hit_id)
+        rig.clock.advance(600)
+        rig.local.work(late=True)  # the late workers submit now
+    crowd.expire = expire
+    rig.campaign(rd, crowd).run(max_rounds=2)
+    rd = RunDir(rd.path)
+    b = assert_books_balance(rig, rd)
+    asg = rd.read_rounds("assignments")
+    assert len(asg) == len(b["api"]) > 0 and (asg["round"] > asg["hit_round"]).all()
+    done = rd.read_rounds("hits_done")
+    assert (done["round"] > done["hit_round"]).all()
+
+
 # ------------------------------------------------------------------------------------------------ 5, 6
 def test_work_approved_by_mturk_while_the_controller_was_stopped_is_recorded(sample_run, tmp_path, rigs):
     rd = clone(sample_run, tmp_path / "r", simulation=PERFECT, crowd=FAST, campaign={"budget_usd": 1.0})
