@@ -146,14 +146,11 @@ def _uniform(forest: Forest, node: int, need: int, label_p: np.ndarray, rng: np.
     return np.sort(rng.choice(free, size=need, replace=False)).astype(np.int64)
 
 
-def plan_round(forest: Forest, status: np.ndarray, node_quality: np.ndarray, label_p: np.ndarray,
-               cfg: PolicySection, rng: np.random.Generator) -> RoundPlan:
-    """Choose this round's candidates (best-first per class) and the masks to ask about.
-
-    ``status`` is updated in place for free splits (nodes whose predicted quality is
-    below ``k_pa`` and which are larger than ``min_cluster_size``).
-    """
-    plan = RoundPlan()
+def free_splits_and_candidates(forest: Forest, status: np.ndarray, node_quality: np.ndarray, cfg: PolicySection,
+                               plan: RoundPlan) -> np.ndarray:
+    """Split open nodes under K_pa without asking (in place, recorded in ``plan.free_splits``),
+    then return this round's candidates, sorted: best-first within each class (highest
+    predicted quality, then larger, then node id), at most ``candidates_per_class`` each."""
     size = forest.end - forest.start
     while True:
         open_ = np.flatnonzero(status == OPEN)
@@ -167,13 +164,25 @@ def plan_round(forest: Forest, status: np.ndarray, node_quality: np.ndarray, lab
     if cfg.low_quality == "skip":
         open_ = open_[node_quality[open_] >= cfg.k_pa]
     if len(open_) == 0:
-        return plan
-    # Best-first within each class: highest predicted quality, then larger, then node id.
+        return np.zeros(0, dtype=np.int64)
     frame = pd.DataFrame({"node": open_, "cat": forest.category[open_], "q": node_quality[open_],
                           "size": size[open_]})
     frame = frame.sort_values(["cat", "q", "size", "node"], ascending=[True, False, False, True], kind="stable")
-    chosen = frame.groupby("cat", sort=True).head(cfg.candidates_per_class)["node"].to_numpy()
-    chosen = np.sort(chosen)
+    return np.sort(frame.groupby("cat", sort=True).head(cfg.candidates_per_class)["node"].to_numpy())
+
+
+def plan_round(forest: Forest, status: np.ndarray, node_quality: np.ndarray, label_p: np.ndarray,
+               cfg: PolicySection, rng: np.random.Generator) -> RoundPlan:
+    """Choose this round's candidates (best-first per class) and the masks to ask about.
+
+    ``status`` is updated in place for free splits (nodes whose predicted quality is
+    below ``k_pa`` and which are larger than ``min_cluster_size``).
+    """
+    plan = RoundPlan()
+    size = forest.end - forest.start
+    chosen = free_splits_and_candidates(forest, status, node_quality, cfg, plan)
+    if len(chosen) == 0:
+        return plan
     n_lab, _ = label_sums(forest, label_p, chosen)
     for node, have in zip(chosen.tolist(), n_lab.tolist()):
         sz = int(size[node])

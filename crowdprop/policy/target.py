@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import PolicySection
-from ..schema import OPEN, Decision
+from ..schema import Decision
 from ..tree import Forest
-from .controller import RoundPlan, _uniform, apply_split, label_sums
+from .controller import RoundPlan, _uniform, free_splits_and_candidates, label_sums
 from .risk import WAIT, depth_band, eb_priors, more_answers, noise_map, risk_decision
 
 
@@ -90,24 +90,10 @@ def plan_target(forest: Forest, status: np.ndarray, node_quality: np.ndarray, la
     ``status`` is updated in place for free splits.
     """
     plan = RoundPlan()
-    size = forest.end - forest.start
-    while True:
-        open_ = np.flatnonzero(status == OPEN)
-        low = open_[(node_quality[open_] < cfg.k_pa) & (size[open_] > cfg.min_cluster_size)
-                    & (forest.left[open_] >= 0)]
-        if len(low) == 0:
-            break
-        apply_split(forest, status, low)
-        plan.free_splits.extend(low.tolist())
-    open_ = np.flatnonzero(status == OPEN)
-    if cfg.low_quality == "skip":
-        open_ = open_[node_quality[open_] >= cfg.k_pa]
     pool: list[np.ndarray] = []
-    if len(open_) == 0:
+    chosen = free_splits_and_candidates(forest, status, node_quality, cfg, plan)
+    if len(chosen) == 0:
         return plan, np.zeros(0, dtype=np.int64)
-    frame = pd.DataFrame({"node": open_, "cat": forest.category[open_], "q": node_quality[open_], "size": size[open_]})
-    frame = frame.sort_values(["cat", "q", "size", "node"], ascending=[True, False, False, True], kind="stable")
-    chosen = np.sort(frame.groupby("cat", sort=True).head(cfg.candidates_per_class)["node"].to_numpy())
     settled = settled_mask(label_p, ctx.verdict)
     free_of = np.where(settled, 0.0, np.nan)  # _uniform samples members whose value is NaN
     small = _is_small(forest, chosen, cfg)
