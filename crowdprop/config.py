@@ -29,13 +29,20 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import get_type_hints
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from .errors import InputError
 
 
+class Section:
+    """A table of the campaign TOML: a dataclass whose fields are its keys, checked by :meth:`validate`."""
+
+    def validate(self, v: "_V") -> None:
+        """Refuse out-of-range values with ``v.check`` (types are checked before)."""
+
+
 @dataclass
-class CampaignSection:
+class CampaignSection(Section):
     name: str = "crowdprop"
     seed: int = 0
     budget_usd: float = 1_000_000.0
@@ -55,7 +62,7 @@ class CampaignSection:
 
 
 @dataclass
-class PolicySection:
+class PolicySection(Section):
     name: str = "paper"
     """``paper``: ask k masks per cluster at once; ``sequential``: ask in small
     batches and stop as soon as the interval clears a bar."""
@@ -149,7 +156,7 @@ class PolicySection:
 
 
 @dataclass
-class CrowdSection:
+class CrowdSection(Section):
     questions_per_hit: int = 50
     """Questions in one HIT, golds included."""
     golds_per_hit: int = 5
@@ -175,7 +182,7 @@ class CrowdSection:
 
 
 @dataclass
-class SimulationSection:
+class SimulationSection(Section):
     """The simulated crowd of a replay: answers from ground truth."""
 
     workers: int = 25
@@ -200,7 +207,7 @@ class SimulationSection:
 
 
 @dataclass
-class FeaturesSection:
+class FeaturesSection(Section):
     grid: int = 16
     """Built-in featurizer: the mask cropped to its box is resized to grid x grid."""
     quality_weight: float = 1.0
@@ -215,7 +222,7 @@ class FeaturesSection:
 
 
 @dataclass
-class TreeSection:
+class TreeSection(Section):
     exact_max: int = 4000
     """Classes up to this size get exact complete linkage; larger ones the scalable build."""
     micro_size: int = 256
@@ -227,12 +234,8 @@ class TreeSection:
         v.check(2 <= self.micro_size <= self.exact_max, "micro_size", "must be in [2, exact_max]")
 
 
-# ---------------------------------------------------------- optional stages' sections
-# Checked when the configuration is loaded, like the sections above, and kept in
-# ``Config.extra`` as the tables the user wrote.
-
 @dataclass
-class QualitySection:
+class QualitySection(Section):
     """The ``[quality]`` table: quality control (the rules are in :mod:`crowdprop.quality.rules`)."""
 
     min_gold_accuracy: float = 0.6
@@ -269,15 +272,6 @@ class QualitySection:
         v.check(0.0 <= self.block_below_accuracy <= 1.0, "block_below_accuracy", "must be in [0, 1]")
         v.check(self.aggregation in ("onecoin", "ds", "mv", "raw"), "aggregation", "must be onecoin, ds, mv or raw")
 
-    @classmethod
-    def from_config(cls, config) -> "QualitySection":
-        """The section of a loaded :class:`crowdprop.config.Config` (defaults when absent).
-
-        The table was validated when the configuration was loaded.
-        """
-        table = (getattr(config, "extra", None) or {}).get("quality", {})
-        return cls(**table)
-
 
 MIN_AUTO_APPROVAL_S = 3600
 """The least ``[mturk] auto_approval_delay_s``: an hour to review work before MTurk approves it on
@@ -285,7 +279,7 @@ its own (crowdprop polls every ``[crowd] poll_interval_s`` and settles what it r
 
 
 @dataclass
-class MTurkSection:
+class MTurkSection(Section):
     """The ``[mturk]`` table: HITs on MTurk (the backend is :mod:`crowdprop.crowd.mturk`).
 
     The reward per assignment and the assignments per HIT are in ``[crowd]``
@@ -309,7 +303,7 @@ class MTurkSection:
     """PercentAssignmentsApproved >= this (production default)."""
     min_hits_approved: int = 100
     """NumberHITsApproved >= this (production default)."""
-    locale: list = field(default_factory=list)
+    locale: list[str] = field(default_factory=list)
     """ISO 3166 country codes workers must be in (e.g. ``["US", "CA"]``); empty: anywhere."""
     image_base_url: str = ""
     """Images are written to a local folder that you serve at this URL (https for MTurk)."""
@@ -361,27 +355,28 @@ class MTurkSection:
 
 @dataclass
 class Config:
+    """The whole configuration, every section resolved: what ``RUN_DIR/config.json`` holds."""
+
     campaign: CampaignSection = field(default_factory=CampaignSection)
     policy: PolicySection = field(default_factory=PolicySection)
     crowd: CrowdSection = field(default_factory=CrowdSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
     features: FeaturesSection = field(default_factory=FeaturesSection)
     tree: TreeSection = field(default_factory=TreeSection)
-    extra: dict = field(default_factory=dict)
-    """The ``[quality]`` and ``[mturk]`` tables as written (checked at load against
-    :class:`QualitySection` and :class:`MTurkSection`, see :data:`EXTRA_SECTIONS`)."""
+    quality: QualitySection = field(default_factory=QualitySection)
+    mturk: MTurkSection = field(default_factory=MTurkSection)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
+        """Every key of every section, defaults included: a run directory resumes with the values it
+        started with whatever the defaults of the installed version are."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-SECTIONS = {"campaign": CampaignSection, "policy": PolicySection, "crowd": CrowdSection,
-            "simulation": SimulationSection, "features": FeaturesSection, "tree": TreeSection}
-EXTRA_SECTIONS: dict[str, type] = {"quality": QualitySection, "mturk": MTurkSection}
-"""Sections kept in :attr:`Config.extra` as tables, checked against these classes at load."""
+SECTIONS: dict[str, type[Section]] = get_type_hints(Config)
+"""The section class of each table, by name (the fields of :class:`Config`)."""
 
 
 class _V:
@@ -394,7 +389,30 @@ class _V:
             raise InputError(self.source, f"[{self.section}]", key, message)
 
 
-def section_from_dict(cls, data: dict, source: str, name: str):
+S = TypeVar("S", bound=Section)
+
+
+def _type_ok(t: Any, value: Any) -> bool:
+    if t is bool:
+        return isinstance(value, bool)
+    if t is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if t is float:
+        return isinstance(value, float) and math.isfinite(value)
+    if get_origin(t) is list:
+        (item,) = get_args(t)
+        return isinstance(value, list) and all(_type_ok(item, x) for x in value)
+    return isinstance(value, t)
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", None) if get_origin(t) is None else str(t)  # type: ignore[return-value]
+
+
+def section_from_dict(cls: type[S], data: dict[str, Any], source: str, name: str) -> S:
+    """The section ``cls`` from the table ``data`` (missing keys take their defaults), checked:
+    an unknown key, a value of the wrong type or out of range is an :class:`InputError` naming
+    ``source``, ``[name]`` and the key."""
     hints = get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
@@ -403,53 +421,36 @@ def section_from_dict(cls, data: dict, source: str, name: str):
         t = hints[key]
         if t is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if t is bool:
-            ok = isinstance(value, bool)
-        elif t is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif t is float:
-            ok = isinstance(value, float) and math.isfinite(value)
-        else:
-            ok = isinstance(value, t)
-        if not ok:
-            raise InputError(source, f"[{name}]", key, f"expected {t.__name__}, got {value!r}")
+        if not _type_ok(t, value):
+            raise InputError(source, f"[{name}]", key, f"expected {_type_name(t)}, got {value!r}")
         kwargs[key] = value
     obj = cls(**kwargs)
     obj.validate(_V(source, name))
     return obj
 
 
-def from_dict(data: dict, source: str = "<config>") -> Config:
+def from_dict(data: Any, source: str = "<config>") -> Config:
+    """The configuration from its tables (a TOML file's or config.json's); absent sections and keys
+    take their defaults."""
     if not isinstance(data, dict):
         raise InputError(source, None, None, "expected a table of sections")
     sections = {}
-    extra = {}
     for name, table in data.items():
-        if name == "extra":
-            for ename, etable in (table or {}).items():
-                extra[ename] = etable
-            continue
+        if name not in SECTIONS:
+            raise InputError(source, f"[{name}]", None, f"unknown section (known: {', '.join(sorted(SECTIONS))})")
         if not isinstance(table, dict):
             raise InputError(source, f"[{name}]", None, "expected a table")
-        if name in SECTIONS:
-            sections[name] = section_from_dict(SECTIONS[name], table, source, name)
-        elif name in EXTRA_SECTIONS:
-            extra[name] = table
-        else:
-            raise InputError(source, f"[{name}]", None,
-                             f"unknown section (known: {', '.join(sorted(set(SECTIONS) | set(EXTRA_SECTIONS)))})")
-    for name, table in extra.items():
-        if name in EXTRA_SECTIONS:
-            if not isinstance(table, dict):
-                raise InputError(source, f"[{name}]", None, "expected a table")
-            section_from_dict(EXTRA_SECTIONS[name], table, source, name)
-    return Config(**sections, extra=extra)
+        sections[name] = section_from_dict(SECTIONS[name], table, source, name)
+    for name, cls in SECTIONS.items():
+        if name not in sections:
+            sections[name] = section_from_dict(cls, {}, source, name)
+    return Config(**sections)  # type: ignore[arg-type]
 
 
 def load(path: str | os.PathLike | None) -> Config:
     """Read a campaign TOML file (or return the defaults for ``None``)."""
     if path is None:
-        return Config()
+        return from_dict({})
     p = Path(path)
     try:
         with open(p, "rb") as f:
@@ -464,6 +465,6 @@ def load(path: str | os.PathLike | None) -> Config:
 
 
 def load_json(path: str | os.PathLike) -> Config:
-    """Read the resolved configuration stored in a run directory."""
+    """Read the resolved configuration stored in a run directory (``RUN_DIR/config.json``)."""
     with open(path, "rb") as f:
         return from_dict(json.load(f), str(path))

@@ -29,7 +29,6 @@ from crowdprop.campaign.store import RunDir
 from crowdprop.cli import main
 from crowdprop.commands.replay import sample_paths
 from crowdprop.config import SimulationSection
-from crowdprop.crowd.mturk import mturk_section
 from crowdprop.errors import InputError
 from crowdprop.io import atomic_write_text
 from crowdprop.mturk_local import LocalMTurk, ManualClock, serve, truth_from_masks
@@ -361,12 +360,12 @@ def test_config_with_mturk_and_quality_tables_is_accepted(tmp_path):
         soft_block_after = 3
         """))
     # a fresh interpreter that imports nothing but the configuration module
-    code = ("import json, crowdprop.config as c; cfg = c.load(%r); "
-            "print(json.dumps({k: cfg.extra[k] for k in ('mturk', 'quality')}, sort_keys=True))" % str(toml))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert json.loads(out) == {"mturk": {"title": "Outline check", "image_base_url": "https://example.org/hits",
-                                         "locale": ["US", "CA"]},
-                               "quality": {"min_gold_accuracy": 0.8, "soft_block_after": 3}}
+    code = ("import json, crowdprop.config as c; cfg = c.load(%r).to_dict(); "
+            "print(json.dumps({k: cfg[k] for k in ('mturk', 'quality')}, sort_keys=True))" % str(toml))
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert (out["mturk"]["title"], out["mturk"]["image_base_url"], out["mturk"]["locale"]) == \
+        ("Outline check", "https://example.org/hits", ["US", "CA"])
+    assert (out["quality"]["min_gold_accuracy"], out["quality"]["soft_block_after"]) == (0.8, 3)
     # and a run directory keeps them: the MTurk backend reads its [mturk] section back
     from crowdprop import config as config_mod
 
@@ -374,7 +373,7 @@ def test_config_with_mturk_and_quality_tables_is_accepted(tmp_path):
     (tmp_path / "run").mkdir()
     atomic_write_text(tmp_path / "run" / "config.json", cfg.to_json())
     again = config_mod.load_json(tmp_path / "run" / "config.json")
-    sec = mturk_section(again)
+    sec = again.mturk
     assert (sec.title, sec.image_base_url, sec.locale) == ("Outline check", "https://example.org/hits", ["US", "CA"])
     bad = tmp_path / "bad.toml"
     bad.write_text("[mturk]\nreward = 0.5\n")

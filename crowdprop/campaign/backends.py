@@ -57,9 +57,6 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-# Importing these registers the [mturk] and [quality] tables with crowdprop.config,
-# so a run's config.json (or a TOML) holding them is accepted whatever was imported first.
-from .. import quality as _quality  # noqa: F401
 from ..crowd import mturk as _mturk
 from ..crowd.base import Assignment, HitRequest
 from ..crowd.simulated import SimulatedCrowd
@@ -94,10 +91,9 @@ def qualification_test_golds(run: RunDir) -> pd.DataFrame:
     -------
     DataFrame with columns ``mask_row``, ``mask_id``, ``label`` (int, 1 = correct), (n,)
     """
-    from ..quality import QualitySection
     from ..replay.workers import rng_for
 
-    q = QualitySection.from_config(run.config)
+    q = run.config.quality
     golds = run.golds
     empty = pd.DataFrame({"mask_row": pd.Series(dtype=np.int64), "mask_id": pd.Series(dtype=np.int64),
                           "label": pd.Series(dtype=np.int64)})
@@ -113,14 +109,12 @@ def qualification_test_golds(run: RunDir) -> pd.DataFrame:
 
 def qualification_test(run: RunDir, *, duration_s: int = 1800) -> _mturk.QualificationTest | None:
     """The campaign's :class:`~crowdprop.crowd.mturk.QualificationTest` for MTurk (None when off)."""
-    from ..quality import QualitySection
-
     golds = qualification_test_golds(run)
     if len(golds) == 0:
         return None
     return _mturk.QualificationTest(mask_rows=tuple(int(r) for r in golds["mask_row"]),
                                     labels=tuple(bool(x) for x in golds["label"]),
-                                    pass_share=QualitySection.from_config(run.config).qualification_pass,
+                                    pass_share=run.config.quality.qualification_pass,
                                     duration_s=duration_s)
 
 
@@ -148,11 +142,11 @@ def qualification_results(run: RunDir, pool: WorkerPool) -> dict[str, tuple[int,
 
 
 def simulated_backend(run: RunDir) -> SimulatedCrowd:
-    from ..quality import QualitySection, passes_qualification
+    from ..quality import passes_qualification
 
     cfg = run.config
     pool = WorkerPool.build(cfg.simulation, cfg.campaign.seed)
-    q = QualitySection.from_config(cfg)
+    q = cfg.quality
     failed = {w for w, (n, right) in qualification_results(run, pool).items()
               if not passes_qualification(n, right, q)}
     return SimulatedCrowd(truth_of(run), pool, blocked=failed)
@@ -415,7 +409,7 @@ def local_endpoint_backend(run: RunDir, *, images: str | None = None, simulate: 
         client = local_client(handle.url)
         store = OverlayStore(LocalFolderTarget(images_dir, handle.url + "/images"), images=run.table("images"))
         url = store.url if images == "render" else (lambda row: store.target.url(store.name(row)))
-        section = _mturk.mturk_section(cfg, source=str(run.path / "config.json"))
+        section = cfg.mturk
         test = qualification_test(run, duration_s=section.test_duration_s) if simulate else None
         if not simulate and qualification_test_golds(run).shape[0]:
             log.info("no qualification test on a local endpoint without simulated workers (a browser does the HITs)")
@@ -552,7 +546,7 @@ def mturk_backend(run: RunDir, where: Target, *, client=None, retry_wait_s: floa
     from ..hits.images import OverlayStore
 
     cfg = run.config
-    section = _mturk.mturk_section(cfg, source=str(run.path / "config.json"))
+    section = cfg.mturk
     store_target = _image_target(run, where, section, where.profile)
     if client is None:
         _quiet_botocore()

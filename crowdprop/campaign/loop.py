@@ -110,9 +110,7 @@ def aggregate_labels(answers: pd.DataFrame, n: int, *, method: str = "raw",
 
 def labels_for(run: RunDir, answers: pd.DataFrame) -> np.ndarray:
     """:func:`aggregate_labels` with the run's aggregation method and gold pool."""
-    from ..quality import QualitySection
-
-    method = QualitySection.from_config(run.config).aggregation
+    method = run.config.quality.aggregation
     blocks = run.read_rounds("blocks")
     if len(blocks) and len(answers):
         # A blocked worker's answers stop counting, including those already paid for.
@@ -236,9 +234,7 @@ class Campaign(CrowdWork):
         self.clock = clock
         self.progress = progress
         self.fees = Fees()
-        from ..quality import QualitySection
-
-        self.quality_cfg = QualitySection.from_config(self.cfg)
+        self.quality_cfg = self.cfg.quality
         self.judge = judge or self.judge_by_rules
         self.forest = run.forest
         masks = run.masks

@@ -188,11 +188,6 @@ def answer_key_xml(answers: Sequence[tuple[str, bool]]) -> str:
     return "".join(parts)
 
 
-# --------------------------------------------------------------------- config
-def mturk_section(config: _config.Config, *, source: str = "<config>") -> MTurkSection:
-    """The validated ``[mturk]`` section of ``config`` (defaults when absent)."""
-    return _config.section_from_dict(MTurkSection, config.extra.get("mturk", {}), source, "mturk")
-
 
 def qualification_requirements(section: MTurkSection, target: str | None) -> list[dict]:
     """MTurk ``QualificationRequirements`` for ``target`` (see :attr:`MTurkSection.qualifications`)."""

@@ -60,8 +60,6 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
     labels are already posterior probabilities and are used as they are.
     Monte Carlo over (sens, spec) and a normal approximation of the sum over clusters.
     """
-    from ..quality import QualitySection
-
     forest = run.forest
     cfg = run.config.policy
     acc_nodes = np.flatnonzero(status == ACCEPTED)
@@ -85,7 +83,7 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng([seed, 99])
     S = 4000
-    raw = QualitySection.from_config(run.config).aggregation in ("raw", "mv")
+    raw = run.config.quality.aggregation in ("raw", "mv")
     if raw and answers is not None:
         s_a, s_b, p_a, p_b = crowd_noise(answers, run.golds)
         sens = rng.beta(s_a, s_b, S)

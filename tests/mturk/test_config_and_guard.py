@@ -14,10 +14,10 @@ from .conftest import make_hit
 
 def test_section_defaults_and_overrides_through_the_config_loader():
     c = cfg.from_dict({"mturk": {"lifetime_s": 7200, "locale": ["US", "CA"], "s3_bucket": "my-bucket"}})
-    s = mt.mturk_section(c)
+    s = c.mturk
     assert (s.lifetime_s, s.locale, s.s3_bucket) == (7200, ["US", "CA"], "my-bucket")
     assert (s.assignment_duration_s, s.auto_approval_delay_s, s.region) == (1800, 3 * 86400, "us-east-1")
-    assert mt.mturk_section(cfg.Config()) == mt.MTurkSection()
+    assert cfg.Config().mturk == cfg.load(None).mturk == mt.MTurkSection()
 
 
 @pytest.mark.parametrize("table,key", [
@@ -90,7 +90,7 @@ def test_auto_approval_delay_too_short_to_review_is_refused(tmp_path):
     with pytest.raises(InputError):
         config_mod.load(toml)
     toml.write_text(f"[mturk]\nauto_approval_delay_s = {mt.MIN_AUTO_APPROVAL_S}\n")
-    assert mt.mturk_section(config_mod.load(toml)).auto_approval_delay_s == 3600
+    assert config_mod.load(toml).mturk.auto_approval_delay_s == 3600
 
 
 def _err(code: str, status: int, turk: str = "") -> ClientError:

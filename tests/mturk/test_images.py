@@ -287,10 +287,9 @@ def test_public_s3_urls_carry_nothing_of_the_credentials_and_unguessable_names(m
 
 def test_s3_public_option_is_checked(tmp_path):
     from crowdprop import config
-    from crowdprop.crowd.mturk import mturk_section
 
     def section(table):
-        return mturk_section(config.from_dict({"mturk": table}, "c.toml"), source="c.toml")
+        return config.from_dict({"mturk": table}, "c.toml").mturk
 
     assert section({"s3_bucket": "my-bucket", "s3_public": True, "lifetime_s": 14 * 86400}).s3_public is True
     with pytest.raises(InputError, match="c.toml: \\[mturk\\]: field 's3_public': expected bool"):

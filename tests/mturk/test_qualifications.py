@@ -214,7 +214,7 @@ def test_replay_through_the_endpoint_keeps_spammers_out_like_the_in_process_crow
 
     run_to_end(loc, inspect=inspect)
     pool = WorkerPool.build(loc.config.simulation, loc.config.campaign.seed)
-    q = QualitySection.from_config(loc.config)
+    q = loc.config.quality
     # the test's golds are the in-process test's, and each worker's grade is its in-process score
     expected = qualification_results(loc, pool)
     assert seen["grades"] == {w: (100 * right) // n for w, (n, right) in expected.items()}

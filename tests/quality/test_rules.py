@@ -141,7 +141,7 @@ def test_positions_for_golds():
 
 def test_quality_table_takes_string_values():
     cfg = config.from_dict({"quality": {"aggregation": "onecoin"}}, "c.toml")
-    assert QualitySection.from_config(cfg).aggregation == "onecoin"
+    assert cfg.quality.aggregation == "onecoin"
     with pytest.raises(InputError, match=r"\[quality\]: field 'aggregation': must be onecoin, ds, mv or raw"):
         config.from_dict({"quality": {"aggregation": "vote"}}, "c.toml")
 
@@ -149,10 +149,10 @@ def test_quality_table_takes_string_values():
 def test_quality_table_in_config():
     cfg = config.from_dict({"quality": {"min_gold_accuracy": 0.7, "soft_block_after": 3, "hard_block": True}},
                            "c.toml")
-    q = QualitySection.from_config(cfg)
+    q = cfg.quality
     assert (q.min_gold_accuracy, q.soft_block_after, q.hard_block) == (0.7, 3, True)
     assert q.qualification_size == 10 and q.qualification_pass == 0.9
-    assert QualitySection.from_config(config.from_dict({}, "c.toml")) == QualitySection()
+    assert config.from_dict({}, "c.toml").quality == QualitySection()
 
 
 @pytest.mark.parametrize("table, key, words", [
