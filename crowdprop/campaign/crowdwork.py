@@ -42,10 +42,11 @@ log = logging.getLogger(__name__)
 
 ASSIGNMENT_COLUMNS = ["assignment_id", "hit_id", "token", "worker_id", "round", "hit_round", "n_questions", "n_gold",
                       "n_gold_correct", "work_seconds", "flag", "approved", "judged_ok", "settled_by", "reason",
-                      "reward_cents", "fee_cents"]
+                      "feedback", "reward_cents", "fee_cents"]
 """``approved``: MTurk's final state (paid); ``judged_ok``: the rules' verdict; ``settled_by``:
 ``crowdprop``, or ``mturk`` for work MTurk approved on its own; ``hit_round``: the round its HIT
-was published in (earlier than ``round`` for late work)."""
+was published in (earlier than ``round`` for late work); ``feedback``: the message sent to the worker
+with the approval or rejection (None when MTurk settled it)."""
 HIT_COLUMNS = ["token", "hit_id", "round", "batch", "n_questions", "assignments", "reward_cents",
                "n_submitted", "expired"]
 HITS_DONE_COLUMNS = ["hit_id", "token", "hit_round", "round"]
@@ -179,6 +180,7 @@ class CrowdWork:
         asg = run.read_rounds("assignments")
         counts = asg.groupby("hit_id").size().to_dict() if len(asg) else {}
         rewards = ledger.hits_reward_cents(open_)
+        extra = ledger.extra_assignments(run)  # `crowdprop hits extend --assignments` (counted whole: a bound)
         out = {}
         for (_, h), reward in zip(open_.iterrows(), rewards):
             q = by_token.get(h["token"])
@@ -186,7 +188,8 @@ class CrowdWork:
                 q = questions.iloc[:0]
             q = q.sort_values("position", kind="stable") if "position" in q else q
             out[h["hit_id"]] = HitInfo(h["token"], h["hit_id"], int(h["round"]), int(h["batch"]),
-                                       int(h["assignments"]), int(reward), q.reset_index(drop=True), current=False,
+                                       int(h["assignments"]) + extra.get(h["hit_id"], 0), int(reward),
+                                       q.reset_index(drop=True), current=False,
                                        recorded=int(counts.get(h["hit_id"], 0)), expired=bool(h.get("expired", False)))
         return out
 
@@ -229,6 +232,7 @@ class CrowdWork:
         q_by_token = {t: g for t, g in planned.questions.groupby("token")} if len(planned.questions) else {}
         held_back = 0
         paid = self._paid(r)  # nothing is settled while publishing
+        extra = ledger.extra_assignments(run)
         for h in planned.hits:
             if h.token not in created:
                 if held_back:
@@ -252,7 +256,7 @@ class CrowdWork:
             if h.token not in known:
                 run.journal_append(r, "published", {"token": h.token, "hit_id": hit_id})
             q = q_by_token.get(h.token, planned.questions.iloc[:0])
-            infos[hit_id] = HitInfo(h.token, hit_id, r, h.batch, h.assignments, h.reward_cents,
+            infos[hit_id] = HitInfo(h.token, hit_id, r, h.batch, h.assignments + extra.get(hit_id, 0), h.reward_cents,
                                     q.reset_index(drop=True), current=True, expired=hit_id in expired)
         if held_back:
             log.warning("round %d: %d HIT(s) not published: the budget cap ([campaign] budget_usd = $%.2f) leaves "
@@ -299,7 +303,10 @@ class CrowdWork:
             for a in received.values():
                 per_hit[a.hit_id] = per_hit.get(a.hit_id, 0) + 1
             if current:
-                if all(per_hit.get(h, 0) >= i.assignments for h, i in current.items()):
+                # a HIT taken off the market (`crowdprop hits expire`) is finished once nothing more can arrive
+                if all(per_hit.get(h, 0) >= i.assignments
+                       or (i.expired and self._done(i, per_hit.get(h, 0), books | set(received)))
+                       for h, i in current.items()):
                     break
             else:
                 known = books | set(received)
@@ -377,10 +384,11 @@ class CrowdWork:
                                + ("" if ok else f"; the rules would have rejected it: {reason}"))
                 run.journal_append(r, "settled", rec)
             final = ledger.final_state(rec)
+            sent = None  # the message the worker gets with our approval or rejection
             if rec.get("by") != "mturk":
                 approve = bool(rec["approve"])
-                state = self.backend.settle(a.assignment_id, approve,
-                                            rec.get("feedback") if approve else (rec.get("reason") or "rejected"))
+                sent = rec.get("feedback") if approve else (rec.get("reason") or "rejected")
+                state = self.backend.settle(a.assignment_id, approve, sent)
                 state = state or ("Approved" if approve else "Rejected")
                 if state != final:
                     note = AUTO_NOTE if state == "Approved" else "rejected on MTurk before crowdprop's approval"
@@ -400,14 +408,14 @@ class CrowdWork:
             paid_fee = int(rec.get("fee_cents", fee)) if approved else 0
             ass_rows.append((a.assignment_id, a.hit_id, info.token, a.worker_id, r, info.round, len(q), len(gold),
                              n_gold_ok, float(a.work_seconds), a.flag, approved, judged_ok, settled_by, reason,
-                             paid_reward, paid_fee))
+                             sent, paid_reward, paid_fee))
             if approved:
                 spend_rows.append((r, a.assignment_id, "reward", paid_reward))
                 spend_rows.append((r, a.assignment_id, "fee", paid_fee))
             usable = judged_ok and a.flag is None
             ans_rows += self._answer_rows(r, a, q, usable)
         ass_df = pd.DataFrame(ass_rows, columns=ASSIGNMENT_COLUMNS)
-        for c in ("flag", "reason"):
+        for c in ("flag", "reason", "feedback"):
             ass_df[c] = ass_df[c].astype(object)
         ans_df = pd.DataFrame(ans_rows, columns=ANSWER_COLUMNS)
         ans_df["label"] = ans_df["label"].astype(np.int8)

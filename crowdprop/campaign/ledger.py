@@ -33,9 +33,9 @@ def spend_cents(spend: pd.DataFrame) -> pd.Series:
 
 
 def spent_cents(run: RunDir, *, spend: pd.DataFrame | None = None) -> int:
-    """Rewards, fees and bonuses paid in the committed rounds."""
+    """Rewards, fees and bonuses paid in the committed rounds, and bonuses sent with ``crowdprop bonus``."""
     spend = run.read_rounds("spend") if spend is None else spend
-    return int(spend_cents(spend).sum())
+    return int(spend_cents(spend).sum()) + bonus_cents(run)
 
 
 def spent_by_kind(spend: pd.DataFrame) -> dict[str, int]:
@@ -87,3 +87,51 @@ def hits_reward_cents(hits: pd.DataFrame) -> np.ndarray:
     if "reward_cents" in hits:
         return hits["reward_cents"].to_numpy(np.int64)
     return np.array([cents(x) for x in hits["reward_usd"]], dtype=np.int64)
+
+
+# -------------------------------------------------------------------- actions outside the round loop
+HIT_ACTIONS = "hit_actions.jsonl"
+"""``RUN_DIR/hit_actions.jsonl``: every action of ``crowdprop hits`` and ``crowdprop bonus``, one JSON
+line written (and fsynced) before the call is sent, and one after it with its outcome."""
+
+
+def record_action(run: RunDir, record: dict) -> None:
+    """Append one line to :data:`HIT_ACTIONS` and fsync it before returning."""
+    import time
+
+    from ..io import append_jsonl
+
+    append_jsonl(run.path / HIT_ACTIONS, {"time": round(time.time(), 3), **record})
+
+
+def actions(run: RunDir) -> list[dict]:
+    """The lines of :data:`HIT_ACTIONS` (none when the file does not exist)."""
+    from ..io import read_jsonl
+
+    return read_jsonl(run.path / HIT_ACTIONS)
+
+
+def _failed(recs: list[dict]) -> set[str]:
+    """Ids of actions that MTurk refused (nothing happened)."""
+    return {r["id"] for r in recs if r.get("event") == "refused" and "id" in r}
+
+
+def extra_assignments(run: RunDir) -> dict[str, int]:
+    """``{hit_id: assignments added}`` by ``crowdprop hits extend --assignments``: every extension
+    recorded as sent and not refused counts (one that a kill left unanswered may have happened)."""
+    recs = actions(run)
+    failed = _failed(recs)
+    out: dict[str, int] = {}
+    for r in recs:
+        if r.get("action") == "extend" and r.get("event") == "send" and r.get("assignments") and r["id"] not in failed:
+            out[r["hit_id"]] = out.get(r["hit_id"], 0) + int(r["assignments"])
+    return out
+
+
+def bonus_cents(run: RunDir) -> int:
+    """Bonuses and their fees sent with ``crowdprop bonus`` (recorded before each was sent; a
+    refused one does not count). Bonuses of the round loop are in the spend table."""
+    recs = actions(run)
+    failed = _failed(recs)
+    return sum(int(r.get("bonus_cents", 0)) + int(r.get("fee_cents", 0)) for r in recs
+               if r.get("action") == "bonus" and r.get("event") == "send" and r["id"] not in failed)

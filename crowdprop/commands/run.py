@@ -113,6 +113,24 @@ def _raise_crowd_error(e: Exception, rd) -> None:
         raise MTurkError(f"{text}; nothing is lost: run 'crowdprop run {rd.path}' again to continue") from None
 
 
+def _say_live(rd, crowd) -> None:
+    """After Ctrl-C: how many of the run's HITs are still live (GetHIT each) and the command that expires them."""
+    from .hits import live_count
+
+    try:
+        live, checked = live_count(rd, getattr(crowd, "backend", crowd))
+    except BaseException as e:  # noqa: BLE001 - a second Ctrl-C or MTurk unreachable: say what is known
+        print(f"crowdprop run: could not ask MTurk which HITs are still live ({type(e).__name__}); "
+              f"crowdprop hits {rd.path} list shows them", file=sys.stderr)
+        return
+    if live:
+        print(f"crowdprop run: {live} HIT(s) of {rd.path} are still live on MTurk (workers can take them, and "
+              f"MTurk approves submitted work on its own after the auto-approval delay); take them off the market "
+              f"with: crowdprop hits {rd.path} expire   (or run again to continue)", file=sys.stderr)
+    else:
+        print(f"crowdprop run: none of the {checked} open HIT(s) of {rd.path} is live on MTurk", file=sys.stderr)
+
+
 def run(args) -> int:
     from ..campaign.store import RunDir
 
@@ -156,10 +174,17 @@ def _run_locked(args, rd) -> int:
             return 2
         bk.record_target(rd, where)
         print(f"{rd.path}: publishing on {where.describe()}", flush=True)
+        if where.target == "local":
+            print(f"  workers' page: {where.endpoint_url.rstrip('/')}/   (open it to do the HITs yourself; "
+                  "see README, Do a HIT yourself)", flush=True)
     else:
         backend = bk.make_backend(rd)
     try:
         res = Campaign(rd, backend).run(max_rounds=args.rounds)
+    except KeyboardInterrupt:
+        if kind == "mturk":
+            _say_live(rd, backend)
+        raise
     except Exception as e:
         _raise_crowd_error(e, rd)
         raise

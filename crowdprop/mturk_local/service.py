@@ -846,7 +846,7 @@ class LocalMTurk:
                                 "AWS.MechanicalTurk.DuplicateRequest")
         if hit.max_assignments < 10 <= hit.max_assignments + n:
             raise self._err("HITs created with fewer than 10 assignments cannot be extended to 10 or more.",
-                            "AWS.ParameterOutOfRange")
+                            "AWS.MechanicalTurk.InvalidMaximumAssignmentsIncrease")
         if token is not None:
             self._extra_tokens[token] = now
         hit.max_assignments += n

@@ -1,0 +1,179 @@
+"""`crowdprop hits` and `crowdprop run`'s Ctrl-C, through the real boto3 client against the local
+MTurk-compatible endpoint: a campaign interrupted with its HITs live, a person who accepted one
+before it was expired and submits after, extensions (idempotent on their token) and deletion."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from crowdprop.campaign.init import init_run
+from crowdprop.campaign.ledger import actions, extra_assignments
+from crowdprop.campaign.store import RunDir
+from crowdprop.cli import main
+from crowdprop.commands.replay import sample_paths
+from crowdprop.crowd import mturk as mt
+from crowdprop.io import atomic_write_text
+from crowdprop.mturk_local import LocalMTurk, page_questions, serve, truth_from_masks
+from crowdprop.mturk_local.faults import Fault
+from crowdprop.replay.workers import WorkerPool
+
+from .endpoint import ScriptedFaults
+
+pytestmark = pytest.mark.usefixtures("no_aws_credentials")
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """A sandbox-style MTurk run on a local endpoint without simulated workers, stopped by Ctrl-C
+    while its first round waits for work: ``(run directory, endpoint handle, what run printed)``."""
+    base = tmp_path_factory.mktemp("hits")
+    preds, gt, config = sample_paths()
+    rd = init_run(base / "run", predictions=preds, gt=gt, config_path=config,
+                  crowd={"kind": "mturk", "target": "sandbox"})
+    cfg = rd.config
+    # few, big HITs; the budget leaves room for a few more assignments only
+    cfg = dataclasses.replace(cfg, crowd=dataclasses.replace(cfg.crowd, questions_per_hit=120, golds_per_hit=4,
+                                                             poll_interval_s=0.0))
+    atomic_write_text(rd.path / "config.json", cfg.to_json())
+    rd = RunDir(rd.path)
+    local = LocalMTurk(truth_from_masks(rd.masks, correct_iou=cfg.campaign.correct_iou),
+                       WorkerPool.build(cfg.simulation, cfg.campaign.seed), simulate=False,
+                       images_dir=rd.path / "hit_images")
+    handle = serve(local)
+    mp = pytest.MonkeyPatch()
+    real_poll = mt.MTurkBackend.poll
+
+    def poll(self, hit_ids, **kw):  # Ctrl-C while the round waits for its first work
+        raise KeyboardInterrupt
+
+    mp.setattr(mt.MTurkBackend, "poll", poll)
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["run", str(rd.path), "--endpoint-url", handle.url])
+    mp.setattr(mt.MTurkBackend, "poll", real_poll)
+    mp.undo()
+    yield rd, handle, code, err.getvalue()
+    handle.stop()
+
+
+def _copy(rd: RunDir, dest) -> RunDir:
+    shutil.copytree(rd.path, dest)
+    return RunDir(dest)
+
+
+def _list(rd, capsys) -> list[dict]:
+    capsys.readouterr()
+    assert main(["hits", str(rd.path), "list", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_interrupt_says_what_is_live_then_expire_and_late_work_is_recorded(interrupted, capsys):
+    rd, handle, code, err = interrupted
+    local = handle.local
+    published = [x["hit_id"] for x in rd.journal_lines(1, "published") if "hit_id" in x]
+    assert code == 130 and len(published) >= 2
+    assert f"{len(published)} HIT(s) of {rd.path} are still live" in err
+    assert f"crowdprop hits {rd.path} expire" in err
+
+    rows = _list(rd, capsys)
+    assert sorted(r["hit_id"] for r in rows) == sorted(published)
+    assert {r["status"] for r in rows} == {"Assignable"} and all(r["live"] and r["round"] == 1 for r in rows)
+
+    # a person accepts one HIT before it is expired, and submits after
+    first = rows[0]["hit_id"]
+    for qt in local.call("ListQualificationTypes", {"MustBeRequestable": False, "MaxResults": 100})["QualificationTypes"]:
+        if qt["Name"].endswith("qualification test"):  # passed (the browser test of it: test_do_a_hit_yourself)
+            local.call("AssociateQualificationWithWorker", {"QualificationTypeId": qt["QualificationTypeId"],
+                                                            "WorkerId": "AHUMANWORKER1", "IntegerValue": 100})
+    aid = local.accept(first, "AHUMANWORKER1")
+    assert main(["hits", str(rd.path), "expire"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("expired") == len(rows) and "1 worker(s) who accepted it may still submit" in out
+    sent = [a for a in actions(rd) if a.get("event") == "send"]
+    assert sorted(a["hit_id"] for a in sent) == sorted(published) and {a["action"] for a in sent} == {"expire"}
+    done = {a["id"] for a in actions(rd) if a.get("event") == "done"}
+    assert {a["id"] for a in sent} == done  # each recorded before it was sent, and its outcome after
+
+    after = {r["hit_id"]: r for r in _list(rd, capsys)}
+    assert after[first]["status"] == "Unassignable" and after[first]["pending"] == 1
+    assert all(r["status"] == "Reviewable" and not r["live"] for h, r in after.items() if h != first)
+    qids = [q.question_id for q in page_questions(local.hit_page(first))]
+    local.external_submit([("assignmentId", aid)] + [(q, "yes") for q in qids], worker_id="AHUMANWORKER1")
+    assert main(["hits", str(rd.path), "list"]) == 0
+    assert "0 live" in capsys.readouterr().out
+
+    # delete is refused while the run has not recorded that work; nothing is sent
+    n_actions = len(actions(rd))
+    assert main(["hits", str(rd.path), "delete", first]) == 2
+    assert "not yet recorded and settled by the run" in capsys.readouterr().err
+    assert len(actions(rd)) == n_actions
+
+    # the run continues the round: it records, judges and settles the late work, and does not wait
+    assert main(["run", str(rd.path), "--rounds", "1"]) == 0
+    asg = rd.read_rounds("assignments")
+    assert list(asg["assignment_id"]) == [aid] and asg["worker_id"].tolist() == ["AHUMANWORKER1"]
+    state = local.call("GetAssignment", {"AssignmentId": aid})["Assignment"]["AssignmentStatus"]
+    assert state == ("Approved" if bool(asg["approved"].iloc[0]) else "Rejected")
+    assert rd.read_rounds("answers")["question_id"].nunique() == len(qids)
+
+    # every HIT is now reviewable and settled: delete takes them all
+    assert main(["hits", str(rd.path), "delete"]) == 0
+    assert capsys.readouterr().out.count("deleted") == len(published)
+    assert {r["status"] for r in _list(rd, capsys)} == {"Disposed"}
+    assert local.call("ListHITs", {"MaxResults": 100})["HITs"] == []
+
+
+def test_extend_adds_time_and_assignments_once(interrupted, tmp_path, capsys):
+    rd0, handle, _, _ = interrupted
+    local = handle.local
+    # a second campaign on the same endpoint: publish one round, interrupted like the first
+    rd = _copy(rd0, tmp_path / "run")
+    for p in (rd.path / "journal", rd.path / "state", rd.path / "hit_actions.jsonl"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    data = dict(rd.campaign, campaign_id=rd.campaign["campaign_id"] + "x", nonce="other")
+    data.pop("home", None)
+    atomic_write_text(rd.path / "campaign.json", json.dumps(data))
+    rd = RunDir(rd.path)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(mt.MTurkBackend, "poll", lambda self, ids, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert main(["run", str(rd.path), "--endpoint-url", handle.url]) == 130
+    mp.undo()
+    rows = _list(rd, capsys)
+    hid = rows[0]["hit_id"]
+    before = local.call("GetHIT", {"HITId": hid})["HIT"]
+
+    assert main(["hits", str(rd.path), "extend", hid, "--hours", "2"]) == 0
+    after = local.call("GetHIT", {"HITId": hid})["HIT"]
+    assert after["Expiration"] == pytest.approx(before["Expiration"] + 7200, abs=2)
+
+    # the response of CreateAdditionalAssignmentsForHIT is lost after it took effect: the retry
+    # carries the same UniqueRequestToken and MTurk adds the assignments once
+    local.fault_injector = ScriptedFaults([None] * len(rows) + [Fault("error", 503, after=True)])  # GetHIT each
+    assert main(["hits", str(rd.path), "extend", hid, "--assignments", "2"]) == 0
+    local.fault_injector = None
+    assert local.call("GetHIT", {"HITId": hid})["HIT"]["MaxAssignments"] == before["MaxAssignments"] + 2
+    assert "added before (same request)" in capsys.readouterr().out
+    assert extra_assignments(rd) == {hid: 2}
+    # the same command after a crash between its record and MTurk's answer: same token, added once
+    tok = [a for a in actions(rd) if a.get("assignments")][0]["token"]
+    with pytest.raises(Exception, match="DuplicateRequest|already been processed"):
+        local.call("CreateAdditionalAssignmentsForHIT",
+                   {"HITId": hid, "NumberOfAdditionalAssignments": 2, "UniqueRequestToken": tok})
+    assert main(["hits", str(rd.path), "list"]) == 0 and hid in capsys.readouterr().out
+
+    # MTurk does not extend a HIT of fewer than 10 assignments to 10 or more; nothing is sent
+    n = len(actions(rd))
+    assert main(["hits", str(rd.path), "extend", hid, "--assignments", "8"]) == 2
+    assert "fewer than 10" in capsys.readouterr().err and len(actions(rd)) == n
+    # nor past the budget cap
+    cfg = rd.config
+    atomic_write_text(rd.path / "config.json", dataclasses.replace(
+        cfg, campaign=dataclasses.replace(cfg.campaign, budget_usd=0.5)).to_json())
+    assert main(["hits", str(rd.path), "extend", hid, "--assignments", "1"]) == 2
+    assert "budget" in capsys.readouterr().err and len(actions(rd)) == n
