@@ -57,9 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crowdprop {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    # -v/-q are accepted after the command too (SUPPRESS: given before it, they are not reset)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging (-vv for debug)")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _command_modules():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP,
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP, parents=[common],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.register(p)
         p.set_defaults(_run=mod.run)
@@ -72,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    level = logging.WARNING if args.quiet else (logging.INFO if args.verbose == 1 else
-                                                logging.DEBUG if args.verbose > 1 else logging.WARNING)
+    level = logging.ERROR if args.quiet else (logging.INFO if args.verbose == 1 else
+                                              logging.DEBUG if args.verbose > 1 else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args._run(args) or 0)
@@ -84,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"crowdprop {args.command}: interrupted; run it again to continue", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # piped into `head`, which stopped reading: not an error
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+        return 0
     except OSError as e:
         line = environment_error(e)
         if line is None:

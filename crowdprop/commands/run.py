@@ -1,6 +1,8 @@
 """crowdprop run: continue a campaign from its last completed round."""
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 from ..errors import InputError
@@ -113,6 +115,39 @@ def _raise_crowd_error(e: Exception, rd) -> None:
         raise MTurkError(f"{text}; nothing is lost: run 'crowdprop run {rd.path}' again to continue") from None
 
 
+CAMPAIGN_LOG = "campaign.log"
+"""``RUN_DIR/campaign.log``: every round, API error and retry of ``crowdprop run`` (INFO and up), rotated
+at 5 MB with 3 old files kept (campaign.log.1 ...)."""
+
+
+def _campaign_log(rd) -> logging.Handler:
+    """Attach ``RUN_DIR/campaign.log`` to the ``crowdprop`` loggers for this run (the terminal keeps its
+    level: -v / -q)."""
+    from logging.handlers import RotatingFileHandler
+
+    root = logging.getLogger()
+    for h in root.handlers:  # what reached the terminal before still does, no more
+        if h.level == logging.NOTSET:
+            h.setLevel(root.getEffectiveLevel())
+    handler = RotatingFileHandler(rd.path / CAMPAIGN_LOG, maxBytes=5_000_000, backupCount=3, encoding="utf-8",
+                                  delay=True)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    lg = logging.getLogger("crowdprop")
+    handler._crowdprop_level = lg.level  # restored by _close_log
+    lg.setLevel(min(lg.getEffectiveLevel(), logging.INFO))
+    lg.addHandler(handler)
+    logging.getLogger(__name__).info("crowdprop run %s (pid %d)", rd.path, os.getpid())
+    return handler
+
+
+def _close_log(handler: logging.Handler) -> None:
+    lg = logging.getLogger("crowdprop")
+    lg.removeHandler(handler)
+    lg.setLevel(getattr(handler, "_crowdprop_level", logging.NOTSET))
+    handler.close()
+
+
 def _say_live(rd, crowd) -> None:
     """After Ctrl-C: how many of the run's HITs are still live (GetHIT each) and the command that expires them."""
     from .hits import live_count
@@ -179,17 +214,21 @@ def _run_locked(args, rd) -> int:
                   "see README, Do a HIT yourself)", flush=True)
     else:
         backend = bk.make_backend(rd)
+    handler = _campaign_log(rd)
     try:
         res = Campaign(rd, backend).run(max_rounds=args.rounds)
     except KeyboardInterrupt:
+        logging.getLogger(__name__).warning("interrupted (Ctrl-C)")
         if kind == "mturk":
             _say_live(rd, backend)
         raise
     except Exception as e:
+        logging.getLogger(__name__).error("stopped by %s: %s", type(e).__name__, " ".join(str(e).split())[:500])
         _raise_crowd_error(e, rd)
         raise
     finally:
         backend.close()
+        _close_log(handler)
     print(f"{rd.path}: {res.rounds_run} round(s) run, stopped: {res.stop_reason}; "
           f"see: crowdprop report {rd.path}")
     return 0

@@ -105,7 +105,7 @@ def test_interrupt_says_what_is_live_then_expire_and_late_work_is_recorded(inter
     assert all(r["status"] == "Reviewable" and not r["live"] for h, r in after.items() if h != first)
     qids = [q.question_id for q in page_questions(local.hit_page(first))]
     local.external_submit([("assignmentId", aid)] + [(q, "yes") for q in qids], worker_id="AHUMANWORKER1")
-    assert main(["hits", str(rd.path), "list"]) == 0
+    assert main(["hits", str(rd.path), "list", "-q"]) == 0  # -v / -q after the command too
     assert "0 live" in capsys.readouterr().out
 
     # delete is refused while the run has not recorded that work; nothing is sent
@@ -121,6 +121,8 @@ def test_interrupt_says_what_is_live_then_expire_and_late_work_is_recorded(inter
     state = local.call("GetAssignment", {"AssignmentId": aid})["Assignment"]["AssignmentStatus"]
     assert state == ("Approved" if bool(asg["approved"].iloc[0]) else "Rejected")
     assert rd.read_rounds("answers")["question_id"].nunique() == len(qids)
+    log = (rd.path / "campaign.log").read_text()  # both runs: the interrupt, then the round it finished
+    assert "WARNING crowdprop.commands.run: interrupted (Ctrl-C)" in log and "INFO crowdprop.campaign.loop: round 1:" in log
 
     # every HIT is now reviewable and settled: delete takes them all
     assert main(["hits", str(rd.path), "delete"]) == 0
