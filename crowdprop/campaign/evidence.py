@@ -94,19 +94,31 @@ def direct_rounds(answers: pd.DataFrame, n: int) -> np.ndarray:
     return out
 
 
-def crowd_noise(answers: pd.DataFrame | None, golds: pd.DataFrame, prior: float = 1.0) -> tuple[float, float, float, float]:
+NOISE_PRIOR = (4.0, 1.0)
+"""Pseudo-answers (right, wrong) of the crowd-noise prior: mean accuracy 0.8, worth five golds."""
+
+
+def crowd_noise(answers: pd.DataFrame | None, golds: pd.DataFrame,
+                prior: tuple[float, float] = NOISE_PRIOR) -> tuple[float, float, float, float]:
     """Beta posteriors of the crowd's sensitivity P(yes | correct) and specificity
-    P(no | wrong), pooled over usable answers to gold questions: (a_sens, b_sens, a_spec, b_spec)."""
+    P(no | wrong), pooled over usable answers to gold questions: (a_sens, b_sens, a_spec, b_spec).
+
+    ``prior`` = (right, wrong) pseudo-answers for each: a weak belief that workers are right
+    more often than not. With a flat prior, before any gold is answered, sensitivity and
+    specificity would both be 0.5: the crowd would look like coin flips, Youden's J zero, and
+    a yes-rate target mapped through them meaningless (a cluster at 13 of 15 "yes" then looked
+    certainly above a 0.90 target)."""
+    right, wrong = prior
     if answers is None or len(answers) == 0 or len(golds) == 0:
-        return prior, prior, prior, prior
+        return right, wrong, right, wrong
     g = answers[answers["used"].astype(bool) & answers["is_gold"].astype(bool)]
     truth = golds.drop_duplicates("mask_row").set_index("mask_row")["label"]
     t = truth.reindex(g["mask_row"]).to_numpy()
     lab = g["label"].to_numpy()
     ok = ~np.isnan(t.astype(float))
     t, lab = t[ok].astype(int), lab[ok].astype(int)
-    return (prior + float(((t == 1) & (lab == 1)).sum()), prior + float(((t == 1) & (lab == 0)).sum()),
-            prior + float(((t == 0) & (lab == 0)).sum()), prior + float(((t == 0) & (lab == 1)).sum()))
+    return (right + float(((t == 1) & (lab == 1)).sum()), wrong + float(((t == 1) & (lab == 0)).sum()),
+            right + float(((t == 0) & (lab == 0)).sum()), wrong + float(((t == 0) & (lab == 1)).sum()))
 
 
 def noise_means(noise: tuple[float, float, float, float]) -> tuple[float, float]:

@@ -463,13 +463,14 @@ class Campaign(CrowdWork):
         node_quality = self.node_quality
         if cfg.policy.name == "target":
             from ..policy.target import TargetContext, decide_target, decided_history
-            from .evidence import cluster_labels, noise_means, verdict_arrays
+            from .evidence import cluster_labels, crowd_noise, noise_means, verdict_arrays
 
-            # Everything from the committed state and the round's (journaled) plan, so a resumed
-            # round decides exactly as an uninterrupted one.
+            # Everything from the committed state and the round's (journaled) plan and answers, so a
+            # resumed round decides exactly as an uninterrupted one. The crowd's noise includes this
+            # round's gold answers: in round 1 nothing else measures it.
             ctl = planned.extra["controls"].iloc[0]
             verdicts = pd.concat([run.read_rounds("verdicts"), planned.extra["verdicts"]], ignore_index=True)
-            sens, spec = noise_means(state.noise)
+            sens, spec = noise_means(crowd_noise(answers_all, run.golds))
             ctx = TargetContext(sens, spec, decided_history(self.forest, state.decisions),
                                 verdict_arrays(verdicts, self.n)[0], bool(ctl["verifier_fitted"]),
                                 float(ctl["risk_tolerance"]))

@@ -54,11 +54,6 @@ def settled_mask(label_p: np.ndarray, verdict: np.ndarray) -> np.ndarray:
     return ~np.isnan(label_p) | (verdict >= 0)
 
 
-def _priors(forest: Forest, nodes: np.ndarray, ctx: TargetContext) -> tuple[np.ndarray, np.ndarray]:
-    groups = pd.DataFrame({"category_id": forest.category[nodes], "band": depth_band(forest.depth[nodes])})
-    return eb_priors(ctx.history, groups)
-
-
 def _unsettled_size(forest: Forest, nodes: np.ndarray, settled: np.ndarray) -> np.ndarray:
     s = settled.astype(np.float64)[forest.order]
     c = np.concatenate([[0.0], np.cumsum(s)])
@@ -70,12 +65,25 @@ def _is_small(forest: Forest, nodes: np.ndarray, cfg: PolicySection) -> np.ndarr
 
 
 def _cluster_decisions(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cluster_p: np.ndarray,
-                       ctx: TargetContext, cfg: PolicySection):
-    """Risk decisions of large candidates from the answers they have: (decision, yes, n, a0, b0, size)."""
+                       ctx: TargetContext, cfg: PolicySection, concurrent: bool = False):
+    """Risk decisions of large candidates from the answers they have: (decision, yes, n, a0, b0, size).
+
+    ``concurrent``: the empirical-Bayes prior also learns from the candidates' own answers
+    (every cluster asked in the same round), not only from the clusters decided before:
+    in a campaign's first round nothing was decided before, and a prior learned from none
+    would let the luckiest of hundreds of mixed clusters look pure."""
     settled = settled_mask(label_p, ctx.verdict)
     n_lab, yes = label_sums(forest, cluster_p, nodes)
     size = _unsettled_size(forest, nodes, settled)
-    a0, b0 = _priors(forest, nodes, ctx)
+    history = ctx.history
+    if concurrent:
+        asked = n_lab > 0
+        now = pd.DataFrame({"category_id": forest.category[nodes[asked]],
+                            "band": depth_band(forest.depth[nodes[asked]]),
+                            "yes": yes[asked], "n_labeled": n_lab[asked]})
+        history = now if history is None or len(history) == 0 else pd.concat([history, now], ignore_index=True)
+    groups = pd.DataFrame({"category_id": forest.category[nodes], "band": depth_band(forest.depth[nodes])})
+    a0, b0 = eb_priors(history, groups)
     dec = risk_decision(yes, n_lab, size, a0, b0, target=cfg.target_precision, reject=cfg.reject,
                         sens=ctx.sens, spec=ctx.spec, tol=ctx.tol, k=cfg.k, min_answers=cfg.batch,
                         confidence=cfg.target_confidence, size_cap=cfg.risk_size_cap)
@@ -142,7 +150,8 @@ def decide_target(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cluste
         n_out[small], y_out[small] = n_lab, yes
     big = ~small
     if big.any():
-        dec, yes, n_lab, a0, b0, _ = _cluster_decisions(forest, nodes[big], label_p, cluster_p, ctx, cfg)
+        dec, yes, n_lab, a0, b0, _ = _cluster_decisions(forest, nodes[big], label_p, cluster_p, ctx, cfg,
+                                                        concurrent=True)
         out[big] = dec
         n_out[big], y_out[big] = n_lab, yes
         a, b = a0 + yes, b0 + (n_lab - yes)

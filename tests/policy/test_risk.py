@@ -102,3 +102,55 @@ def test_empirical_bayes_prior_follows_the_decided_clusters():
     # same class and band, same class other band (falls back to the class), another class (global)
     assert np.allclose(a0 / (a0 + b0), 0.8, atol=0.03)
     assert eb_priors(hist.iloc[:3], groups)[0].tolist() == [1.0, 1.0, 1.0]  # too few clusters: uniform
+
+
+def test_no_gold_answered_yet_is_not_a_coin_flipping_crowd():
+    """Before any gold is answered the crowd-noise prior says workers are right 80 % of the time.
+    A flat prior (sensitivity = specificity = 0.5) made Youden's J zero and the yes-rate target
+    0.5, so a 1,000-mask cluster at 13 of 15 "yes" was accepted as certainly above 0.90."""
+    from crowdprop.campaign.evidence import crowd_noise, noise_means
+
+    golds = pd.DataFrame({"mask_row": [1, 2], "label": [1, 0]})
+    sens, spec = noise_means(crowd_noise(None, golds))
+    assert (sens, spec) == (0.8, 0.8)
+    kw = {**{k: v for k, v in KW.items() if k not in ("sens", "spec")}, "size_cap": 2000}  # the default cap
+    args = ([13.0], [15.0], [1000.0], [1.0], [1.0])
+    assert risk_decision(*args, sens=0.5, spec=0.5, **kw).tolist() == ["accept"]  # the old hazard
+    assert risk_decision(*args, sens=sens, spec=spec, **kw).tolist() != ["accept"]
+    # gold answers move it: 40 right and 2 wrong on each side
+    ans = pd.DataFrame({"mask_row": [1] * 42 + [2] * 42, "label": [1] * 40 + [0] * 2 + [0] * 40 + [1] * 2,
+                        "used": True, "is_gold": True})
+    a_s, b_s, a_p, b_p = crowd_noise(ans, golds)
+    assert (a_s, b_s, a_p, b_p) == (44.0, 3.0, 44.0, 3.0)
+
+
+def test_first_round_prior_learns_from_the_clusters_asked_with_it():
+    """In round 1 nothing was decided before: the empirical-Bayes prior comes from every cluster
+    asked in the same round, so the one lucky 15-of-15 among 39 mixed clusters is not accepted
+    (it is asked again), while with no prior at all it would be."""
+    from crowdprop.config import PolicySection
+    from crowdprop.policy.target import TargetContext, decide_target
+    from crowdprop.tree.build import build_forest
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 8)) * 50
+    emb = np.repeat(centres, 100, axis=0) + rng.normal(size=(4000, 8)) * 0.1
+    f = build_forest(np.zeros(4000, np.int64), emb.astype(np.float32), rng=np.random.default_rng(0))
+    size = f.end - f.start
+    blobs = np.flatnonzero(size == 100)
+    assert len(blobs) == 40
+    label_p = np.full(4000, np.nan)
+    for i, node in enumerate(blobs.tolist()):
+        asked = f.members(node)[:15]
+        label_p[asked] = 1.0 if i == 0 else (np.arange(15) < 8).astype(float)
+    cfg = PolicySection(name="target")
+    empty = pd.DataFrame({"category_id": [], "band": [], "yes": [], "n_labeled": []})
+    ctx = TargetContext(0.95, 0.95, empty, np.full(4000, -1, np.int8), False, 0.01)
+    d = decide_target(f, blobs, label_p, label_p, ctx, cfg, np.ones(f.n_nodes)).set_index("node_id")["decision"]
+    assert d[blobs[0]] == "wait"
+    assert (d[blobs[1:]] == "split").all()  # confidently between the bars: mixed
+    # without the concurrent prior (the old behaviour: prior learned from nothing) it is accepted
+    from crowdprop.policy.target import _cluster_decisions
+
+    alone, *_ = _cluster_decisions(f, blobs[:1], label_p, label_p, ctx, cfg, concurrent=False)
+    assert alone.tolist() == ["accept"]
