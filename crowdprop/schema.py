@@ -97,9 +97,6 @@ A status is not a :class:`Decision` (the string a round's decisions table record
 node): ``accept``, ``reject`` and ``verify`` move a node to NODE_ACCEPTED, NODE_REJECTED and
 NODE_VERIFIED, ``split`` to NODE_SPLIT (and its children to NODE_OPEN), ``reopen`` back to
 NODE_OPEN; ``wait`` leaves it NODE_OPEN."""
-INACTIVE, OPEN, SPLIT, ACCEPTED, REJECTED, VERIFIED = (NODE_INACTIVE, NODE_OPEN, NODE_SPLIT, NODE_ACCEPTED,
-                                                       NODE_REJECTED, NODE_VERIFIED)
-"""Older names of the node status codes; new code uses the ``NODE_*`` names."""
 
 
 def empty_masks() -> pd.DataFrame:

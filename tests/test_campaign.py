@@ -61,7 +61,7 @@ def test_state_is_consistent_parquet(finished):
 
 def test_low_quality_clusters_are_skipped_not_asked(tmp_path):
     from crowdprop.policy.controller import node_mean
-    from crowdprop.schema import OPEN
+    from crowdprop.schema import NODE_OPEN
 
     cfg = tmp_path / "c.toml"
     cfg.write_text("[policy]\nk_pa = 0.5\n")
@@ -71,7 +71,7 @@ def test_low_quality_clusters_are_skipped_not_asked(tmp_path):
     state = load_state(rd)
     f = rd.forest
     nq = node_mean(f, rd.masks["score"].to_numpy())
-    frontier = np.flatnonzero(state.status == OPEN)
+    frontier = np.flatnonzero(state.status == NODE_OPEN)
     # the campaign ended because every remaining candidate is under K_pa
     assert len(frontier) > 0 and (nq[frontier] < 0.5).all()
     in_frontier = np.zeros(len(status), bool)

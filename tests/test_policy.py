@@ -5,7 +5,8 @@ from scipy import stats
 from crowdprop.config import PolicySection
 from crowdprop.policy.controller import (apply_decisions, decide, initial_status, label_sums, mask_status,
                                          node_mean, plan_round)
-from crowdprop.policy.estimate import beta_interval, outcome_probabilities, paper_decision, sequential_decision
+from crowdprop.policy.estimate import outcome_probabilities, paper_decision, sequential_decision
+from crowdprop.quality import beta_interval
 from crowdprop.schema import NODE_ACCEPTED, NODE_OPEN, NODE_REJECTED, NODE_SPLIT
 from crowdprop.tree.build import build_forest
 

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from ..masks import write_instances
-from ..policy.controller import mask_status
 from .loop import load_state
 from .store import RunDir
 
@@ -18,9 +17,9 @@ STATUSES = ("accepted", "rejected", "open", "all")
 """What ``crowdprop export --status`` selects."""
 SOURCE_NONE, SOURCE_CLUSTER, SOURCE_VERIFIER, SOURCE_DIRECT = 0, 1, 2, 3
 SOURCES = {SOURCE_NONE: "none", SOURCE_CLUSTER: "cluster", SOURCE_VERIFIER: "verifier", SOURCE_DIRECT: "direct"}
-"""How a final label was decided: ``none`` (open), ``cluster`` (the verdict of an accepted or
-rejected cluster holding the mask), ``verifier`` (reserved for a verifier's verdict),
-``direct`` (the mask's own aggregated answers)."""
+"""How a final label was decided (the codes of :func:`crowdprop.policy.controller.mask_labels`):
+``none`` (open), ``cluster`` (the verdict of an accepted or rejected cluster holding the mask),
+``verifier`` (the target policy's verifier), ``direct`` (the mask's own aggregated answers)."""
 
 
 def final_status(run: RunDir) -> np.ndarray:
@@ -30,20 +29,11 @@ def final_status(run: RunDir) -> np.ndarray:
 
 def final_labels(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
     """``(final, source)`` per mask row: :func:`final_status` and how it was decided (codes of
-    :data:`SOURCES`), from the committed rounds."""
+    :data:`SOURCES`), from the committed rounds, as the round loop and the report decide them
+    (:func:`crowdprop.policy.controller.mask_labels`, verifier verdicts included)."""
     state = load_state(run)
-    final = mask_status(run.forest, state.status, state.label_p)
-    return final, label_sources(final, state.label_p)
-
-
-def label_sources(final: np.ndarray, label_p: np.ndarray) -> np.ndarray:
-    """(n,) int8 :data:`SOURCES` codes: a mask with its own answers keeps them (``direct``),
-    as :func:`crowdprop.policy.controller.mask_status` decides; any other decided mask took
-    its cluster's verdict."""
-    source = np.full(len(final), SOURCE_NONE, dtype=np.int8)
-    source[np.asarray(final) >= 0] = SOURCE_CLUSTER
-    source[~np.isnan(np.asarray(label_p, dtype=np.float64))] = SOURCE_DIRECT
-    return source
+    assert state.final is not None and state.source is not None
+    return state.final, state.source
 
 
 def select_status(final: np.ndarray, status: str) -> np.ndarray:

@@ -26,7 +26,7 @@ from ..errors import BudgetExhausted
 from ..hits.batching import make_hits
 from ..policy.controller import (apply_decisions, apply_split, decide, initial_status, mask_labels, mask_status,
                                  node_mean, plan_round, predicted_quality)
-from ..schema import ACCEPTED, KIND_NODE, OPEN, Decision, QuestionKind
+from ..schema import KIND_NODE, NODE_ACCEPTED, NODE_OPEN, Decision, QuestionKind
 from .evidence import CONTROL_COLUMNS, VERDICT_COLUMNS, answer_kinds
 from . import ledger
 from .crowdwork import ASSIGNMENT_COLUMNS, HIT_COLUMNS, HITS_DONE_COLUMNS, SPEND_COLUMNS, CrowdWork  # noqa: F401
@@ -150,14 +150,14 @@ def reopen_unlabeled_verified(forest, status: np.ndarray, label_p: np.ndarray,
     blocked later) becomes a candidate again, so those masks are asked again. A member
     settled by a verifier verdict counts as labeled."""
     from ..policy.controller import label_sums
-    from ..schema import OPEN, VERIFIED
+    from ..schema import NODE_OPEN, NODE_VERIFIED
 
-    ver = np.flatnonzero(status == VERIFIED)
+    ver = np.flatnonzero(status == NODE_VERIFIED)
     if len(ver) == 0:
         return
     settled = label_p if verdict is None else np.where(verdict >= 0, 1.0, label_p)
     n_lab, _ = label_sums(forest, settled, ver)
-    status[ver[n_lab < (forest.end - forest.start)[ver]]] = OPEN
+    status[ver[n_lab < (forest.end - forest.start)[ver]]] = NODE_OPEN
 
 
 def load_state(run: RunDir) -> CampaignState:
@@ -419,7 +419,7 @@ class Campaign(CrowdWork):
             plan_target(self.forest, probe, node_quality, state.label_p, state.cluster_p,
                         TargetContext(sens, spec, pd.DataFrame(), verdict, False, tol), pc,
                         np.random.default_rng(0))
-            small_open = np.flatnonzero((probe == OPEN) & (((self.forest.end - self.forest.start) <= pc.min_cluster_size)
+            small_open = np.flatnonzero((probe == NODE_OPEN) & (((self.forest.end - self.forest.start) <= pc.min_cluster_size)
                                                             | (self.forest.left < 0)))
             if len(small_open):
                 members = np.concatenate([self.forest.members(int(x)) for x in small_open])
@@ -549,7 +549,7 @@ class Campaign(CrowdWork):
         cs = est.by_source.get("cluster")
         if short(cs):
             tol = max(tol / 2.0, pc.risk_tolerance / 8.0)
-            acc_nodes = np.flatnonzero(status == ACCEPTED)
+            acc_nodes = np.flatnonzero(status == NODE_ACCEPTED)
             if len(acc_nodes) and len(ok):
                 from ..policy.controller import label_sums
                 from .evidence import noise_means

@@ -5,8 +5,8 @@ Glossary
 --------
 forest : :class:`crowdprop.tree.Forest`
     ``m`` nodes over ``n`` masks; node ``j`` holds mask rows ``order[start[j]:end[j]]``.
-status : (m,) int8 array of node status codes (:data:`crowdprop.schema.NODE_CODES`)
-    OPEN nodes are the frontier (candidates).
+status : (m,) int8 array of node status codes (``crowdprop.schema.NODE_*``)
+    NODE_OPEN nodes are the frontier (candidates).
 node_quality : (m,) float
     Mean predicted quality of a node's members.
 label_p : (n,) float
@@ -23,10 +23,12 @@ import numpy as np
 import pandas as pd
 
 from ..config import PolicySection
-from ..schema import ACCEPTED, INACTIVE, OPEN, REJECTED, SPLIT, VERIFIED, Decision
+from ..quality.scores import beta_interval
+from ..schema import (NODE_ACCEPTED, NODE_INACTIVE, NODE_OPEN, NODE_REJECTED, NODE_SPLIT, NODE_VERIFIED,
+                      Decision)
 from ..tree import Forest
 from .estimate import WAIT as _WAIT
-from .estimate import beta_interval, paper_decision, sequential_decision
+from .estimate import paper_decision, sequential_decision
 
 
 def node_mean(forest: Forest, values: np.ndarray) -> np.ndarray:
@@ -82,15 +84,15 @@ class RoundPlan:
 
 
 def initial_status(forest: Forest) -> np.ndarray:
-    status = np.full(forest.n_nodes, INACTIVE, dtype=np.int8)
-    status[forest.roots] = OPEN
+    status = np.full(forest.n_nodes, NODE_INACTIVE, dtype=np.int8)
+    status[forest.roots] = NODE_OPEN
     return status
 
 
 def _open_children(forest: Forest, status: np.ndarray, nodes: np.ndarray) -> None:
     for arr in (forest.left[nodes], forest.right[nodes]):
         arr = arr[arr >= 0]
-        status[arr] = OPEN
+        status[arr] = NODE_OPEN
 
 
 def apply_split(forest: Forest, status: np.ndarray, nodes) -> None:
@@ -101,7 +103,7 @@ def apply_split(forest: Forest, status: np.ndarray, nodes) -> None:
     nodes = np.asarray(nodes, dtype=np.int64)
     if len(nodes):
         _open_children(forest, status, nodes)
-        status[nodes] = SPLIT
+        status[nodes] = NODE_SPLIT
 
 
 def _sample_rows(forest: Forest, node: int, need: int, label_p: np.ndarray, cfg: PolicySection,
@@ -153,14 +155,14 @@ def free_splits_and_candidates(forest: Forest, status: np.ndarray, node_quality:
     predicted quality, then larger, then node id), at most ``candidates_per_class`` each."""
     size = forest.end - forest.start
     while True:
-        open_ = np.flatnonzero(status == OPEN)
+        open_ = np.flatnonzero(status == NODE_OPEN)
         low = open_[(node_quality[open_] < cfg.k_pa) & (size[open_] > cfg.min_cluster_size)
                     & (forest.left[open_] >= 0)]
         if len(low) == 0:
             break
         apply_split(forest, status, low)
         plan.free_splits.extend(low.tolist())
-    open_ = np.flatnonzero(status == OPEN)
+    open_ = np.flatnonzero(status == NODE_OPEN)
     if cfg.low_quality == "skip":
         open_ = open_[node_quality[open_] >= cfg.k_pa]
     if len(open_) == 0:
@@ -244,10 +246,10 @@ def apply_decisions(forest: Forest, status: np.ndarray, decisions: pd.DataFrame)
     """Move nodes to their new status (in place)."""
     nodes = decisions["node_id"].to_numpy(np.int64)
     d = decisions["decision"].to_numpy()
-    status[nodes[d == Decision.ACCEPT.value]] = ACCEPTED
-    status[nodes[d == Decision.REJECT.value]] = REJECTED
-    status[nodes[d == Decision.VERIFY.value]] = VERIFIED
-    status[nodes[d == Decision.REOPEN.value]] = OPEN
+    status[nodes[d == Decision.ACCEPT.value]] = NODE_ACCEPTED
+    status[nodes[d == Decision.REJECT.value]] = NODE_REJECTED
+    status[nodes[d == Decision.VERIFY.value]] = NODE_VERIFIED
+    status[nodes[d == Decision.REOPEN.value]] = NODE_OPEN
     apply_split(forest, status, nodes[d == Decision.SPLIT.value])
 
 
@@ -283,8 +285,8 @@ def mask_labels(forest: Forest, status: np.ndarray, label_p: np.ndarray, verdict
     ``verdict_round`` and ``direct_round`` (per mask), 0 where not given.
     """
     n = len(forest.order)
-    acc = np.flatnonzero(status == ACCEPTED)
-    rej = np.flatnonzero(status == REJECTED)
+    acc = np.flatnonzero(status == NODE_ACCEPTED)
+    rej = np.flatnonzero(status == NODE_REJECTED)
     final = np.full(n, -1, dtype=np.int8)
     source = np.zeros(n, dtype=np.int8)
     rnd = np.zeros(n, dtype=np.int64)

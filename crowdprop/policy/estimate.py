@@ -30,22 +30,6 @@ ACCEPT, REJECT, SPLIT, WAIT = (Decision.ACCEPT.value, Decision.REJECT.value, Dec
                                Decision.WAIT.value)
 
 
-def beta_interval(yes, no, *, prior_a: float = 1.0, prior_b: float = 1.0, credible: float = 0.95):
-    """Posterior mean and equal-tailed credible interval of a Beta-binomial model.
-
-    Parameters
-    ----------
-    yes, no : array_like, shape (c,)
-    Returns
-    -------
-    mean, lo, hi : ndarray, shape (c,)
-    """
-    a = prior_a + np.asarray(yes, dtype=np.float64)
-    b = prior_b + np.asarray(no, dtype=np.float64)
-    tail = (1.0 - credible) / 2.0
-    return a / (a + b), stats.beta.ppf(tail, a, b), stats.beta.ppf(1.0 - tail, a, b)
-
-
 def paper_decision(yes, n, *, accept: float, reject: float) -> np.ndarray:
     """The paper's rule on ``n`` labels of which ``yes`` (may be fractional) say correct.
 

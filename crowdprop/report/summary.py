@@ -41,7 +41,7 @@ from ..campaign.ledger import spend_cents, spent_by_kind
 from ..campaign.store import RunDir
 from ..policy.audit import SOURCE_NAMES, audited_precision, valid_audits
 from ..policy.controller import initial_status, mask_labels
-from ..schema import ACCEPTED, QuestionKind
+from ..schema import NODE_ACCEPTED, QuestionKind
 
 
 def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame, label_p: np.ndarray,
@@ -62,7 +62,7 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
     """
     forest = run.forest
     cfg = run.config.policy
-    acc_nodes = np.flatnonzero(status == ACCEPTED)
+    acc_nodes = np.flatnonzero(status == NODE_ACCEPTED)
     direct = ~np.isnan(label_p) & (final == 1)
     counts = np.zeros(0)
     a = b = np.zeros(0)
@@ -189,7 +189,7 @@ def compute_report(run: RunDir) -> dict:
             "cum_questions": cum["questions"], "cum_usd": cum["usd"] / 100,
             "cum_worker_hours": cum["seconds"] / 3600.0,
             "accepted": int(acc.sum()), "rejected": int((final == 0).sum()), "open": int((final < 0).sum()),
-            "accepted_clusters": int((status == ACCEPTED).sum()),
+            "accepted_clusters": int((status == NODE_ACCEPTED).sum()),
             "est_precision": est.mean, "est_precision_lo": est.lo, "est_precision_hi": est.hi,
             "posterior_precision": post, "posterior_precision_lo": post_lo, "posterior_precision_hi": post_hi,
         }
