@@ -3,6 +3,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycocotools import mask as cocomask
 
 from conftest import GT_JSON, RESULTS_JSON
@@ -248,7 +250,84 @@ def test_batched_validation_gives_the_same_table_as_record_by_record(tmp_path, s
     raw[9]["segmentation"] = {"size": seg["size"], "counts": rle.runs_many([seg["counts"]])[0].tolist()}
     p = _write(tmp_path, "p.json", raw)
     mixed = load_predictions(p, gt)
+    monkeypatch.setattr(batches, "predictions_typed", lambda body, ref: batches.UNDECIDED)
     monkeypatch.setattr(batches, "predictions_fast", lambda records, ref: None)
     slow = load_predictions(p, gt)
     pd.testing.assert_frame_equal(mixed, slow)
     assert mixed["image_id"].iloc[4] == raw[4]["image_id"] and len(mixed) == len(raw)
+
+
+# Typed decoding (msgspec) of a run of records: the same columns as json.loads and the
+# checks on dicts, or "undecided" (then json and the dict checks decide, as before).
+_ODD = [0, 1, 2, 5.0, 0.5, 1e-300, -0.0, True, False, None, "1", [], {}, 2**63 - 1, 2**63, 2**64, -2**63 - 1,
+        float("nan"), float("inf"), [10, 12], [10, 12, 1], {"size": [10, 12], "counts": "0"}, [[1, 1, 5, 1, 3, 3]]]
+_FIELDS = ["id", "image_id", "category_id", "score", "segmentation", "pred_iou", "predicted_iou", "mask_iou",
+           "iscrowd", "area", "bbox", "extra"]
+_SEG_FIELDS = ["size", "counts", "extra"]
+
+
+def _typed_case(kind, records, raw_tail=""):
+    from crowdprop.masks import batches, jsonstream
+
+    ref = batches.Reference.of([1, 2], [10, 10], [12, 12], [1, 3])
+    body = (",".join(json.dumps(r) for r in records) + raw_tail).encode("utf-8", "surrogatepass")
+    typed, fast = ((batches.predictions_typed, batches.predictions_fast) if kind == "pred" else
+                   (batches.annotations_typed, batches.annotations_fast))
+    got = typed(body, ref)
+    if got is batches.UNDECIDED:
+        return None
+    want = fast(jsonstream.parse_items(body), ref)  # whatever typed decodes, json reads too
+    assert (got is None) == (want is None)
+    if got is not None:
+        assert got.keys() == want.keys()
+        for k in got:
+            if isinstance(got[k], np.ndarray):
+                assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k], equal_nan=True), k
+            else:
+                assert got[k] == want[k], k
+    return got
+
+
+def test_typed_runs_decide_plain_records_like_json():
+    for kind in ("pred", "ann"):
+        base = [_pred(id=7 + k, score=0.25 * k, pred_iou=0.5, bbox=[3, 2, 4, 3]) for k in range(4)]
+        if kind == "ann":
+            base = [{**r, "iscrowd": k % 2, "area": 12} for k, r in enumerate(base)]
+            for r in base:
+                del r["score"], r["pred_iou"]
+        got = _typed_case(kind, base)
+        assert got is not None and got["area"].tolist() == [12.0] * 4
+        assert (got["mask_id"] if kind == "pred" else got["id"]).tolist() == [7, 8, 9, 10]
+        # a repeated key: the last one counts, as in json.loads
+        dup = json.dumps(base[0])[:-1] + ', "category_id": 3}'
+        assert _typed_case(kind, base[1:], "," + dup)["category_id"].tolist() == [1, 1, 1, 3]
+    pred = _pred()
+    counts = pred["segmentation"]["counts"]
+    escaped = json.dumps(pred).replace(json.dumps(counts), '"' + "".join(f"\\u{ord(c):04x}" for c in counts) + '"')
+    assert _typed_case("pred", [pred], "," + escaped)["rle"] == [counts, counts]
+    # json reads these, and typed decoding leaves them to it
+    for tail in (', {"x": "\\ud800"}', ', {"image_id": NaN}', ', {"x": ' + "[" * 990 + "]" * 990 + "}"):
+        assert _typed_case("pred", [pred], tail) is None
+    body = json.dumps(_pred(extra="caf\xe9")).encode("latin-1")  # not UTF-8 in a field that is not read
+    from crowdprop.masks import batches
+
+    assert batches.predictions_typed(body, batches.Reference()) is batches.UNDECIDED
+
+
+@settings(max_examples=250, deadline=None)
+@given(kind=st.sampled_from(["pred", "ann"]), n=st.integers(1, 4), ids=st.booleans(),
+       edits=st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.sampled_from(_FIELDS + _SEG_FIELDS),
+                                st.sampled_from(range(len(_ODD) + 1))), max_size=3))
+def test_typed_runs_agree_with_json_or_stay_undecided(kind, n, ids, edits):
+    records = [_pred(**({"id": k + 1} if ids or kind == "ann" else {})) for k in range(n)]
+    if kind == "ann":
+        for r in records:
+            del r["score"]
+    for k, inner, field, v in edits:
+        r = records[k % n]
+        target = r["segmentation"] if inner and isinstance(r.get("segmentation"), dict) else r
+        if v == len(_ODD):
+            target.pop(field, None)
+        else:
+            target[field] = _ODD[v]
+    _typed_case(kind, records)

@@ -11,16 +11,26 @@ so a bad record is reported exactly as before, and anything unusual (integral fl
 as ids, polygons, uncompressed RLE, missing fields) is handled by the same code as
 before.
 
+A run of records read in pieces (:mod:`crowdprop.masks.jsonstream`) is first decoded
+with msgspec straight into typed records (:func:`predictions_typed`,
+:func:`annotations_typed`): no dict per record, about three times faster than the
+standard library's parser. Only plain records decode that way (the fields of COCO
+results or annotations with compressed RLE, nothing else); any other run is parsed with
+``json`` and checked as above, so the columns and the messages are the same either way.
+
 Functions here depend only on their arguments (no state across batches), so batches can
 be validated in worker processes; what spans batches (duplicate ids, "either every
 record has an id or none does") is checked by the caller.
 """
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
+from msgspec import UNSET, UnsetType
 
 from . import rle
 
@@ -74,15 +84,21 @@ def _lookup(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray | None:
     return pos if np.array_equal(sorted_ids[pos], values) else None
 
 
-def _rles(segs: list, ref: Reference, image_ids: np.ndarray) -> dict | None:
-    """Compressed RLE segmentations of a batch: sizes, counts, areas and boxes, or None."""
+def _dict_rles(segs: list) -> tuple[list, list] | None:
+    """Sizes (flat ``[h0, w0, h1, w1, ...]``) and counts of compressed RLE segmentations
+    given as parsed JSON, or None."""
     if set(map(type, segs)) != {dict}:
         return None
     sizes = [s.get("size") for s in segs]
     counts = [s.get("counts") for s in segs]
     if set(map(type, sizes)) != {list} or set(map(type, counts)) != {str} or set(map(len, sizes)) != {2}:
         return None
-    hw = _ints([v for s in sizes for v in s])
+    return [v for s in sizes for v in s], counts
+
+
+def _rles(hw: list, counts: list, ref: Reference, image_ids: np.ndarray) -> dict | None:
+    """Compressed RLE segmentations of a batch (:func:`_dict_rles`): sizes, counts, areas and boxes, or None."""
+    hw = _ints(hw)
     if hw is None:
         return None
     h, w = hw[0::2], hw[1::2]
@@ -102,6 +118,46 @@ def _rles(segs: list, ref: Reference, image_ids: np.ndarray) -> dict | None:
             "box": rle.bbox_many(counts, runs, offs, h, w)}
 
 
+def _piou_field(present: list[int], n: int) -> str | None:
+    """The predicted-IoU field a batch uses ('' for none), or None when records disagree."""
+    if present[0] == n or (present[0] == 0 and present[1] == n) or (present[0] == present[1] == 0 and present[2] == n):
+        return PRED_IOU_FIELDS[next(k for k, c in enumerate(present) if c)]
+    return None if any(present) else ""
+
+
+def _prediction_columns(ref: Reference, ids: list | None, img: list, cat: list, score: list, piou: list | None,
+                        hw: list, counts: list) -> dict | None:
+    """Check a batch's raw columns (``ids`` None without ids; ``piou`` None without a
+    predicted IoU): the columns of :func:`predictions_fast`, or None."""
+    has_ids = ids is not None
+    if has_ids:
+        ids = _ints(ids)
+        if ids is None:
+            return None
+    img = _ints(img)
+    cat = _ints(cat)
+    if img is None or cat is None:
+        return None
+    if ref.image_ids is not None and _lookup(ref.image_ids, img) is None:
+        return None
+    if ref.category_ids is not None and _lookup(ref.category_ids, cat) is None:
+        return None
+    score = _probs(score)
+    if score is None:
+        return None
+    if piou is None:
+        piou = np.full(len(img), math.nan)
+    else:
+        piou = _probs(piou)
+        if piou is None:
+            return None
+    seg = _rles(hw, counts, ref, img)
+    if seg is None:
+        return None
+    return {"has_ids": has_ids, "mask_id": ids, "image_id": img, "category_id": cat, "score": score,
+            "pred_iou": piou, **seg}
+
+
 def predictions_fast(records: list, ref: Reference) -> dict | None:
     """Columns of a batch of COCO results, or None when a record needs a closer look.
 
@@ -111,40 +167,31 @@ def predictions_fast(records: list, ref: Reference) -> dict | None:
     if not records or set(map(type, records)) != {dict}:
         return None
     has_ids = "id" in records[0]
-    ids = None
-    if has_ids:
-        vals = [r.get("id", _NA) for r in records]
-        ids = _ints(vals)
-        if ids is None:
-            return None
-    elif any("id" in r for r in records):
+    if not has_ids and any("id" in r for r in records):
         return None
-    img = _ints([r.get("image_id", _NA) for r in records])
-    cat = _ints([r.get("category_id", _NA) for r in records])
-    if img is None or cat is None:
+    f = _piou_field([sum(1 for r in records if f in r) for f in PRED_IOU_FIELDS], len(records))
+    segs = _dict_rles([r.get("segmentation", _NA) for r in records])
+    if f is None or segs is None:
         return None
-    if ref.image_ids is not None and _lookup(ref.image_ids, img) is None:
+    return _prediction_columns(ref, [r.get("id", _NA) for r in records] if has_ids else None,
+                               [r.get("image_id", _NA) for r in records], [r.get("category_id", _NA) for r in records],
+                               [r.get("score", _NA) for r in records], [r[f] for r in records] if f else None, *segs)
+
+
+def _annotation_columns(ref: Reference, ids: list, img: list, cat: list, crowd: list, hw: list,
+                        counts: list) -> dict | None:
+    """Check a batch's raw columns (``crowd``: 0 or 1 each): the columns of :func:`annotations_fast`, or None."""
+    ids, img, cat = _ints(ids), _ints(img), _ints(cat)
+    if ids is None or img is None or cat is None:
+        return None
+    if _lookup(ref.image_ids, img) is None:
         return None
     if ref.category_ids is not None and _lookup(ref.category_ids, cat) is None:
         return None
-    score = _probs([r.get("score", _NA) for r in records])
-    if score is None:
-        return None
-    piou = np.full(len(records), math.nan)
-    present = [sum(1 for r in records if f in r) for f in PRED_IOU_FIELDS]
-    if present[0] == len(records) or (present[0] == 0 and present[1] == len(records)) \
-            or (present[0] == present[1] == 0 and present[2] == len(records)):
-        f = PRED_IOU_FIELDS[next(k for k, c in enumerate(present) if c)]
-        piou = _probs([r[f] for r in records])
-        if piou is None:
-            return None
-    elif any(present):
-        return None
-    seg = _rles([r.get("segmentation", _NA) for r in records], ref, img)
+    seg = _rles(hw, counts, ref, img)
     if seg is None:
         return None
-    return {"has_ids": has_ids, "mask_id": ids, "image_id": img, "category_id": cat, "score": score,
-            "pred_iou": piou, **seg}
+    return {"id": ids, "image_id": img, "category_id": cat, "iscrowd": np.array(crowd, dtype=np.int64), **seg}
 
 
 def annotations_fast(records: list, ref: Reference) -> dict | None:
@@ -154,20 +201,99 @@ def annotations_fast(records: list, ref: Reference) -> dict | None:
     ``area``, ``box``."""
     if not records or set(map(type, records)) != {dict}:
         return None
-    ids = _ints([r.get("id", _NA) for r in records])
-    img = _ints([r.get("image_id", _NA) for r in records])
-    cat = _ints([r.get("category_id", _NA) for r in records])
-    if ids is None or img is None or cat is None:
+    segs = _dict_rles([r.get("segmentation", _NA) for r in records])
+    if segs is None:
         return None
-    if _lookup(ref.image_ids, img) is None:
+    return _annotation_columns(ref, [r.get("id", _NA) for r in records], [r.get("image_id", _NA) for r in records],
+                               [r.get("category_id", _NA) for r in records],
+                               [int(bool(r.get("iscrowd", 0))) for r in records], *segs)
+
+
+# Typed decoding: a run of records decoded straight into these (no dicts, nothing for the
+# garbage collector to follow). Unknown fields are refused, so whatever decodes here is
+# also what json.loads reads, value for value (same numbers, same strings, the last of
+# repeated keys); anything else (NaN, 5.0 as an id, polygons, other fields, nesting, bytes
+# that are not UTF-8) fails to decode and the run goes through json and the checks above.
+
+class _Seg(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    size: tuple[int, int]
+    counts: str
+
+
+class _Pred(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    image_id: int
+    category_id: int
+    segmentation: _Seg
+    score: float
+    id: int | UnsetType = UNSET
+    pred_iou: float | UnsetType = UNSET
+    predicted_iou: float | UnsetType = UNSET
+    mask_iou: float | UnsetType = UNSET
+    bbox: list[float] | UnsetType = UNSET
+    area: float | UnsetType = UNSET
+
+
+class _Ann(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    id: int
+    image_id: int
+    category_id: int
+    segmentation: _Seg
+    iscrowd: int | bool = 0
+    area: float | UnsetType = UNSET
+    bbox: list[float] | UnsetType = UNSET
+
+
+_DECODERS = {_Pred: msgspec.json.Decoder(list[_Pred]), _Ann: msgspec.json.Decoder(list[_Ann])}
+UNDECIDED = object()
+"""What :func:`predictions_typed` and :func:`annotations_typed` return for a run they cannot decode."""
+
+
+def _typed(kind, body: bytes) -> list | None:
+    enabled = gc.isenabled()
+    gc.disable()  # nothing decoded here can form a cycle
+    try:
+        return _DECODERS[kind].decode(b"[" + body + b"]")
+    except (msgspec.DecodeError, RecursionError):
         return None
-    if ref.category_ids is not None and _lookup(ref.category_ids, cat) is None:
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def predictions_typed(body: bytes, ref: Reference) -> dict | None:
+    """:func:`predictions_fast` of the records in ``body`` (an items run of
+    :mod:`crowdprop.masks.jsonstream`), decoded without dicts; :data:`UNDECIDED` when
+    they do not decode as plain COCO results with compressed RLE (then parse them and
+    ask :func:`predictions_fast`)."""
+    recs = _typed(_Pred, body)
+    if recs is None:
+        return UNDECIDED
+    n = len(recs)
+    ids = [r.id for r in recs]
+    unset = ids.count(UNSET)
+    if n == 0 or unset not in (0, n):  # either every record has an id or none does
         return None
-    seg = _rles([r.get("segmentation", _NA) for r in records], ref, img)
-    if seg is None:
+    has_ids = unset == 0
+    f = _piou_field([n - [getattr(r, f) for r in recs].count(UNSET) for f in PRED_IOU_FIELDS], n)
+    if f is None:
         return None
-    crowd = np.array([int(bool(r.get("iscrowd", 0))) for r in records], dtype=np.int64)
-    return {"id": ids, "image_id": img, "category_id": cat, "iscrowd": crowd, **seg}
+    return _prediction_columns(ref, ids if has_ids else None, [r.image_id for r in recs],
+                               [r.category_id for r in recs], [r.score for r in recs],
+                               [getattr(r, f) for r in recs] if f else None,
+                               [v for r in recs for v in r.segmentation.size], [r.segmentation.counts for r in recs])
+
+
+def annotations_typed(body: bytes, ref: Reference) -> dict | None:
+    """:func:`annotations_fast` of the records in ``body``, decoded without dicts;
+    :data:`UNDECIDED` when they do not decode (see :func:`predictions_typed`)."""
+    recs = _typed(_Ann, body)
+    if recs is None:
+        return UNDECIDED
+    if not recs:
+        return None
+    return _annotation_columns(ref, [r.id for r in recs], [r.image_id for r in recs], [r.category_id for r in recs],
+                               [int(bool(r.iscrowd)) for r in recs], [v for r in recs for v in r.segmentation.size],
+                               [r.segmentation.counts for r in recs])
 
 
 def summaries(counts: list, heights, widths) -> tuple[np.ndarray, np.ndarray]:

@@ -474,12 +474,14 @@ class _Legacy(Exception):
 
 def _predictions_task(body: bytes, ref: batches.Reference) -> dict | None:
     """One run of a results file's records: fast-path columns, or None (checked by the caller)."""
-    return batches.predictions_fast(jsonstream.parse_items(body), ref)
+    fast = batches.predictions_typed(body, ref)
+    return batches.predictions_fast(jsonstream.parse_items(body), ref) if fast is batches.UNDECIDED else fast
 
 
 def _annotations_task(body: bytes, ref: batches.Reference) -> dict | None:
     """One run of an instances file's annotations: fast-path columns, or None."""
-    return batches.annotations_fast(jsonstream.parse_items(body), ref)
+    fast = batches.annotations_typed(body, ref)
+    return batches.annotations_fast(jsonstream.parse_items(body), ref) if fast is batches.UNDECIDED else fast
 
 
 def _engine_or_local(engine):
