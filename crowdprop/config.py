@@ -170,6 +170,9 @@ class CrowdSection(Section):
     round_timeout_s: float = 86400.0
     """A round stops waiting after this long; unanswered HITs expire and their
     questions are asked again in the next round."""
+    bonus_cents_per_gold_correct: int = 0
+    """A bonus in cents for each gold question answered right, paid once per approved
+    assignment (SendBonus with a UniqueRequestToken) and counted against the budget."""
 
     def validate(self, v: "_V") -> None:
         v.check(self.poll_interval_s >= 0, "poll_interval_s", "must be >= 0")
@@ -179,6 +182,8 @@ class CrowdSection(Section):
         v.check(1 <= self.assignments_per_hit <= 9, "assignments_per_hit", "must be in [1, 9] (MTurk fees double at 10)")
         v.check(0.01 <= self.reward_usd <= 100.0, "reward_usd", "must be in [0.01, 100]")
         v.check(self.seconds_per_question > 0, "seconds_per_question", "must be > 0")
+        v.check(0 <= self.bonus_cents_per_gold_correct <= 10000, "bonus_cents_per_gold_correct",
+                "must be in [0, 10000] (integer cents)")
 
 
 @dataclass

@@ -50,6 +50,8 @@ with the approval or rejection (None when MTurk settled it)."""
 HIT_COLUMNS = ["token", "hit_id", "round", "batch", "n_questions", "assignments", "reward_cents",
                "n_submitted", "expired"]
 HITS_DONE_COLUMNS = ["hit_id", "token", "hit_round", "round"]
+ANSWER_COLUMNS = ["question_id", "round", "mask_row", "worker_id", "assignment_id", "hit_id", "label",
+                  "is_gold", "used", "kind"]
 """HITs found done in ``round``: nothing more can arrive for them."""
 SPEND_COLUMNS = ledger.SPEND_COLUMNS
 AUTO_NOTE = "approved by MTurk on its own (AutoApprovalDelayInSeconds) before crowdprop settled it"
@@ -130,7 +132,7 @@ class CrowdWork:
         committed = self._committed_cents(r, self._open_hits(r))
         kept = []
         for h in planned.hits:
-            c = self.fees.hit_cost_cents(h.reward_cents, h.assignments)
+            c = self._hit_most_cents(h)
             if committed + c > cap:
                 break
             kept.append(h)
@@ -193,15 +195,24 @@ class CrowdWork:
                                        recorded=int(counts.get(h["hit_id"], 0)), expired=bool(h.get("expired", False)))
         return out
 
+    def _hit_most_cents(self, h) -> int:
+        """The most HIT ``h`` can cost: every assignment approved, with its whole gold bonus."""
+        n_gold = sum(bool(q.is_gold) for q in h.questions)
+        return self.fees.hit_cost_cents(h.reward_cents, h.assignments) + h.assignments * ledger.max_bonus_cents(
+            self.cfg.crowd.bonus_cents_per_gold_correct, n_gold)
+
     def _committed_cents(self, r: int, infos: dict[str, HitInfo], paid: tuple[int, dict] | None = None) -> int:
         """Paid (committed rounds and round ``r``'s journal) plus the most the HITs in ``infos``
         can still cost: each slot not settled, at its HIT's reward and fee. ``paid``: what
         :meth:`_paid` returned, when nothing was settled since."""
         base, settled_per_hit = paid if paid is not None else self._paid(r)
         total = base
+        per_gold = self.cfg.crowd.bonus_cents_per_gold_correct
         for hid, info in infos.items():
             slots = info.assignments - info.recorded - settled_per_hit.get(hid, 0)
             total += ledger.hit_exposure_cents(info.reward_cents, info.assignments, slots)
+            if per_gold and slots > 0 and len(info.questions):  # each slot may earn the whole gold bonus
+                total += slots * ledger.max_bonus_cents(per_gold, int(info.questions["is_gold"].astype(bool).sum()))
         return total
 
     def _paid(self, r: int) -> tuple[int, dict[str, int]]:
@@ -215,7 +226,8 @@ class CrowdWork:
             for aid, hid in zip(recv["assignment_id"], recv["hit_id"]):
                 if aid in settled:
                     settled_per_hit[hid] = settled_per_hit.get(hid, 0) + 1
-        return ledger.spent_cents(run) + sum(ledger.settled_record_cents(x) for x in settled.values()), settled_per_hit
+        return (ledger.spent_cents(run) + sum(ledger.settled_record_cents(x) for x in settled.values())
+                + ledger.journal_bonus_cents(run, r), settled_per_hit)
 
     # -- publishing -----------------------------------------------------------------------------
     def _publish(self, r: int, planned: RoundPlanned, infos: dict[str, HitInfo]) -> None:
@@ -239,7 +251,7 @@ class CrowdWork:
                     held_back += 1
                     continue
                 committed = self._committed_cents(r, infos, paid)
-                if committed + self.fees.hit_cost_cents(h.reward_cents, h.assignments) > cap:
+                if committed + self._hit_most_cents(h) > cap:
                     held_back += 1
                     continue
                 if guard is not None:
@@ -352,8 +364,6 @@ class CrowdWork:
     def _settle(self, r: int, infos: dict[str, HitInfo], assignments: list[Assignment]):
         """Judge, journal and settle every assignment received; the round's assignments, answers
         and spend tables (late work included, counted in round ``r``)."""
-        from .loop import ANSWER_COLUMNS
-
         run = self.run_dir
         settled = ledger.journal_settlements(run, r)
         ass_rows, ans_rows, spend_rows = [], [], []
@@ -412,6 +422,7 @@ class CrowdWork:
             if approved:
                 spend_rows.append((r, a.assignment_id, "reward", paid_reward))
                 spend_rows.append((r, a.assignment_id, "fee", paid_fee))
+                spend_rows += self._gold_bonus(r, a, n_gold_ok if judged_ok else 0, infos)
             usable = judged_ok and a.flag is None
             ans_rows += self._answer_rows(r, a, q, usable)
         ass_df = pd.DataFrame(ass_rows, columns=ASSIGNMENT_COLUMNS)
@@ -422,6 +433,39 @@ class CrowdWork:
         spend_df = pd.DataFrame(spend_rows, columns=SPEND_COLUMNS)
         spend_df["cents"] = spend_df["cents"].astype(np.int64)
         return ass_df, ans_df, spend_df
+
+    def _gold_bonus(self, r: int, a: Assignment, n_gold_ok: int, infos: dict[str, HitInfo]) -> list[tuple]:
+        """Pay ``[crowd] bonus_cents_per_gold_correct`` x golds right for an approved assignment, once:
+        journaled (with its UniqueRequestToken) before SendBonus, marked sent after; a resumed round
+        sends a journaled bonus again only with the same token and when MTurk lists none for the
+        assignment. Returns its spend rows (bonus, bonus_fee)."""
+        run = self.run_dir
+        per_gold = self.cfg.crowd.bonus_cents_per_gold_correct
+        rec = ledger.journal_bonuses(run, r).get(a.assignment_id)
+        if rec is None:
+            amount = per_gold * int(n_gold_ok)
+            if amount <= 0:
+                return []
+            rec = {"assignment_id": a.assignment_id, "worker_id": a.worker_id, "bonus_cents": amount,
+                   "fee_cents": self.fees.bonus_fee_cents(amount), "token": ledger.bonus_token(run, a.assignment_id),
+                   "golds_right": int(n_gold_ok)}
+            cap = cap_cents(self.cfg.campaign.budget_usd)
+            committed = self._committed_cents(r, infos)  # this assignment is settled: its slot is no more
+            if committed + amount + rec["fee_cents"] > cap:  # room was kept at publishing; a lowered cap
+                log.warning("assignment %s: its gold bonus of %s is not paid: the budget cap (%s) leaves no room "
+                            "(%s paid or committed)", a.assignment_id, fmt(amount), fmt(cap), fmt(committed))
+                return []
+            run.journal_append(r, "bonuses", rec)  # counted in the ledger from here on
+        if not rec.get("sent"):
+            send = getattr(self.backend, "send_bonus", None)
+            if send is not None:
+                reason = (f"{rec['golds_right']} check question(s) answered right, "
+                          f"{per_gold} cent(s) each. Thank you!")
+                send(worker_id=rec["worker_id"], assignment_id=a.assignment_id, amount_cents=int(rec["bonus_cents"]),
+                     reason=reason, token=rec["token"], admitted=True)
+            run.journal_append(r, "bonuses", {"assignment_id": a.assignment_id, "sent": True})
+        return [(r, a.assignment_id, "bonus", int(rec["bonus_cents"])),
+                (r, a.assignment_id, "bonus_fee", int(rec["fee_cents"]))]
 
     @staticmethod
     def _answer_rows(r: int, a: Assignment, q: pd.DataFrame, usable: bool) -> list[tuple]:

@@ -135,3 +135,34 @@ def bonus_cents(run: RunDir) -> int:
     failed = _failed(recs)
     return sum(int(r.get("bonus_cents", 0)) + int(r.get("fee_cents", 0)) for r in recs
                if r.get("action") == "bonus" and r.get("event") == "send" and r["id"] not in failed)
+
+
+# -------------------------------------------------------------------- bonuses of the round loop
+def max_bonus_cents(per_gold_cents: int, n_gold: int) -> int:
+    """The most one assignment's bonus can cost: every gold right, MTurk's fee included (0: no bonus)."""
+    b = int(per_gold_cents) * int(n_gold)
+    return b + FEES.bonus_fee_cents(b) if b > 0 else 0
+
+
+def bonus_token(run: RunDir, assignment_id: str) -> str:
+    """SendBonus's UniqueRequestToken of the gold bonus of ``assignment_id``: one per assignment."""
+    import hashlib
+
+    key = f"{run.campaign.get('campaign_id', '')}\x1f{run.nonce}\x1fgold-bonus\x1f{assignment_id}"
+    return "b-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def journal_bonuses(run: RunDir, r: int) -> dict[str, dict]:
+    """The gold bonus of each assignment journaled in round ``r`` (recorded before it is sent;
+    ``sent``: MTurk took it)."""
+    out: dict[str, dict] = {}
+    for rec in run.journal_lines(r, "bonuses"):
+        aid = rec.get("assignment_id")
+        if aid is not None:
+            out[aid] = {**out.get(aid, {}), **rec}
+    return out
+
+
+def journal_bonus_cents(run: RunDir, r: int) -> int:
+    """Bonuses and their fees journaled in round ``r`` (each counts from its record on)."""
+    return sum(int(x.get("bonus_cents", 0)) + int(x.get("fee_cents", 0)) for x in journal_bonuses(run, r).values())

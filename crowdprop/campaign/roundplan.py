@@ -172,5 +172,5 @@ def restore(run: RunDir, r: int) -> tuple[RoundPlanned, dict] | None:
     return planned, {k: doc.get(k) for k in ("config", "golds", "version")}
 
 
-CREW_FILES = ("published.jsonl", "received.parquet", "settled.jsonl", "expired.jsonl")
+CREW_FILES = ("published.jsonl", "received.parquet", "settled.jsonl", "expired.jsonl", "bonuses.jsonl")
 """Journal files about the crowd's side of a round (the rest is its plan)."""

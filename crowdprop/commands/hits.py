@@ -55,12 +55,17 @@ def register(p):
     p.add_argument("--hours", type=float, help="extend: hours added to the later of now and the HIT's expiry")
     p.add_argument("--assignments", type=int, help="extend: assignments added to each HIT")
     p.add_argument("--json", action="store_true", help="list: print the HITs as JSON")
+    add_mturk_options(p)
+    p.epilog = EPILOG
+
+
+def add_mturk_options(p) -> None:
+    """--target, --endpoint-url, --profile, --yes: where the run's HITs live (default: what it recorded)."""
     m = p.add_argument_group("MTurk")
     m.add_argument("--target", choices=["sandbox", "production"], help="default: the run's target")
     m.add_argument("--endpoint-url", metavar="URL", help="an MTurk-compatible endpoint (default: the run's)")
     m.add_argument("--profile", metavar="NAME", help="AWS profile of ~/.aws to take credentials from")
     m.add_argument("--yes", action="store_true", help="production: do not ask for a typed confirmation")
-    p.epilog = EPILOG
 
 
 # ------------------------------------------------------------------------------ the books
@@ -112,7 +117,7 @@ def connect_backend(run, *, target=None, endpoint_url=None, profile=None):
     """``(MTurkBackend without pages, Target)`` for the run's recorded MTurk target (or the options)."""
     from ..campaign import backends as bk
     from ..crowd import mturk as _mturk
-    from .run import _connect_error, strip_credentials
+    from ._checks import connect_error, strip_credentials
 
     kind = (run.campaign.get("crowd") or {}).get("kind", "simulated")
     if kind == "mturk-local":
@@ -127,7 +132,7 @@ def connect_backend(run, *, target=None, endpoint_url=None, profile=None):
         client = _mturk.connect(None if where.target == "local" else where.target, endpoint_url=where.endpoint_url,
                                 profile=where.profile, region="us-east-1")
     except Exception as e:
-        _connect_error(e)
+        connect_error(e)
         raise
     cfg = run.config
     section = cfg.mturk if hasattr(cfg, "mturk") else _mturk.mturk_section(cfg, source=str(run.path / "config.json"))

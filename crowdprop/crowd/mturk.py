@@ -835,22 +835,44 @@ class MTurkBackend:
         """Available balance in dollars (the sandbox always says 10000.00)."""
         return float(self._call("get_account_balance")["AvailableBalance"])
 
-    def send_bonus(self, *, worker_id: str, assignment_id: str, amount_usd: float, reason: str, token: str) -> None:
-        """Pay a bonus once per ``token`` (<= 64 characters, remembered by MTurk for 24 h)."""
+    def send_bonus(self, *, worker_id: str, assignment_id: str, reason: str, token: str,
+                   amount_usd: float | None = None, amount_cents: int | None = None, admitted: bool = False) -> str:
+        """Pay a bonus once per ``token`` (<= 64 characters, remembered by MTurk for 24 h); the amount
+        in ``amount_cents`` (or ``amount_usd``). ``admitted``: the caller's ledger counted it already,
+        so the guard does not. Returns ``sent``, or ``already`` when MTurk had processed the token.
+
+        A retried call (a lost response) is answered DuplicateRequest within MTurk's 24 hours; a
+        bonus sent again later is found in ListBonusPayments of the assignment (same amount and
+        reason) and not sent twice."""
         from botocore.exceptions import ClientError
 
-        cost = self.guard.admit_bonus(cents(amount_usd))
+        amount = int(amount_cents) if amount_cents is not None else cents(amount_usd)
+        if self.bonus_listed(assignment_id, amount, reason):
+            log.info("bonus %s is already listed for assignment %s", token, assignment_id)
+            return "already"
+        cost = 0 if admitted else self.guard.admit_bonus(amount)
         try:
-            self._call("send_bonus", WorkerId=worker_id, BonusAmount=fmt(cents(amount_usd))[1:], AssignmentId=assignment_id,
+            self._call("send_bonus", WorkerId=worker_id, BonusAmount=fmt(amount)[1:], AssignmentId=assignment_id,
                        Reason=reason, UniqueRequestToken=token)
         except ClientError as e:
             _, turk, _, message = error_code(e)
             if turk == "AWS.MechanicalTurk.DuplicateRequest" or (
                     "already" in message.lower() and ("token" in message.lower() or "processed" in message.lower())):
                 log.info("bonus %s was already sent", token)
-                return
+                return "already"
             self.guard.refund(cost)
             raise
+        return "sent"
+
+    def bonus_listed(self, assignment_id: str, amount_cents: int, reason: str) -> bool:
+        """Whether MTurk lists a bonus of ``amount_cents`` with ``reason`` for the assignment."""
+        def listing() -> bool:
+            pages = self.client.get_paginator("list_bonus_payments").paginate(
+                AssignmentId=assignment_id, PaginationConfig={"PageSize": self.page_size})
+            return any(cents(b.get("BonusAmount", "0")) == amount_cents and b.get("Reason") == reason
+                       for page in pages for b in page.get("BonusPayments", []))
+
+        return self._retrying(listing)
 
     def close(self) -> None:
         pass

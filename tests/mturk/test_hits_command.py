@@ -26,19 +26,24 @@ pytestmark = pytest.mark.usefixtures("no_aws_credentials")
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory):
-    """A sandbox-style MTurk run on a local endpoint without simulated workers, stopped by Ctrl-C
-    while its first round waits for work: ``(run directory, endpoint handle, what run printed)``."""
-    base = tmp_path_factory.mktemp("hits")
+def base_run(tmp_path_factory) -> RunDir:
+    """The shipped sample initialised for the MTurk sandbox, in few big HITs."""
     preds, gt, config = sample_paths()
-    rd = init_run(base / "run", predictions=preds, gt=gt, config_path=config,
+    rd = init_run(tmp_path_factory.mktemp("base") / "run", predictions=preds, gt=gt, config_path=config,
                   crowd={"kind": "mturk", "target": "sandbox"})
     cfg = rd.config
-    # few, big HITs; the budget leaves room for a few more assignments only
     cfg = dataclasses.replace(cfg, crowd=dataclasses.replace(cfg.crowd, questions_per_hit=120, golds_per_hit=4,
                                                              poll_interval_s=0.0))
     atomic_write_text(rd.path / "config.json", cfg.to_json())
-    rd = RunDir(rd.path)
+    return RunDir(rd.path)
+
+
+@pytest.fixture(scope="module")
+def interrupted(base_run, tmp_path_factory):
+    """A sandbox-style MTurk run on a local endpoint without simulated workers, stopped by Ctrl-C
+    while its first round waits for work: ``(run directory, endpoint handle, what run printed)``."""
+    rd = _copy(base_run, tmp_path_factory.mktemp("hits") / "run")
+    cfg = rd.config
     local = LocalMTurk(truth_from_masks(rd.masks, correct_iou=cfg.campaign.correct_iou),
                        WorkerPool.build(cfg.simulation, cfg.campaign.seed), simulate=False,
                        images_dir=rd.path / "hit_images")
@@ -179,3 +184,75 @@ def test_extend_adds_time_and_assignments_once(interrupted, tmp_path, capsys):
         cfg, campaign=dataclasses.replace(cfg.campaign, budget_usd=0.5)).to_json())
     assert main(["hits", str(rd.path), "extend", hid, "--assignments", "1"]) == 2
     assert "budget" in capsys.readouterr().err and len(actions(rd)) == n
+
+
+class Crash(Exception):
+    """Stands for the process being killed."""
+
+
+def test_gold_bonus_is_paid_once_across_a_restart(base_run, tmp_path, capsys):
+    """[crowd] bonus_cents_per_gold_correct: journaled with its token before SendBonus; a process killed
+    right after MTurk took a bonus (the answer lost) does not pay it again when the round resumes."""
+    from crowdprop.campaign import backends as bk
+    from crowdprop.campaign import ledger
+    from crowdprop.campaign.loop import Campaign
+
+    rd = _copy(base_run, tmp_path / "run")
+    cfg = rd.config
+    atomic_write_text(rd.path / "config.json", dataclasses.replace(
+        cfg, crowd=dataclasses.replace(cfg.crowd, bonus_cents_per_gold_correct=3)).to_json())
+    rd = RunDir(rd.path)
+    local = LocalMTurk(truth_from_masks(rd.masks, correct_iou=cfg.campaign.correct_iou),
+                       WorkerPool.build(cfg.simulation, cfg.campaign.seed), images_dir=rd.path / "hit_images")
+    handle = serve(local)
+    where = bk.Target("local", endpoint_url=handle.url)
+    bk.record_target(rd, where)
+    try:
+        crowd = bk.mturk_backend(rd, where, retry_wait_s=0.001)
+        real = crowd.backend.send_bonus
+        calls = []
+
+        def send_bonus(**kw):
+            out = real(**kw)
+            calls.append(kw["assignment_id"])
+            if len(calls) == 2:
+                raise Crash("killed after MTurk took the second bonus")
+            return out
+
+        crowd.backend.send_bonus = send_bonus
+        with pytest.raises(Crash):
+            Campaign(rd, crowd, progress=False).run(max_rounds=1)
+        assert local.ledger(entries=False)["bonuses"] == 2
+        Campaign(rd, bk.mturk_backend(rd, where, retry_wait_s=0.001), progress=False).run(max_rounds=1)
+        asg = rd.read_rounds("assignments")
+        spend = rd.read_rounds("spend")
+        bonus = spend[spend["kind"] == "bonus"].set_index("assignment_id")["cents"]
+        # every approved assignment with golds right got 3 cents per gold right, once
+        want = {a: 3 * int(n) for a, n, ok in zip(asg["assignment_id"], asg["n_gold_correct"], asg["approved"])
+                if ok and n > 0}
+        assert len(want) >= 3 and bonus.to_dict() == want
+        led = local.ledger(entries=False)
+        assert led["bonuses"] == len(want) and max(local._bonus_counts.values()) == 1
+        assert round(float(led["bonuses_usd"]) * 100) == sum(want.values())
+        fees = spend[spend["kind"] == "bonus_fee"]["cents"].sum()
+        assert round(float(led["spent_usd"]) * 100) == spend["cents"].sum() and fees == sum(
+            max(1, (20 * c + 50) // 100) for c in want.values())
+
+        # a bonus by hand: the same command twice pays once, and it counts against the budget
+        spent = ledger.spent_cents(rd)
+        worker = asg["worker_id"].iloc[0]
+        argv = ["bonus", str(rd.path), worker, "--usd", "0.25", "--reason", "careful work"]
+        capsys.readouterr()
+        assert main(argv) == 0 and main(argv) == 0
+        assert "sent before (same request); not again" in capsys.readouterr().out
+        assert ledger.spent_cents(rd) == spent + 25 + 5
+        assert main(["bonus", str(rd.path), worker, "--usd", "0.30", "--reason", "more"]) == 0
+        assert ledger.spent_cents(rd) == spent + 30 + 6 + 30
+        assert local.ledger(entries=False)["bonuses"] == len(want) + 2
+        cfg = rd.config
+        atomic_write_text(rd.path / "config.json", dataclasses.replace(cfg, campaign=dataclasses.replace(
+            cfg.campaign, budget_usd=(spent + 66 + 10) / 100)).to_json())
+        assert main(["bonus", str(rd.path), worker, "--usd", "0.10", "--reason", "too much"]) == 2
+        assert "budget" in capsys.readouterr().err and local.ledger(entries=False)["bonuses"] == len(want) + 2
+    finally:
+        handle.stop()
