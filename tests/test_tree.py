@@ -43,6 +43,27 @@ def _check_partitions(forest: Forest, cats: np.ndarray) -> None:
     assert np.all(np.diff(cats[forest.order]) >= 0)
 
 
+@pytest.mark.parametrize("grid", [False, True])
+def test_forest_is_the_one_scipys_linkage_builds(monkeypatch, grid):
+    """The linkage runs on fastcluster; the forest (exact classes and the micro-clusters of
+    the scalable build) is the same array for array as with scipy's linkage, ties included
+    (points on a small integer grid have many equal distances)."""
+    import fastcluster
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, size=(900, 3)).astype(np.float64) if grid else rng.normal(size=(900, 5))
+    cats = rng.integers(0, 3, size=900)
+    cats[:500] = 9  # one class above exact_max: the scalable build with micro-clusters
+    args = dict(exact_max=300, micro_size=40)
+    ours = build_forest(cats, x, rng=np.random.default_rng(1), **args)
+    monkeypatch.setattr(fastcluster, "linkage", lambda d, method, preserve_input=True: linkage(d, method=method))
+    theirs = build_forest(cats, x, rng=np.random.default_rng(1), **args)
+    for a in ("order", "category", "parent", "left", "right", "start", "end", "height", "depth"):
+        assert np.array_equal(getattr(ours, a), getattr(theirs, a)), a
+    if grid:  # ties: most merges share their height with others
+        assert len(np.unique(ours.height)) < ours.n_nodes // 4
+
+
 def test_exact_matches_scipy_complete_linkage_partitions():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 4))
