@@ -10,7 +10,8 @@ ORDER = 70
 
 EPILOG = """\
 examples:
-  crowdprop mturk-local --run-dir runs/demo --port 8443
+  crowdprop mturk-local runs/demo --port 8443
+  crowdprop mturk-local runs/mine --no-simulate --port 8443     (do the HITs yourself: README, Do a HIT yourself)
   crowdprop mturk-local --gt instances.json --predictions results.json --spammers 0.2 --throttle 0.05
 
 then point boto3 at the printed URL:
@@ -20,7 +21,9 @@ then point boto3 at the printed URL:
 Workers do each HIT as soon as it is created (--work-delay to wait). HITs whose
 RequesterAnnotation contains "manual" (not a crowdprop campaign's own, whatever
 its name) or all HITs with --no-simulate are left for a browser: open URL/ to
-list HITs and do them. URL/_ledger shows the money.
+list HITs, take the qualification tests and do the HITs. URL/_ledger shows the
+money. With RUN_DIR, the pictures of its HITs (RUN_DIR/hit_images) are served
+under URL/images/; --no-simulate needs no ground truth.
 
 On an address beyond loopback (--host 0.0.0.0) API calls must be signed with the
 endpoint's own key pair: taken from CROWDPROP_MTURK_LOCAL_ACCESS_KEY_ID and
@@ -33,8 +36,10 @@ ENV_SECRET = "CROWDPROP_MTURK_LOCAL_SECRET_ACCESS_KEY"
 
 def register(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
-    src = p.add_argument_group("ground truth (one of)")
-    src.add_argument("--run-dir", metavar="RUN_DIR", help="a run directory (masks.parquet with gt_iou, config.json)")
+    p.add_argument("run_dir_pos", nargs="?", metavar="RUN_DIR",
+                   help="a run directory: its masks (gt_iou: the truth of simulated workers), config and pictures")
+    src = p.add_argument_group("ground truth (one of; none with --no-simulate)")
+    src.add_argument("--run-dir", metavar="RUN_DIR", help="the same as RUN_DIR")
     src.add_argument("--gt", metavar="GT_JSON", help="COCO ground-truth instances JSON (with --predictions)")
     src.add_argument("--predictions", metavar="PREDS_JSON", help="COCO results JSON (with --gt)")
     src.add_argument("--correct-iou", type=float, default=None,
@@ -45,7 +50,8 @@ def register(p: argparse.ArgumentParser) -> None:
                      help="address to bind (default 127.0.0.1, loopback only; any other address requires "
                           "SigV4-signed API calls)")
     net.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
-    net.add_argument("--images-dir", metavar="DIR", help="serve the files of DIR under URL/images/")
+    net.add_argument("--images-dir", metavar="DIR",
+                     help="serve the files of DIR under URL/images/ (default: RUN_DIR/hit_images)")
     net.add_argument("--require-signature", action="store_true",
                      help=f"require signed API calls on loopback too (key pair from ${ENV_KEY_ID} and "
                           f"${ENV_SECRET}, else generated and printed once)")
@@ -113,10 +119,16 @@ def run(args: argparse.Namespace) -> int:
     from .. import config as cfg
     from ..mturk_local import FaultConfig, LocalMTurk, serve
     from ..mturk_local.truth import truth_from_coco, truth_from_run_dir
+    from ..errors import InputError
     from ..replay.workers import WorkerPool
 
-    _check(bool(args.run_dir) != bool(args.gt or args.predictions), "--run-dir",
-           "give either --run-dir or --gt with --predictions")
+    _check(not (args.run_dir and args.run_dir_pos and args.run_dir != args.run_dir_pos), "--run-dir",
+           "give the run directory once (RUN_DIR or --run-dir)")
+    args.run_dir = args.run_dir or args.run_dir_pos
+    _check(not (args.run_dir and (args.gt or args.predictions)), "--run-dir",
+           "give either RUN_DIR or --gt with --predictions")
+    _check(bool(args.run_dir or args.gt or args.predictions or args.no_simulate), "RUN_DIR",
+           "give RUN_DIR or --gt with --predictions (the simulated workers' ground truth), or --no-simulate")
     _check(not (args.gt or args.predictions) or bool(args.gt and args.predictions), "--predictions",
            "--gt and --predictions go together")
     _check(args.correct_iou is None or 0.0 < args.correct_iou < 1.0, "--correct-iou", "must be in (0, 1)")
@@ -138,8 +150,18 @@ def run(args: argparse.Namespace) -> int:
         conf_path = Path(args.run_dir) / "config.json"
         if conf_path.is_file():
             conf = cfg.load_json(conf_path)
-        truth = truth_from_run_dir(args.run_dir, correct_iou=args.correct_iou)
+        try:
+            truth = truth_from_run_dir(args.run_dir, correct_iou=args.correct_iou)
+        except InputError:
+            if not (args.no_simulate and (Path(args.run_dir) / "masks.parquet").is_file()):
+                raise
+            truth = {}  # no ground truth: people answer
         source = str(args.run_dir)
+        if args.images_dir is None:
+            args.images_dir = str(Path(args.run_dir) / "hit_images")
+            Path(args.images_dir).mkdir(exist_ok=True)  # crowdprop run draws the pictures there
+    elif not (args.gt or args.predictions):
+        truth, source = {}, "nowhere (--no-simulate)"
     else:
         truth = truth_from_coco(args.gt, args.predictions,
                                 correct_iou=args.correct_iou if args.correct_iou is not None else conf.campaign.correct_iou)

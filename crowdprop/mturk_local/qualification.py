@@ -215,3 +215,46 @@ def parse_answer_key(text: str, questions: list[TestQuestion]) -> AnswerKey:
         else:
             raise QualificationXMLError("QualificationValueMapping needs PercentageMapping, ScaleMapping or RangeMapping")
     return AnswerKey(options, defaults, mapping)
+
+
+@dataclass(frozen=True)
+class PageItem:
+    """A Test question as a browser shows it: its texts, pictures (DataURL) and choices."""
+
+    identifier: str
+    texts: tuple[str, ...]
+    images: tuple[tuple[str, str], ...]
+    """(URL, alt text) of each Binary picture."""
+    selections: tuple[tuple[str, str], ...]
+    """(SelectionIdentifier, Text) of each choice."""
+
+
+def test_page(text: str) -> tuple[str, str, list[PageItem]]:
+    """``(title, overview text, items)`` of a QuestionForm Test, for a page a person can take it on."""
+    root = _parse(text, "Test")
+
+    def texts(el) -> tuple[str, ...]:
+        return tuple((t.text or "").strip() for t in _children(el, "Text") if (t.text or "").strip())
+
+    overview = _child(root, "Overview")
+    title = ""
+    if overview is not None and _child(overview, "Title") is not None:
+        title = (_child(overview, "Title").text or "").strip()
+    intro = " ".join(texts(overview)) if overview is not None else ""
+    items = []
+    for q, tq in zip(_children(root, "Question"), parse_test(text)):
+        content = _child(q, "QuestionContent")
+        images = []
+        for b in _children(content, "Binary"):
+            url, alt = _child(b, "DataURL"), _child(b, "AltText")
+            if url is not None and (url.text or "").strip().lower().startswith(("http://", "https://")):
+                images.append((url.text.strip(), (alt.text or "").strip() if alt is not None else ""))
+        choices = []
+        answer = _child(_child(q, "AnswerSpecification"), "SelectionAnswer")
+        selections = _child(answer, "Selections") if answer is not None else None
+        for s in _children(selections, "Selection") if selections is not None else []:
+            label = _child(s, "Text")
+            sid = _child(s, "SelectionIdentifier").text.strip()
+            choices.append((sid, (label.text or "").strip() if label is not None else sid))
+        items.append(PageItem(tq.identifier, texts(content), tuple(images), tuple(choices)))
+    return title, intro, items

@@ -24,6 +24,9 @@ Routes
     The worker page's form (``assignmentId`` + one field per question). The
     assignment must have been accepted, and ``workerId`` (the query string's or
     the form's; every one given must agree) must be its worker.
+``GET /qualifications/<QualificationTypeId>?workerId=W``
+    A qualification type's Test as a form; ``POST`` it (``workerId`` and one
+    field per question) to take the test, once, graded with its AnswerKey.
 ``GET /images/<path>``
     Files under ``images_dir`` (nothing outside it).
 ``GET /_ledger``
@@ -255,6 +258,14 @@ class _Handler(BaseHTTPRequestHandler):
         if api:
             self._api(body)
             return
+        if path.startswith("/qualifications/"):
+            fields = self._form(body)
+            if fields is not None:
+                try:
+                    self._take_test(path[len("/qualifications/"):], fields)
+                except MTurkError as e:
+                    self._refuse(e)
+            return
         if path == "/mturk/externalSubmit" or (path.startswith("/hits/") and path.endswith("/accept")):
             fields = self._form(body)
             if fields is None:
@@ -285,6 +296,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._accept_page(path[len("/hits/"):-len("/accept")], query)
             elif path.startswith("/hits/"):
                 self._hit_page(path[len("/hits/"):], query)
+            elif path.startswith("/qualifications/"):
+                self._test_form(path[len("/qualifications/"):], query)
             elif path == "/":
                 self._index()
             else:
@@ -393,6 +406,37 @@ class _Handler(BaseHTTPRequestHandler):
         aid = self.server.local.external_submit(fields, worker_id=worker, hit_id=hit_id)
         self._send_page(200, "HIT submitted", f"Thank you. Assignment {aid} was submitted.")
 
+    def _test_form(self, qt_id: str, query: dict) -> None:
+        """A qualification type's Test as a form a person can take (once), graded by its AnswerKey."""
+        name, title, intro, items = self.server.local.test_page(qt_id)
+        worker = query.get("workerId", "ALOCALWORKER")[:64]
+        parts = [f"<p>{html.escape(intro)}</p>" if intro else "",
+                 f"<form method='post' action='/qualifications/{html.escape(quote(qt_id))}'>"
+                 f"<p><label>worker id <input name='workerId' value=\"{html.escape(worker)}\" required "
+                 "pattern='A[A-Z0-9]{1,63}' size='20'></label></p>"]
+        for k, it in enumerate(items, start=1):
+            parts.append(f"<fieldset data-question-id=\"{html.escape(it.identifier)}\"><legend>Question {k}</legend>")
+            parts += [f"<p>{html.escape(t)}</p>" for t in it.texts]
+            parts += [f"<p><img src=\"{html.escape(u)}\" alt=\"{html.escape(alt)}\" style='max-width:100%'></p>"
+                      for u, alt in it.images]
+            parts += [f"<label><input type='radio' name=\"{html.escape(it.identifier)}\" value=\"{html.escape(sid)}\" "
+                      f"required> {html.escape(label)}</label> " for sid, label in it.selections]
+            parts.append("</fieldset>")
+        parts.append("<p><button type='submit' id='cp-submit-test'>Submit the test</button></p></form>")
+        self._send_html(200, title or name, "".join(parts))
+
+    def _take_test(self, qt_id: str, fields: list[tuple[str, str]]) -> None:
+        worker = self._one("workerId", fields)
+        if not worker:
+            self._send_page(400, "Request refused", "Give the form field workerId to take the test.")
+            return
+        answers = {k: v for k, v in fields if k != "workerId"}
+        value = self.server.local.take_test(qt_id, worker, answers)
+        text = ("The test waits for the requester's review." if value is None else
+                f"Worker {worker} scored {value}. HITs that require this qualification accept you when the score "
+                "meets their minimum.")
+        self._send_html(200, "Test submitted", f"<p id='cp-score'>{html.escape(text)}</p><p><a href='/'>HITs</a></p>")
+
     def _image(self, rel: str) -> None:
         root = self.server.local.images_dir
         rel = unquote(rel)
@@ -427,8 +471,12 @@ class _Handler(BaseHTTPRequestHandler):
             + (self._accept_form(h["HITId"], "ALOCALWORKER") if h["HITStatus"] == "Assignable" else "")
             + "</td></tr>"
             for h in hits)
+        tests = "".join(f"<li><a href='/qualifications/{html.escape(quote(t['QualificationTypeId']))}'>"
+                        f"{html.escape(t['Name'])}</a></li>" for t in local.tests())
+        tests = (f"<p>Qualification tests (take them before HITs that require them):</p><ul>{tests}</ul>"
+                 if tests else "")
         self._send_html(200, f"local MTurk: {len(hits)} HITs",
-                        "<p><a href='/_ledger'>ledger</a></p><table><tr><th>HIT</th><th>status</th>"
+                        f"<p><a href='/_ledger'>ledger</a></p>{tests}<table><tr><th>HIT</th><th>status</th>"
                         f"<th>annotation</th><th></th><th>do it as</th></tr>{rows}</table>")
 
 

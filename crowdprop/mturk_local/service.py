@@ -1164,6 +1164,49 @@ class LocalMTurk:
             self._submit(a, self._hits[a.hit_id], answers_xml(answers), accept_time=a.accept_time, submit_time=now)
             return a.id
 
+    # ------------------------------------------------------------------ qualification tests in a browser
+    def tests(self) -> list[dict]:
+        """The active qualification types with a Test a person can take (``QualificationTypeId``, ``Name``)."""
+        with self._lock:
+            return [{"QualificationTypeId": qt, "Name": self._qual_types[qt]["Name"]} for qt in self._tests
+                    if self._qual_types[qt]["QualificationTypeStatus"] == "Active"]
+
+    def test_page(self, qt_id: str):
+        """``(name, title, overview, items)`` of a qualification type's Test (:func:`.qualification.test_page`)."""
+        from .qualification import test_page
+
+        with self._lock:
+            q = self._qual_types.get(qt_id)
+            if q is None or qt_id not in self._tests:
+                raise self._err(f"QualificationType {qt_id} has no test.",
+                                "AWS.MechanicalTurk.QualificationTypeDoesNotExist")
+            return (q["Name"], *test_page(q["Test"]))
+
+    def take_test(self, qt_id: str, worker_id: str, answers: Mapping[str, str]) -> int | None:
+        """A (browser) worker takes a qualification test, once, as MTurk grades it: the selections are
+        scored with the AnswerKey and the qualification granted with the resulting IntegerValue
+        (returned). A test without an AnswerKey waits for the requester (None: nothing granted)."""
+        if not isinstance(worker_id, str) or not _WORKER_ID.match(worker_id):
+            raise MTurkError("A worker id is an upper-case A followed by 1 to 63 upper-case letters and digits.",
+                             "AWS.ParameterOutOfRange")
+        with self._lock:
+            self._advance()
+            self.test_page(qt_id)
+            if (qt_id, worker_id) in self._test_takers or (qt_id, worker_id) in self._quals:
+                raise self._err(f"Worker {worker_id} has taken this test already (one try).",
+                                "AWS.MechanicalTurk.PermissionDenied")
+            questions, key = self._tests[qt_id]
+            now = self.clock()
+            self._test_takers[(qt_id, worker_id)] = now
+            if key is None:
+                return None
+            offered = {q.identifier: set(q.selections) for q in questions}
+            selected = {k: frozenset([v]) for k, v in answers.items() if v in offered.get(k, ())}
+            value = key.value(key.score(selected))
+            self._quals[(qt_id, worker_id)] = {"QualificationTypeId": qt_id, "WorkerId": worker_id, "GrantTime": now,
+                                               "IntegerValue": value, "Status": "Granted"}
+            return value
+
     # ------------------------------------------------------------------ the ledger
     def ledger(self, *, entries: bool = True) -> dict:
         """Money and bookkeeping: what was charged, and counts that must stay at most 1."""
