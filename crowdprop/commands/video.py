@@ -1,0 +1,234 @@
+"""crowdprop video: human-in-the-loop semantic segmentation of a whole video (see crowdprop.video)."""
+from __future__ import annotations
+
+NAME = "video"
+HELP = "video mode: label every frame of a video from a few crowd clicks (active selection + fine-tuning)"
+ORDER = 40
+
+SUBCOMMANDS = ("init", "run", "status", "report", "export", "replay", "synth", "pretrain")
+
+
+def _common_init(p, required: bool):
+    p.add_argument("--frames", required=required, help="a folder of frames (images in name order) or a video file")
+    p.add_argument("--labels", required=required, help="labels.json: {\"classes\": [{\"id\": 0, \"name\": ...}]}")
+    p.add_argument("--model", help="checkpoint of the network (default: the shipped sample's, "
+                                   "from crowdprop video pretrain)")
+    p.add_argument("--gt", help="folder of ground-truth label maps (replay: simulated workers answer from it)")
+    p.add_argument("--config", help="TOML with [video], [campaign], [crowd], [quality], [simulation]")
+    p.add_argument("--seed", type=int, help="override [campaign] seed")
+    p.add_argument("--granularity", choices=["frame", "patch", "superpixel"], help="override [video] granularity")
+    p.add_argument("--method", choices=["active", "uncertainty", "random", "keyframe"],
+                   help="override [video] method")
+
+
+def register(p):
+    sub = p.add_subparsers(dest="video_command", metavar="SUBCOMMAND")
+    import argparse
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    q = sub.add_parser("init", help="check the inputs and create a video run directory", formatter_class=fmt)
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    _common_init(q, True)
+    q.epilog = ("example:\n  crowdprop video init runs/clip --frames clip.mp4 --labels labels.json --gt gt/ "
+                "--model net.pt")
+    q = sub.add_parser("run", help="run or continue the rounds (select, ask, fine-tune)", formatter_class=fmt)
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("--rounds", type=int, help="at most this many more rounds")
+    q.epilog = "example:\n  crowdprop video run runs/clip --rounds 2"
+    q = sub.add_parser("status", help="where a video campaign stands", formatter_class=fmt)
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("--json", action="store_true")
+    q.epilog = "example:\n  crowdprop video status runs/clip"
+    q = sub.add_parser("report", help="mIoU against clicks per round; writes RUN_DIR/report.json",
+                       formatter_class=fmt)
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("--json", action="store_true", help="print report.json")
+    q.add_argument("--plot", metavar="PNG", help="also draw mIoU against clicks into this PNG")
+    q.epilog = "example:\n  crowdprop video report runs/clip --plot curve.png"
+    q = sub.add_parser("export", help="label PNGs per frame and COCO semantic JSON", formatter_class=fmt)
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("-o", "--out", help="folder (default RUN_DIR/export)")
+    q.epilog = "example:\n  crowdprop video export runs/clip -o labels/"
+    q = sub.add_parser("replay", help="init + run + report with simulated workers on the shipped sample "
+                                      "(or --frames/--labels/--gt)", formatter_class=fmt)
+    _common_init(q, False)
+    q.add_argument("--run-dir", help="run directory (default: a new folder under ./crowdprop-runs/)")
+    q.add_argument("--rounds", type=int, help="override [video] rounds")
+    q.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    q.epilog = ("examples:\n  crowdprop video replay\n  crowdprop video replay --granularity patch --json\n"
+                "An interrupted replay continues with: crowdprop video run RUN_DIR")
+    q = sub.add_parser("synth", help="write synthetic clips (frames, ground truth, labels.json, motion)",
+                       formatter_class=fmt)
+    q.add_argument("-o", "--out", required=True, help="folder; clip i goes to OUT/clip-<i>")
+    q.add_argument("--clips", type=int, default=1)
+    q.add_argument("--frames", type=int, default=12)
+    q.add_argument("--size", type=int, default=48)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--domain", choices=["heldout", "pretrain"], default="heldout")
+    q.epilog = "example:\n  crowdprop video synth -o clips/ --clips 3 --seed 7"
+    q = sub.add_parser("pretrain", help="train the network on synthetic pretraining clips and save it",
+                       formatter_class=fmt)
+    q.add_argument("-o", "--out", required=True, help="checkpoint file (.pt)")
+    q.add_argument("--steps", type=int, default=500)
+    q.add_argument("--clips", type=int, default=24)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--arch", choices=["smallseg", "lraspp"], default="smallseg")
+    q.epilog = "example:\n  crowdprop video pretrain -o net.pt   (the shipped sample's network: --steps 500 --seed 0)"
+    p.epilog = "subcommands: " + ", ".join(SUBCOMMANDS) + "; each has --help.\nStart here: crowdprop video replay"
+
+
+def _need_extras(torch: bool = True) -> None:
+    from ..errors import MissingExtra
+
+    if torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise MissingExtra("detect", "torch") from None
+    for mod, pkg in (("cv2", "opencv-python-headless"), ("skimage", "scikit-image")):
+        try:
+            __import__(mod)
+        except ImportError:
+            raise MissingExtra("video", pkg) from None
+
+
+def _overrides(args) -> dict:
+    ov: dict = {"video": {}}
+    if getattr(args, "granularity", None):
+        ov["video"]["granularity"] = args.granularity
+    if getattr(args, "method", None):
+        ov["video"]["method"] = args.method
+    if getattr(args, "rounds", None) is not None and args.video_command == "replay":
+        ov["video"]["rounds"] = args.rounds
+    return ov
+
+
+def _print_round(m) -> None:
+    miou = "-" if m["miou"] is None else f"{m['miou']:.3f}"
+    print(f"round {m['round']}: {m['clicks']} clicks ({m['clicks_share']:.1%} of manual), mIoU {miou}", flush=True)
+
+
+def run(args) -> int:
+    import json
+
+    from ..errors import InputError
+    from ._checks import check_seed
+
+    cmd = args.video_command
+    if cmd is None:
+        print("crowdprop video: give a subcommand: " + ", ".join(SUBCOMMANDS) + " (crowdprop video --help)")
+        return 2
+    if cmd == "synth":
+        _need_extras(torch=False)
+        from pathlib import Path
+
+        from ..video.synth import make_clips, write_clip
+
+        if args.clips < 1 or args.frames < 2 or args.size < 16:
+            raise InputError("command line", None, "--clips/--frames/--size",
+                             "need clips >= 1, frames >= 2, size >= 16")
+        for i, c in enumerate(make_clips(args.clips, args.seed, domain=args.domain, frames=args.frames,
+                                         size=args.size)):
+            print(write_clip(c, Path(args.out) / f"clip-{i}"))
+        return 0
+    if cmd == "pretrain":
+        _need_extras()
+        import torch
+
+        from ..video import model as vmodel
+
+        torch.set_num_threads(1)
+        ck = vmodel.pretrain(clips=args.clips, steps=args.steps, seed=args.seed, arch=args.arch)
+        vmodel.save(ck, args.out)
+        print(f"saved {args.out}")
+        return 0
+    if cmd in ("init", "replay"):
+        check_seed(args.seed)
+    if cmd == "init":
+        _need_extras()
+        from ..video.run import init_video
+
+        vr = init_video(args.run_dir, frames=args.frames, labels=args.labels, model=args.model, gt=args.gt,
+                        config=args.config, seed=args.seed, overrides=_overrides(args))
+        m = vr.metrics()[0]
+        print(f"video run directory {vr.path}: {vr.campaign['frames']} frames, classes {', '.join(vr.classes)}"
+              + ("" if m["miou"] is None else f"; the network's mIoU before any click {m['miou']:.3f}"))
+        return 0
+    if cmd == "run":
+        _need_extras()
+        from ..video.run import run as run_video
+
+        if args.rounds is not None and args.rounds < 1:
+            raise InputError("command line", None, "--rounds", "must be >= 1")
+        run_video(args.run_dir, rounds=args.rounds, progress=_print_round)
+        return 0
+    if cmd == "replay":
+        _need_extras()
+        import datetime as dt
+        from pathlib import Path
+
+        from ..video.report import compute, format_table, write
+        from ..video.run import init_video, run as run_video, sample_model_path
+
+        frames, labels, gt = args.frames, args.labels, args.gt
+        if frames is None and labels is None and gt is None:
+            from importlib.resources import files
+
+            d = Path(str(files("crowdprop.data") / "video_sample"))
+            frames, labels, gt = d / "frames", d / "labels.json", d / "gt"
+            config = args.config or d / "config.toml"
+        elif frames is None or labels is None or gt is None:
+            raise InputError("command line", None, "--frames/--labels/--gt", "give all three, or none for the sample")
+        else:
+            config = args.config
+        if args.rounds is not None and args.rounds < 1:
+            raise InputError("command line", None, "--rounds", "must be >= 1")
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        if run_dir is None:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = Path("crowdprop-runs") / f"video-{stamp}"
+            k = 1
+            while run_dir.exists():
+                k += 1
+                run_dir = Path("crowdprop-runs") / f"video-{stamp}-{k}"
+        if not args.json:
+            print(f"run directory: {run_dir}")
+        vr = init_video(run_dir, frames=frames, labels=labels, model=args.model or sample_model_path(), gt=gt,
+                        config=config, seed=args.seed, overrides=_overrides(args))
+        run_video(vr.path, progress=None if args.json else _print_round)
+        rep = compute(vr)
+        write(vr, rep)
+        print(json.dumps(rep, indent=1) if args.json else format_table(rep))
+        return 0
+    from ..video.run import VideoRun
+
+    vr = VideoRun(args.run_dir).require()
+    if cmd == "status":
+        ms = vr.metrics()
+        m = ms[-1]
+        busy = sorted(p.name for p in (vr.path / "journal").iterdir()) if (vr.path / "journal").is_dir() else []
+        st = {"round": m["round"], "of": vr.config.video.rounds, "clicks": m["clicks"],
+              "clicks_share": m["clicks_share"], "spent_usd": m["cents"] / 100, "miou": m["miou"],
+              "in_progress": busy}
+        if args.json:
+            print(json.dumps(st))
+        else:
+            miou = "-" if m["miou"] is None else f"{m['miou']:.3f}"
+            print(f"round {m['round']} of {st['of']}; {m['clicks']} clicks ({m['clicks_share']:.1%} of manual); "
+                  f"spent ${m['cents'] / 100:.2f}; mIoU {miou}" + (f"; in progress: {busy[0]}" if busy else ""))
+        return 0
+    if cmd == "report":
+        from ..video.report import compute, format_table, plot, write
+
+        rep = compute(vr)
+        write(vr, rep)
+        if args.plot:
+            plot(rep, args.plot)
+        print(json.dumps(rep, indent=1) if args.json else format_table(rep))
+        return 0
+    if cmd == "export":
+        from ..video.export import export
+
+        print(f"wrote {export(vr, args.out)} (labels/*.png, semantic.json)")
+        return 0
+    raise AssertionError(cmd)

@@ -1,0 +1,123 @@
+"""The video workflow's configuration: ``[video]`` plus the image workflow's ``[campaign]``,
+``[crowd]``, ``[quality]`` and ``[simulation]`` tables (same keys, same checks, same defaults).
+
+A TOML file's unknown table or key, a wrong type or an out-of-range value is one line naming
+the file, the table and the key (exit code 2). ``crowdprop video init`` writes every key to
+``RUN_DIR/config.json``; later commands read only that file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import (CampaignSection, CrowdSection, QualitySection, Section, SimulationSection, _V,
+                      section_from_dict)
+from ..errors import InputError
+from .select import METHODS
+from .units import KINDS
+
+
+@dataclass
+class VideoSection(Section):
+    granularity: str = "superpixel"
+    """Units asked about: ``frame`` (its superpixels as a batch), ``patch`` or ``superpixel``."""
+    method: str = "active"
+    """``active`` (uncertain half, k-means, nearest to each centre), ``uncertainty``, ``random``, or
+    ``keyframe`` (whole frames spread over the clip, labels carried along the flow, no fine-tuning)."""
+    patch: int = 16
+    """Side of a patch unit, pixels."""
+    superpixel_px: int = 25
+    """Mean pixels of a SLIC superpixel (``n_segments = H * W / superpixel_px``); the superpixel is
+    also the click model's unit of labeling by hand."""
+    mixed_below: float = 0.8
+    """A careful worker answers "mixed" when no class covers this share of the unit."""
+    uncertainty: str = "entropy"
+    """``entropy`` (mean pixel entropy) or ``margin`` (mean 1 - (p1 - p2))."""
+    clicks_per_round: int = 60
+    """Clicks bought per round (units of a granularity cost their expected clicks)."""
+    rounds: int = 5
+    finetune_steps: int = 30
+    finetune_lr: float = 0.001
+    finetune_pairs: int = 2
+    """Neighbouring frame pairs per fine-tuning step."""
+    consistency: float = 1.0
+    """Weight of the flow-consistency term."""
+    checkpoint_every: int = 10
+    """Fine-tuning steps between checkpoints in the round's journal (resume point)."""
+    threads: int = 1
+    """torch threads."""
+
+    def validate(self, v: _V) -> None:
+        v.check(self.granularity in KINDS, "granularity", f"must be one of {', '.join(KINDS)}")
+        v.check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}")
+        v.check(self.patch >= 2, "patch", "must be >= 2")
+        v.check(4 <= self.superpixel_px <= 1_000_000, "superpixel_px", "must be in [4, 1000000]")
+        v.check(0.5 < self.mixed_below <= 1.0, "mixed_below", "must be in (0.5, 1]")
+        v.check(self.uncertainty in ("entropy", "margin"), "uncertainty", "must be entropy or margin")
+        v.check(self.clicks_per_round >= 1, "clicks_per_round", "must be >= 1")
+        v.check(1 <= self.rounds <= 1000, "rounds", "must be in [1, 1000]")
+        v.check(self.finetune_steps >= 0, "finetune_steps", "must be >= 0")
+        v.check(0 < self.finetune_lr < 1, "finetune_lr", "must be in (0, 1)")
+        v.check(self.finetune_pairs >= 1, "finetune_pairs", "must be >= 1")
+        v.check(self.consistency >= 0, "consistency", "must be >= 0")
+        v.check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        v.check(1 <= self.threads <= 256, "threads", "must be in [1, 256]")
+
+
+@dataclass
+class VideoConfig:
+    campaign: CampaignSection = field(default_factory=CampaignSection)
+    video: VideoSection = field(default_factory=VideoSection)
+    crowd: CrowdSection = field(default_factory=CrowdSection)
+    quality: QualitySection = field(default_factory=QualitySection)
+    simulation: SimulationSection = field(default_factory=SimulationSection)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(VideoConfig)}
+
+
+def from_dict(data: Any, source: str) -> VideoConfig:
+    if not isinstance(data, dict):
+        raise InputError(source, None, None, "expected a table of sections")
+    out = {}
+    for name, table in data.items():
+        if name not in SECTIONS:
+            raise InputError(source, f"[{name}]", None, f"unknown section (known: {', '.join(sorted(SECTIONS))})")
+        if not isinstance(table, dict):
+            raise InputError(source, f"[{name}]", None, "expected a table")
+        out[name] = section_from_dict(type(SECTIONS[name]()), table, source, name)
+    return VideoConfig(**out)
+
+
+def load(path: str | os.PathLike | None, overrides: dict | None = None) -> VideoConfig:
+    """A TOML file (``None``: the defaults), with ``overrides`` ``{section: {key: value}}`` on top."""
+    data: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            with open(p, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise InputError(p, None, None, "file not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise InputError(p, None, None, f"malformed TOML: {e}") from None
+    for sec, kv in (overrides or {}).items():
+        data.setdefault(sec, {})
+        if isinstance(data[sec], dict):
+            data[sec].update(kv)
+    return from_dict(data, source)
+
+
+def load_json(path: str | os.PathLike) -> VideoConfig:
+    with open(path, "rb") as f:
+        return from_dict(json.load(f), str(path))

@@ -1,0 +1,182 @@
+"""Questions, the click model, golds, and the simulated crowd of video mode.
+
+**Question.** One *region* highlighted in its frame: "which class is this?", the classes
+listed in the order of the network's mean probability over the region (keys 1-9), or
+"mixed" (key 0) when no class covers at least ``mixed_below`` of it. A region is a patch or
+superpixel unit, or, for ``frame`` units, one superpixel of the frame: a frame is asked as the
+batch of its superpixels.
+
+**Click model** (every figure and report uses it): one answered region costs one click.
+Labeling a whole video by hand costs one click per superpixel of every frame (a person
+choosing the class of each SLIC superpixel of ``[video] superpixel_px`` pixels on average), and gives each
+superpixel its majority class: that labeling's mIoU is ``miou_manual``. ``clicks_share`` is
+the label clicks of approved work (golds and rejected work excluded) over that total; the gold
+and rejected clicks are paid and reported separately.
+
+**Answers.** A class answer labels every pixel of its region with that class; "mixed" labels
+nothing. Human labels override the network on the pixels they cover.
+
+**HITs and quality** are the image workflow's: ``[crowd] questions_per_hit`` questions of which
+``golds_per_hit`` are golds (regions with a known answer, least used first, at random
+positions), one assignment judged by :func:`crowdprop.quality.rules.judge_assignment` (gold
+accuracy and time per question), a worker blocked after ``soft_block_after`` rejected
+assignments, questions of rejected work asked again (up to 3 times), rewards pro rata for
+short HITs, MTurk's fee from :data:`crowdprop.campaign.ledger.FEES`, every amount in integer cents
+and checked against the cap before each HIT.
+
+**Simulated workers** (replay): ``[simulation] workers``, each answering the truth with their
+accuracy (normal ``accuracy`` +/- ``accuracy_spread``; ``sloppy_share`` at
+``sloppy_accuracy``) and otherwise another option at random; ``spammer_share`` answer at
+random and fast. Worker ``i`` draws from ``default_rng([seed, i])``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..campaign.ledger import FEES
+from ..money import cap_cents, cents
+from ..quality.rules import judge_assignment, positions_for_golds
+
+log = logging.getLogger(__name__)
+
+MIXED = -1
+"""The answer "mixed"."""
+UNKNOWN = -2
+"""No known truth (a real crowd's label question)."""
+MAX_ASKS = 3
+
+ANSWER_COLUMNS = ["round", "hit", "worker", "question", "region", "frame", "kind", "answer", "truth", "approved"]
+ASSIGNMENT_COLUMNS = ["round", "hit", "worker", "questions", "golds", "golds_correct", "seconds", "approved",
+                      "reason", "reward_cents", "fee_cents"]
+
+
+@dataclass
+class Worker:
+    worker: str
+    kind: str
+    accuracy: float
+    seconds: float
+
+
+def simulated_workers(sim, seed: int) -> list[Worker]:
+    """The replay's crowd (see the module's docstring)."""
+    rng = np.random.default_rng([seed, 7919])
+    n = sim.workers
+    n_spam = int(round(sim.spammer_share * n))
+    n_sloppy = int(round(sim.sloppy_share * n))
+    kinds = np.array(["spammer"] * n_spam + ["sloppy"] * n_sloppy + ["normal"] * (n - n_spam - n_sloppy))
+    kinds = kinds[rng.permutation(n)]
+    out = []
+    for i, k in enumerate(kinds):
+        r = np.random.default_rng([seed, i])
+        if k == "normal":
+            acc = float(np.clip(r.normal(sim.accuracy, sim.accuracy_spread), 0.5, 1.0))
+        elif k == "sloppy":
+            acc = float(sim.sloppy_accuracy)
+        else:
+            acc = 0.0
+        sec = sim.seconds_per_question if k != "spammer" else 0.2
+        out.append(Worker(f"VW{i:04d}", str(k), acc, float(sec)))
+    return out
+
+
+def answer(worker: Worker, truth: np.ndarray, n_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """A simulated worker's answers (class ids or MIXED) to questions whose careful answers are ``truth``."""
+    options = np.arange(-1, n_classes)  # MIXED and every class
+    rand = rng.choice(options, size=len(truth))
+    if worker.kind == "spammer":
+        return rand
+    right = rng.random(len(truth)) < worker.accuracy
+    # a wrong answer is another option, uniformly
+    other = rng.integers(0, len(options) - 1, size=len(truth))
+    wrong = np.array([options[options != t][o] for t, o in zip(truth, other)], np.int64) if len(truth) else rand
+    return np.where(right, truth, wrong).astype(np.int64)
+
+
+def hit_reward_cents(n_questions: int, crowd) -> int:
+    """A full HIT pays ``reward_usd``; a short one pro rata, at least a cent."""
+    full = cents(crowd.reward_usd)
+    return max(1, (full * n_questions + crowd.questions_per_hit // 2) // crowd.questions_per_hit)
+
+
+def blocked_workers(assignments: pd.DataFrame, quality) -> set[str]:
+    if assignments is None or not len(assignments):
+        return set()
+    rej = assignments.loc[~assignments["approved"].astype(bool)].groupby("worker").size()
+    return set(rej[rej >= quality.soft_block_after].index)
+
+
+def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Worker], cfg, *, round_: int,
+                  rng: np.random.Generator, spent_cents: int, history: pd.DataFrame | None,
+                  n_classes: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Ask ``questions`` (columns ``question, region, frame, truth``) through simulated HITs.
+
+    ``golds``: the gold pool (``region, frame, truth``, and ``used``, updated in place).
+    Returns (answers, assignments, cents spent this round). Stops when the next HIT could pass
+    the budget cap (what was not asked stays unasked)."""
+    crowd, quality = cfg.crowd, cfg.quality
+    cap = cap_cents(cfg.campaign.budget_usd)
+    blocked = blocked_workers(history, quality)
+    per_hit = crowd.questions_per_hit - crowd.golds_per_hit
+    queue = list(range(len(questions)))
+    asks = np.zeros(len(questions), np.int64)
+    answers, assigns = [], []
+    spent = 0
+    hit = 0
+    hist = history if history is not None else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
+    while queue:
+        live = [w for w in workers if w.worker not in blocked]
+        if not live:
+            log.warning("round %d: every simulated worker is blocked; %d questions unasked", round_, len(queue))
+            break
+        take, queue = queue[:per_hit], queue[per_hit:]
+        n_gold = min(crowd.golds_per_hit, len(golds))
+        n_q = len(take) + n_gold
+        reward = hit_reward_cents(n_q, crowd)
+        fee = FEES.assignment_fee_cents(reward, 1)
+        if spent_cents + spent + reward + fee > cap:
+            log.info("round %d: budget cap reached; %d questions unasked", round_, len(take) + len(queue))
+            break
+        hit += 1
+        gsel = golds.index[np.lexsort((rng.random(len(golds)), golds["used"].to_numpy()))[:n_gold]]
+        golds.loc[gsel, "used"] += 1  # least used first, ties at random
+        pos = positions_for_golds(n_q, n_gold, rng)
+        kind = np.array(["label"] * n_q, object)
+        kind[pos] = "gold"
+        region = np.zeros(n_q, np.int64)
+        frame = np.zeros(n_q, np.int64)
+        truth = np.zeros(n_q, np.int64)
+        qid = np.full(n_q, -1, np.int64)
+        lab_slots = np.flatnonzero(kind == "label")
+        qt = questions.iloc[take]
+        region[lab_slots], frame[lab_slots] = qt["region"].to_numpy(), qt["frame"].to_numpy()
+        truth[lab_slots], qid[lab_slots] = qt["truth"].to_numpy(), qt["question"].to_numpy()
+        if n_gold:
+            g = golds.loc[gsel]
+            region[pos], frame[pos], truth[pos] = g["region"].to_numpy(), g["frame"].to_numpy(), g["truth"].to_numpy()
+        w = live[int(rng.integers(len(live)))]
+        got = answer(w, truth, n_classes, rng)
+        seconds = float(n_q * w.seconds * rng.lognormal(0, 0.2))
+        ok_gold = int(((got == truth) & (kind == "gold")).sum())
+        verdict = judge_assignment(n_gold, ok_gold, seconds, n_q, quality)
+        paid = verdict.approve
+        spent += (reward + fee) if paid else 0
+        assigns.append({"round": round_, "hit": hit, "worker": w.worker, "questions": n_q, "golds": n_gold,
+                        "golds_correct": ok_gold, "seconds": seconds, "approved": paid,
+                        "reason": verdict.reason or "", "reward_cents": reward if paid else 0,
+                        "fee_cents": fee if paid else 0})
+        answers.append(pd.DataFrame({"round": round_, "hit": hit, "worker": w.worker, "question": qid,
+                                     "region": region, "frame": frame, "kind": kind.astype(str), "answer": got,
+                                     "truth": np.where(kind == "gold", truth, UNKNOWN), "approved": paid}))
+        if not paid:
+            asks[take] += 1
+            queue += [i for i in take if asks[i] < MAX_ASKS]
+            rejected = pd.concat([hist, pd.DataFrame(assigns)], ignore_index=True)
+            blocked = blocked_workers(rejected, quality)
+    ans = pd.concat(answers, ignore_index=True) if answers else pd.DataFrame(columns=ANSWER_COLUMNS)
+    asg = pd.DataFrame(assigns, columns=ASSIGNMENT_COLUMNS)
+    return ans.astype({"answer": "int64"}) if len(ans) else ans, asg, spent

@@ -1,0 +1,114 @@
+"""Test-time fine-tuning of the network on one video (imports torch).
+
+Loss of a step, over a batch of neighbouring frame pairs ``(t, t+1)``:
+
+    L = CE(labeled pixels of t and t+1)  +  lam * mean over non-occluded pixels x of t of
+        sum_k (p_t(x)_k - p_{t+1}(x + f_t(x))_k)^2
+
+where ``f_t`` is the flow from t to t+1 and the occluded pixels are those of the
+forward-backward check (:mod:`.flow`). Schedule (``[video]`` config): ``finetune_steps``
+Adam steps per round at ``finetune_lr``, ``finetune_pairs`` pairs per step, half of them
+(rounded up) drawn among pairs that hold labeled pixels. Step ``s`` of round ``r`` draws its
+pairs from ``numpy.random.default_rng([seed, r, s])`` and seeds torch from the same
+generator, so a run resumed from a checkpoint at step ``s`` (model and optimizer state) does
+exactly what the uninterrupted run did.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+
+from .model import to_tensor, torch_or_hint
+
+log = logging.getLogger(__name__)
+
+
+def warp_probs(p, flow):
+    """Probabilities ``p`` (B, K, H, W) of frame t+1 sampled at ``x + flow[x]`` (flow (B, H, W, 2))."""
+    torch = torch_or_hint()
+    b, _, h, w = p.shape
+    gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    x = (gx[None] + flow[..., 0]) / max(w - 1, 1) * 2 - 1
+    y = (gy[None] + flow[..., 1]) / max(h - 1, 1) * 2 - 1
+    grid = torch.stack([x, y], -1)
+    return torch.nn.functional.grid_sample(p, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def step_loss(model, x, y, flow, valid, lam: float):
+    """(total, ce, consistency) for pairs: ``x`` (2B, 3, H, W) frames t then t+1, ``y`` (2B, H, W)
+    labels with -1 unlabeled, ``flow`` (B, H, W, 2), ``valid`` (B, H, W) non-occluded."""
+    torch = torch_or_hint()
+    f = torch.nn.functional
+    logits = model(x)
+    n = len(flow)
+    if (y >= 0).any():
+        ce = f.cross_entropy(logits, y, ignore_index=-1)
+    else:
+        ce = logits.sum() * 0.0
+    p = torch.softmax(logits, 1)
+    pt, pn = p[:n], p[n:]
+    warped = warp_probs(pn, flow)
+    diff = ((pt - warped) ** 2).sum(1)
+    denom = valid.sum().clamp(min=1)
+    cons = (diff * valid).sum() / denom
+    return ce + lam * cons, ce, cons
+
+
+def finetune(model, frames: np.ndarray, labels: np.ndarray, fwd: np.ndarray, occ_fwd: np.ndarray, *,
+             steps: int, lr: float, lam: float, pairs: int, seed: int, round_: int,
+             state: dict | None = None, checkpoint_every: int = 0,
+             on_checkpoint: Callable[[int, dict], None] | None = None) -> dict:
+    """Fine-tune ``model`` in place; returns the losses per step (``{"loss": [...], "ce": [...],
+    "consistency": [...]}``, from the resumed step on).
+
+    ``labels`` int (T, H, W), -1 where no person labeled the pixel. ``state`` (from a
+    checkpoint: ``{"step", "model", "optimizer"}``) resumes at ``state["step"]``. Every
+    ``checkpoint_every`` steps ``on_checkpoint(step, state)`` is called with the state to resume
+    from (the caller writes it atomically)."""
+    torch = torch_or_hint()
+    t_frames = len(frames)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    hist: dict[str, list[float]] = {"loss": [], "ce": [], "consistency": []}
+    if t_frames < 2 or steps <= start:
+        return hist
+    x_all = to_tensor(frames)
+    y_all = torch.from_numpy(labels.astype(np.int64))
+    flow_all = torch.from_numpy(np.ascontiguousarray(fwd, np.float32))
+    valid_all = torch.from_numpy(~occ_fwd).float()
+    has = (labels >= 0).reshape(t_frames, -1).any(1)
+    labeled_pairs = np.flatnonzero(has[:-1] | has[1:])
+    all_pairs = np.arange(t_frames - 1)
+    model.train()
+    for s in range(start, steps):
+        rng = np.random.default_rng([seed, round_, s])
+        torch.manual_seed(int(rng.integers(2 ** 31 - 1)))
+        k = min(pairs, len(all_pairs))
+        k_lab = min((k + 1) // 2, len(labeled_pairs))
+        pick = list(rng.choice(labeled_pairs, size=k_lab, replace=False)) if k_lab else []
+        rest = np.setdiff1d(all_pairs, pick)
+        pick += list(rng.choice(rest, size=min(k - k_lab, len(rest)), replace=False))
+        idx = torch.as_tensor(np.sort(np.array(pick, np.int64)))
+        x = torch.cat([x_all[idx], x_all[idx + 1]])
+        y = torch.cat([y_all[idx], y_all[idx + 1]])
+        loss, ce, cons = step_loss(model, x, y, flow_all[idx], valid_all[idx], lam)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist["loss"].append(float(loss.detach()))
+        hist["ce"].append(float(ce.detach()))
+        hist["consistency"].append(float(cons.detach()))
+        done = s + 1
+        if on_checkpoint is not None and checkpoint_every and done % checkpoint_every == 0 and done < steps:
+            on_checkpoint(done, {"step": done,
+                                 "model": {k_: v.detach().clone() for k_, v in model.state_dict().items()},
+                                 "optimizer": opt.state_dict()})
+    model.eval()
+    return hist

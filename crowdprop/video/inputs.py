@@ -1,0 +1,145 @@
+"""What ``crowdprop video init`` reads: frames, ``labels.json`` and ground-truth label maps.
+
+* ``--frames``: a folder of images (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``,
+  in name order) or a video file OpenCV decodes; every frame the size of the first.
+* ``--labels``: ``{"classes": [{"id": 0, "name": "background"}, {"id": 1, "name": "car"}, ...]}``,
+  ids 0 .. K-1, at most 255 classes. Every class of the model's checkpoint must be there.
+* ``--gt``: a folder of 8-bit label maps (one per frame, in name order, pixel = class id).
+
+Every problem is one line naming the file, the record and the field (exit code 2).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def _image_files(folder: Path, what: str) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT)
+    if not files:
+        raise InputError(folder, None, what, f"no images ({', '.join(sorted(IMAGE_EXT))}) in this folder")
+    return files
+
+
+def _read_image(path: Path, what: str, mode: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if mode == "L" and im.mode not in ("L", "P", "I;16", "I"):
+                raise InputError(path, None, what, f"a label map must be 8-bit grey (class ids), got mode {im.mode}")
+            return np.asarray(im.convert(mode) if im.mode != mode and mode == "RGB" else im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(path, None, what, f"not a readable image ({type(e).__name__})") from None
+
+
+def read_frames(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """uint8 (T, H, W, 3) RGB and each frame's name."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, None, "--frames", "no such file or folder")
+    if p.is_dir():
+        files = _image_files(p, "--frames")
+        frames, names = [], []
+        for i, f in enumerate(files):
+            img = _read_image(f, "--frames", "RGB")
+            if img.ndim != 3 or img.shape[2] != 3:
+                raise InputError(f, f"frame {i}", "--frames", f"expected an RGB image, got shape {img.shape}")
+            if frames and img.shape != frames[0].shape:
+                raise InputError(f, f"frame {i}", "size", f"{img.shape[1]}x{img.shape[0]} px, but frame 0 "
+                                 f"({files[0].name}) is {frames[0].shape[1]}x{frames[0].shape[0]}")
+            frames.append(img)
+            names.append(f.name)
+        return np.stack(frames).astype(np.uint8), names
+    import cv2
+
+    cap = cv2.VideoCapture(str(p))
+    frames = []
+    try:
+        while cap.isOpened():
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
+    if not frames:
+        raise InputError(p, None, "--frames", "unreadable video: OpenCV decoded no frame (not a video, or a "
+                         "codec it lacks); a folder of images works too")
+    return np.stack(frames).astype(np.uint8), [f"{i:05d}" for i in range(len(frames))]
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Class names by id from ``labels.json``."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(p, None, "--labels", "no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise InputError(p, None, None, f"not JSON ({type(e).__name__})") from None
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(classes, list) or not classes:
+        raise InputError(p, None, "classes", "expected a non-empty list of {\"id\", \"name\"}")
+    names: dict[int, str] = {}
+    for i, c in enumerate(classes):
+        rec = f"classes[{i}]"
+        if not isinstance(c, dict):
+            raise InputError(p, rec, None, "expected an object {\"id\", \"name\"}")
+        cid, name = c.get("id"), c.get("name")
+        if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < 255:
+            raise InputError(p, rec, "id", f"expected an integer in [0, 254], got {cid!r}")
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(p, rec, "name", f"expected a non-empty string, got {name!r}")
+        if cid in names:
+            raise InputError(p, rec, "id", f"id {cid} appears twice")
+        if name in names.values():
+            raise InputError(p, rec, "name", f"name {name!r} appears twice")
+        names[cid] = name
+    missing = sorted(set(range(len(names))) - set(names))
+    if missing:
+        raise InputError(p, None, "classes", f"ids must be 0 .. {len(names) - 1}; id {missing[0]} is missing")
+    return [names[i] for i in range(len(names))]
+
+
+def check_model_classes(labels_path, names: list[str], model_classes: list[str], model_path) -> None:
+    """Every class the network predicts must be in labels.json, with the same id."""
+    for i, c in enumerate(model_classes):
+        if c not in names:
+            raise InputError(labels_path, None, "classes", f"missing class {c!r} (id {i}) of the model {model_path}")
+        if names.index(c) != i:
+            raise InputError(labels_path, None, "classes", f"class {c!r} has id {names.index(c)}, the model "
+                             f"{model_path} has it as {i}")
+    if len(names) != len(model_classes):
+        extra = names[len(model_classes)]
+        raise InputError(labels_path, None, "classes", f"class {extra!r} is not one the model {model_path} predicts")
+
+
+def read_gt(path: str | Path, shape: tuple[int, int, int], n_classes: int, labels_path) -> np.ndarray:
+    """uint8 (T, H, W) class ids from a folder of label maps matching the frames."""
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(p, None, "--gt", "expected a folder of label maps")
+    files = _image_files(p, "--gt")
+    t, h, w = shape
+    if len(files) != t:
+        raise InputError(p, None, "--gt", f"{len(files)} label maps for {t} frames")
+    out = np.zeros(shape, np.uint8)
+    for i, f in enumerate(files):
+        lab = _read_image(f, "--gt", "L")
+        if lab.ndim != 2:
+            raise InputError(f, f"frame {i}", "--gt", f"expected a 2-d label map, got shape {lab.shape}")
+        if lab.shape != (h, w):
+            raise InputError(f, f"frame {i}", "size", f"{lab.shape[1]}x{lab.shape[0]} px, the frames are {w}x{h}")
+        if lab.max() >= n_classes:
+            v = int(lab.max())
+            raise InputError(f, f"frame {i}", "class", f"pixel value {v} is not a class of {labels_path} "
+                             f"(ids 0 .. {n_classes - 1})")
+        out[i] = lab
+    return out

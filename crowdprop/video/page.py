@@ -1,0 +1,53 @@
+"""The worker page of video mode (``hit_templates/video_unit.html``): each question shows one
+region highlighted in its frame (the rest darkened, a yellow edge) and the classes in the order
+of the network's mean probability over the region (keys 1-9), then "mixed" (key 0 or M).
+Submitted answers are the class id, or ``mixed``. Pictures are inline PNG data URIs."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+
+from ..hits.render import _environment, templates_dir
+
+MAX_KEYED = 9
+
+
+def highlight(frame: np.ndarray, mask: np.ndarray, *, scale: int = 4) -> bytes:
+    """PNG bytes: ``frame`` (H, W, 3) scaled ``scale`` x, outside ``mask`` darkened, its edge yellow."""
+    from PIL import Image
+
+    big = np.repeat(np.repeat(frame, scale, 0), scale, 1).astype(np.float32)
+    m = np.repeat(np.repeat(mask.astype(bool), scale, 0), scale, 1)
+    big[~m] *= 0.35
+    edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
+    big[edge] = (255, 215, 0)
+    buf = io.BytesIO()
+    Image.fromarray(big.clip(0, 255).astype(np.uint8)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def choice_order(probs_region_mean: np.ndarray) -> list[int]:
+    """Class ids, most probable first (ties by id)."""
+    return [int(i) for i in np.lexsort((np.arange(len(probs_region_mean)), -probs_region_mean))]
+
+
+def render_hit(frames: np.ndarray, regions: np.ndarray, questions, classes: list[str], probs: np.ndarray | None,
+               *, scale: int = 4) -> str:
+    """HTML of one HIT. ``questions``: rows with ``question``, ``frame``, ``region``;
+    ``probs`` (T, K, H, W) orders the choices (``None``: class id order)."""
+    qs = []
+    for q in questions.itertuples(index=False):
+        t, reg = int(q.frame), int(q.region)
+        mask = regions[t] == reg
+        if probs is not None:
+            order = choice_order(probs[t][:, mask].mean(1))
+        else:
+            order = list(range(len(classes)))
+        url = "data:image/png;base64," + base64.b64encode(highlight(frames[t], mask, scale=scale)).decode("ascii")
+        qs.append({"qid": f"q{int(q.question)}", "frame": t, "url": url, "width": frames.shape[2] * scale,
+                   "height": frames.shape[1] * scale,
+                   "choices": [{"id": c, "name": classes[c]} for c in order[:MAX_KEYED]]})
+    env = _environment(templates_dir())
+    return env.get_template("video_unit.html").render(questions=qs, n=len(qs))
