@@ -83,3 +83,34 @@ def test_ray_writes_the_same_run_directory_and_the_same_errors(tmp_path, small_p
         seen[preds.name] = lines[0]
     assert "malformed JSON: Expecting value" in seen["bad.json"]
     assert "record 300" in seen["worse.json"] and "field 'score'" in seen["worse.json"]
+
+
+def test_replay_runs_init_on_the_engine(tmp_path, small_pieces, config, monkeypatch, capsys):
+    """crowdprop replay takes init's --engine and --workers: its run directory starts as
+    init's does in one process (same tables, same trees)."""
+    from crowdprop import engine
+
+    used = []
+    real_map = engine.ProcessEngine.map
+
+    def spy(self, fn, items):
+        used.append((fn.__name__, self.workers))
+        return real_map(self, fn, items)
+
+    monkeypatch.setattr(engine.ProcessEngine, "map", spy)
+    one = _init(tmp_path, "one", "--workers", "1")
+    assert used == []
+    with open(tmp_path / "c.toml", "a") as f:
+        f.write("[campaign]\nmax_rounds = 1\n")
+    rc = main(["replay", "--run-dir", str(tmp_path / "rep"), "--predictions", str(RESULTS_JSON), "--gt", str(GT_JSON),
+               "--crowd", "simulated", "--config", str(tmp_path / "c.toml"), "--workers", "2", "--json"])
+    assert rc == 0
+    assert {name for name, _ in used} >= {"_predictions_task", "_annotations_task", "_match_task", "class_trees"}
+    assert {w for _, w in used} == {2}
+    rep = _tree(tmp_path / "rep")
+    for name in ("masks.parquet", "gt.parquet", "golds.parquet", "trees/nodes.parquet", "trees/order.parquet"):
+        assert rep[name] == one[name], name
+    capsys.readouterr()
+    assert main(["replay", "--workers", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().endswith("field '--workers': must be >= 1, got 0")

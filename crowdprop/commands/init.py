@@ -8,6 +8,31 @@ HELP = "validate predictions (and ground truth) and create a run directory with 
 ORDER = 10
 
 
+def add_engine_args(p) -> None:
+    """``--engine`` and ``--workers``: where init's reading, checks, matching and trees run."""
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where reading, validation, ground-truth matching and the per-class tree builds run: "
+                        "local processes (default) or Ray (the cluster at RAY_ADDRESS, else a local one; "
+                        "needs crowdprop[ray]); the run directory is the same either way")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes (local) or CPUs (a local Ray); default: this machine's CPUs; 1: all in this process")
+
+
+def engine_of(args):
+    """The engine ``--engine`` and ``--workers`` name, made the active one: a ``with`` block
+    (checks ``--workers`` at once; worker processes or Ray start when first needed)."""
+    import contextlib
+
+    from ..engine import active, make_engine
+    from ..errors import InputError
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError("command line", None, "--workers", f"must be >= 1, got {args.workers}")
+    stack = contextlib.ExitStack()
+    stack.enter_context(active(stack.enter_context(make_engine(args.engine, args.workers))))
+    return stack
+
+
 def register(p):
     p.add_argument("run_dir", metavar="RUN_DIR", help="new run directory (must not exist or be empty)")
     add_predictions_args(p, required=True)
@@ -19,12 +44,7 @@ def register(p):
                         "local (simulated workers behind a local MTurk-compatible endpoint; needs --gt) "
                         "or simulated (in process; needs --gt)")
     p.add_argument("--seed", type=int, help="override [campaign] seed")
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="where reading, validation, ground-truth matching and the per-class tree builds run: "
-                        "local processes (default) or Ray (the cluster at RAY_ADDRESS, else a local one; "
-                        "needs crowdprop[ray]); the run directory is the same either way")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="processes (local) or CPUs (a local Ray); default: this machine's CPUs; 1: all in this process")
+    add_engine_args(p)
     p.epilog = ("examples:\n  crowdprop init runs/cars --predictions preds.json --gt instances.json --config campaign.toml\n"
                 "  crowdprop init runs/cars --predictions output/inference/instances_predictions.pth --gt instances.json\n"
                 "  crowdprop init runs/cars --predictions sam_masks/ --category car --gt instances.json")
@@ -32,17 +52,12 @@ def register(p):
 
 def run(args) -> int:
     from ..campaign.init import init_run
-    from ..engine import active, make_engine
-    from ..errors import InputError
     from ._checks import check_seed, json_depth_guard
 
     check_seed(args.seed)
-    if args.workers is not None and args.workers < 1:
-        raise InputError("command line", None, "--workers", f"must be >= 1, got {args.workers}")
     crowd = {"mturk": {"kind": "mturk", "target": "sandbox"}, "local": {"kind": "mturk-local", "images": "skip"},
              "simulated": {"kind": "simulated"}}[args.crowd]
-    with make_engine(args.engine, args.workers) as engine, active(engine), \
-            json_depth_guard(args.predictions, args.gt, args.features, args.config):
+    with engine_of(args), json_depth_guard(args.predictions, args.gt, args.features, args.config):
         rd = init_run(args.run_dir, predictions=args.predictions, gt=args.gt, features=args.features,
                       config_path=args.config, crowd=crowd, seed=args.seed, progress=None,
                       category=args.category, category_map=args.category_map)

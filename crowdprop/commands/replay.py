@@ -6,6 +6,7 @@ in this process (the same boto3 calls as on MTurk, simulated workers behind it);
 from __future__ import annotations
 
 from ._predictions import add_predictions_args
+from .init import add_engine_args
 
 NAME = "replay"
 HELP = "dress rehearsal: a whole campaign with simulated workers answering from ground truth"
@@ -26,6 +27,7 @@ def register(p):
     p.add_argument("--hit-images", choices=["skip", "render"], default="skip",
                    help="local crowd: draw the overlay picture of every question into RUN_DIR/hit_images "
                         "(render), or only link them (skip, default: simulated workers do not look)")
+    add_engine_args(p)
     p.epilog = ("examples:\n  crowdprop replay\n"
                 "  crowdprop replay --predictions preds.json --gt instances.json --config campaign.toml --seed 3\n"
                 "  crowdprop replay --crowd simulated\n"
@@ -51,8 +53,10 @@ def run(args) -> int:
     from ..io import atomic_write_text
     from ..report.summary import compute_report, format_report
     from ._checks import check_seed, json_depth_guard
+    from .init import engine_of
 
     check_seed(args.seed)
+    engine = engine_of(args)  # checks --workers; starts nothing yet
     preds, gt = args.predictions, args.gt
     if (preds is None) != (gt is None):
         raise InputError("replay", None, "--predictions/--gt", "give both, or neither for the shipped sample")
@@ -75,7 +79,7 @@ def run(args) -> int:
         raise InputError("command line", None, "--hit-images", "applies to --crowd local only")
     print(f"run directory: {run_dir}")
     crowd = {"kind": "mturk-local", "images": args.hit_images} if args.crowd == "local" else {"kind": "simulated"}
-    with json_depth_guard(preds, gt, args.features, config):
+    with engine, json_depth_guard(preds, gt, args.features, config):
         rd = init_run(run_dir, predictions=preds, gt=gt, features=args.features, config_path=config,
                       crowd=crowd, seed=args.seed, progress=None, category=args.category,
                       category_map=args.category_map)
