@@ -133,23 +133,23 @@ def test_kill_and_resume_gives_the_same_result(finished, tmp_path, method, n):
 def test_kill_in_the_middle_of_a_round_commit(finished, tmp_path, monkeypatch):
     rd = make_run(tmp_path / "run")
     calls = {"n": 0}
-    real = store_mod.write_parquet
+    real = store_mod.write_table
     real_commit = RunDir.commit_round
 
-    def dying(path, df):
+    def dying(path, name, df, mask_ids=None):
         calls["n"] += 1
         if calls["n"] == 3:  # round 2's commit half written
             raise Crash("write")
-        return real(path, df)
+        return real(path, name, df, mask_ids)
 
     def commit(self, r, tables):
         if r == 2:
-            monkeypatch.setattr(store_mod, "write_parquet", dying)
+            monkeypatch.setattr(store_mod, "write_table", dying)
         return real_commit(self, r, tables)
     monkeypatch.setattr(RunDir, "commit_round", commit)
     with pytest.raises(Crash):
         Campaign(rd, simulated_backend(rd), progress=False).run()
-    monkeypatch.setattr(store_mod, "write_parquet", real)
+    monkeypatch.setattr(store_mod, "write_table", real)
     assert RunDir(rd.path).rounds() == [1]  # the half-written round is not visible
     Campaign(RunDir(rd.path), simulated_backend(rd), progress=False).run()
     assert np.array_equal(final_status(RunDir(rd.path)), final_status(finished))
@@ -230,9 +230,9 @@ def test_blocked_workers_answers_stop_counting(tmp_path):
     before = labels_for(rd, ans)
     assert np.isfinite(before[rows]).all()
     import pandas as pd
-    from crowdprop.io import write_parquet
-    write_parquet(rd.state_dir / "round=00001" / "blocks.parquet",
-                  pd.DataFrame({"worker_id": [worker], "round": [1], "kind": ["soft"]}))
+    from crowdprop.campaign.store import write_table
+    write_table(rd.round_path("blocks", 1), "blocks",
+                pd.DataFrame({"worker_id": [worker], "round": [1], "kind": ["soft"]}))
     after = labels_for(rd, ans)
     assert np.isnan(after[rows]).all()
     others = np.setdiff1d(np.flatnonzero(np.isfinite(before)), rows)
@@ -297,8 +297,8 @@ def test_temporaries_of_a_killed_writer_are_removed_on_resume(tmp_path):
     for j in junk:
         j.parent.mkdir(exist_ok=True)
         j.write_bytes(b"half")
-    (rd.state_dir / ".round=00002.tmp").mkdir()
-    (rd.state_dir / ".round=00002.tmp" / "questions.parquet").write_bytes(b"half")
+    (rd.state_dir / ".round-00002.tmp").mkdir()
+    (rd.state_dir / ".round-00002.tmp" / "questions.parquet").write_bytes(b"half")
     Campaign(rd, simulated_backend(rd), progress=False).run(max_rounds=1)
     assert not any(p.name.endswith(".tmp") for p in rd.path.rglob("*"))
     assert rd.rounds() == [1, 2] and (rd.path / "masks.parquet").exists()

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io import write_parquet
 from .store import RunDir
 
 YES = {"1", "yes", "true", "y", "correct"}
@@ -85,10 +84,10 @@ def import_golds(run: RunDir, path) -> tuple[int, int]:
     new = pd.DataFrame({"mask_row": row_of.loc[df["mask_id"]].to_numpy(np.int64),
                         "label": df["label"].to_numpy(np.int64)})
     pool = run.golds
-    merged = pd.concat([pool[~pool["mask_row"].isin(new["mask_row"])], new], ignore_index=True)
+    merged = pd.concat([pool.loc[~pool["mask_row"].isin(new["mask_row"]), ["mask_row", "label"]], new],
+                       ignore_index=True)
     merged = merged.sort_values("mask_row").reset_index(drop=True)
-    write_parquet(run.path / "golds.parquet", merged)
-    run.__dict__.pop("golds", None)
+    run.write_table("golds", merged)
     return len(new), len(merged)
 
 

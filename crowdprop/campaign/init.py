@@ -19,11 +19,12 @@ from .. import __version__
 from .. import config as config_mod
 from ..errors import InputError, StateError
 from ..hits.images import check_images
-from ..io import atomic_write_text, write_parquet
+from ..io import atomic_write_text
 from ..masks import load_ground_truth
 from ..masks.formats import read_predictions
 from ..policy.controller import predicted_quality
 from .store import RunDir
+from .tables import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +146,22 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
                         "features": str(features) if features else None,
                         "config": str(config_path) if config_path else None},
             "version": __version__,
+            "schema_version": SCHEMA_VERSION,
         }
         atomic_write_text(tmp / "campaign.json", json.dumps(campaign, indent=2, sort_keys=True))
-        write_parquet(tmp / "masks.parquet", masks)
-        write_parquet(tmp / "images.parquet", images)
-        write_parquet(tmp / "categories.parquet", categories)
+        new = RunDir(tmp)
+        new.write_table("masks", masks)
+        new.write_table("images", images)
+        new.write_table("categories", categories)
         if gt_ann is not None:
-            write_parquet(tmp / "gt.parquet", gt_ann)
+            new.write_table("gt", gt_ann)
             golds = replay_gold_pool(masks, cfg.campaign.correct_iou, np.random.default_rng([cfg.campaign.seed, 2]))
-            write_parquet(tmp / "golds.parquet", golds)
+            new.write_table("golds", golds)
         if feats is not None:
             np.save(tmp / "features.npy", np.asarray(feats, dtype=np.float32))
-        build_trees(RunDir(tmp), progress=progress)
+        build_trees(new, progress=progress)
+        n = len(masks)  # every mask open (labels.parquet, rewritten after each round commit)
+        new.write_labels(np.full(n, -1), np.zeros(n, np.int8), np.zeros(n, np.int64))
         if run_dir.exists():
             run_dir.rmdir()
         os.replace(tmp, run_dir)

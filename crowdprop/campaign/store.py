@@ -1,10 +1,10 @@
 """The run directory: every fact of a campaign, in Parquet, written atomically.
 
-Layout::
+Layout (docs/run-directory.md describes every file and column)::
 
     RUN_DIR/
       config.json            resolved configuration (crowdprop.config)
-      campaign.json          campaign id, crowd kind, sources, version
+      campaign.json          campaign id, crowd kind, sources, version, schema_version
       masks.parquet          one row per predicted mask (crowdprop.schema)
       images.parquet         id, file_name, height, width, coco_url
       categories.parquet     id, name, supercategory
@@ -12,19 +12,25 @@ Layout::
       features.npy           optional input features, rows aligned with masks
       trees/nodes.parquet    the forest (crowdprop.tree.Forest)
       trees/order.parquet
-      golds.parquet          gold pool: mask_row, label
-      state/round=00001/     one folder per completed round:
-          questions.parquet hits.parquet assignments.parquet answers.parquet
-          decisions.parquet spend.parquet blocks.parquet hits_done.parquet ...
+      golds.parquet          gold pool: mask_row, mask_id, label
+      labels.parquet         the final label of every mask, rewritten after each round commit
+      state/<table>/round-00001.parquet
+                             one folder per round table (:data:`ROUND_TABLES`), one file
+                             per committed round, each with its ``round`` column
       journal/round=00002/   the round in progress: its frozen plan (plan.json,
                              questions.parquet), what was published, received and
                              settled, each recorded before it is acted on
       report.json
 
-A round folder is written as ``state/.round=0000k.tmp`` and renamed into place,
-so it exists complete or not at all; the last complete round is where ``run``
-continues. The journal makes a round in progress safe to kill: HIT tokens are
-recorded before CreateHIT, answers before approval, approvals before they are paid.
+Every table is written with its declared schema (:mod:`.tables`). A round is committed
+in two steps: its tables are written into ``state/.round-0000k.tmp`` and that folder is
+renamed ``state/.round-0000k.commit`` (the commit: the round exists complete or not at
+all); then each file is moved to ``state/<table>/round-0000k.parquet`` and the folder
+removed. A crash between the two leaves the round committed and read from where its
+files are; the next run (:meth:`RunDir.clean_temporaries`) finishes the moves. The last
+committed round is where ``run`` continues. The journal makes a round in progress safe
+to kill: HIT tokens are recorded before CreateHIT, answers before approval, approvals
+before they are paid.
 """
 from __future__ import annotations
 
@@ -40,18 +46,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import __version__
 from .. import config as config_mod
 from ..errors import StateError
-from ..io import atomic_write_text, read_parquet, write_parquet
+from .. import io as _io
+from ..io import _fsync_dir, atomic_write_text, read_parquet, write_parquet
 from ..schema import MASK_COLUMNS
 from ..tree import Forest
+from . import tables as tbl
+from .tables import ROUND_TABLES, SCHEMA_VERSION
 
 _HELD: dict[Path, int] = {}
 """Run directories whose lock this process holds, with the nesting depth (the lock is re-entrant
 within a process, exclusive between processes)."""
 
-ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisions", "spend", "blocks", "audits", "verdicts",
-                "controls", "hits_done")
 
 
 def _nonce_at(path) -> str | None:
@@ -67,28 +75,11 @@ REQUIRED_ROUND_TABLES = ("questions", "hits", "assignments", "answers", "decisio
 without one of them is refused, never read as a round with nothing in it."""
 
 _TEXT, _INT, _NUM = "text", "integer", "number"
-TABLE_KINDS: dict[str, dict[str, str]] = {
-    "masks": {c: _TEXT if t == "object" else _NUM if t.startswith("float") else _INT for c, t in MASK_COLUMNS.items()},
-    "images": {"id": _INT, "file_name": _TEXT, "height": _INT, "width": _INT},
-    "categories": {"id": _INT, "name": _TEXT},
-    "golds": {"mask_row": _INT, "label": _INT},
-    "questions": {"question_id": _TEXT, "round": _INT, "mask_row": _INT, "node_id": _INT, "is_gold": _INT,
-                  "gold_label": _INT, "token": _TEXT},
-    "hits": {"token": _TEXT, "hit_id": _TEXT, "round": _INT, "n_questions": _INT, "assignments": _INT,
-             "reward_usd": _NUM, "reward_cents": _INT, "n_submitted": _INT, "expired": _INT},
-    "assignments": {"assignment_id": _TEXT, "hit_id": _TEXT, "token": _TEXT, "worker_id": _TEXT, "round": _INT,
-                    "n_questions": _INT, "n_gold": _INT, "n_gold_correct": _INT, "work_seconds": _NUM,
-                    "approved": _INT, "reward_usd": _NUM, "fee_usd": _NUM, "reward_cents": _INT, "fee_cents": _INT},
-    "answers": {"question_id": _TEXT, "round": _INT, "mask_row": _INT, "worker_id": _TEXT, "assignment_id": _TEXT,
-                "hit_id": _TEXT, "label": _INT, "is_gold": _INT, "used": _INT},
-    "decisions": {"round": _INT, "node_id": _INT, "decision": _TEXT, "free": _INT, "size": _INT},
-    "spend": {"round": _INT, "assignment_id": _TEXT, "kind": _TEXT, "usd": _NUM, "cents": _INT},
-    "blocks": {"worker_id": _TEXT, "round": _INT, "kind": _TEXT},
-}
-"""What each column of the run directory's tables holds: numbers (``integer``, ``number``;
-booleans count) or ``text``. A file changed outside crowdprop whose column holds text where
-numbers belong, or numbers where text belongs, is refused with one line instead of failing
-somewhere later."""
+TABLE_KINDS: dict[str, dict[str, str]] = {name: tbl.kinds(name) for name in tbl.SCHEMAS}
+"""What each column of the run directory's tables holds (from :data:`.tables.SCHEMAS`): numbers
+(``integer``, ``number``; booleans count) or ``text``. A file changed outside crowdprop whose
+column holds text where numbers belong, or numbers where text belong, is refused with one
+line instead of failing somewhere later."""
 _ACCEPT = {_INT: "iubf", _NUM: "iubf"}  # numbers of any width; an integer column with a gap reads as float
 
 log = logging.getLogger(__name__)
@@ -124,7 +115,26 @@ def read_table(path, name: str | None = None) -> pd.DataFrame:
 
 
 def round_dirname(r: int) -> str:
+    """The journal folder of round ``r`` (``journal/round=0000r``)."""
     return f"round={r:05d}"
+
+
+def round_filename(r: int) -> str:
+    """The file of round ``r`` in each table folder: ``state/<table>/round-0000r.parquet``."""
+    return f"round-{r:05d}.parquet"
+
+
+_ROUND_FILE = re.compile(r"round-(\d+)\.parquet")
+_STAGED = re.compile(r"\.round-(\d+)\.commit")
+
+
+def write_table(path, name: str, df: pd.DataFrame, mask_ids: np.ndarray | None = None) -> None:
+    """Write ``df`` atomically to ``path`` as table ``name`` of :mod:`.tables` (its declared schema)."""
+    import pyarrow.parquet as pq
+
+    table = tbl.arrow_table(name, df, mask_ids)
+    with _io.atomic_path(path) as tmp:  # looked up on the module: tests fill the disk through it
+        pq.write_table(table, tmp, compression="zstd")
 
 
 class RunDir:
@@ -140,7 +150,21 @@ class RunDir:
         for name in ("config.json", "campaign.json", "masks.parquet"):
             if not (self.path / name).exists():
                 raise StateError(f"{self.path}: incomplete run directory, {name} is missing")
+        self.check_schema()
+        self.rounds()  # a round folder missing a table is refused before anything is written
         return self
+
+    def check_schema(self) -> None:
+        """A run directory of another schema version (campaign.json ``schema_version``; none: 1)
+        is one line naming the file and both versions: its tables are laid out differently."""
+        found = self.campaign.get("schema_version", 1)
+        if found != SCHEMA_VERSION:
+            by = self.campaign.get("version", "?")
+            hint = ("finish or read it with the crowdprop that made it" if isinstance(found, int) and
+                    found < SCHEMA_VERSION else "it needs a newer crowdprop")
+            raise StateError(f"{self.path / 'campaign.json'}: field 'schema_version': run directory schema version "
+                             f"{found} (crowdprop {by}), this crowdprop {__version__} reads version {SCHEMA_VERSION} "
+                             f"only; {hint}")
 
     @cached_property
     def config(self) -> config_mod.Config:
@@ -182,9 +206,28 @@ class RunDir:
             raise StateError(f"{self.path / 'masks.parquet'}: field '{missing[0]}': column missing")
         return df
 
+    @property
+    def mask_ids(self) -> np.ndarray:
+        """masks.parquet ``mask_id`` by mask row."""
+        return self.masks["mask_id"].to_numpy(np.int64)
+
     def table(self, name: str) -> pd.DataFrame | None:
         p = self.path / f"{name}.parquet"
         return read_table(p) if p.exists() else None
+
+    def write_table(self, name: str, df: pd.DataFrame, mask_ids: np.ndarray | None = None) -> None:
+        """Write table ``name`` (``RUN_DIR/<name>.parquet``) atomically with its declared schema;
+        ``mask_id`` comes from masks.parquet (or ``mask_ids``) when ``df`` has only ``mask_row``."""
+        if mask_ids is None and "mask_id" in tbl.SCHEMAS[name].names and "mask_id" not in df and len(df):
+            mask_ids = self.mask_ids
+        write_table(self.path / f"{name}.parquet", name, df, mask_ids)
+        if name == "golds":
+            self.__dict__.pop("golds", None)
+
+    def write_labels(self, final: np.ndarray, source: np.ndarray, decided_round: np.ndarray) -> None:
+        """labels.parquet: the final label of every mask (codes of
+        :func:`crowdprop.policy.controller.mask_labels`), written atomically."""
+        self.write_table("labels", tbl.labels_frame(self.masks, final, source, decided_round))
 
     @property
     def has_forest(self) -> bool:
@@ -194,19 +237,18 @@ class RunDir:
     def forest(self) -> Forest:
         if not self.has_forest:
             raise StateError(f"{self.path}: no cluster trees yet")
-        return Forest.from_tables(read_table(self.path / "trees" / "nodes.parquet"),
-                                  read_table(self.path / "trees" / "order.parquet"))
+        return Forest.from_tables(read_table(self.path / "trees" / "nodes.parquet", "trees/nodes"),
+                                  read_table(self.path / "trees" / "order.parquet", "trees/order"))
 
     def write_forest(self, forest: Forest) -> None:
-        write_parquet(self.path / "trees" / "order.parquet", forest.order_table())
-        write_parquet(self.path / "trees" / "nodes.parquet", forest.nodes_table())
+        self.write_table("trees/order", forest.order_table())
+        self.write_table("trees/nodes", forest.nodes_table())
         self.__dict__.pop("forest", None)
 
     @cached_property
     def golds(self) -> pd.DataFrame:
         t = self.table("golds")
-        return t if t is not None else pd.DataFrame({"mask_row": pd.Series(dtype=np.int64),
-                                                      "label": pd.Series(dtype=np.int64)})
+        return t if t is not None else tbl.empty("golds")
 
     # -- one writer at a time -------------------------------------------------------------------
     @contextlib.contextmanager
@@ -253,9 +295,10 @@ class RunDir:
             os.close(fd)
 
     def clean_temporaries(self) -> int:
-        """Remove what a killed writer left behind: ``.NAME.*.tmp`` files of atomic writes
-        and half-written ``state/.round=*.tmp`` folders; put back the ``_COMPLETE`` marker of
-        a committed round folder that lost it (see :meth:`rounds`). Call it holding the lock."""
+        """Remove what a killed writer left behind: ``.NAME.*.tmp`` files of atomic writes and
+        half-written ``state/.round-*.tmp`` folders; finish the commit of a round whose tables
+        were committed but not all moved into their table folders (see :meth:`commit_round`).
+        Call it holding the lock."""
         n = 0
         for p in self.path.rglob(".*.tmp"):
             if p.is_dir():
@@ -263,12 +306,9 @@ class RunDir:
             else:
                 p.unlink(missing_ok=True)
             n += 1
-        for r in self.rounds():
-            marker = self.state_dir / round_dirname(r) / "_COMPLETE"
-            if not marker.exists():
-                atomic_write_text(marker, "")
-                log.warning("%s: its _COMPLETE marker was missing; every table of the round is there, so it "
-                            "was put back", marker.parent)
+        for r, staged in sorted(self._staged().items()):
+            self._publish(r, staged)
+            log.warning("%s: round %d was committed but not moved into its table folders; done now", self.path, r)
         return n
 
     # -- rounds --------------------------------------------------------------------------------
@@ -276,81 +316,118 @@ class RunDir:
     def state_dir(self) -> Path:
         return self.path / "state"
 
+    def round_path(self, name: str, r: int) -> Path:
+        """Where table ``name`` of committed round ``r`` is: ``state/<name>/round-0000r.parquet``
+        (or, in a commit that was cut short, still in its ``state/.round-0000r.commit`` folder)."""
+        final = self.state_dir / name / round_filename(r)
+        if not final.exists():
+            staged = self.state_dir / f".round-{r:05d}.commit" / f"{name}.parquet"
+            if staged.exists():
+                return staged
+        return final
+
+    def _staged(self) -> dict[int, Path]:
+        if not self.state_dir.is_dir():
+            return {}
+        return {int(m[1]): p for p in self.state_dir.iterdir() if (m := _STAGED.fullmatch(p.name)) and p.is_dir()}
+
+    def _round_files(self, name: str) -> set[int]:
+        d = self.state_dir / name
+        if not d.is_dir():
+            return set()
+        return {int(m[1]) for p in d.iterdir() if (m := _ROUND_FILE.fullmatch(p.name))}
+
     def rounds(self) -> list[int]:
         """The committed rounds, in order.
 
-        A round folder appears by renaming a complete temporary folder, so ``state/round=k``
-        is committed even when its ``_COMPLETE`` marker was lost (a copy that skipped empty
-        files): it counts, and :meth:`clean_temporaries` puts the marker back. A round
-        folder without one of :data:`REQUIRED_ROUND_TABLES` is refused (StateError), never
-        counted as a round that spent and asked nothing."""
+        A round is committed once its tables are in ``state/.round-k.commit`` (the commit)
+        or in their table folders. A round found in some table folders but missing from one
+        of :data:`REQUIRED_ROUND_TABLES` is refused (StateError), never counted as a round
+        that spent and asked nothing."""
         if not self.state_dir.exists():
             return []
-        out = []
-        for p in self.state_dir.iterdir():
-            m = re.fullmatch(r"round=(\d+)", p.name)
-            if not m or not p.is_dir():
-                continue
-            missing = [t for t in REQUIRED_ROUND_TABLES if not (p / f"{t}.parquet").exists()]
+        staged = self._staged()
+        files = {name: self._round_files(name) for name in ROUND_TABLES}
+        seen = set().union(*files.values()) - set(staged)
+        for r in sorted(seen):
+            missing = [t for t in REQUIRED_ROUND_TABLES if r not in files[t]]
             if missing:
-                marked = (p / "_COMPLETE").exists()
                 raise StateError(
-                    f"{p}: field '{missing[0]}.parquet': missing from {'committed ' if marked else ''}round "
-                    f"{int(m[1])} ({len(missing)} of its {len(REQUIRED_ROUND_TABLES)} tables missing); the run "
-                    "directory was changed outside crowdprop (a copy cut short?): restore this folder from a copy")
-            out.append(int(m[1]))
-        return sorted(out)
+                    f"{self.state_dir / missing[0] / round_filename(r)}: missing from committed round {r} "
+                    f"({len(missing)} of its {len(REQUIRED_ROUND_TABLES)} tables missing); the run directory was "
+                    "changed outside crowdprop (a copy cut short?): restore this file from a copy")
+        return sorted(seen | set(staged))
+
+    def committed_at(self, r: int) -> float | None:
+        """When round ``r`` was committed (modification time of its questions file), or None."""
+        try:
+            return self.round_path("questions", r).stat().st_mtime
+        except OSError:
+            return None
 
     def read_rounds(self, name: str, upto: int | None = None) -> pd.DataFrame:
+        """Table ``name`` of every committed round (up to ``upto``), in round order; an empty
+        frame with the table's columns when there is none."""
         frames = []
         for r in self.rounds():
             if upto is not None and r > upto:
                 break
-            p = self.state_dir / round_dirname(r) / f"{name}.parquet"
+            p = self.round_path(name, r)
             if p.exists():
-                frames.append(read_table(p, name))
-        frames = [f for f in frames if len(f)]
+                df = read_table(p, name)
+                if len(df):
+                    frames.append(df)
         if not frames:
-            p = None
-            for r in self.rounds():
-                p = self.state_dir / round_dirname(r) / f"{name}.parquet"
-            return read_table(p, name).iloc[:0] if p is not None and p.exists() else pd.DataFrame()
+            return tbl.empty(name)
         return pd.concat(frames, ignore_index=True)
 
     def commit_round(self, r: int, tables: dict[str, pd.DataFrame]) -> None:
-        """Write one round's tables as a folder that appears complete or not at all.
+        """Write one round's tables so that the round is committed completely or not at all.
 
-        Every name of :data:`ROUND_TABLES` is required; further tables given are written too."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        final = self.state_dir / round_dirname(r)
-        if final.exists():
-            raise StateError(f"{final}: round {r} is already committed")
-        tmp = self.state_dir / f".{round_dirname(r)}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        Every name of :data:`ROUND_TABLES` is required; each table is written with its declared
+        schema (a table that is not declared is a ValueError). The tables are written into
+        ``state/.round-0000r.tmp``, which is renamed ``state/.round-0000r.commit`` (the commit);
+        then each file moves to ``state/<table>/round-0000r.parquet``."""
         missing = [name for name in ROUND_TABLES if name not in tables]
         if missing:
             raise ValueError(f"round {r}: table(s) {', '.join(missing)} missing from the commit")
+        if r in self.rounds():
+            raise StateError(f"{self.state_dir}: round {r} is already committed")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / f".round-{r:05d}.tmp"
+        staged = self.state_dir / f".round-{r:05d}.commit"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        mask_ids = None
         try:
             for name, df in tables.items():
-                write_parquet(tmp / f"{name}.parquet", df)
-            atomic_write_text(tmp / "_COMPLETE", "")
-            os.replace(tmp, final)
+                if mask_ids is None and "mask_id" in tbl.SCHEMAS[name].names and len(df):
+                    mask_ids = self.mask_ids
+                write_table(tmp / f"{name}.parquet", name, df, mask_ids)
+            os.replace(tmp, staged)
         except BaseException:  # a full disk: leave no half-written folder behind
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        _fsync_dir(self.state_dir)
+        self._publish(r, staged)
         shutil.rmtree(self.journal_dir(r), ignore_errors=True)
         with contextlib.suppress(OSError):  # only when empty
             (self.path / "journal").rmdir()
 
+    def _publish(self, r: int, staged: Path) -> None:
+        """Move the tables of committed round ``r`` from ``staged`` into their table folders."""
+        for src in sorted(staged.glob("*.parquet")):
+            dest = self.state_dir / src.stem / round_filename(r)
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(src, dest)
+            _fsync_dir(dest.parent)
+        staged.rmdir()
+        _fsync_dir(self.state_dir)
+
     def empty_like_last(self, name: str) -> pd.DataFrame:
-        """An empty table with the columns of ``name`` in the last committed round that has it."""
-        for r in reversed(self.rounds()):
-            p = self.state_dir / round_dirname(r) / f"{name}.parquet"
-            if p.exists():
-                return read_parquet(p).iloc[:0]
-        return pd.DataFrame()
+        """An empty table ``name`` (its declared columns)."""
+        return tbl.empty(name)
 
     # -- whose HITs: the run directory's nonce --------------------------------------------------
     @property

@@ -10,7 +10,7 @@ Estimated time to finish
 ------------------------
 ``rate`` = masks decided per round over the last (up to) 3 committed rounds;
 ``rounds_left = ceil(open / rate)``; a round's duration is the median time
-between consecutive round commits (``_COMPLETE`` mtimes; the first round from
+between consecutive round commits (:meth:`RunDir.committed_at`; the first round from
 the cluster trees' mtime), so pauses between ``crowdprop run`` calls count
 once at most. ETA = ``rounds_left x duration`` minus the time the round in
 progress has been running (from its journal's oldest file).
@@ -183,7 +183,7 @@ def collect_status(run, *, now: float | None = None) -> dict:
         n = len([r for r in rounds if r > base_round])
         rate = (decided - base) / n if n else None
     # round durations from commit times
-    commits = [_mtime(run.state_dir / f"round={r:05d}" / "_COMPLETE") for r in rounds]
+    commits = [run.committed_at(r) for r in rounds]
     start = _mtime(run.path / "trees" / "nodes.parquet")
     stamps = [t for t in [start] + commits if t is not None]
     gaps = np.diff(stamps) if len(stamps) >= 2 else np.zeros(0)

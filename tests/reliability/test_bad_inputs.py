@@ -493,7 +493,7 @@ def _remove(*rels: str):
 
 
 def _money_as_text(run: Path) -> None:
-    path = run / "state/round=00001/spend.parquet"
+    path = run / "state/spend/round-00001.parquet"
     df = pd.read_parquet(path)
     col = "cents" if "cents" in df else "usd"
     df[col] = df[col].astype(str)
@@ -504,11 +504,15 @@ def _mturk_crowd(run: Path) -> None:
     _set_crowd(run, {"kind": "mturk", "target": "sandbox"})
 
 
-R1 = "state/round=00001"
+def R1(table: str) -> str:
+    """Round 1's file of ``table``."""
+    return f"state/{table}/round-00001.parquet"
+
+
 DAMAGE_CASES = [
     # (id, damage, command line after the command name and RUN_DIR, words)
-    ("answers.parquet cut short", _cut(f"{R1}/answers.parquet"), ["report"],
-     ["answers.parquet", "unreadable Parquet file", "restore"]),
+    ("answers.parquet cut short", _cut(R1("answers")), ["report"],
+     [R1("answers"), "unreadable Parquet file", "restore"]),
     ("masks.parquet cut short", _cut("masks.parquet"), ["status"], ["masks.parquet", "unreadable Parquet file"]),
     ("masks.parquet not Parquet at all", _text("masks.parquet", "id,rle\n1,xyz\n"), ["run", "--rounds", "1"],
      ["masks.parquet", "unreadable Parquet file"]),
@@ -522,19 +526,19 @@ DAMAGE_CASES = [
      ["campaign.json", "nested too deeply"]),
     ("config.json nested 100000 deep", _text("config.json", _deep()), ["run", "--rounds", "1"],
      ["config.json", "nested too deeply"]),
-    ("spend as text", _money_as_text, ["status"], ["spend.parquet", "expected", "values, found"]),
+    ("spend as text", _money_as_text, ["status"], [R1("spend"), "expected", "values, found"]),
     ("masks score as text", _rewrite("masks.parquet", score=lambda c: c.astype(str)), ["run", "--rounds", "1"],
      ["masks.parquet", "field 'score'", "expected number"]),
     ("masks rle as numbers", _rewrite("masks.parquet", rle=lambda c: np.arange(len(c))), ["report", "--html"],
      ["masks.parquet", "field 'rle'", "expected text"]),
     ("golds label as text", _rewrite("golds.parquet", label=lambda c: np.where(c > 0, "yes", "no")),
      ["run", "--rounds", "1"], ["golds.parquet", "field 'label'", "expected integer"]),
-    ("answers worker ids as numbers", _rewrite(f"{R1}/answers.parquet", worker_id=lambda c: np.arange(len(c))),
-     ["export", "--answers", "ANSWERS"], ["answers.parquet", "field 'worker_id'", "expected text"]),
-    ("round without spend.parquet", _remove(f"{R1}/spend.parquet"), ["status"],
-     ["round=00001", "field 'spend.parquet'", "missing from committed round 1"]),
-    ("round without spend.parquet nor its marker", _remove(f"{R1}/spend.parquet", f"{R1}/_COMPLETE"),
-     ["run", "--rounds", "1"], ["round=00001", "field 'spend.parquet'", "missing from round 1", "restore"]),
+    ("answers worker ids as numbers", _rewrite(R1("answers"), worker_id=lambda c: np.arange(len(c))),
+     ["export", "--answers", "ANSWERS"], [R1("answers"), "field 'worker_id'", "expected text"]),
+    ("round without spend.parquet", _remove(R1("spend")), ["status"],
+     ["spend/round-00001.parquet", "missing from committed round 1"]),
+    ("round without spend.parquet, run", _remove(R1("spend")), ["run", "--rounds", "1"],
+     ["spend/round-00001.parquet", "missing from committed round 1", "restore"]),
     ("report --seed -1", lambda run: None, ["report", "--html", "--seed", "-1"], ["field '--seed'", ">= 0"]),
     ("status --watch inf", lambda run: None, ["status", "--watch", "inf"], ["field '--watch'", "inf"]),
     ("status --watch nan", lambda run: None, ["status", "--watch", "nan"], ["field '--watch'", "nan"]),
@@ -559,18 +563,24 @@ def test_a_damaged_run_directory_or_bad_option_is_one_line_and_changes_nothing(t
     assert not (tmp_path / "a.csv").exists()
 
 
-def test_a_round_that_lost_its_marker_counts_and_gets_it_back(tmp_path, capsys, run_copy_src):
-    """A copy that skipped empty files loses _COMPLETE: the round is still committed (every table is there),
-    not a permanent 'round 1 is already committed'."""
-    run = tmp_path / "run"
-    shutil.copytree(run_copy_src.path, run)
-    (run / R1 / "_COMPLETE").unlink()
-    assert main(["status", str(run), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["last_round"] == 1  # read-only commands count it
-    assert main(["run", str(run), "--rounds", "1"]) == 0, capsys.readouterr()
-    assert (run / R1 / "_COMPLETE").exists()  # put back
+def test_a_round_committed_but_not_moved_into_its_table_folders_counts_and_is_finished(tmp_path, capsys,
+                                                                                         run_copy_src):
+    """A kill between a round's commit (its staged folder renamed) and the moves of its files into the
+    table folders: the round is committed and read from where its files are, and the next run finishes it."""
     from crowdprop.campaign.store import RunDir
 
+    run = tmp_path / "run"
+    shutil.copytree(run_copy_src.path, run)
+    answers = RunDir(run).read_rounds("answers")
+    staged = run / "state" / ".round-00001.commit"
+    staged.mkdir()
+    for t in ("answers", "spend", "decisions"):  # these three not moved yet
+        (run / R1(t)).rename(staged / f"{t}.parquet")
+    assert main(["status", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["last_round"] == 1  # read-only commands count it
+    assert RunDir(run).read_rounds("answers").equals(answers)
+    assert main(["run", str(run), "--rounds", "1"]) == 0, capsys.readouterr()
+    assert not staged.exists() and (run / R1("answers")).exists()  # moved into place
     assert RunDir(run).rounds() == [1, 2]  # and the campaign went on with round 2
 
 
@@ -624,8 +634,8 @@ def test_a_full_disk_is_one_line_and_the_campaign_goes_on_once_there_is_space(tm
     from crowdprop.campaign.store import RunDir
 
     writes = _writes_of_a_round(tmp_path, monkeypatch, run_copy_src.path)
-    assert writes >= 8  # the round's tables and its marker at least
-    for n_ok in (0, writes // 2, writes - 1):  # the disk fills before the round, in its middle, at its commit
+    assert writes >= 12  # the round's 11 tables and labels.parquet (written after the commit) at least
+    for n_ok in (0, writes // 2, writes - 2):  # the disk fills before the round, in its middle, at its commit
         run = tmp_path / f"run{n_ok}"
         shutil.copytree(run_copy_src.path, run)
         with monkeypatch.context() as m:
@@ -713,7 +723,7 @@ def test_exported_answers_cannot_run_as_spreadsheet_formulas(tmp_path, capsys, r
 
     run = tmp_path / "run"
     shutil.copytree(run_copy_src.path, run)
-    path = run / R1 / "answers.parquet"
+    path = run / R1("answers")
     ans = pd.read_parquet(path)
     workers = sorted(ans["worker_id"].unique())
     assert len(workers) > len(HOSTILE_WORKERS)

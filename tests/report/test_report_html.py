@@ -21,7 +21,7 @@ from .conftest import NASTY
 
 def tables(run: RunDir, name: str) -> pd.DataFrame:
     """Every committed round's table ``name``, read straight from the files."""
-    files = sorted((run.path / "state").glob(f"round=*/{name}.parquet"))
+    files = sorted((run.path / "state" / name).glob("round-*.parquet"))
     frames = [f for f in (pd.read_parquet(f) for f in files) if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -87,7 +87,7 @@ def test_report_json_totals_match_parquet(sample_run):
     assert t["hits"] == len(hits)
     assert t["accepted"] == int((final == 1).sum())
     assert t["rejected"] == int((final == 0).sum())
-    assert t["rounds"] == len(list((sample_run.path / "state").glob("round=*")))
+    assert t["rounds"] == len(list((sample_run.path / "state" / "questions").glob("round-*.parquet")))
 
 
 def test_report_html_summary_matches_parquet(sample_run, page):

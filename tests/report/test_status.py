@@ -41,8 +41,8 @@ def killed(tmp_path_factory) -> RunDir:
 
 def test_status_of_a_finished_run(sample_run, capsys):
     st = status_json(sample_run, capsys)
-    spend = pd.concat([pd.read_parquet(p) for p in (sample_run.path / "state").glob("round=*/spend.parquet")])
-    n_rounds = len(list((sample_run.path / "state").glob("round=*/_COMPLETE")))
+    spend = pd.read_parquet(sample_run.path / "state" / "spend")
+    n_rounds = len(list((sample_run.path / "state" / "questions").glob("round-*.parquet")))
     final = final_status(sample_run)
     assert st["last_round"] == n_rounds and st["in_progress"] is None and st["finished"]
     assert st["cents"] == spend["cents"].sum() and st["usd"] == spend["cents"].sum() / 100
@@ -65,7 +65,7 @@ def test_status_of_a_round_in_progress(killed, capsys):
     received = pd.read_parquet(journal[0] / "received.parquet")
     settled = [json.loads(x) for x in (journal[0] / "settled.jsonl").read_text().splitlines()]
     questions = pd.read_parquet(journal[0] / "questions.parquet")
-    spend = pd.concat([pd.read_parquet(p) for p in (killed.path / "state").glob("round=*/spend.parquet")])
+    spend = pd.read_parquet(killed.path / "state" / "spend")
     paid = sum(s["reward_cents"] + s["fee_cents"] for s in settled if s["approve"])  # cents
     assert paid > 0
 
@@ -73,7 +73,7 @@ def test_status_of_a_round_in_progress(killed, capsys):
     now = time.time()
     os.utime(killed.path / "trees" / "nodes.parquet", (now - 100 * (len(committed) + 1),) * 2)
     for i, k in enumerate(committed, start=1):
-        p = killed.path / "state" / f"round={k:05d}" / "_COMPLETE"
+        p = killed.round_path("questions", k)  # its commit time
         os.utime(p, (now - 100 * (len(committed) + 1) + 100 * i,) * 2)
     for p in journal[0].iterdir():
         os.utime(p, (now - 30,) * 2)
