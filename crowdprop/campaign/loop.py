@@ -29,15 +29,13 @@ from ..policy.controller import (apply_decisions, apply_split, decide, initial_s
 from ..schema import KIND_NODE, NODE_ACCEPTED, NODE_OPEN, Decision, QuestionKind
 from .evidence import CONTROL_COLUMNS, VERDICT_COLUMNS, answer_kinds
 from . import ledger
-from .crowdwork import ASSIGNMENT_COLUMNS, HIT_COLUMNS, HITS_DONE_COLUMNS, SPEND_COLUMNS, CrowdWork  # noqa: F401
+from .crowdwork import ANSWER_COLUMNS, ASSIGNMENT_COLUMNS, HIT_COLUMNS, HITS_DONE_COLUMNS, SPEND_COLUMNS, CrowdWork  # noqa: F401
 from . import roundplan as rp
 from .roundplan import RoundPlanned
 from .store import ROUND_TABLES, RunDir
 
 log = logging.getLogger(__name__)
 
-ANSWER_COLUMNS = ["question_id", "round", "mask_row", "worker_id", "assignment_id", "hit_id", "label",
-                  "is_gold", "used", "kind"]
 DECISION_COLUMNS = ["round", "node_id", "decision", "free", "n_labeled", "yes", "est_mean", "est_lo",
                     "est_hi", "quality", "size", "category_id"]
 
@@ -262,7 +260,6 @@ class Campaign(CrowdWork):
 
     def _run(self, *, max_rounds: int | None = None) -> RunResult:
         state = load_state(self.run_dir)
-        self.run_dir.write_labels(state.final, state.source, state.decided_round)  # labels.parquet
         limit = self.cfg.campaign.max_rounds
         done = 0
         reason = "round limit reached"
@@ -286,7 +283,6 @@ class Campaign(CrowdWork):
                     break
                 done += 1
                 state = load_state(self.run_dir)
-                self.run_dir.write_labels(state.final, state.source, state.decided_round)
                 now = int((state.final >= 0).sum())
                 bar.update(now - decided)
                 decided = now

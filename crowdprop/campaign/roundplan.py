@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -28,7 +27,9 @@ import numpy as np
 import pandas as pd
 
 from ..crowd.base import HitRequest, Question
+from ..errors import StateError
 from ..io import atomic_write_text, read_parquet, write_parquet
+from ..policy.controller import RoundPlan
 from .store import RunDir
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,17 @@ class RoundPlanned:
 
 
 # ------------------------------------------------------------------ a generic codec for the policy's plan
+PLAN_CLASSES: dict[str, type] = {f"{c.__module__}:{c.__qualname__}": c for c in (RoundPlan,)}
+"""The dataclasses a plan may hold, by the name plan.json records: decoding looks them up here, never
+imports what a file names."""
+
+
 def encode(obj):
     """JSON-ready form of a plan object: dataclasses, dicts with int keys, numpy arrays and scalars."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         cls = type(obj)
+        if PLAN_CLASSES.get(f"{cls.__module__}:{cls.__qualname__}") is not cls:
+            raise TypeError(f"cannot journal a {cls.__qualname__} in a round's plan (not in PLAN_CLASSES)")
         return {"__dataclass__": f"{cls.__module__}:{cls.__qualname__}",
                 "fields": {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
     if isinstance(obj, np.ndarray):
@@ -76,10 +84,9 @@ def decode(obj):
     """Inverse of :func:`encode`."""
     if isinstance(obj, dict):
         if "__dataclass__" in obj:
-            mod, name = obj["__dataclass__"].split(":")
-            cls = importlib.import_module(mod)
-            for part in name.split("."):
-                cls = getattr(cls, part)
+            cls = PLAN_CLASSES.get(obj["__dataclass__"])
+            if cls is None:
+                raise StateError(f"{PLAN_FILE}: unknown class {obj['__dataclass__']!r} in a round's plan")
             return cls(**{k: decode(v) for k, v in obj["fields"].items()})
         if "__ndarray__" in obj:
             return np.array(obj["__ndarray__"], dtype=obj["dtype"])

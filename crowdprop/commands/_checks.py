@@ -9,9 +9,43 @@ import contextlib
 import json
 import math
 import os
+import sys
 from typing import Iterator
 
 from ..errors import InputError
+
+
+def strip_credentials(url: str | None, *, quiet: bool = False) -> str | None:
+    """``url`` without a ``user:password@`` part (typed into --endpoint-url by mistake:
+    crowdprop signs requests with the AWS chain only, and prints and stores URLs).
+    Says so on stderr unless ``quiet``."""
+    if not url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    # up to the last '@' before any query or fragment: a secret key may hold '/', so urlsplit's
+    # netloc (which ends at the first '/') would leave the rest of it in the path
+    head = rest.split("?", 1)[0].split("#", 1)[0]
+    if "@" not in head:
+        return url
+    if not quiet:
+        print("crowdprop run: the user name and password in --endpoint-url are ignored (credentials come from the "
+              "AWS chain only) and not stored", file=sys.stderr)
+    return f"{scheme}://{rest[head.rindex('@') + 1:]}"
+
+
+def connect_error(e: Exception) -> None:
+    """AWS configuration that cannot be used (an unknown --profile, a broken ~/.aws file):
+    one line naming what to fix, exit 2."""
+    try:
+        from botocore.exceptions import BotoCoreError, ProfileNotFound
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return
+    if isinstance(e, ProfileNotFound):
+        raise InputError("command line", None, "--profile",
+                         f"no AWS profile '{e.kwargs.get('profile', '?')}' in ~/.aws/credentials or ~/.aws/config "
+                         "(aws configure --profile NAME creates one)") from None
+    if isinstance(e, BotoCoreError):
+        raise InputError("AWS configuration", None, None, " ".join(str(e).split())[:300]) from None
 
 
 def check_seed(seed: int | None, flag: str = "--seed") -> None:

@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..errors import InputError
+from ._checks import connect_error, strip_credentials
 
 NAME = "run"
 HELP = "run (or continue) a campaign from its last completed round"
@@ -66,39 +67,6 @@ def _confirm_production(rd, backend, *, assume_yes: bool) -> bool:
     except EOFError:
         answer = ""
     return answer.strip() == "yes"
-
-
-def strip_credentials(url: str | None, *, quiet: bool = False) -> str | None:
-    """``url`` without a ``user:password@`` part (typed into --endpoint-url by mistake:
-    crowdprop signs requests with the AWS chain only, and prints and stores URLs).
-    Says so on stderr unless ``quiet``."""
-    if not url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    # up to the last '@' before any query or fragment: a secret key may hold '/', so urlsplit's
-    # netloc (which ends at the first '/') would leave the rest of it in the path
-    head = rest.split("?", 1)[0].split("#", 1)[0]
-    if "@" not in head:
-        return url
-    if not quiet:
-        print("crowdprop run: the user name and password in --endpoint-url are ignored (credentials come from the "
-              "AWS chain only) and not stored", file=sys.stderr)
-    return f"{scheme}://{rest[head.rindex('@') + 1:]}"
-
-
-def _connect_error(e: Exception) -> None:
-    """AWS configuration that cannot be used (an unknown --profile, a broken ~/.aws file):
-    one line naming what to fix, exit 2."""
-    try:
-        from botocore.exceptions import BotoCoreError, ProfileNotFound
-    except ImportError:  # pragma: no cover - boto3 is a dependency
-        return
-    if isinstance(e, ProfileNotFound):
-        raise InputError("command line", None, "--profile",
-                         f"no AWS profile '{e.kwargs.get('profile', '?')}' in ~/.aws/credentials or ~/.aws/config "
-                         "(aws configure --profile NAME creates one)") from None
-    if isinstance(e, BotoCoreError):
-        raise InputError("AWS configuration", None, None, " ".join(str(e).split())[:300]) from None
 
 
 def _raise_crowd_error(e: Exception, rd) -> None:
@@ -201,7 +169,7 @@ def _run_locked(args, rd) -> int:
         try:
             backend = bk.mturk_backend(rd, where)
         except Exception as e:
-            _connect_error(e)
+            connect_error(e)
             raise
         if where.target == "production" and not _confirm_production(rd, backend, assume_yes=args.yes):
             backend.close()
