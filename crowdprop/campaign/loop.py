@@ -260,6 +260,7 @@ class Campaign(CrowdWork):
 
     def _run(self, *, max_rounds: int | None = None) -> RunResult:
         state = load_state(self.run_dir)
+        self.run_dir.write_labels(state.final, state.source, state.decided_round)  # labels.parquet
         limit = self.cfg.campaign.max_rounds
         done = 0
         reason = "round limit reached"
@@ -283,6 +284,7 @@ class Campaign(CrowdWork):
                     break
                 done += 1
                 state = load_state(self.run_dir)
+                self.run_dir.write_labels(state.final, state.source, state.decided_round)
                 now = int((state.final >= 0).sum())
                 bar.update(now - decided)
                 decided = now
