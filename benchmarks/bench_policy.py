@@ -1,7 +1,7 @@
 """The paper's policy against the target policy, with audited precision, on two generators.
 
     python benchmarks/bench_policy.py                       # sample, 10k and 100k of both generators
-    python benchmarks/bench_policy.py --sizes 10000 --seeds 20 --coverage
+    python benchmarks/bench_policy.py --sizes 10000 --seeds 20 --coverage --jobs 3
     python benchmarks/bench_policy.py --sizes 1000000 --generators modes --seeds 1
 
 Every policy runs on a copy of one initialised run directory per data set (trees do not
@@ -46,9 +46,10 @@ def make_data(generator: str, n: int, classes: int, seed: int, out: Path) -> Pat
     return out
 
 
-def run_one(base: RunDir, work: Path, label: str, pname: str, seed: int) -> dict:
-    d = work / f"{label}-{pname}-{seed}"
-    shutil.copytree(base.path, d, ignore=shutil.ignore_patterns("state", "journal", "report.json"))
+def run_one(base: RunDir | Path, work: Path, label: str, pname: str, seed: int) -> dict:
+    d = work / f"{label}-{pname}-{seed}".replace(" ", "_")
+    src = base.path if isinstance(base, RunDir) else base
+    shutil.copytree(src, d, ignore=shutil.ignore_patterns("state", "journal", "report.json"))
     cfg = json.loads((d / "config.json").read_text())
     cfg["policy"].update(POLICIES[pname])
     cfg["campaign"]["seed"] = seed
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--no-sample", action="store_true")
     ap.add_argument("--coverage", action="store_true")
     ap.add_argument("--policies", nargs="*", default=list(POLICIES))
+    ap.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="crowdprop-bench-policy-"))
     rows = []
@@ -123,8 +125,17 @@ def main() -> None:
                                 features=src / "features.npy", crowd={"kind": "simulated"})
                 label = f"{gen} {n // 1000}k" if n < 1_000_000 else f"{gen} {n // 1_000_000}M"
                 print(f"# {label}: made and initialised in {time.perf_counter() - t0:.0f} s", flush=True)
-                for p in args.policies:
-                    for s in range(args.seeds):
+                jobs = [(p, s) for p in args.policies for s in range(args.seeds)]
+                if args.jobs > 1:
+                    from concurrent.futures import ProcessPoolExecutor
+
+                    with ProcessPoolExecutor(args.jobs) as ex:
+                        futs = [ex.submit(run_one, base.path, work, label, p, s) for p, s in jobs]
+                        for (p, s), fut in zip(jobs, futs):
+                            rows.append((label, p, fut.result()))
+                            print(f"#   {p} seed {s}: {rows[-1][2]['wall']:.0f} s", flush=True)
+                else:
+                    for p, s in jobs:
                         rows.append((label, p, run_one(base, work, label, p, s)))
                         print(f"#   {p} seed {s}: {rows[-1][2]['wall']:.0f} s", flush=True)
                 shutil.rmtree(base.path)
