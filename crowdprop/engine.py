@@ -23,9 +23,12 @@ import logging
 import os
 import time
 from collections import deque
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from .errors import MissingExtra
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ class ProcessEngine(Engine):
 
     def __init__(self, workers: int):
         super().__init__(workers)
-        self._pool = None
+        self._pool: ProcessPoolExecutor | None = None
 
     def map(self, fn: Callable, items: Iterable[tuple]) -> Iterator:
         items = iter(items)
@@ -93,7 +96,9 @@ class ProcessEngine(Engine):
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
-        yield from _bounded(lambda item: self._pool.submit(fn, *item), lambda f: f.result(),
+        pool = self._pool
+        assert first is not None  # second is not None
+        yield from _bounded(lambda item: pool.submit(fn, *item), lambda f: f.result(),
                             itertools.chain([first, second], items), 2 * self.workers)
 
     def close(self) -> None:

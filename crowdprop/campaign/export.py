@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import StateError
 from ..masks import write_instances
 from .loop import load_state
 from .store import RunDir
@@ -62,8 +63,9 @@ def export_annotations(run: RunDir, path, status: str = "accepted") -> int:
     final, source = final_labels(run)
     keep = select_status(final, status)
     masks = run.masks[keep]
-    images = run.table("images")
-    cats = run.table("categories")
+    images, cats = run.table("images"), run.table("categories")
+    if images is None or cats is None:
+        raise StateError(f"{run.path}: incomplete run directory, images.parquet or categories.parquet is missing")
     used = set(masks["image_id"].tolist())
     images = images[images["id"].isin(used)]
     what = "masks accepted" if status == "accepted" else f"masks ({status}) with the label decided"

@@ -82,11 +82,12 @@ def _error_from_json(text: str) -> CrowdpropError:
 def _crowdprop_cause(e: BaseException) -> CrowdpropError | None:
     """The innermost crowdprop error in an exception's cause chain (Ray wraps actor errors)."""
     found, seen = None, set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, CrowdpropError) and type(e).__module__.startswith("crowdprop"):
-            found = e
-        e = getattr(e, "cause", None) or e.__cause__
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, CrowdpropError) and type(cur).__module__.startswith("crowdprop"):
+            found = cur
+        cur = getattr(cur, "cause", None) or cur.__cause__
     return found
 
 
@@ -137,7 +138,7 @@ def run_ray(images_dir, parts_dir, shards, *, spec, projection_path, device: str
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     items = [{"shard": json.dumps(s)} for s in shards]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         ShardWorker,
         batch_size=1,

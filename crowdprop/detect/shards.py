@@ -47,6 +47,7 @@ def process_shard(detector, images_dir: str | Path, parts_dir: str | Path, shard
     with ThreadPoolExecutor(max_workers=1) as pool:
         nxt = pool.submit(load, batches[0]) if batches else None
         for k, batch in enumerate(batches):
+            assert nxt is not None  # submitted for every batch
             images = nxt.result()
             nxt = pool.submit(load, batches[k + 1]) if k + 1 < len(batches) else None
             results += detector(images)

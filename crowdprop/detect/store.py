@@ -286,7 +286,8 @@ def merge_parts(run_dir: str | Path, listing: Sequence[str], categories: pd.Data
                 m["mask_id"] = np.arange(row, row + n, dtype=np.int64)
                 table = pa.Table.from_pandas(coerce_masks(m), schema=_MASKS_SCHEMA, preserve_index=False)
                 writer.write_table(table)
-                feats_out[row:row + n] = f
+                if feats_out is not None:  # n_masks > 0
+                    feats_out[row:row + n] = f
                 if coco is not None:
                     for r in m.itertuples(index=False):
                         coco.write(("," if r.mask_id > 0 else "") + "\n"

@@ -44,7 +44,7 @@ def paper_decision(yes, n, *, accept: float, reject: float) -> np.ndarray:
     return out
 
 
-def outcome_probabilities(yes, n, *, k: int, accept: float, reject: float,
+def outcome_probabilities(yes, n, *, k: int | np.ndarray, accept: float, reject: float,
                           prior_a: float = 1.0, prior_b: float = 1.0):
     """Predictive probability that the paper rule at ``k`` labels accepts / rejects.
 
@@ -55,14 +55,14 @@ def outcome_probabilities(yes, n, *, k: int, accept: float, reject: float,
     """
     yes = np.asarray(yes, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
-    k = np.broadcast_to(np.asarray(k, dtype=np.float64), yes.shape)
-    rest = np.maximum(k - n, 0).astype(np.int64)
+    k_ = np.broadcast_to(np.asarray(k, dtype=np.float64), yes.shape)
+    rest = np.maximum(k_ - n, 0).astype(np.int64)
     a = prior_a + yes
     b = prior_b + (n - yes)
     # accept when (yes + Y) / k >= accept  <=>  Y >= ceil(accept * k - yes)
-    need_acc = np.ceil(accept * k - yes - 1e-9)
+    need_acc = np.ceil(accept * k_ - yes - 1e-9)
     # reject when (yes + Y) / k <= reject  <=>  Y <= floor(reject * k - yes)
-    max_rej = np.floor(reject * k - yes + 1e-9)
+    max_rej = np.floor(reject * k_ - yes + 1e-9)
     p_acc = np.where(need_acc <= 0, 1.0,
                      np.where(need_acc > rest, 0.0, stats.betabinom.sf(need_acc - 1, rest, a, b)))
     p_rej = np.where(max_rej < 0, 0.0,
