@@ -19,6 +19,7 @@ examples:
   crowdprop run runs/cars --images photos/         (draw the masks on the photos in photos/)
   crowdprop run runs/cars --endpoint-url http://127.0.0.1:8443   (crowdprop mturk-local --images-dir runs/cars/hit_images)
   crowdprop run runs/cars --target production      (real money: shows what the budget buys, asks to type yes)
+  crowdprop run runs/cars --dry-run                 (the next round's HITs and cost; nothing is published)
 
 Credentials come from the AWS chain only (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
 ~/.aws, --profile); crowdprop never prints, logs or writes them to RUN_DIR (a user
@@ -42,6 +43,8 @@ def register(p):
     m.add_argument("--profile", metavar="NAME", help="AWS profile of ~/.aws to take credentials from")
     m.add_argument("--images", metavar="DIR", help="folder with the images' files (default: masks on gray)")
     m.add_argument("--yes", action="store_true", help="production: do not ask for a typed confirmation")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the next round's HITs and what they can cost; publish nothing, change nothing")
     p.epilog = EPILOG
 
 
@@ -116,6 +119,54 @@ def _close_log(handler: logging.Handler) -> None:
     handler.close()
 
 
+def _dry_run(rd) -> int:
+    """Print the HITs the next round would publish (its frozen plan if it is in progress) and what they
+    can cost; nothing is published and nothing of the campaign is written."""
+    from ..campaign import roundplan as rp
+    from ..campaign.ledger import FEES, spent_cents
+    from ..campaign.loop import Campaign, load_state
+    from ..money import cap_cents, fmt
+
+    class _NoCrowd:  # the plan needs no crowd; nothing may be sent
+        name = "dry-run"
+
+    camp = Campaign(rd, _NoCrowd(), progress=False)
+    state = load_state(rd)
+    r = state.next_round
+    restored = rp.restore(rd, r)
+    if restored is not None:
+        planned, note = restored[0], f"round {r} is in progress; its frozen plan"
+    else:
+        planned, note = camp._make_plan(r, state), f"round {r} would publish"
+        if planned.stop is None:
+            planned = camp._fit_budget(r, planned)
+    if planned.stop is not None or not planned.hits:
+        print(f"{rd.path}: dry run: round {r} publishes nothing ({planned.stop or 'no HIT planned'}); "
+              "nothing was published or written")
+        return 0
+    hits = planned.hits
+    print(f"{rd.path}: dry run: {note}: {len(hits)} HIT(s), {sum(len(h.questions) for h in hits)} questions "
+          f"({sum(q.is_gold for h in hits for q in h.questions)} gold)")
+    print("  HIT  questions  gold  assignments  reward  fee  most cost")
+    rewards = fees = bonus = 0
+    for k, h in enumerate(hits, start=1):
+        fee = FEES.assignment_fee_cents(h.reward_cents, h.assignments)
+        most = camp._hit_most_cents(h)
+        rewards += h.assignments * h.reward_cents
+        fees += h.assignments * fee
+        bonus += most - h.assignments * (h.reward_cents + fee)
+        if k <= 20 or k == len(hits):
+            print(f"  {k:>3}  {len(h.questions):>9}  {sum(q.is_gold for q in h.questions):>4}  {h.assignments:>11}  "
+                  f"{fmt(h.reward_cents):>6}  {fmt(fee):>4}  {fmt(most):>9}")
+        elif k == 21:
+            print("  ...")
+    extra = f" + gold bonuses up to {fmt(bonus)}" if bonus else ""
+    print(f"  at most {fmt(rewards + fees + bonus)} (rewards {fmt(rewards)} + MTurk fees {fmt(fees)}{extra}); "
+          f"{fmt(spent_cents(rd))} spent of the {fmt(cap_cents(rd.config.campaign.budget_usd))} budget")
+    print("nothing was published or written (crowdprop run without --dry-run publishes it)")
+    return 0
+
+
 def _say_live(rd, crowd) -> None:
     """After Ctrl-C: how many of the run's HITs are still live (GetHIT each) and the command that expires them."""
     from .hits import live_count
@@ -165,6 +216,8 @@ def _run_locked(args, rd) -> int:
         from ..campaign.init import build_trees
 
         build_trees(rd, progress=None)
+    if args.dry_run:
+        return _dry_run(rd)
     if kind == "mturk":
         try:
             backend = bk.mturk_backend(rd, where)

@@ -29,8 +29,8 @@ RATE_WINDOW = 3
 
 
 def register(p):
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--watch", nargs="?", type=float, const=10.0, default=None, metavar="SECONDS",
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?")
+    p.add_argument("--watch", nargs="?", const="10", default=None, metavar="SECONDS",
                    help="refresh every SECONDS (default 10) until Ctrl-C")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.epilog = ("examples:\n  crowdprop status runs/cars\n  crowdprop status runs/cars --watch      "
@@ -38,6 +38,33 @@ def register(p):
 
 
 # ------------------------------------------------------------------------------ figures
+def lock_holder(run) -> str | None:
+    """Who holds the run directory's lock (``pid N on HOST``), or None when no live process does.
+
+    Read from ``RUN_DIR/.lock`` without taking it (a status next to a starting ``crowdprop run``
+    must not make it fail): the holder writes its pid there and empties it when done; a pid that
+    no longer runs on this host left a stale lock (the OS released it)."""
+    import os
+    import socket
+
+    try:
+        text = (run.path / ".lock").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    parts = text.split()
+    if len(parts) < 4 or parts[0] != "pid" or not parts[1].isdigit():
+        return None
+    if parts[3] != socket.gethostname():
+        return text  # another machine: cannot tell, say who
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return text
+    return text
+
+
 def _mtime(path) -> float | None:
     try:
         return path.stat().st_mtime
@@ -88,7 +115,7 @@ def in_progress(run, r: int) -> dict:
         from settled.jsonl;
         ``started`` (epoch seconds of the journal's oldest file, or None).
     """
-    from ..campaign.ledger import final_state, journal_settlements, settled_record_cents
+    from ..campaign.ledger import final_state, journal_bonus_cents, journal_settlements, settled_record_cents
     from ..campaign.roundplan import restore
 
     cfg = run.config
@@ -117,7 +144,7 @@ def in_progress(run, r: int) -> dict:
     out["settled"] = len(settled)
     out["approved"] = len(approved)
     out["rejected"] = len(settled) - len(approved)
-    out["cents_settled"] = int(sum(settled_record_cents(x) for x in approved))
+    out["cents_settled"] = int(sum(settled_record_cents(x) for x in approved)) + journal_bonus_cents(run, r)
     out["usd_settled"] = out["cents_settled"] / 100
     times = [t for t in (_mtime(p) for p in d.iterdir()) if t is not None] if d.is_dir() else []
     out["started"] = min(times) if times else None
@@ -168,6 +195,7 @@ def collect_status(run, *, now: float | None = None) -> dict:
     out["usd_committed"] = out["cents_committed"] / 100
     pending = [r for r in _journal_rounds(run) if r > last]
     out["in_progress"] = in_progress(run, pending[0]) if pending else None
+    out["held_by"] = lock_holder(run)
     out["cents"] = out["cents_committed"] + (out["in_progress"]["cents_settled"] if out["in_progress"] else 0)
     out["usd"] = out["cents"] / 100
     if run.has_forest:
@@ -225,7 +253,10 @@ def format_status(st: dict, *, now: float | None = None) -> str:
     lines = [f"campaign {st['campaign_id']} ({st['crowd']})  {st['run_dir']}"]
     ip = st["in_progress"]
     rnd = f"round: {st['last_round']} committed (limit {st['max_rounds']})"
-    if ip:
+    if ip and st.get("held_by") is None:
+        rnd += (f"; round {ip['round']} stopped part-way: no crowdprop process holds the run "
+                f"(crowdprop run {st['run_dir']} continues it)")
+    elif ip:
         rnd += f"; round {ip['round']} in progress"
         if ip["started"]:
             rnd += f" for {_duration(now - ip['started'])}"
@@ -258,8 +289,18 @@ def run(args) -> int:
     import json
 
     from ..campaign.store import RunDir
+    from ..errors import InputError
     from ._checks import check_seconds
 
+    if args.watch is not None:
+        try:
+            args.watch = float(args.watch)
+        except ValueError:
+            if args.run_dir is not None:  # `--watch RUN_DIR2 RUN_DIR`
+                raise InputError("command line", None, "--watch", f"expected seconds, got {args.watch!r}") from None
+            args.run_dir, args.watch = args.watch, 10.0  # `status --watch RUN_DIR`
+    if args.run_dir is None:
+        raise InputError("command line", None, "RUN_DIR", "the run directory is required (crowdprop status RUN_DIR)")
     check_seconds(args.watch, "--watch")
     tty = sys.stdout.isatty()
     try:

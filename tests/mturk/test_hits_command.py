@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 
 import pytest
@@ -186,6 +187,13 @@ def test_extend_adds_time_and_assignments_once(interrupted, tmp_path, capsys):
     assert "budget" in capsys.readouterr().err and len(actions(rd)) == n
 
 
+def _digest(path) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
 class Crash(Exception):
     """Stands for the process being killed."""
 
@@ -206,8 +214,17 @@ def test_gold_bonus_is_paid_once_across_a_restart(base_run, tmp_path, capsys):
                        WorkerPool.build(cfg.simulation, cfg.campaign.seed), images_dir=rd.path / "hit_images")
     handle = serve(local)
     where = bk.Target("local", endpoint_url=handle.url)
-    bk.record_target(rd, where)
     try:
+        # --dry-run: the first round's HITs and cost; nothing published, nothing of the run written
+        before = _digest(rd.path)
+        capsys.readouterr()
+        assert main(["run", str(rd.path), "--dry-run", "--endpoint-url", handle.url]) == 0
+        out = capsys.readouterr().out
+        m = re.search(r"round 1 would publish: (\d+) HIT\(s\), (\d+) questions .*at most \$(\d+)\.(\d\d) "
+                      r"\(rewards \$[\d.]+ \+ MTurk fees \$[\d.]+ \+ gold bonuses up to \$[\d.]+\)", out, re.S)
+        assert m, out
+        assert local.ledger(entries=False)["hits_created"] == 0 and _digest(rd.path) == before
+        bk.record_target(rd, where)
         crowd = bk.mturk_backend(rd, where, retry_wait_s=0.001)
         real = crowd.backend.send_bonus
         calls = []
@@ -231,6 +248,10 @@ def test_gold_bonus_is_paid_once_across_a_restart(base_run, tmp_path, capsys):
         want = {a: 3 * int(n) for a, n, ok in zip(asg["assignment_id"], asg["n_gold_correct"], asg["approved"])
                 if ok and n > 0}
         assert len(want) >= 3 and bonus.to_dict() == want
+        hits = rd.read_rounds("hits")  # what the dry run said round 1 would publish, and its most cost
+        assert (len(hits), int(hits["n_questions"].sum())) == (int(m.group(1)), int(m.group(2)))
+        most = sum(a * (c + max(1, (20 * c + 50) // 100)) for a, c in zip(hits["assignments"], hits["reward_cents"]))
+        assert int(m.group(3)) * 100 + int(m.group(4)) > most
         led = local.ledger(entries=False)
         assert led["bonuses"] == len(want) and max(local._bonus_counts.values()) == 1
         assert round(float(led["bonuses_usd"]) * 100) == sum(want.values())

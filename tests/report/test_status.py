@@ -99,7 +99,12 @@ def test_status_of_a_round_in_progress(killed, capsys):
 
     assert main(["status", str(killed.path)]) == 0
     text = capsys.readouterr().out
-    assert f"round {r} in progress" in text
+    # killed: no process holds the run, and status says so rather than "in progress for ..."
+    assert f"round {r} stopped part-way: no crowdprop process holds the run" in text and "in progress" not in text
+    with killed.lock():  # a live `crowdprop run` holds it
+        assert main(["status", str(killed.path)]) == 0
+        text = capsys.readouterr().out
+    assert f"round {r} in progress for" in text
     assert f"{ip['hits_published']} of {ip['hits_planned']} HITs out" in text
     assert f"${paid / 100:.2f} of it in round {r}" in text
 
@@ -116,5 +121,8 @@ def test_watch_refreshes_until_ctrl_c(killed, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert naps == [0.5, 0.5]
     assert out.count("campaign ") == 2  # two screens
+    naps.clear()
+    assert main(["status", "--watch", str(killed.path)]) == 0  # --watch without seconds before RUN_DIR
+    assert naps == [10.0, 10.0] and capsys.readouterr().out.count("campaign ") == 2
     assert "\x1b[" not in out  # no ANSI when stdout is not a terminal
     assert main(["status", str(killed.path), "--watch", "0"]) == 2
