@@ -131,6 +131,8 @@ def replay_decisions_on(forest, status: np.ndarray, decisions: pd.DataFrame) -> 
 
 
 SMALL_POOL = 50
+CLASS_MIN_AUDITS = 10
+"""Audits of a class's accepted masks before the controller acts on that class's estimate."""
 """Target policy: an active pool of at most this many masks is asked whole."""
 
 
@@ -498,7 +500,7 @@ class Campaign(CrowdWork):
         """Act on audits: when a source's audited lower bound falls under the target, raise the
         verifier's threshold (withdrawing its accepts under the new one) or halve the cluster
         risk tolerance and re-open the accepted clusters that no longer pass with their audits."""
-        from ..policy.audit import CLUSTER, VERIFIER, audited_precision, valid_audits
+        from ..policy.audit import CLUSTER, VERIFIER, audited_precision, short_classes, valid_audits
         from ..policy.risk import risk_decision
         from ..policy.target import decided_history
         from .evidence import direct_rounds, node_rounds, verdict_arrays
@@ -546,42 +548,62 @@ class Campaign(CrowdWork):
             notes.append(f"verifier audited lower bound {vs['lo']:.3f} < target: threshold {thr:.3f} -> "
                          f"{new_thr:.3f}, {len(bad)} accepts withdrawn")
             thr = new_thr
+        def reopen_failing(acc_nodes, tol_now):
+            """Accepted clusters that no longer pass the risk rule at ``tol_now`` with the answers
+            they were accepted on plus their audits: decisions rows that re-open them."""
+            if not (len(acc_nodes) and len(ok)):
+                return acc_nodes[:0]
+            from ..policy.controller import label_sums
+            from ..policy.risk import depth_band, eb_priors
+            from .evidence import noise_means
+
+            aud = ok[(ok["source"] == CLUSTER) & (ok["label"] == 1)]
+            a_p = np.full(self.n, np.nan)
+            a_p[aud["mask_row"].to_numpy(np.int64)] = aud["yes"].to_numpy(np.float64)
+            n_c, y_c = label_sums(self.forest, a_p, acc_nodes)
+            last = all_dec.drop_duplicates("node_id", keep="last").set_index("node_id")
+            yes0 = last.loc[acc_nodes, "yes"].to_numpy(np.float64)
+            n0 = last.loc[acc_nodes, "n_labeled"].to_numpy(np.float64)
+            sens, spec = noise_means(noise)
+            a0, b0 = eb_priors(decided_history(self.forest, all_dec),
+                               pd.DataFrame({"category_id": self.forest.category[acc_nodes],
+                                             "band": depth_band(self.forest.depth[acc_nodes])}))
+            d = risk_decision(yes0 + y_c, n0 + n_c, (self.forest.end - self.forest.start)[acc_nodes], a0, b0,
+                              target=pc.target_precision, reject=pc.reject, sens=sens, spec=spec, tol=tol_now,
+                              k=pc.k, min_answers=pc.batch, confidence=pc.target_confidence,
+                              size_cap=pc.risk_size_cap)
+            bad = (d != Decision.ACCEPT.value) & (n_c > 0)
+            reopen = acc_nodes[bad]
+            if len(reopen):
+                extra_dec.append(pd.DataFrame({
+                    "round": r, "node_id": reopen, "decision": Decision.REOPEN.value, "free": False,
+                    "n_labeled": n0[bad].astype(np.int64), "yes": yes0[bad], "est_mean": np.nan,
+                    "est_lo": np.nan, "est_hi": np.nan, "quality": self.node_quality[reopen],
+                    "size": (self.forest.end - self.forest.start)[reopen],
+                    "category_id": self.forest.category[reopen]})[DECISION_COLUMNS])
+            return reopen
+
+        acc_nodes = np.flatnonzero(status == NODE_ACCEPTED)
+        reopened = acc_nodes[:0]
         cs = est.by_source.get("cluster")
         if short(cs):
             tol = max(tol / 2.0, pc.risk_tolerance / 8.0)
-            acc_nodes = np.flatnonzero(status == NODE_ACCEPTED)
-            if len(acc_nodes) and len(ok):
-                from ..policy.controller import label_sums
-                from .evidence import noise_means
-
-                aud = ok[(ok["source"] == CLUSTER) & (ok["label"] == 1)]
-                a_p = np.full(self.n, np.nan)
-                a_p[aud["mask_row"].to_numpy(np.int64)] = aud["yes"].to_numpy(np.float64)
-                n_c, y_c = label_sums(self.forest, a_p, acc_nodes)
-                last = all_dec.drop_duplicates("node_id", keep="last").set_index("node_id")
-                yes0 = last.loc[acc_nodes, "yes"].to_numpy(np.float64)
-                n0 = last.loc[acc_nodes, "n_labeled"].to_numpy(np.float64)
-                sens, spec = noise_means(noise)
-                from ..policy.risk import depth_band, eb_priors
-
-                a0, b0 = eb_priors(decided_history(self.forest, all_dec),
-                                   pd.DataFrame({"category_id": self.forest.category[acc_nodes],
-                                                 "band": depth_band(self.forest.depth[acc_nodes])}))
-                d = risk_decision(yes0 + y_c, n0 + n_c, (self.forest.end - self.forest.start)[acc_nodes], a0, b0,
-                                  target=pc.target_precision, reject=pc.reject, sens=sens, spec=spec, tol=tol,
-                                  k=pc.k, min_answers=pc.batch, confidence=pc.target_confidence,
-                                  size_cap=pc.risk_size_cap)
-                reopen = acc_nodes[(d != Decision.ACCEPT.value) & (n_c > 0)]
-                if len(reopen):
-                    extra_dec.append(pd.DataFrame({
-                        "round": r, "node_id": reopen, "decision": Decision.REOPEN.value, "free": False,
-                        "n_labeled": n0[np.isin(acc_nodes, reopen)].astype(np.int64),
-                        "yes": yes0[np.isin(acc_nodes, reopen)], "est_mean": np.nan, "est_lo": np.nan,
-                        "est_hi": np.nan, "quality": self.node_quality[reopen],
-                        "size": (self.forest.end - self.forest.start)[reopen],
-                        "category_id": self.forest.category[reopen]})[DECISION_COLUMNS])
-                notes.append(f"cluster audited lower bound {cs['lo']:.3f} < target: tolerance -> {tol:.3g}, "
-                             f"{len(reopen)} accepted clusters re-opened")
+            reopened = reopen_failing(acc_nodes, tol)
+            notes.append(f"cluster audited lower bound {cs['lo']:.3f} < target: tolerance -> {tol:.3g}, "
+                         f"{len(reopened)} accepted clusters re-opened")
+        # Per class: a class whose audited precision and lower bound are both under the target
+        # (with at least CLASS_MIN_AUDITS audits of its accepted masks) has its accepted clusters
+        # checked again with their audits at half the tolerance; those that fail are re-opened.
+        cat_of = np.empty(self.n, dtype=np.int64)
+        for root in np.flatnonzero(self.forest.parent < 0).tolist():
+            cat_of[self.forest.members(root)] = self.forest.category[root]
+        left = acc_nodes[~np.isin(acc_nodes, reopened)]
+        for c, ce in short_classes(final, source, ok, noise, cat_of, np.unique(self.forest.category[left]).tolist(),
+                                   target=pc.target_precision, confidence=pc.target_confidence,
+                                   min_audits=CLASS_MIN_AUDITS, rng=np.random.default_rng([self.cfg.campaign.seed, r, 14])):
+            back = reopen_failing(left[self.forest.category[left] == c], max(tol / 2.0, pc.risk_tolerance / 8.0))
+            notes.append(f"class {c} audited {ce.mean:.3f} [{ce.lo:.3f}, {ce.hi:.3f}] < target: "
+                         f"{len(back)} accepted clusters re-opened")
         for note in notes:
             log.info("round %d: %s", r, note)
         nxt = controls.copy()

@@ -166,6 +166,23 @@ def audited_precision(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataF
     return Estimate(float(prec.mean()), float(lo), float(hi), n_total, n_aud, by_source)
 
 
+def short_classes(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataFrame,
+                  noise: tuple[float, float, float, float], category: np.ndarray, classes, *, target: float,
+                  confidence: float, min_audits: int, rng: np.random.Generator) -> list[tuple[int, Estimate]]:
+    """Classes whose accepted masks fall short of ``target``: audited estimate and its one-sided
+    lower bound at ``confidence`` both under it, on at least ``min_audits`` audits (with fewer,
+    every lower bound is under the target and acting on it would stop every class before it
+    could be measured). ``category``: class per mask row; ``classes``: the ones to check."""
+    out = []
+    credible = 2.0 * confidence - 1.0
+    for c in classes:
+        sub = category == c
+        e = audited_precision(final, source, audits_ok, noise, subset=sub, credible=credible, rng=rng)
+        if e.n_audits >= min_audits and e.lo < target and e.mean < target:
+            out.append((int(c), e))
+    return out
+
+
 def lower_bound(est: dict | None, confidence: float) -> float | None:
     """The one-sided lower bound at ``confidence`` is the two-sided interval's lower end at
     ``2 * confidence - 1``; callers pass the interval computed at that level."""

@@ -75,3 +75,29 @@ def test_unaudited_source_widens_the_interval_and_changed_masks_drop_out():
     moved = final.copy()
     moved[ok["mask_row"].to_numpy()[:10]] = -1
     assert len(valid_audits(a, ans, moved, source, decided)) == len(ok) - 10
+
+
+def test_short_classes_are_those_whose_audits_put_them_under_the_target():
+    """Three classes of accepted masks: one at 0.70 (short), one at 0.97 (fine), one at 0.70 with
+    too few audits to act on; only the first is reported, with its audited estimate."""
+    from crowdprop.policy.audit import short_classes
+
+    rng = np.random.default_rng(3)
+    n = 9000
+    category = np.repeat([1, 2, 3], 3000)
+    final = np.ones(n, dtype=np.int8)
+    source = np.full(n, CLUSTER, dtype=np.int8)
+    decided = np.ones(n, dtype=np.int64)
+    truth = (rng.random(n) < np.select([category == 2], [0.97], 0.70)).astype(int)
+    a = plan_audits(final, source, decided, round_=2, budget=400, min_per_stratum=3, rng=rng)
+    a = a[(category[a["mask_row"]] != 3) | (np.arange(len(a)) % 40 == 0)]  # class 3: a handful
+    ok = valid_audits(a, _answers_for(a, truth, rng), final, source, decided)
+    assert (category[ok["mask_row"]] == 3).sum() < 10
+    noise = (96.0, 6.0, 96.0, 6.0)
+    out = short_classes(final, source, ok, noise, category, [1, 2, 3], target=0.9, confidence=0.95, min_audits=10,
+                        rng=np.random.default_rng(0))
+    assert [c for c, _ in out] == [1]
+    assert abs(out[0][1].mean - 0.70) < 0.1 and out[0][1].hi < 0.9
+    # with the bar lowered to 0.6 no class is short
+    assert short_classes(final, source, ok, noise, category, [1, 2, 3], target=0.6, confidence=0.95, min_audits=10,
+                         rng=np.random.default_rng(0)) == []
