@@ -86,7 +86,7 @@ def test_a_resumed_campaign_keeps_the_values_it_started_with(started, monkeypatc
     assert (cfg.policy.k, cfg.quality.soft_block_after, cfg.mturk.region) == (15, 2, "us-east-1")
     assert (cfg.policy.accept, cfg.quality.aggregation) == (0.9, "onecoin")
     # the round asked k = 15 masks of each candidate larger than min_cluster_size (15), not 7
-    q = pd.read_parquet(started / "state" / "round=00001" / "questions.parquet")
+    q = pd.read_parquet(started / "state" / "questions" / "round-00001.parquet")
     per_cluster = q[q["kind"] == "cluster"].groupby("node_id").size()
     forest = RunDir(started).forest
     large = (forest.end - forest.start)[per_cluster.index.to_numpy()] > cfg.policy.min_cluster_size
