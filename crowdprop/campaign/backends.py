@@ -448,8 +448,20 @@ class Target:
 
 
 def started(run: RunDir) -> bool:
-    """Whether the campaign has published anything (a committed round or a journal)."""
-    return bool(run.rounds()) or bool(_journal_rounds(run))
+    """Whether the campaign may have published anything: a committed round, or a round in progress
+    that journaled a HIT (a first round that failed before its first CreateHIT may still move)."""
+    if run.rounds():
+        return True
+    for r in _journal_rounds(run):
+        maybe: dict[str, bool] = {}
+        for x in run.journal_lines(r, "published"):
+            if x.get("hit_id"):
+                return True
+            if x.get("event") in ("create", "unsent"):  # unsent: the connection failed before CreateHIT went out
+                maybe[x["token"]] = x["event"] == "create"
+        if any(maybe.values()):
+            return True
+    return False
 
 
 def resolve_target(run: RunDir, *, target: str | None = None, endpoint_url: str | None = None,

@@ -263,6 +263,10 @@ class CrowdWork:
                 log.warning("round %d: %s", r, e)
                 held_back += 1
                 continue
+            except Exception as e:
+                if _never_sent(e):  # nothing reached the crowd: the campaign may still move (backends.started)
+                    run.journal_append(r, "published", {"token": h.token, "event": "unsent"})
+                raise
             if known.get(h.token) not in (None, hit_id):
                 raise StateError(f"backend returned HIT {hit_id} for token {h.token}, journal says {known[h.token]}")
             if h.token not in known:
@@ -509,6 +513,15 @@ class CrowdWork:
         if still:
             log.info("round %d: %d HIT(s) can still receive work; later rounds keep polling them", r, still)
         return {"hits": hits_df, "assignments": ass_df, "answers": ans_df, "spend": spend_df, "hits_done": done_df}
+
+
+def _never_sent(e: BaseException) -> bool:
+    """Whether a request failed before anything was sent (no connection could be made)."""
+    try:
+        from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return False
+    return isinstance(e, (EndpointConnectionError, ConnectTimeoutError))
 
 
 def assignments_frame(assignments, infos: dict[str, HitInfo]) -> pd.DataFrame:

@@ -41,8 +41,10 @@ def connect_error(e: Exception) -> None:
     except ImportError:  # pragma: no cover - boto3 is a dependency
         return
     if isinstance(e, ProfileNotFound):
-        raise InputError("command line", None, "--profile",
-                         f"no AWS profile '{e.kwargs.get('profile', '?')}' in ~/.aws/credentials or ~/.aws/config "
+        name = e.kwargs.get("profile", "?")
+        where = ("environment", "AWS_PROFILE") if os.environ.get("AWS_PROFILE") == name else ("command line", "--profile")
+        raise InputError(where[0], None, where[1],
+                         f"no AWS profile '{name}' in ~/.aws/credentials or ~/.aws/config "
                          "(aws configure --profile NAME creates one)") from None
     if isinstance(e, BotoCoreError):
         raise InputError("AWS configuration", None, None, " ".join(str(e).split())[:300]) from None

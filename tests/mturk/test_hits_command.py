@@ -277,3 +277,26 @@ def test_gold_bonus_is_paid_once_across_a_restart(base_run, tmp_path, capsys):
         assert "budget" in capsys.readouterr().err and local.ledger(entries=False)["bonuses"] == len(want) + 2
     finally:
         handle.stop()
+
+
+def test_bad_aws_profile_and_a_first_round_that_reached_nobody(base_run, tmp_path, monkeypatch, capsys):
+    """AWS_PROFILE naming no profile is one line (exit 2) naming it; a first round whose endpoint could
+    not be reached published nothing, so the campaign may still move to another target."""
+    rd = _copy(base_run, tmp_path / "run")
+    monkeypatch.setenv("AWS_PROFILE", "nosuch")
+    before = _digest(rd.path)
+    capsys.readouterr()
+    assert main(["run", str(rd.path), "--endpoint-url", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "field 'AWS_PROFILE': no AWS profile 'nosuch'" in err
+    assert _digest(rd.path) == before
+    monkeypatch.delenv("AWS_PROFILE")
+    assert main(["run", str(rd.path), "--endpoint-url", "http://127.0.0.1:9"]) == 2  # nothing listens there
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Could not connect" in err and "nothing is lost" in err
+    lines = rd.journal_lines(1, "published")
+    assert [x["event"] for x in lines] == ["create", "unsent"]
+    assert "WARNING" not in err and "ERROR crowdprop.commands.run: stopped by" in (rd.path / "campaign.log").read_text()
+    # nothing reached MTurk: the campaign may still go to the sandbox (a dry run shows its first round)
+    assert main(["run", str(rd.path), "--target", "sandbox", "--dry-run"]) == 0
+    assert "round 1 is in progress; its frozen plan" in capsys.readouterr().out
