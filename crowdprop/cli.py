@@ -67,7 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.register(p)
         p.set_defaults(_run=mod.run)
+        _describe_subcommands(p)
     return parser
+
+
+def _describe_subcommands(p: argparse.ArgumentParser) -> None:
+    """A subcommand (``gold import``, ``video run``) without a description shows its help line as one."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sp in action.choices.items():
+                if not sp.description and helps.get(name):
+                    sp.description = helps[name]
+                _describe_subcommands(sp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,3 +127,48 @@ def test_input_errors_survive_pickling():
 
     e = pickle.loads(pickle.dumps(InputError("a.json", "record 3", "score", "out of range")))
     assert isinstance(e, InputError) and str(e) == "a.json: record 3: field 'score': out of range"
+
+
+def _parsers():
+    """(name, parser) of every command and subcommand."""
+    import argparse
+
+    from crowdprop.cli import build_parser
+
+    out = []
+
+    def walk(prefix, p):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    out.append((f"{prefix} {name}".strip(), sp))
+                    walk(f"{prefix} {name}", sp)
+
+    walk("", build_parser())
+    return out
+
+
+def test_every_help_has_a_description_and_an_example():
+    cmds = _parsers()
+    assert {"hits", "bonus", "estimate", "gold import"} <= {n for n, _ in cmds}
+    for name, p in cmds:
+        assert p.description and p.description[0].islower() and not p.description.endswith("."), name
+        assert f"crowdprop {name.split()[0]}" in (p.epilog or ""), f"{name}: --help shows no example"
+
+
+def test_verbosity_after_the_command_and_no_broken_pipe_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    # -q after the command (errors only), and stdout closed by `head` mid-output: no traceback, exit 0
+    code = ("import sys\nfrom crowdprop import cli\nfrom crowdprop.commands import synth\n"
+            "def run(args):\n    assert args.quiet and args.verbose == 0\n"
+            "    for i in range(100000): print('line', i)\n    return 0\n"
+            "synth.run = run\nsys.exit(cli.main(['synth', '--masks', '1', '--classes', '1', '-o', 'x', '-q']))\n")
+    p = subprocess.run(f"{sys.executable} -c \"$CODE\" | head -1", shell=True, capture_output=True, text=True,
+                       env={**__import__("os").environ, "CODE": code}, cwd=tmp_path)
+    assert p.stdout == "line 0\n" and p.stderr == "", p.stderr
+    from crowdprop.cli import build_parser
+
+    args = build_parser().parse_args(["status", "runs/x", "-vv"])
+    assert args.verbose == 2 and args.quiet is False

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "aggregate"
-HELP = "Aggregate yes/no crowd answers into one label and probability per task."
+HELP = "aggregate yes/no crowd answers into one label and probability per task"
 ORDER = 60
 
 EPILOG = """\

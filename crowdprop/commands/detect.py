@@ -5,7 +5,7 @@ import argparse
 import importlib.util
 
 NAME = "detect"
-HELP = "Detect instance masks on a folder of images with torchvision Mask R-CNN (needs the detect extra)."
+HELP = "detect instance masks on a folder of images with torchvision Mask R-CNN (needs the detect extra)"
 ORDER = 8
 
 MODELS = ("maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn")  # crowdprop.detect.model.MODELS, without importing it

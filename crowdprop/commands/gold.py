@@ -9,8 +9,8 @@ ORDER = 45
 def register(p):
     sub = p.add_subparsers(dest="gold_action", metavar="ACTION", required=True)
     imp = sub.add_parser("import", help="add golds from CSV (mask_id,label) or JSON ([{id, label}])",
-                         description="Add masks with known answers (golds) to the campaign's gold pool, from CSV "
-                                     "(mask_id,label) or JSON ([{id, label}]).",
+                         description="add masks with known answers (golds) to the campaign's gold pool, from CSV "
+                                     "(mask_id,label) or JSON ([{id, label}])",
                          epilog="example:\n  crowdprop gold import runs/cars checked.csv     # columns mask_id,label "
                                 "(yes/no)", formatter_class=p.formatter_class)
     imp.add_argument("run_dir", metavar="RUN_DIR")

@@ -5,7 +5,8 @@ import argparse
 import os
 
 NAME = "mturk-local"
-HELP = "serve a local MTurk-compatible endpoint (boto3 endpoint_url) whose workers are simulated from ground truth"
+HELP = ("serve a local MTurk-compatible endpoint (boto3 endpoint_url): simulated workers answer from ground truth, "
+        "or you do the HITs in a browser (--no-simulate)")
 ORDER = 70
 
 EPILOG = """\
