@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     # -v/-q are accepted after the command too (SUPPRESS: given before it, they are not reset)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging (-vv for debug)")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more logging (-vv for debug)")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _command_modules():

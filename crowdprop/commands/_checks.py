@@ -42,7 +42,8 @@ def connect_error(e: Exception) -> None:
         return
     if isinstance(e, ProfileNotFound):
         name = e.kwargs.get("profile", "?")
-        where = ("environment", "AWS_PROFILE") if os.environ.get("AWS_PROFILE") == name else ("command line", "--profile")
+        from_env = os.environ.get("AWS_PROFILE") == name
+        where = ("environment", "AWS_PROFILE") if from_env else ("command line", "--profile")
         raise InputError(where[0], None, where[1],
                          f"no AWS profile '{name}' in ~/.aws/credentials or ~/.aws/config "
                          "(aws configure --profile NAME creates one)") from None

@@ -110,8 +110,8 @@ def run(args) -> int:
 
             code, turk, _, message = error_code(e)
             record_action(rd, {"id": rid, "event": "refused", "code": turk or code, "message": message[:300]})
-            raise StateError(f"bonus for {args.worker}: MTurk refused: {turk or code}: {' '.join(message.split())[:200]}"
-                             ) from None
+            text = " ".join(message.split())[:200]
+            raise StateError(f"bonus for {args.worker}: MTurk refused: {turk or code}: {text}") from None
         record_action(rd, {"id": rid, "event": "done", "token": token})
     print(f"{args.worker}: bonus of {fmt(amount)} (+ {fmt(fee)} MTurk fee) on assignment {aid}"
           + (" was sent before (same request); not again" if how == "already" else " sent"))

@@ -99,7 +99,8 @@ def simulate(run, cfg, seed: int, scratch: Path) -> dict:
             "questions": int((~ans["is_gold"].astype(bool)).sum()) if len(ans) else 0,
             "hits": int(len(rd.read_rounds("hits"))), "assignments": int(len(asg)),
             "usd": sum(kinds.values()) / 100, "reward_usd": kinds.get("reward", 0) / 100,
-            "fee_usd": (kinds.get("fee", 0) + kinds.get("bonus_fee", 0)) / 100, "bonus_usd": kinds.get("bonus", 0) / 100,
+            "fee_usd": (kinds.get("fee", 0) + kinds.get("bonus_fee", 0)) / 100,
+            "bonus_usd": kinds.get("bonus", 0) / 100,
             "worker_hours": float(asg["work_seconds"].sum()) / 3600 if len(asg) else 0.0,
             "accepted": int((status == 1).sum()), "rejected": int((status == 0).sum()),
             "open": int((status < 0).sum())}

@@ -100,10 +100,11 @@ def published_hits(run) -> list[dict]:
         frozen = restore(run, r)
         if frozen is not None:
             per_token = {h.token: h.assignments for h in frozen[0].hits}
+        default_n = run.config.crowd.assignments_per_hit
         for rec in run.journal_lines(r, "published"):
             if rec.get("hit_id") and rec["hit_id"] not in out:
                 out[rec["hit_id"]] = {"hit_id": rec["hit_id"], "token": rec["token"], "round": r,
-                                      "assignments": int(per_token.get(rec["token"], run.config.crowd.assignments_per_hit)),
+                                      "assignments": int(per_token.get(rec["token"], default_n)),
                                       "done": False, "recorded": int(counts.get(rec["hit_id"], 0)),
                                       "in_progress": True}
     for hid, n in extra_assignments(run).items():
@@ -352,13 +353,13 @@ def _extend(run, backend, rows, ids, *, hours, assignments) -> list[str]:
 
 def _delete(run, backend, rows, ids) -> list[str]:
     books = _book_assignments(run)
-    chosen = _pick(rows, ids, lambda r: r["status"] == "Reviewable", "delete")
+    chosen = _pick(rows, ids, lambda r: r["status"] in ("Reviewable", "Reviewing"), "delete")
     out = []
     for r in chosen:
         if r["status"] == "Disposed":
             out.append(f"{r['hit_id']}: already deleted")
             continue
-        if r["status"] != "Reviewable":
+        if r["status"] not in ("Reviewable", "Reviewing"):
             raise StateError(f"{r['hit_id']}: MTurk holds it {r['status']}; only a Reviewable HIT (expired or "
                              "complete, no work accepted and not submitted) can be deleted (expire it first)")
         listed = backend._listed(r["hit_id"], ["Submitted", "Approved", "Rejected"])

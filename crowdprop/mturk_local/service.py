@@ -857,10 +857,11 @@ class LocalMTurk:
     def _op_delete_hit(self, p: Mapping) -> dict:
         hit = self._get_hit(self._entity(p, "HITId"))
         status = self._status(hit, self.clock())[0]
-        if status != "Reviewable" or any(self._assignments[a].state == "Submitted" for a in hit.assignments):
+        # MTurk's answer, whether the state is wrong or some submitted work is not settled yet
+        if status not in ("Reviewable", "Reviewing") or any(
+                self._assignments[a].state == "Submitted" for a in hit.assignments):
             raise self._err(f"This HIT is currently in the state '{status}'.  This operation can be called with a "
-                            "status of: Reviewable, with every submitted assignment approved or rejected.",
-                            "AWS.MechanicalTurk.InvalidHITState")
+                            "status of: Reviewing, Reviewable", "AWS.MechanicalTurk.InvalidHITState")
         hit.deleted = True
         return {}
 

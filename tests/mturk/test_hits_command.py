@@ -93,7 +93,8 @@ def test_interrupt_says_what_is_live_then_expire_and_late_work_is_recorded(inter
 
     # a person accepts one HIT before it is expired, and submits after
     first = rows[0]["hit_id"]
-    for qt in local.call("ListQualificationTypes", {"MustBeRequestable": False, "MaxResults": 100})["QualificationTypes"]:
+    types = local.call("ListQualificationTypes", {"MustBeRequestable": False, "MaxResults": 100})["QualificationTypes"]
+    for qt in types:
         if qt["Name"].endswith("qualification test"):  # passed (the browser test of it: test_do_a_hit_yourself)
             local.call("AssociateQualificationWithWorker", {"QualificationTypeId": qt["QualificationTypeId"],
                                                             "WorkerId": "AHUMANWORKER1", "IntegerValue": 100})
@@ -128,7 +129,8 @@ def test_interrupt_says_what_is_live_then_expire_and_late_work_is_recorded(inter
     assert state == ("Approved" if bool(asg["approved"].iloc[0]) else "Rejected")
     assert rd.read_rounds("answers")["question_id"].nunique() == len(qids)
     log = (rd.path / "campaign.log").read_text()  # both runs: the interrupt, then the round it finished
-    assert "WARNING crowdprop.commands.run: interrupted (Ctrl-C)" in log and "INFO crowdprop.campaign.loop: round 1:" in log
+    assert "WARNING crowdprop.commands.run: interrupted (Ctrl-C)" in log
+    assert "INFO crowdprop.campaign.loop: round 1:" in log
 
     # every HIT is now reviewable and settled: delete takes them all
     assert main(["hits", str(rd.path), "delete"]) == 0
