@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -301,6 +302,10 @@ def test_typed_runs_decide_plain_records_like_json():
         # a repeated key: the last one counts, as in json.loads
         dup = json.dumps(base[0])[:-1] + ', "category_id": 3}'
         assert _typed_case(kind, base[1:], "," + dup)["category_id"].tolist() == [1, 1, 1, 3]
+    for f in ("pred_iou", "predicted_iou", "mask_iou"):  # whichever field carries the predicted IoU
+        assert _typed_case("pred", [_pred(**{f: 0.25}), _pred(**{f: 1})])["pred_iou"].tolist() == [0.25, 1.0]
+    assert _typed_case("pred", [_pred(mask_iou=0.5, predicted_iou=0.25)] * 2)["pred_iou"].tolist() == [0.25] * 2
+    assert _typed_case("pred", [_pred(pred_iou=0.5, predicted_iou=0.25), _pred(predicted_iou=0.25)]) is None
     pred = _pred()
     counts = pred["segmentation"]["counts"]
     escaped = json.dumps(pred).replace(json.dumps(counts), '"' + "".join(f"\\u{ord(c):04x}" for c in counts) + '"')
@@ -329,5 +334,29 @@ def test_typed_runs_agree_with_json_or_stay_undecided(kind, n, ids, edits):
         if v == len(_ODD):
             target.pop(field, None)
         else:
-            target[field] = _ODD[v]
+            target[field] = copy.deepcopy(_ODD[v])
     _typed_case(kind, records)
+
+
+@pytest.mark.parametrize("images, expect", [
+    ([{"id": 1, "height": 10, "width": 12}, {"id": 2.0, "height": 10, "width": 12, "file_name": "b.png"}], None),
+    ([{"id": 1, "height": 10, "width": 12}, {"id": 1, "height": 10, "width": 12}],
+     "images[1] (id=1): field 'id': duplicate image id"),
+    ([{"id": 1, "height": 10, "width": 12}, {"id": 3, "height": 0, "width": 12}],
+     "images[1] (id=3): field 'height': image size must be positive, got 0x12"),
+    ([{"id": 1, "height": 10, "width": 12}, {"id": True, "height": 10, "width": 12}],
+     "record 1 (id=True): field 'id': expected an integer, got True"),
+    ([{"id": 1, "height": 10, "width": 12}, {"id": 2, "width": 12}], "record 1 (id=2): field 'height': missing"),
+])
+def test_images_checked_together_read_like_one_by_one(tmp_path, images, expect):
+    """Images are checked column by column and, when one fails, one by one: the same table
+    (an id written 2.0 is 2) and the same message."""
+    p = _write(tmp_path, "gt.json", {**GT_SMALL, "images": images})
+    if expect is None:
+        g = load_ground_truth(p)
+        assert g.images["id"].tolist() == [1, 2] and g.images["file_name"].tolist() == ["", "b.png"]
+        assert g.images.dtypes["id"] == np.int64
+        return
+    with pytest.raises(InputError) as e:
+        load_ground_truth(p)
+    assert str(e.value) == f"{p}: {expect}"

@@ -274,12 +274,15 @@ def predictions_typed(body: bytes, ref: Reference) -> dict | None:
     if n == 0 or unset not in (0, n):  # either every record has an id or none does
         return None
     has_ids = unset == 0
-    f = _piou_field([n - [getattr(r, f) for r in recs].count(UNSET) for f in PRED_IOU_FIELDS], n)
+    piou = {"pred_iou": [r.pred_iou for r in recs]}
+    if UNSET in piou["pred_iou"]:
+        piou["predicted_iou"] = [r.predicted_iou for r in recs]
+        piou["mask_iou"] = [r.mask_iou for r in recs]
+    f = _piou_field([n - piou[f].count(UNSET) if f in piou else 0 for f in PRED_IOU_FIELDS], n)
     if f is None:
         return None
     return _prediction_columns(ref, ids if has_ids else None, [r.image_id for r in recs],
-                               [r.category_id for r in recs], [r.score for r in recs],
-                               [getattr(r, f) for r in recs] if f else None,
+                               [r.category_id for r in recs], [r.score for r in recs], piou[f] if f else None,
                                [v for r in recs for v in r.segmentation.size], [r.segmentation.counts for r in recs])
 
 

@@ -627,7 +627,23 @@ def _ground_truth_stream(path, engine) -> GroundTruth:
     return _ground_truth(path, state["images"], state["cats"], anns)
 
 
+def _images_fast(records: list) -> list[dict] | None:
+    """:func:`_images` of records that pass every check (integer ids, positive sizes, no id
+    twice), column by column; None when one needs a closer look."""
+    if set(map(type, records)) - {dict}:
+        return None
+    ids, h, w = (batches._ints([r.get(f, batches._NA) for r in records]) for f in ("id", "height", "width"))
+    if records and (ids is None or h is None or w is None or (h <= 0).any() or (w <= 0).any()
+                    or len(np.unique(ids)) != len(ids)):
+        return None
+    return [{"id": im["id"], "file_name": str(im.get("file_name", "")), "height": im["height"], "width": im["width"],
+             "coco_url": str(im.get("coco_url", ""))} for im in records]
+
+
 def _images(path, records: list) -> list[dict]:
+    fast = _images_fast(records)
+    if fast is not None:
+        return fast
     images = []
     seen: set[int] = set()
     for i, im in enumerate(records):
