@@ -80,7 +80,7 @@ def run(args) -> int:
         backend, where = hits.connect_backend(rd, target=args.target, endpoint_url=args.endpoint_url,
                                               profile=args.profile)
         rows = hits.hit_rows(rd, backend, [b for b in hits.published_hits(rd) if not b["done"]])
-        committed = hits._exposure_cents(rd, rows)
+        committed = hits._exposure_cents(rd, rows, backend)
         cap = cap_cents(rd.config.campaign.budget_usd)
         # the same bonus (worker, assignment, amount, reason) is paid once, however often the command runs
         key = f"{rd.campaign.get('campaign_id', '')}\x1f{rd.nonce}\x1f{args.worker}\x1f{aid}\x1f{amount}\x1f{reason}"

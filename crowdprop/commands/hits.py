@@ -254,10 +254,11 @@ def _pick(rows: list[dict], ids: list[str], ok, what: str) -> list[dict]:
     return [by_id[h] for h in ids]
 
 
-def _exposure_cents(run, rows: list[dict]) -> int:
-    """What the run paid (books) plus the most its live HITs can still cost: every slot MTurk
-    does not hold approved or rejected, at the HIT's reward and fee."""
-    from ..campaign.ledger import FEES, journal_cents, spent_cents
+def _exposure_cents(run, rows: list[dict], backend) -> int:
+    """What the run paid (books, and the round in progress's journal) plus the most its HITs can
+    still cost: every slot MTurk holds open, accepted, or submitted and not settled, at the HIT's
+    reward and fee (HITs the books hold done cost nothing more)."""
+    from ..campaign.ledger import FEES, journal_bonus_cents, journal_cents, spent_cents
     from ..money import cents
 
     total = spent_cents(run)
@@ -269,13 +270,14 @@ def _exposure_cents(run, rows: list[dict]) -> int:
         except ValueError:
             continue
         if r > last:
-            total += journal_cents(run, r)
+            total += journal_cents(run, r) + journal_bonus_cents(run, r)
     for r in rows:
-        if r["status"] == "Disposed" or not r.get("reward"):
+        if r["status"] == "Disposed" or r["done"] or not r.get("reward"):
             continue
         reward = cents(r["reward"])
-        open_slots = r["max_assignments"] - (r["completed"] or 0)
-        total += max(0, open_slots) * (reward + FEES.assignment_fee_cents(reward, r["max_assignments"]))
+        submitted = len(backend._listed(r["hit_id"], ["Submitted"]))
+        slots = r["pending"] + r["available"] + submitted
+        total += slots * (reward + FEES.assignment_fee_cents(reward, r["max_assignments"]))
     return total
 
 
@@ -332,7 +334,7 @@ def _extend(run, backend, rows, ids, *, hours, assignments) -> list[str]:
     for r in chosen:
         reward = cents(r["reward"])
         cost = assignments * (reward + FEES.assignment_fee_cents(reward, r["max_assignments"] + assignments))
-        committed = _exposure_cents(run, rows)
+        committed = _exposure_cents(run, rows, backend)
         if committed + cost > cap:
             raise StateError(f"budget: {assignments} more assignment(s) of {r['hit_id']} could cost {fmt(cost)}, and "
                              f"{fmt(committed)} of the {fmt(cap)} cap ([campaign] budget_usd) is spent or committed; "
@@ -345,7 +347,9 @@ def _extend(run, backend, rows, ids, *, hours, assignments) -> list[str]:
                                    "token": token, "reward_cents": reward},
                     "create_additional_assignments_for_hit", HITId=r["hit_id"],
                     NumberOfAdditionalAssignments=assignments, UniqueRequestToken=token)
-        r["max_assignments"] += assignments if how == "done" else 0
+        if how == "done":  # counted in what the next HIT's check sees
+            r["max_assignments"] += assignments
+            r["available"] += assignments
         out.append(f"{r['hit_id']}: {assignments} assignment(s) added" if how == "done" else
                    f"{r['hit_id']}: these {assignments} assignment(s) were added before (same request); not again")
     return out

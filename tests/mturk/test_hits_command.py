@@ -155,6 +155,7 @@ def test_extend_adds_time_and_assignments_once(interrupted, tmp_path, capsys):
     assert main(["run", str(rd.path), "--endpoint-url", handle.url]) == 130
     mp.undo()
     rows = _list(rd, capsys)
+    mp = pytest.MonkeyPatch()
     hid = rows[0]["hit_id"]
     before = local.call("GetHIT", {"HITId": hid})["HIT"]
 
@@ -164,7 +165,8 @@ def test_extend_adds_time_and_assignments_once(interrupted, tmp_path, capsys):
 
     # the response of CreateAdditionalAssignmentsForHIT is lost after it took effect: the retry
     # carries the same UniqueRequestToken and MTurk adds the assignments once
-    local.fault_injector = ScriptedFaults([None] * len(rows) + [Fault("error", 503, after=True)])  # GetHIT each
+    # requests before it: GetHIT of each HIT, then ListAssignmentsForHIT of each live one (the budget check)
+    local.fault_injector = ScriptedFaults([None] * (2 * len(rows)) + [Fault("error", 503, after=True)])
     assert main(["hits", str(rd.path), "extend", hid, "--assignments", "2"]) == 0
     local.fault_injector = None
     assert local.call("GetHIT", {"HITId": hid})["HIT"]["MaxAssignments"] == before["MaxAssignments"] + 2
@@ -187,6 +189,19 @@ def test_extend_adds_time_and_assignments_once(interrupted, tmp_path, capsys):
         cfg, campaign=dataclasses.replace(cfg.campaign, budget_usd=0.5)).to_json())
     assert main(["hits", str(rd.path), "extend", hid, "--assignments", "1"]) == 2
     assert "budget" in capsys.readouterr().err and len(actions(rd)) == n
+
+    # on the production MTurk every changing action asks to type yes (no terminal here: refused), --yes skips it
+    data = dict(rd.campaign, crowd={"kind": "mturk", "target": "production", "endpoint_url": handle.url})
+    atomic_write_text(rd.path / "campaign.json", json.dumps(data))
+    mp.setenv("AWS_ACCESS_KEY_ID", "AKIDLOCALTEST")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "local-secret")
+    assert main(["hits", str(rd.path), "expire"]) == 2  # production must be named
+    assert "--target production" in capsys.readouterr().err
+    assert main(["hits", str(rd.path), "expire", "--target", "production"]) == 2
+    assert "typed confirmation" in capsys.readouterr().err and len(actions(rd)) == n
+    assert main(["hits", str(rd.path), "expire", "--target", "production", "--yes"]) == 0
+    assert len([a for a in actions(rd) if a.get("action") == "expire" and a["event"] == "send"]) == len(rows)
+    mp.undo()
 
 
 def _digest(path) -> dict:
