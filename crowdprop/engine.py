@@ -95,7 +95,8 @@ class ProcessEngine(Engine):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"  # Windows
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method))
         pool = self._pool
         assert first is not None  # second is not None
         yield from _bounded(lambda item: pool.submit(fn, *item), lambda f: f.result(),

@@ -43,8 +43,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, _default_mode())
     os.close(fd)
+    os.chmod(tmp, _default_mode())  # mkstemp makes it 0600; give it the mode open() would (not os.fchmod: POSIX only)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:

@@ -12,7 +12,7 @@ from crowdprop.campaign.backends import simulated_backend
 from crowdprop.campaign.export import export_accepted, final_status
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign, load_state
-from crowdprop.campaign.store import RunDir
+from crowdprop.campaign.store import LOCK_OWNER, RunDir
 from crowdprop.cli import main
 from crowdprop.report.summary import compute_report
 
@@ -284,8 +284,8 @@ def test_a_second_run_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys):
     finally:
         p.kill()
         p.wait()
-    # the holder died without cleaning up: its pid is still in the file, the lock is taken over
-    assert f"pid {p.pid}" in (rd.path / ".lock").read_text()
+    # the holder died without cleaning up: its pid is still in the owner file, the lock is taken over
+    assert f"pid {p.pid}" in (rd.path / LOCK_OWNER).read_text()
     assert main(["run", str(rd.path), "--rounds", "1"]) == 0
     assert rd.rounds() == [1]
 

@@ -62,6 +62,17 @@ within a process, exclusive between processes)."""
 
 
 
+LOCK_OWNER = ".lock.owner"
+"""Beside ``RUN_DIR/.lock``: who holds the run directory's lock (removed when it is released)."""
+
+
+def _read_owner(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()[:200]
+    except OSError:
+        return ""
+
+
 def _nonce_at(path) -> str | None:
     """The nonce recorded in ``path/campaign.json``, or None (no such directory, unreadable)."""
     try:
@@ -255,13 +266,15 @@ class RunDir:
     def lock(self):
         """Hold the run directory's lock for the duration of a ``with`` block.
 
-        An OS file lock (flock) on ``RUN_DIR/.lock``: a second process is refused with a
-        message naming the holder's pid; a lock left by a process that died is released
-        by the OS and taken over (the old pid is logged).
+        An OS file lock on ``RUN_DIR/.lock`` (``filelock``: flock on Linux and macOS, msvcrt on
+        Windows) and the holder's pid and host in ``RUN_DIR/.lock.owner`` while it is held: a
+        second process is refused with a message naming the holder; a lock left by a process
+        that died is released by the OS and taken over (the old holder is logged).
         """
-        import fcntl
         import logging
         import socket
+
+        from filelock import FileLock, Timeout
 
         key = self.path.resolve()
         if _HELD.get(key):  # this process holds it already (e.g. `crowdprop run` around Campaign.run)
@@ -271,28 +284,27 @@ class RunDir:
             finally:
                 _HELD[key] -= 1
             return
-        path = self.path / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        owner = self.path / LOCK_OWNER
+        lock = FileLock(self.path / ".lock", timeout=0)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-            os.close(fd)
+            lock.acquire()
+        except Timeout:
+            holder = _read_owner(owner) or "unknown"
             raise StateError(f"{self.path}: already in use by another crowdprop process ({holder}); "
                              f"wait for it to finish or stop it") from None
-        old = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-        if old:
-            logging.getLogger(__name__).warning("%s: taking over a stale lock (%s)", self.path, old)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        _HELD[key] = 1
         try:
-            yield self
+            old = _read_owner(owner)
+            if old:
+                logging.getLogger(__name__).warning("%s: taking over a stale lock (%s)", self.path, old)
+            owner.write_text(f"pid {os.getpid()} on {socket.gethostname()}", encoding="utf-8")
+            _HELD[key] = 1
+            try:
+                yield self
+            finally:
+                _HELD.pop(key, None)
+                owner.unlink(missing_ok=True)
         finally:
-            _HELD.pop(key, None)
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            lock.release()
 
     def clean_temporaries(self) -> int:
         """Remove what a killed writer left behind: ``.NAME.*.tmp`` files of atomic writes and

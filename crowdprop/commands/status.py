@@ -41,21 +41,23 @@ def register(p):
 def lock_holder(run) -> str | None:
     """Who holds the run directory's lock (``pid N on HOST``), or None when no live process does.
 
-    Read from ``RUN_DIR/.lock`` without taking it (a status next to a starting ``crowdprop run``
-    must not make it fail): the holder writes its pid there and empties it when done; a pid that
-    no longer runs on this host left a stale lock (the OS released it)."""
+    Read from ``RUN_DIR/.lock.owner`` without taking the lock (a status next to a starting
+    ``crowdprop run`` must not make it fail): the holder writes its pid there and removes it when
+    done; a pid that no longer runs on this host left a stale lock (the OS released it)."""
     import os
     import socket
 
+    from ..campaign.store import LOCK_OWNER
+
     try:
-        text = (run.path / ".lock").read_text(encoding="utf-8", errors="replace").strip()
+        text = (run.path / LOCK_OWNER).read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return None
     parts = text.split()
     if len(parts) < 4 or parts[0] != "pid" or not parts[1].isdigit():
         return None
-    if parts[3] != socket.gethostname():
-        return text  # another machine: cannot tell, say who
+    if parts[3] != socket.gethostname() or os.name == "nt":
+        return text  # another machine (or Windows, where os.kill ends the process): cannot tell, say who
     try:
         os.kill(int(parts[1]), 0)
     except ProcessLookupError:

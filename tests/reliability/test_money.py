@@ -11,20 +11,19 @@ spend must be what the endpoint charged, to the cent, even after the clock moves
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import itertools
 import json
 import logging
-import os
 import shutil
 import sys
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from crowdprop.campaign import backends as bk
 from crowdprop.campaign.loop import Campaign
-from crowdprop.campaign.store import RunDir
+from crowdprop.campaign.store import LOCK_OWNER, RunDir
 from crowdprop.cli import main
 from crowdprop.crowd.mturk import BudgetGuard
 from crowdprop.errors import BudgetExhausted
@@ -411,16 +410,12 @@ def test_gold_import_takes_the_run_lock(sample_run, tmp_path, capsys):
     m = int(rd.masks["mask_id"].iloc[0])
     golds = tmp_path / "g.csv"
     golds.write_text(f"mask_id,label\n{m},yes\n")
-    fd = os.open(rd.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's `crowdprop run`
-        os.pwrite(fd, b"pid 4242 on elsewhere", 0)
+    other = FileLock(rd.path / ".lock", timeout=0)  # another process's `crowdprop run`
+    with other:
+        (rd.path / LOCK_OWNER).write_text("pid 4242 on elsewhere")
         assert main(["gold", "import", str(rd.path), str(golds)]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "already in use" in err and "pid 4242" in err
         assert (rd.path / "golds.parquet").read_bytes() == before
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
     assert main(["gold", "import", str(rd.path), str(golds)]) == 0
     assert (rd.path / "golds.parquet").read_bytes() != before
