@@ -43,8 +43,16 @@ class VideoSection(Section):
     rounds: int = 5
     finetune_steps: int = 30
     finetune_lr: float = 0.001
+    finetune_from: str = "base"
+    """Each round fine-tunes ``base`` (the network the campaign started from) on every label so far,
+    or the ``previous`` round's network."""
     finetune_pairs: int = 2
     """Neighbouring frame pairs per fine-tuning step."""
+    balanced: bool = False
+    """Weigh the cross-entropy by inverse class frequency of the labeled pixels."""
+    anchor: float = 0.3
+    """Weight of a third term: cross-entropy against the starting network's probabilities on
+    unlabeled pixels (keeps the classes people labeled little; 0 = the paper's two-term loss)."""
     consistency: float = 1.0
     """Weight of the flow-consistency term."""
     checkpoint_every: int = 10
@@ -63,8 +71,10 @@ class VideoSection(Section):
         v.check(1 <= self.rounds <= 1000, "rounds", "must be in [1, 1000]")
         v.check(self.finetune_steps >= 0, "finetune_steps", "must be >= 0")
         v.check(0 < self.finetune_lr < 1, "finetune_lr", "must be in (0, 1)")
+        v.check(self.finetune_from in ("base", "previous"), "finetune_from", "must be base or previous")
         v.check(self.finetune_pairs >= 1, "finetune_pairs", "must be >= 1")
         v.check(self.consistency >= 0, "consistency", "must be >= 0")
+        v.check(self.anchor >= 0, "anchor", "must be >= 0")
         v.check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         v.check(1 <= self.threads <= 256, "threads", "must be in [1, 256]")
 

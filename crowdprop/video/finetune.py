@@ -2,10 +2,12 @@
 
 Loss of a step, over a batch of neighbouring frame pairs ``(t, t+1)``:
 
-    L = CE(labeled pixels of t and t+1)  +  lam * mean over non-occluded pixels x of t of
+    L = CE_w(labeled pixels of t and t+1)  +  lam * mean over non-occluded pixels x of t of
         sum_k (p_t(x)_k - p_{t+1}(x + f_t(x))_k)^2
 
-where ``f_t`` is the flow from t to t+1 and the occluded pixels are those of the
+where ``CE_w`` weighs class k by ``n / (K' n_k)`` over the labeled pixels when ``balanced``
+(people label mostly background when asked about small units: without it the network forgets
+the rare classes), ``f_t`` is the flow from t to t+1 and the occluded pixels are those of the
 forward-backward check (:mod:`.flow`). Schedule (``[video]`` config): ``finetune_steps``
 Adam steps per round at ``finetune_lr``, ``finetune_pairs`` pairs per step, half of them
 (rounded up) drawn among pairs that hold labeled pixels. Step ``s`` of round ``r`` draws its
@@ -37,15 +39,29 @@ def warp_probs(p, flow):
     return torch.nn.functional.grid_sample(p, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def step_loss(model, x, y, flow, valid, lam: float):
+def class_weights(labels: np.ndarray, n_classes: int):
+    """Cross-entropy weights from the labeled pixels: ``n / (K' * n_k)`` for the K' classes present,
+    clipped to [0.1, 10] (1 for absent classes), so a class people labeled little still counts."""
+    torch = torch_or_hint()
+    counts = np.bincount(labels[labels >= 0].ravel(), minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.ones(n_classes)
+    if present.any():
+        w[present] = np.clip(counts.sum() / (present.sum() * counts[present]), 0.1, 10.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def step_loss(model, x, y, flow, valid, lam: float, weight=None, teacher=None, anchor: float = 0.0):
     """(total, ce, consistency) for pairs: ``x`` (2B, 3, H, W) frames t then t+1, ``y`` (2B, H, W)
-    labels with -1 unlabeled, ``flow`` (B, H, W, 2), ``valid`` (B, H, W) non-occluded."""
+    labels with -1 unlabeled, ``flow`` (B, H, W, 2), ``valid`` (B, H, W) non-occluded; with
+    ``anchor`` > 0, plus ``anchor`` x the cross-entropy against the starting network's
+    probabilities ``teacher`` (2B, K, H, W) on unlabeled pixels."""
     torch = torch_or_hint()
     f = torch.nn.functional
     logits = model(x)
     n = len(flow)
     if (y >= 0).any():
-        ce = f.cross_entropy(logits, y, ignore_index=-1)
+        ce = f.cross_entropy(logits, y, weight=weight, ignore_index=-1)
     else:
         ce = logits.sum() * 0.0
     p = torch.softmax(logits, 1)
@@ -54,12 +70,17 @@ def step_loss(model, x, y, flow, valid, lam: float):
     diff = ((pt - warped) ** 2).sum(1)
     denom = valid.sum().clamp(min=1)
     cons = (diff * valid).sum() / denom
-    return ce + lam * cons, ce, cons
+    total = ce + lam * cons
+    if anchor > 0 and teacher is not None:
+        free = (y < 0).float()
+        soft = -(teacher * f.log_softmax(logits, 1)).sum(1)
+        total = total + anchor * (soft * free).sum() / free.sum().clamp(min=1)
+    return total, ce, cons
 
 
 def finetune(model, frames: np.ndarray, labels: np.ndarray, fwd: np.ndarray, occ_fwd: np.ndarray, *,
-             steps: int, lr: float, lam: float, pairs: int, seed: int, round_: int,
-             state: dict | None = None, checkpoint_every: int = 0,
+             steps: int, lr: float, lam: float, pairs: int, seed: int, round_: int, balanced: bool = False,
+             anchor: float = 0.0, state: dict | None = None, checkpoint_every: int = 0,
              on_checkpoint: Callable[[int, dict], None] | None = None) -> dict:
     """Fine-tune ``model`` in place; returns the losses per step (``{"loss": [...], "ce": [...],
     "consistency": [...]}``, from the resumed step on).
@@ -71,6 +92,11 @@ def finetune(model, frames: np.ndarray, labels: np.ndarray, fwd: np.ndarray, occ
     torch = torch_or_hint()
     t_frames = len(frames)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    teacher = None
+    if anchor > 0 and t_frames >= 2:  # the network as it starts, before a checkpoint is loaded
+        from .model import predict
+
+        teacher = torch.from_numpy(predict(model, frames, features=False))
     start = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -86,6 +112,8 @@ def finetune(model, frames: np.ndarray, labels: np.ndarray, fwd: np.ndarray, occ
     has = (labels >= 0).reshape(t_frames, -1).any(1)
     labeled_pairs = np.flatnonzero(has[:-1] | has[1:])
     all_pairs = np.arange(t_frames - 1)
+    n_classes = model(x_all[:1]).shape[1]
+    weight = class_weights(labels, n_classes) if balanced else None
     model.train()
     for s in range(start, steps):
         rng = np.random.default_rng([seed, round_, s])
@@ -98,7 +126,8 @@ def finetune(model, frames: np.ndarray, labels: np.ndarray, fwd: np.ndarray, occ
         idx = torch.as_tensor(np.sort(np.array(pick, np.int64)))
         x = torch.cat([x_all[idx], x_all[idx + 1]])
         y = torch.cat([y_all[idx], y_all[idx + 1]])
-        loss, ce, cons = step_loss(model, x, y, flow_all[idx], valid_all[idx], lam)
+        tt = torch.cat([teacher[idx], teacher[idx + 1]]) if teacher is not None else None
+        loss, ce, cons = step_loss(model, x, y, flow_all[idx], valid_all[idx], lam, weight, tt, anchor)
         opt.zero_grad()
         loss.backward()
         opt.step()

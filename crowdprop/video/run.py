@@ -384,7 +384,7 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None) -> dict:
     jdir = vr.journal_dir(r)
     jdir.mkdir(parents=True, exist_ok=True)
     prev_answers = vr.table("answers")
-    net, ck = vmodel.load(vr.model_path(r - 1), what="model")
+    net, ck = vmodel.load(vr.model_path(r - 1), what="model")  # selection uses the latest network
     timing: dict[str, float] = {}
     if not (jdir / "crowd.done").exists():
         if (jdir / "plan.parquet").exists():
@@ -436,6 +436,8 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None) -> dict:
         model_pred = np.where(reached, prop, base).astype(np.uint8)
         timing["propagate"] = time.perf_counter() - t1
     else:
+        if v.finetune_from == "base":
+            net, ck = vmodel.load(vr.model_path(0), what="model")
         state = None
         ckp = jdir / "ft.pt"
         if ckp.exists():
@@ -448,6 +450,7 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None) -> dict:
 
         finetune(net, frames, human, fl["fwd"], fl["occ_fwd"], steps=v.finetune_steps, lr=v.finetune_lr,
                  lam=v.consistency, pairs=v.finetune_pairs, seed=cfg.campaign.seed, round_=r, state=state,
+                 balanced=v.balanced, anchor=v.anchor,
                  checkpoint_every=v.checkpoint_every, on_checkpoint=save_ck)
         timing["finetune"] = time.perf_counter() - t1
         t2 = time.perf_counter()

@@ -110,3 +110,15 @@ def test_propagation_carries_a_keyframe_along_the_flow(tiny_clip):
     for t in (1, 3):  # the next frames: mostly right where reached
         m = reached[t]
         assert m.mean() > 0.6 and (lab[t][m] == tiny_clip.labels[t][m]).mean() > 0.9
+
+
+def test_without_torch_video_says_what_to_install(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from crowdprop.cli import main
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    assert main(["video", "replay", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'crowdprop[detect]'" in err[0] and "torch" in err[0]
+    assert not (tmp_path / "r").exists()
