@@ -200,6 +200,7 @@ class MTurkCrowd:
     def known(self) -> dict[str, str]:
         if self._known is None:
             self._read_journal()
+        assert self._known is not None  # _read_journal sets it
         return self._known
 
     @property

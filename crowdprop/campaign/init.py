@@ -107,7 +107,7 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
     if seed is not None:
         cfg.campaign.seed = int(seed)
     gt_obj = load_ground_truth(gt) if gt is not None else None
-    if gt_obj is not None:
+    if gt_obj is not None and gt is not None:
         check_images(gt_obj.images, gt)
     masks, named = read_predictions(predictions, gt_obj, category=category, category_map=category_map)
     feats = None

@@ -17,6 +17,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from ..errors import StateError
 from ..io import atomic_write_bytes, atomic_write_text
 from ..masks import brush, rle
 from .export import LABELS, SOURCES, final_labels
@@ -56,8 +57,10 @@ def export_labelstudio(run: RunDir, path, *, statuses=DEFAULT_STATUSES, image_ur
     want = {c for c, name in LABELS.items() if name in statuses}
     keep = np.isin(final, list(want))
     masks = run.masks[keep]
-    images = {int(r["id"]): r for r in run.table("images").to_dict("records")}
-    cats = run.table("categories")
+    image_table, cats = run.table("images"), run.table("categories")
+    if image_table is None or cats is None:
+        raise StateError(f"{run.path}: incomplete run directory, images.parquet or categories.parquet is missing")
+    images = {int(r["id"]): r for r in image_table.to_dict("records")}
     names = dict(zip(cats["id"].astype(int), cats["name"].astype(str)))
     model = f"crowdprop {run.campaign.get('campaign_id')}"
     tasks = []

@@ -104,7 +104,7 @@ def _credentials(args: argparse.Namespace):
     if bool(key_id) != bool(secret):
         raise InputError("environment", None, ENV_SECRET if key_id else ENV_KEY_ID,
                          f"set both {ENV_KEY_ID} and {ENV_SECRET}, or neither")
-    if not key_id:
+    if not key_id or not secret:  # (both or neither, checked above)
         return Credentials.generate()
     try:
         return Credentials(key_id, secret)

@@ -179,8 +179,9 @@ def overlay(mask: np.ndarray, image: np.ndarray | None, bbox: tuple[float, float
     if image is None:
         image = np.full((h, w, 3), GRAY, dtype=np.uint8)
     x0, y0, side = crop_box(bbox, context=context, min_crop=min_crop, shape=(h, w))
-    img = Image.fromarray(_cut(image, x0, y0, side, GRAY)).resize((out_px, out_px), Image.BILINEAR)
-    m = Image.fromarray(_cut(mask.astype(np.uint8) * 255, x0, y0, side, 0)).resize((out_px, out_px), Image.NEAREST)
+    img = Image.fromarray(_cut(image, x0, y0, side, GRAY)).resize((out_px, out_px), Image.Resampling.BILINEAR)
+    m = Image.fromarray(_cut(mask.astype(np.uint8) * 255, x0, y0, side, 0)).resize((out_px, out_px),
+                                                                              Image.Resampling.NEAREST)
     return draw(np.asarray(m) > 127, np.asarray(img), color=color, alpha=alpha, outline_px=outline_px)
 
 
@@ -276,7 +277,7 @@ def image_crop(path: str | os.PathLike, shape: tuple[int, int], x0: int, y0: int
     iside = max(int(np.ceil(rx0 + rsx)) - ix0, int(np.ceil(ry0 + rsy)) - iy0, 1)
     cut = Image.fromarray(_cut(arr, ix0, iy0, iside, GRAY))
     box = (rx0 - ix0, ry0 - iy0, rx0 - ix0 + rsx, ry0 - iy0 + rsy)
-    return np.asarray(cut.resize((out_px, out_px), Image.BILINEAR, box=box))
+    return np.asarray(cut.resize((out_px, out_px), Image.Resampling.BILINEAR, box=box))
 
 
 def mask_crop(counts: str, shape: tuple[int, int], x0: int, y0: int, side: int, out_px: int) -> np.ndarray:

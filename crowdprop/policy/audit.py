@@ -136,7 +136,7 @@ def audited_precision(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataF
     youden = np.maximum(sens + spec - 1.0, 0.05)
     tail = (1.0 - credible) / 2.0
     acc = np.zeros(draws)
-    by_source = {}
+    by_source: dict[str, dict] = {}
     n_aud = 0
     a_ok = audits_ok[audits_ok["label"] == label] if len(audits_ok) else audits_ok
     if subset is not None and len(a_ok):

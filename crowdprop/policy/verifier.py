@@ -125,7 +125,7 @@ def training_features(masks, forest: Forest, quality: np.ndarray, yes_p: np.ndar
         if out is None:
             out = np.empty((len(rows), X.shape[1]))
         out[fold == f] = X
-    return out
+    return out if out is not None else np.empty((0, 0))
 
 
 class Verifier:

@@ -178,10 +178,10 @@ def read_answers_csv(path: str | os.PathLike) -> pd.DataFrame:
     text = _decode(path)
     fast = _fast_table(text, ["task", "worker", "label"])
     if fast is not None:
-        labels = _fast_labels(fast["label"])
-        if labels is not None:
+        fast_labels = _fast_labels(fast["label"])
+        if fast_labels is not None:
             out = pd.DataFrame({"task": pd.Series(fast["task"], dtype=object),
-                                "worker": pd.Series(fast["worker"], dtype=object), "label": labels})
+                                "worker": pd.Series(fast["worker"], dtype=object), "label": fast_labels})
             if not out.duplicated(["task", "worker"]).any():
                 return out
     tasks, workers, labels = [], [], []
@@ -223,9 +223,9 @@ def read_gold_csv(path: str | os.PathLike) -> pd.DataFrame:
     text = _decode(path)
     fast = _fast_table(text, ["task", "label"])
     if fast is not None:
-        labels = _fast_labels(fast["label"])
-        if labels is not None:
-            out = pd.DataFrame({"task": pd.Series(fast["task"], dtype=object), "label": labels})
+        fast_labels = _fast_labels(fast["label"])
+        if fast_labels is not None:
+            out = pd.DataFrame({"task": pd.Series(fast["task"], dtype=object), "label": fast_labels})
             if not out["task"].duplicated().any():
                 return out
     tasks, labels = [], []
