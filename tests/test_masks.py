@@ -166,10 +166,33 @@ def test_vectorised_rle_summaries_equal_pycocotools():
     assert rle.totals_many(runs, offs).tolist() == [h * w for h, w in zip(hs, ws)]
     assert rle.areas_many(runs, offs).tolist() == rle.area(counts, hs, ws).tolist()
     np.testing.assert_array_equal(rle.bbox_many(counts, runs, offs, hs, ws), rle.bbox(counts, hs, ws))
-    # an empty first foreground run (pycocotools wraps around): still pycocotools' answer
+    # an empty first foreground run: pycocotools leaves it out of the box, and so do we
     odd = [cocomask.frPyObjects({"size": [4, 3], "counts": [0, 0, 5, 7]}, 4, 3)["counts"].decode()]
     r, o = rle.runs_many(odd)
     np.testing.assert_array_equal(rle.bbox_many(odd, r, o, [4], [3]), rle.bbox(odd, [4], [3]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(1, 5), st.lists(st.integers(0, 4), max_size=12)),
+                min_size=1, max_size=8))
+def test_boxes_of_runs_with_empty_runs_equal_pycocotools(masks):
+    """Runs as any RLE may hold them (empty runs anywhere, an odd or even number of runs,
+    a first foreground run at pixel 0): pycocotools' boxes and areas (a mask without
+    foreground pixels, where pycocotools' box wraps around, gets [0, 0, 0, 0])."""
+    counts, hs, ws = [], [], []
+    for h, w, cnts in masks:
+        cnts = list(cnts)
+        while sum(cnts) > h * w:
+            cnts.pop()
+        cnts.append(h * w - sum(cnts))
+        counts.append(cocomask.frPyObjects({"size": [h, w], "counts": cnts}, h, w)["counts"].decode())
+        hs.append(h)
+        ws.append(w)
+    runs, offs = rle.runs_many(counts)
+    area = rle.areas_many(runs, offs)
+    assert area.tolist() == rle.area(counts, hs, ws).tolist()
+    want = np.where(area[:, None] > 0, rle.bbox(counts, hs, ws), 0.0)
+    np.testing.assert_array_equal(rle.bbox_many(counts, runs, offs, hs, ws), want)
 
 
 def test_iou_pairs_equal_pycocotools_iou():

@@ -203,10 +203,10 @@ def bbox_many(counts: Sequence[str], runs: np.ndarray, offsets: np.ndarray, heig
     """``(n, 4)`` COCO boxes of many masks from their runs: pycocotools ``toBbox``, vectorised.
 
     The same arithmetic as pycocotools' ``rleToBbox``: an odd number of runs drops the
-    last (background) one; the box spans every run end and every foreground start, and
-    a foreground run that crosses a column boundary spans the whole column height.
-    Masks with fewer than two runs get ``[0, 0, 0, 0]``. ``runs, offsets`` are
-    :func:`runs_many` of ``counts``.
+    last (background) one; the box spans every foreground run's first and last pixel
+    (runs of length 0 left out), and a foreground run that crosses a column boundary
+    spans the whole column height. Masks with fewer than two runs, or no foreground
+    pixel, get ``[0, 0, 0, 0]``. ``runs, offsets`` are :func:`runs_many` of ``counts``.
     """
     n = len(offsets) - 1
     h = np.asarray(heights, dtype=np.int64)
@@ -215,32 +215,46 @@ def bbox_many(counts: Sequence[str], runs: np.ndarray, offsets: np.ndarray, heig
     m = (np.diff(offsets) // 2) * 2
     if not (m > 0).any():
         return out
+    size = runs.size
+    start = offsets[:-1]
     owner = _owner(offsets)
-    j = np.arange(runs.size) - offsets[owner]
-    use = j < m[owner]
-    cs = np.zeros(runs.size + 1, dtype=np.int64)
-    np.cumsum(runs, out=cs[1:])
-    t = cs[1:] - cs[offsets[:-1]][owner] - (j % 2)  # last pixel of a run, first of a foreground run
-    if np.any(use & (t < 0)):  # an empty first foreground run: pycocotools wraps around; ask it
-        return bbox(counts, h, w)
-    hh = h[owner]
-    y = t % hh
-    x = t // hh
-    xp = np.empty_like(x)
-    xp[1:] = x[:-1]
-    xp[:1] = x[:1]
-    spans = np.zeros(n, dtype=bool)
-    spans[owner[use & (j % 2 == 1) & (xp < x)]] = True  # a foreground run crossing columns
-    big = np.iinfo(np.int64).max
-    cuts = np.r_[offsets[:-1], runs.size]
-
-    def per_string(ufunc, v, fill):
-        return ufunc.reduceat(np.r_[np.where(use, v, fill), fill], cuts)[:-1]
-
-    xs = np.minimum(per_string(np.minimum, x, big), w)
-    ys = np.minimum(per_string(np.minimum, y, big), h)
-    xe = per_string(np.maximum, x, 0)
-    ye = per_string(np.maximum, y, 0)
+    odd = (np.arange(size) - start[owner]) & 1  # j % 2, j the run's index in its string
+    # t: the last pixel of a foreground run (odd j), its first (even j); one more entry at the
+    # end so that every string's usable runs [start, start + m) make a valid reduceat cut
+    t = np.empty(size + 1, dtype=np.int64)
+    np.cumsum(runs, out=t[:size])
+    t[:size] -= np.where(start > 0, t[np.maximum(start - 1, 0)], 0)[owner] + odd
+    t[size] = 0
+    cuts = np.empty(2 * n, dtype=np.intp)  # string i's usable runs: reduceat of cuts[2i]:cuts[2i + 1]
+    cuts[0::2] = start
+    cuts[1::2] = start + m
+    hh = np.append(h[owner], 1)
+    if int(t.max()) + int(h.max()) < 2**52:  # the floor of the float quotient is exact: no integer division
+        x = np.floor(t / hh).astype(np.int64)
+    else:  # pragma: no cover - masks of more than 2**52 pixels
+        x = t // hh
+    y = t - x * hh
+    fg = np.zeros(size + 1, dtype=bool)  # an odd j: a foreground run
+    fg[:size] = odd == 1
+    empty = np.flatnonzero(fg[:size] & (runs == 0))
+    empty = empty[empty - start[owner[empty]] < m[owner[empty]]]  # empty foreground runs in use
+    # a foreground run crossing columns: its last pixel in a later column than its first
+    cross = np.zeros(size + 1, dtype=bool)
+    np.greater(x[1:size], x[:size - 1], out=cross[1:size], where=fg[1:size])
+    lo_x, lo_y, hi_x, hi_y = x, y, x, y
+    if empty.size:  # pycocotools skips them (both ends): out of every reduction
+        skip = np.zeros(size + 1, dtype=bool)
+        skip[empty] = skip[empty - 1] = True
+        big = np.iinfo(np.int64).max
+        lo_x, lo_y = np.where(skip, big, x), np.where(skip, big, y)
+        hi_x, hi_y = np.where(skip, -1, x), np.where(skip, -1, y)
+        cross[empty] = False
+        m = np.where(np.add.reduceat(skip, cuts)[0::2] == m, 0, m)  # no foreground pixel left: no box
+    spans = np.logical_or.reduceat(cross, cuts)[0::2]
+    xs = np.minimum(np.minimum.reduceat(lo_x, cuts)[0::2], w)
+    ys = np.minimum(np.minimum.reduceat(lo_y, cuts)[0::2], h)
+    xe = np.maximum(np.maximum.reduceat(hi_x, cuts)[0::2], 0)
+    ye = np.maximum(np.maximum.reduceat(hi_y, cuts)[0::2], 0)
     ys = np.where(spans, 0, ys)
     ye = np.where(spans, h - 1, ye)
     out[:, 0], out[:, 1], out[:, 2], out[:, 3] = xs, ys, xe - xs + 1, ye - ys + 1
