@@ -5,10 +5,12 @@ next run), then, each in its own process:
 
 * ``init`` with the local engine (--workers processes): wall seconds by stage (gt: read
   and validate the ground truth; predictions: read and validate the results; match;
-  features: the clustering embedding; trees; write: Parquet and the rest), the seconds
-  a plain parse of both files takes on one core (json, no checks: the floor of the read
-  stages), the CPU seconds of init and its workers together, and their peak resident
-  memory together;
+  features: the clustering embedding; trees; write: Parquet and the rest), the CPU
+  seconds a plain reading of both files takes on one core (in pieces, decoded as init
+  decodes them, no checks: the floor of the read stages), the CPU seconds of
+  init and its workers together and of init's own process alone (the part no worker
+  can take: on an idle machine with W cores init needs at least the larger of it and
+  the total over W), and their peak resident memory together;
 * ``crowdprop run --rounds R`` (simulated crowd): rounds per second and peak memory;
 * ``crowdprop report --html``, ``crowdprop export``, ``crowdprop status``: seconds;
 * with --ray, ``init --engine ray`` on a local Ray with --workers CPUs: its time over the
@@ -71,6 +73,11 @@ class PeakRSS:
     def cpu(self) -> float:
         return sum(self._cpu.values())
 
+    @property
+    def main_cpu(self) -> float:
+        """CPU seconds of the process itself (without its workers)."""
+        return self._cpu.get(self.proc.pid, 0.0)
+
     def __enter__(self):
         self._t.start()
         return self
@@ -100,15 +107,18 @@ def _data(root: Path, n: int, classes: int) -> Path:
 
 
 def _parse_only(d: Path) -> float:
-    """Seconds to parse both files with the standard library, one core, no checks."""
-    from crowdprop.masks import jsonstream
+    """CPU seconds to read both files in pieces and decode them as init does (runs of records
+    into typed records, anything else with json), one core, no checks."""
+    from crowdprop.masks import batches, jsonstream
 
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for name in ("gt.json", "predictions.json"):
         for ev in jsonstream.events(d / name):
             if ev[0] == "items":
-                jsonstream.parse_items(ev[2])
-    return time.perf_counter() - t0
+                kind = batches._Ann if ev[1] == "annotations" else batches._Pred if ev[1] is None else None
+                if kind is None or batches._typed(kind, ev[2]) is None:
+                    jsonstream.parse_items(ev[2])
+    return time.process_time() - t0
 
 
 def _init_child(d: Path, run: Path, engine: str, workers: int) -> dict:
@@ -135,6 +145,7 @@ def _init(d: Path, run: Path, engine: str, workers: int) -> tuple[dict, int]:
         raise SystemExit(f"init failed: {err[-3000:]}")
     stages = json.loads(out.strip().splitlines()[-1])
     stages["init_cpu"] = peak.cpu
+    stages["init_main_cpu"] = peak.main_cpu
     return stages, peak.peak
 
 
@@ -183,9 +194,10 @@ def _one(n: int, a) -> dict:
     return row
 
 
-COLUMNS = [("masks", "masks"), ("classes", "classes"), ("load", "load avg"), ("parse", "parse alone s"),
+COLUMNS = [("masks", "masks"), ("classes", "classes"), ("load", "load avg"), ("parse", "parse alone CPU s"),
            ("gt", "gt s"), ("predictions", "predictions s"), ("match", "match s"), ("features", "features s"),
-           ("trees", "trees s"), ("write", "write s"), ("init", "init s"), ("init_cpu", "init CPU s"), ("init_gb", "init peak GB"),
+           ("trees", "trees s"), ("write", "write s"), ("init", "init s"), ("init_cpu", "init CPU s"),
+           ("init_main_cpu", "main process CPU s"), ("init_gb", "init peak GB"),
            ("rounds_per_s", "rounds/s"), ("run_gb", "run peak GB"), ("report_html", "report --html s"),
            ("export", "export s"), ("status", "status s"), ("ray_ratio", "ray / local"), ("ray_same", "same bytes")]
 
