@@ -69,6 +69,14 @@ def add_mturk_options(p) -> None:
 
 
 # ------------------------------------------------------------------------------ the books
+def _rounds_in_progress(run) -> list[int]:
+    """Rounds with a journal and no commit yet."""
+    from ..campaign.backends import _journal_rounds
+
+    last = max(run.rounds() or [0])
+    return [r for r in _journal_rounds(run) if r > last]
+
+
 def published_hits(run) -> list[dict]:
     """Every HIT the run directory records as published: ``hit_id``, ``token``, ``round``,
     ``assignments`` (as published, plus extensions), ``done`` (nothing more can arrive for it,
@@ -85,18 +93,10 @@ def published_hits(run) -> list[dict]:
         out[h["hit_id"]] = {"hit_id": h["hit_id"], "token": h["token"], "round": int(h["round"]),
                             "assignments": int(h["assignments"]), "done": h["hit_id"] in gone,
                             "recorded": int(counts.get(h["hit_id"], 0)), "in_progress": False}
-    last = max(run.rounds() or [0])
-    root = run.path / "journal"
-    for d in sorted(root.glob("round=*")) if root.is_dir() else []:
-        try:
-            r = int(d.name.split("=", 1)[1])
-        except ValueError:
-            continue
-        if r <= last:
-            continue
-        per_token = {}
-        from ..campaign.roundplan import restore
+    from ..campaign.roundplan import restore
 
+    for r in _rounds_in_progress(run):
+        per_token = {}
         frozen = restore(run, r)
         if frozen is not None:
             per_token = {h.token: h.assignments for h in frozen[0].hits}
@@ -262,15 +262,8 @@ def _exposure_cents(run, rows: list[dict], backend) -> int:
     from ..money import cents
 
     total = spent_cents(run)
-    last = max(run.rounds() or [0])
-    root = run.path / "journal"
-    for d in root.glob("round=*") if root.is_dir() else []:
-        try:
-            r = int(d.name.split("=", 1)[1])
-        except ValueError:
-            continue
-        if r > last:
-            total += journal_cents(run, r) + journal_bonus_cents(run, r)
+    for r in _rounds_in_progress(run):
+        total += journal_cents(run, r) + journal_bonus_cents(run, r)
     for r in rows:
         if r["status"] == "Disposed" or r["done"] or not r.get("reward"):
             continue

@@ -233,6 +233,9 @@ def _run_locked(args, rd) -> int:
         if where.target == "local":
             print(f"  workers' page: {where.endpoint_url.rstrip('/')}/   (open it to do the HITs yourself; "
                   "see README, Do a HIT yourself)", flush=True)
+        elif where.target == "sandbox" and not where.endpoint_url:
+            print("  workers' page: https://workersandbox.mturk.com/   (sign in as a worker and search for the HITs' "
+                  "title to do them yourself)", flush=True)
     else:
         backend = bk.make_backend(rd)
     handler = _campaign_log(rd)

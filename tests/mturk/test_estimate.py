@@ -19,14 +19,14 @@ def _digest(path) -> dict:
 
 def test_estimate_reads_only_and_its_figures_hold_together(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
-    assert main(["synth", "--masks", "150", "--classes", "3", "-o", str(data), "-q"]) == 0
+    assert main(["synth", "--masks", "120", "--classes", "3", "-o", str(data), "-q"]) == 0
     assert main(["init", str(run), "--predictions", str(data / "predictions.json"), "--gt", str(data / "gt.json"),
                  "-q"]) == 0
     rd = RunDir(run)
     before = _digest(run)
     # the run's configuration with three workers per HIT and a bonus per gold right
     toml = tmp_path / "c.toml"
-    toml.write_text("[crowd]\nassignments_per_hit = 3\nbonus_cents_per_gold_correct = 1\n")
+    toml.write_text("[campaign]\nmax_rounds = 3\n[crowd]\nassignments_per_hit = 3\nbonus_cents_per_gold_correct = 1\n")
     capsys.readouterr()
     assert main(["estimate", str(run), "--seeds", "2", "--json", "--config", str(toml)]) == 0
     est = json.loads(capsys.readouterr().out)
@@ -42,7 +42,7 @@ def test_estimate_reads_only_and_its_figures_hold_together(tmp_path, capsys):
         assert r["bonus_usd"] > 0
         assert round(100 * r["usd"]) == round(100 * (r["reward_usd"] + r["fee_usd"] + r["bonus_usd"]))
         assert r["fee_usd"] >= 0.01 * r["assignments"] * 0.999  # MTurk's fee: at least 1 cent per assignment
-        assert r["accepted"] + r["rejected"] + r["open"] == len(q)
+        assert r["accepted"] + r["rejected"] + r["open"] == len(q) and r["rounds"] <= 3
     for k in ("questions", "usd", "worker_hours"):
         lo, hi = min(r[k] for r in runs), max(r[k] for r in runs)
         assert (est["low"][k], est["high"][k]) == (lo, hi)

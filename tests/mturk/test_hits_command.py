@@ -14,7 +14,6 @@ from crowdprop.campaign.init import init_run
 from crowdprop.campaign.ledger import actions, extra_assignments
 from crowdprop.campaign.store import RunDir
 from crowdprop.cli import main
-from crowdprop.commands.replay import sample_paths
 from crowdprop.crowd import mturk as mt
 from crowdprop.io import atomic_write_text
 from crowdprop.mturk_local import LocalMTurk, page_questions, serve, truth_from_masks
@@ -28,12 +27,13 @@ pytestmark = pytest.mark.usefixtures("no_aws_credentials")
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory) -> RunDir:
-    """The shipped sample initialised for the MTurk sandbox, in few big HITs."""
-    preds, gt, config = sample_paths()
-    rd = init_run(tmp_path_factory.mktemp("base") / "run", predictions=preds, gt=gt, config_path=config,
-                  crowd={"kind": "mturk", "target": "sandbox"})
+    """A small synthetic set (120 masks, golds from its ground truth) initialised for the MTurk sandbox."""
+    data = tmp_path_factory.mktemp("data")
+    assert main(["synth", "--masks", "120", "--classes", "2", "-o", str(data), "-q"]) == 0
+    rd = init_run(tmp_path_factory.mktemp("base") / "run", predictions=str(data / "predictions.json"),
+                  gt=str(data / "gt.json"), crowd={"kind": "mturk", "target": "sandbox"})
     cfg = rd.config
-    cfg = dataclasses.replace(cfg, crowd=dataclasses.replace(cfg.crowd, questions_per_hit=120, golds_per_hit=4,
+    cfg = dataclasses.replace(cfg, crowd=dataclasses.replace(cfg.crowd, questions_per_hit=12, golds_per_hit=3,
                                                              poll_interval_s=0.0))
     atomic_write_text(rd.path / "config.json", cfg.to_json())
     return RunDir(rd.path)
