@@ -122,7 +122,9 @@ def test_interrupt_says_what_is_live_then_expire_and_late_work_is_recorded(inter
     assert len(actions(rd)) == n_actions
 
     # the run continues the round: it records, judges and settles the late work, and does not wait
+    local.fault_injector = ScriptedFaults([Fault("throttle", 400)])  # its first call is throttled once
     assert main(["run", str(rd.path), "--rounds", "1"]) == 0
+    local.fault_injector = None
     asg = rd.read_rounds("assignments")
     assert list(asg["assignment_id"]) == [aid] and asg["worker_id"].tolist() == ["AHUMANWORKER1"]
     state = local.call("GetAssignment", {"AssignmentId": aid})["Assignment"]["AssignmentStatus"]
@@ -130,7 +132,7 @@ def test_interrupt_says_what_is_live_then_expire_and_late_work_is_recorded(inter
     assert rd.read_rounds("answers")["question_id"].nunique() == len(qids)
     log = (rd.path / "campaign.log").read_text()  # both runs: the interrupt, then the round it finished
     assert "WARNING crowdprop.commands.run: interrupted (Ctrl-C)" in log
-    assert "INFO crowdprop.campaign.loop: round 1:" in log
+    assert "INFO crowdprop.campaign.loop: round 1:" in log and "ThrottlingException; retry 1" in log
 
     # every HIT is now reviewable and settled: delete takes them all
     assert main(["hits", str(rd.path), "delete"]) == 0
