@@ -160,7 +160,7 @@ def hit_rows(run, backend, books: list[dict] | None = None) -> list[dict]:
     for b in books if books is not None else published_hits(run):
         row = dict(b)
         try:
-            h = backend._call("get_hit", HITId=b["hit_id"])["HIT"]
+            h = backend.call("get_hit", HITId=b["hit_id"])["HIT"]
         except Exception as e:  # noqa: BLE001 - only "no such HIT" is expected
             if not _hit_missing(e):
                 raise
@@ -230,7 +230,7 @@ def _send(run, backend, record: dict, op: str, **kwargs) -> str:
     rid = hashlib.sha256(f"{record}{datetime.now(timezone.utc).isoformat()}".encode()).hexdigest()[:16]
     record_action(run, {**record, "id": rid, "event": "send"})
     try:
-        backend._call(op, **kwargs)
+        backend.call(op, **kwargs)
     except ClientError as e:
         code, turk, _, message = error_code(e)
         if turk == "AWS.MechanicalTurk.DuplicateRequest" or "already been processed" in message:
@@ -268,7 +268,7 @@ def _exposure_cents(run, rows: list[dict], backend) -> int:
         if r["status"] == "Disposed" or r["done"] or not r.get("reward"):
             continue
         reward = cents(r["reward"])
-        submitted = len(backend._listed(r["hit_id"], ["Submitted"]))
+        submitted = len(backend.assignments_of(r["hit_id"], ["Submitted"]))
         slots = r["pending"] + r["available"] + submitted
         total += slots * (reward + FEES.assignment_fee_cents(reward, r["max_assignments"]))
     return total
@@ -359,7 +359,7 @@ def _delete(run, backend, rows, ids) -> list[str]:
         if r["status"] not in ("Reviewable", "Reviewing"):
             raise StateError(f"{r['hit_id']}: MTurk holds it {r['status']}; only a Reviewable HIT (expired or "
                              "complete, no work accepted and not submitted) can be deleted (expire it first)")
-        listed = backend._listed(r["hit_id"], ["Submitted", "Approved", "Rejected"])
+        listed = backend.assignments_of(r["hit_id"], ["Submitted", "Approved", "Rejected"])
         unsettled = [a["AssignmentId"] for a in listed if a.get("AssignmentStatus") == "Submitted"]
         missing = [a["AssignmentId"] for a in listed if a["AssignmentId"] not in books]
         if unsettled or missing:

@@ -469,6 +469,14 @@ class MTurkBackend:
         fn = getattr(self.client, op)
         return self._retrying(fn, **kwargs)
 
+    def call(self, op: str, **kwargs):
+        """One MTurk API call (boto3's snake_case name) with this backend's bounded retries."""
+        return self._call(op, **kwargs)
+
+    def assignments_of(self, hit_id: str, statuses: list[str]) -> list[dict]:
+        """Every assignment of ``hit_id`` in ``statuses`` as MTurk lists it (all pages)."""
+        return self._listed(hit_id, statuses)
+
     def remember(self, hit_id: str, hit: HitRequest) -> None:
         """Record the questions of a HIT published earlier (e.g. by a previous process)."""
         self._asked[hit_id] = tuple(q.question_id for q in hit.questions)
