@@ -153,8 +153,7 @@ def runs_many(counts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     for k in range(1, int(length.max())):
         sel = np.flatnonzero(length > k)
         x[sel] |= (c[ends[sel] - length[sel] + 1 + k] & 0x1F).astype(np.int64) << (5 * k)
-    neg = np.flatnonzero(c[ends] & 0x10)
-    x[neg] -= np.left_shift(1, 5 * length[neg])
+    x -= ((c[ends] >> 4) & 1).astype(np.int64) << (5 * length)  # bit 0x10 of the last character: negative
     offsets = np.searchsorted(ends, char_off)  # numbers of string i: offsets[i]:offsets[i+1]
     # run m > 2 is stored as a difference to run m - 2: cumulative sums along every second
     # number, restarting at the first three numbers of each string
