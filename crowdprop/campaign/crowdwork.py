@@ -26,17 +26,20 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from ..crowd.base import Assignment
+from ..config import Config
+from ..crowd.base import Assignment, CrowdBackend, Fees
 from ..errors import BudgetExhausted, StateError
 from ..hits.batching import content_token
 from ..money import cap_cents, fmt
 from . import ledger
 from . import roundplan as rp
 from .roundplan import RoundPlanned
+from .store import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,20 @@ class HitInfo:
 
 class CrowdWork:
     """Publishing, polling and settling for :class:`~crowdprop.campaign.loop.Campaign` (a mixin)."""
+
+    # set by Campaign.__init__
+    run_dir: RunDir
+    backend: CrowdBackend
+    cfg: Config
+    fees: Fees
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    judge: Callable
+    campaign_id: str
+    _round: int
+
+    def _make_plan(self, r: int, state) -> RoundPlanned:  # the policy's side: Campaign._make_plan
+        raise NotImplementedError
 
     # -- the round's plan -----------------------------------------------------------------------
     def _round_plan(self, r: int, state, *, settle_only: bool = False) -> RoundPlanned:
@@ -121,6 +138,7 @@ class CrowdWork:
         """Give every HIT its content token (:func:`content_token`), in the questions table too."""
         new = {h.token: content_token(self.campaign_id, self.run_dir.nonce, h) for h in planned.hits}
         hits = [dataclasses.replace(h, token=new[h.token]) for h in planned.hits]
+        assert planned.questions is not None  # a plan with HITs has its questions
         q = planned.questions.copy()
         q["token"] = q["token"].map(new).fillna(q["token"])
         return dataclasses.replace(planned, questions=q, hits=hits)
@@ -145,6 +163,7 @@ class CrowdWork:
             log.warning("round %d: budget allows %d of %d HITs", r, len(kept), len(planned.hits))
             tokens = {h.token for h in kept}
             q = planned.questions
+            assert q is not None  # a plan with HITs has its questions
             planned = dataclasses.replace(planned, hits=kept,
                                           questions=q[q["token"].isin(tokens)].reset_index(drop=True))
         return planned
@@ -241,7 +260,9 @@ class CrowdWork:
         expired = {x["hit_id"] for x in run.journal_lines(r, "expired")}
         cap = cap_cents(self.cfg.campaign.budget_usd)
         guard = getattr(self.backend, "guard", None)
-        q_by_token = {t: g for t, g in planned.questions.groupby("token")} if len(planned.questions) else {}
+        questions = planned.questions
+        assert questions is not None  # a plan with HITs has its questions
+        q_by_token = {t: g for t, g in questions.groupby("token")} if len(questions) else {}
         held_back = 0
         paid = self._paid(r)  # nothing is settled while publishing
         extra = ledger.extra_assignments(run)
@@ -271,7 +292,7 @@ class CrowdWork:
                 raise StateError(f"backend returned HIT {hit_id} for token {h.token}, journal says {known[h.token]}")
             if h.token not in known:
                 run.journal_append(r, "published", {"token": h.token, "hit_id": hit_id})
-            q = q_by_token.get(h.token, planned.questions.iloc[:0])
+            q = q_by_token.get(h.token, questions.iloc[:0])
             infos[hit_id] = HitInfo(h.token, hit_id, r, h.batch, h.assignments + extra.get(hit_id, 0), h.reward_cents,
                                     q.reset_index(drop=True), current=True, expired=hit_id in expired)
         if held_back:
