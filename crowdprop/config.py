@@ -434,39 +434,50 @@ def section_from_dict(cls: type[S], data: dict[str, Any], source: str, name: str
     return obj
 
 
-def from_dict(data: Any, source: str = "<config>") -> Config:
-    """The configuration from its tables (a TOML file's or config.json's); absent sections and keys
-    take their defaults."""
+def sections_from_dict(classes: dict[str, type[Section]], data: Any, source: str) -> dict[str, Section]:
+    """Each table of ``data`` (a TOML file's or a config.json's) as its section of ``classes``,
+    checked (:func:`section_from_dict`); an unknown table is an :class:`InputError`."""
     if not isinstance(data, dict):
         raise InputError(source, None, None, "expected a table of sections")
     sections = {}
     for name, table in data.items():
-        if name not in SECTIONS:
-            raise InputError(source, f"[{name}]", None, f"unknown section (known: {', '.join(sorted(SECTIONS))})")
+        if name not in classes:
+            raise InputError(source, f"[{name}]", None, f"unknown section (known: {', '.join(sorted(classes))})")
         if not isinstance(table, dict):
             raise InputError(source, f"[{name}]", None, "expected a table")
-        sections[name] = section_from_dict(SECTIONS[name], table, source, name)
+        sections[name] = section_from_dict(classes[name], table, source, name)
+    return sections
+
+
+def from_dict(data: Any, source: str = "<config>") -> Config:
+    """The configuration from its tables (a TOML file's or config.json's); absent sections and keys
+    take their defaults."""
+    sections = sections_from_dict(SECTIONS, data, source)
     for name, cls in SECTIONS.items():
         if name not in sections:
             sections[name] = section_from_dict(cls, {}, source, name)
     return Config(**sections)  # type: ignore[arg-type]
 
 
-def load(path: str | os.PathLike | None) -> Config:
-    """Read a campaign TOML file (or return the defaults for ``None``)."""
-    if path is None:
-        return from_dict({})
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """The tables of a TOML file; a missing, malformed or non-UTF-8 file is an :class:`InputError`."""
     p = Path(path)
     try:
         with open(p, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise InputError(p, None, None, "file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise InputError(p, None, None, f"malformed TOML: {e}") from None
     except UnicodeDecodeError:
         raise InputError(p, None, None, "not UTF-8 text") from None
-    return from_dict(data, str(p))
+
+
+def load(path: str | os.PathLike | None) -> Config:
+    """Read a campaign TOML file (or return the defaults for ``None``)."""
+    if path is None:
+        return from_dict({})
+    return from_dict(read_toml(path), str(path))
 
 
 def load_json(path: str | os.PathLike) -> Config:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (CampaignSection, CrowdSection, QualitySection, Section, SimulationSection, _V,
-                      section_from_dict)
-from ..errors import InputError
+from ..config import (CampaignSection, CrowdSection, QualitySection, Section, SimulationSection, _V, read_toml,
+                      sections_from_dict)
 from .select import METHODS
 from .units import KINDS
 
@@ -95,16 +93,7 @@ SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(VideoConfig)}
 
 
 def from_dict(data: Any, source: str) -> VideoConfig:
-    if not isinstance(data, dict):
-        raise InputError(source, None, None, "expected a table of sections")
-    out = {}
-    for name, table in data.items():
-        if name not in SECTIONS:
-            raise InputError(source, f"[{name}]", None, f"unknown section (known: {', '.join(sorted(SECTIONS))})")
-        if not isinstance(table, dict):
-            raise InputError(source, f"[{name}]", None, "expected a table")
-        out[name] = section_from_dict(type(SECTIONS[name]()), table, source, name)
-    return VideoConfig(**out)
+    return VideoConfig(**sections_from_dict({name: type(make()) for name, make in SECTIONS.items()}, data, source))
 
 
 def load(path: str | os.PathLike | None, overrides: dict | None = None) -> VideoConfig:
@@ -114,13 +103,7 @@ def load(path: str | os.PathLike | None, overrides: dict | None = None) -> Video
     if path is not None:
         p = Path(path)
         source = str(p)
-        try:
-            with open(p, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise InputError(p, None, None, "file not found") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise InputError(p, None, None, f"malformed TOML: {e}") from None
+        data = read_toml(p)
     for sec, kv in (overrides or {}).items():
         data.setdefault(sec, {})
         if isinstance(data[sec], dict):
