@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--model", help="checkpoint (default: pretrain one here)")
     ap.add_argument("--configs", help="comma list of granularity:method (default: all)")
+    ap.add_argument("--report-only", action="store_true", help="report the runs in OUT/runs.jsonl, run nothing")
     ap.add_argument("--out", default="benchmarks/out/video", help="folder for rows.csv, curves.json, figure")
     ap.add_argument("--figure", default="docs/video_miou_clicks.png")
     args = ap.parse_args(argv)
@@ -138,6 +139,12 @@ def main(argv=None) -> int:
             r = json.loads(line)
             done[(r["clip"], r["seed"], r["granularity"], r["method"])] = r
     todo = [t for t in tasks if (t["clip"], t["seed"], t["granularity"], t["method"]) not in done]
+    if args.report_only:
+        # only the clip x seed pairs that every configuration finished
+        pairs = {(t["clip"], t["seed"]) for t in tasks}
+        full = {p for p in pairs if all((p[0], p[1], g, m) in done for g, m in configs)}
+        tasks = [t for t in tasks if (t["clip"], t["seed"]) in full]
+        todo = []
     print(f"{len(tasks)} runs ({len(todo)} to do) on {args.workers} processes", flush=True)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as ex, open(rows_path, "a") as fh:
@@ -158,7 +165,8 @@ def report(runs, configs, args, out: Path) -> None:
     rng = np.random.default_rng(0)
     by = {c: [r for r in runs if (r["granularity"], r["method"]) == c] for c in configs}
     n_rounds = args.rounds
-    print(f"\nmIoU of the whole video by round (mean over {args.clips} clips x {args.seeds} seeds); "
+    n_pairs = len({(r["clip"], r["seed"]) for r in runs})
+    print(f"\nmIoU of the whole video by round (mean over {n_pairs} clip x seed pairs); "
           f"clicks as % of labeling every frame by hand")
     print("| granularity | method | " + " | ".join(f"round {k}" for k in range(n_rounds + 1)) + " |")
     print("|---|---|" + "---|" * (n_rounds + 1))

@@ -13,16 +13,19 @@ superpixel its majority class: that labeling's mIoU is ``miou_manual``. ``clicks
 the label clicks of approved work (golds and rejected work excluded) over that total; the gold
 and rejected clicks are paid and reported separately.
 
-**Answers.** A class answer labels every pixel of its region with that class; "mixed" labels
-nothing. Human labels override the network on the pixels they cover.
+**Answers.** The approved answers to a region are counted as votes ("mixed" is one); the class
+that wins outright labels every pixel of the region, a tie or "mixed" labels nothing. With one
+assignment per HIT that is the one answer. Human labels override the network on the pixels
+they cover.
 
 **HITs and quality** are the image workflow's: ``[crowd] questions_per_hit`` questions of which
 ``golds_per_hit`` are golds (regions with a known answer, least used first, at random
-positions), one assignment judged by :func:`crowdprop.quality.rules.judge_assignment` (gold
-accuracy and time per question), a worker blocked after ``soft_block_after`` rejected
-assignments, questions of rejected work asked again (up to 3 times), rewards pro rata for
-short HITs, MTurk's fee from :data:`crowdprop.campaign.ledger.FEES`, every amount in integer cents
-and checked against the cap before each HIT.
+positions), ``assignments_per_hit`` assignments by distinct workers, each judged by
+:func:`crowdprop.quality.rules.judge_assignment` (gold accuracy and time per question), a
+worker blocked after ``soft_block_after`` rejected assignments, questions of a HIT whose every
+assignment was rejected asked again (up to 3 times), rewards pro rata for short HITs, MTurk's
+fee from :data:`crowdprop.campaign.ledger.FEES`, every amount in integer cents and checked
+against the cap before each HIT.
 
 **Simulated workers** (replay): ``[simulation] workers``, each answering the truth with their
 accuracy (normal ``accuracy`` +/- ``accuracy_spread``; ``sloppy_share`` at
@@ -137,7 +140,7 @@ def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Wo
         n_gold = min(crowd.golds_per_hit, len(golds))
         n_q = len(take) + n_gold
         reward = hit_reward_cents(n_q, crowd)
-        fee = FEES.assignment_fee_cents(reward, 1)
+        fee = FEES.assignment_fee_cents(reward, crowd.assignments_per_hit)
         if spent_cents + spent + reward + fee > cap:
             log.info("round %d: budget cap reached; %d questions unasked", round_, len(take) + len(queue))
             break
@@ -158,25 +161,32 @@ def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Wo
         if n_gold:
             g = golds.loc[gsel]
             region[pos], frame[pos], truth[pos] = g["region"].to_numpy(), g["frame"].to_numpy(), g["truth"].to_numpy()
-        w = live[int(rng.integers(len(live)))]
-        got = answer(w, truth, n_classes, rng)
-        seconds = float(n_q * w.seconds * rng.lognormal(0, 0.2))
-        ok_gold = int(((got == truth) & (kind == "gold")).sum())
-        verdict = judge_assignment(n_gold, ok_gold, seconds, n_q, quality)
-        paid = verdict.approve
-        spent += (reward + fee) if paid else 0
-        assigns.append({"round": round_, "hit": hit, "worker": w.worker, "questions": n_q, "golds": n_gold,
-                        "golds_correct": ok_gold, "seconds": seconds, "approved": paid,
-                        "reason": verdict.reason or "", "reward_cents": reward if paid else 0,
-                        "fee_cents": fee if paid else 0})
-        answers.append(pd.DataFrame({"round": round_, "hit": hit, "worker": w.worker, "question": qid,
-                                     "region": region, "frame": frame, "kind": kind.astype(str), "answer": got,
-                                     "truth": np.where(kind == "gold", truth, UNKNOWN), "approved": paid}))
-        if not paid:
+        n_asg = min(crowd.assignments_per_hit, len(live))
+        who = rng.choice(len(live), size=n_asg, replace=False)  # distinct workers per HIT
+        any_paid = False
+        for wi in who:
+            w = live[int(wi)]
+            if any_paid or wi != who[0]:  # each further assignment is checked against the cap too
+                if spent_cents + spent + reward + fee > cap:
+                    break
+            got = answer(w, truth, n_classes, rng)
+            seconds = float(n_q * w.seconds * rng.lognormal(0, 0.2))
+            ok_gold = int(((got == truth) & (kind == "gold")).sum())
+            verdict = judge_assignment(n_gold, ok_gold, seconds, n_q, quality)
+            paid = verdict.approve
+            any_paid |= paid
+            spent += (reward + fee) if paid else 0
+            assigns.append({"round": round_, "hit": hit, "worker": w.worker, "questions": n_q, "golds": n_gold,
+                            "golds_correct": ok_gold, "seconds": seconds, "approved": paid,
+                            "reason": verdict.reason or "", "reward_cents": reward if paid else 0,
+                            "fee_cents": fee if paid else 0})
+            answers.append(pd.DataFrame({"round": round_, "hit": hit, "worker": w.worker, "question": qid,
+                                         "region": region, "frame": frame, "kind": kind.astype(str), "answer": got,
+                                         "truth": np.where(kind == "gold", truth, UNKNOWN), "approved": paid}))
+        if not any_paid:
             asks[take] += 1
             queue += [i for i in take if asks[i] < MAX_ASKS]
-            rejected = pd.concat([hist, pd.DataFrame(assigns)], ignore_index=True)
-            blocked = blocked_workers(rejected, quality)
+        blocked = blocked_workers(pd.concat([hist, pd.DataFrame(assigns)], ignore_index=True), quality)
     ans = pd.concat(answers, ignore_index=True) if answers else pd.DataFrame(columns=ANSWER_COLUMNS)
     asg = pd.DataFrame(assigns, columns=ASSIGNMENT_COLUMNS)
     return ans.astype({"answer": "int64"}) if len(ans) else ans, asg, spent

@@ -316,11 +316,19 @@ def _metrics(vr: VideoRun, r: int, final: np.ndarray, answers: pd.DataFrame, ass
 
 # -- the round loop --------------------------------------------------------------------------------
 def human_labels(regions: np.ndarray, answers: pd.DataFrame) -> np.ndarray:
-    """int (T, H, W): the class people gave each pixel's region, -1 where none (or "mixed")."""
+    """int (T, H, W): the class people gave each pixel's region, -1 where none. Approved answers to
+    a region are votes ("mixed" one of them); an outright winning class labels it, a tie or
+    "mixed" does not."""
     lut = np.full(int(regions.max()) + 1, -1, np.int64)
     if len(answers):
-        a = answers.loc[(answers["kind"] == "label") & answers["approved"].astype(bool) & (answers["answer"] >= 0)]
-        lut[a["region"].to_numpy(np.int64)] = a["answer"].to_numpy(np.int64)
+        a = answers.loc[(answers["kind"] == "label") & answers["approved"].astype(bool)]
+        votes = a.groupby(["region", "answer"]).size().rename("n").reset_index()
+        votes = votes.sort_values(["region", "n"], ascending=[True, False], kind="stable")
+        top = votes.groupby("region").head(2)
+        first = top.groupby("region").nth(0).set_index("region")
+        second = top.groupby("region").nth(1).set_index("region")["n"].reindex(first.index).fillna(0)
+        win = first.loc[(first["n"] > second) & (first["answer"] >= 0)]
+        lut[win.index.to_numpy(np.int64)] = win["answer"].to_numpy(np.int64)
     return lut[regions]
 
 
