@@ -345,6 +345,7 @@ def plan_round(vr: VideoRun, r: int, net, frames: np.ndarray, asked_units: np.nd
     unit_frame = u["unit_frame"]
     frame_like = v.granularity == "frame" or v.method == "keyframe"
     per_unit = (int(sp.max()) + 1) / len(frames) if frame_like else 1.0
+    per_unit *= cfg.crowd.assignments_per_hit  # every assignment's answer is a click
     b = max(1, int(v.clicks_per_round // per_unit))
     cand = np.ones(n_units, bool)
     cand[asked_units] = False
