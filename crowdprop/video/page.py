@@ -1,11 +1,14 @@
 """The worker page of video mode (``hit_templates/video_unit.html``): each question shows one
 region highlighted in its frame (the rest darkened, a yellow edge) and the classes in the order
 of the network's mean probability over the region (keys 1-9), then "mixed" (key 0 or M).
-Submitted answers are the class id, or ``mixed``. Pictures are inline PNG data URIs."""
+Submitted answers are the class id, or ``mixed``. Pictures are inline PNG data URIs unless
+``image_url`` gives their address: MTurk's HTMLQuestion is limited to 64 KB, which a few
+inline pictures fill, so a real HIT serves them (:func:`highlight` draws them)."""
 from __future__ import annotations
 
 import base64
 import io
+from typing import Callable
 
 import numpy as np
 
@@ -34,9 +37,10 @@ def choice_order(probs_region_mean: np.ndarray) -> list[int]:
 
 
 def render_hit(frames: np.ndarray, regions: np.ndarray, questions, classes: list[str], probs: np.ndarray | None,
-               *, scale: int = 4) -> str:
+               *, scale: int = 4, image_url: Callable[[int, int], str] | None = None) -> str:
     """HTML of one HIT. ``questions``: rows with ``question``, ``frame``, ``region``;
-    ``probs`` (T, K, H, W) orders the choices (``None``: class id order)."""
+    ``probs`` (T, K, H, W) orders the choices (``None``: class id order); ``image_url(frame, region)``
+    the picture's address (``None``: inline)."""
     qs = []
     for q in questions.itertuples(index=False):
         t, reg = int(q.frame), int(q.region)
@@ -45,7 +49,10 @@ def render_hit(frames: np.ndarray, regions: np.ndarray, questions, classes: list
             order = choice_order(probs[t][:, mask].mean(1))
         else:
             order = list(range(len(classes)))
-        url = "data:image/png;base64," + base64.b64encode(highlight(frames[t], mask, scale=scale)).decode("ascii")
+        if image_url is not None:
+            url = image_url(t, reg)
+        else:
+            url = "data:image/png;base64," + base64.b64encode(highlight(frames[t], mask, scale=scale)).decode("ascii")
         qs.append({"qid": f"q{int(q.question)}", "frame": t, "url": url, "width": frames.shape[2] * scale,
                    "height": frames.shape[1] * scale,
                    "choices": [{"id": c, "name": classes[c]} for c in order[:MAX_KEYED]]})

@@ -85,3 +85,12 @@ def test_worker_answers_with_keys_and_the_form_holds_them(tiny_clip):
     assert path == "/mturk/externalSubmit"
     assert form["assignmentId"] == ["A1"]
     assert form["q7"] == ["1"] and form["q8"] == ["mixed"] and form["q9"] == ["3"]
+
+
+def test_served_pictures_keep_a_hit_under_mturks_limit(tiny_clip):
+    regions = np.zeros(tiny_clip.labels.shape, np.int64)
+    qs = pd.DataFrame({"question": np.arange(50), "frame": np.arange(50) % 6, "region": 0})
+    html = render_hit(tiny_clip.frames, regions, qs, CLASSES, None,
+                      image_url=lambda t, r: f"https://example.org/hit/{t}-{r}.png")
+    assert len(html.encode()) < 65535 and html.count("https://example.org/hit/") == 50
+    assert "https://example.org/hit/5-0.png" in html
