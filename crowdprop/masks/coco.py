@@ -6,6 +6,7 @@ field. Nothing is written by this module except :func:`write_instances`.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -34,7 +35,9 @@ class GroundTruth:
     annotations: pd.DataFrame  # id, image_id, category_id, iscrowd, rle, height, width, area
 
     def image_sizes(self) -> dict[int, tuple[int, int]]:
-        return {int(i): (int(h), int(w)) for i, h, w in self.images[["id", "height", "width"]].itertuples(index=False)}
+        im = self.images
+        return dict(zip(im["id"].to_numpy(np.int64).tolist(),
+                        zip(im["height"].to_numpy(np.int64).tolist(), im["width"].to_numpy(np.int64).tolist())))
 
 
 def _load_json(path: str | os.PathLike) -> Any:
@@ -382,7 +385,7 @@ class _Predictions:
 
     def __init__(self, path, gt: GroundTruth | None):
         self.path = path
-        self.sizes = gt.image_sizes() if gt is not None else None
+        self.gt = gt
         self.cats = set(gt.categories["id"].tolist()) if gt is not None else None
         self.ref = (batches.Reference.of(gt.images["id"], gt.images["height"], gt.images["width"],
                                          gt.categories["id"]) if gt is not None else batches.Reference())
@@ -391,6 +394,11 @@ class _Predictions:
         self.parts: list[dict] = []
         self.n = 0
         self.first_empty: str | None = None
+
+    @functools.cached_property
+    def sizes(self) -> dict | None:
+        """Image sizes by id (for checking records one by one)."""
+        return self.gt.image_sizes() if self.gt is not None else None
 
     def add(self, fast: dict | None, records) -> None:
         """Add a batch: its fast-path columns (or None), ``records()`` gives its records."""

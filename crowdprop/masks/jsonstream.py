@@ -78,15 +78,18 @@ class _Buffer:
 
     def _scan(self, data: bytes, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         b = np.frombuffer(data, dtype=np.uint8)
-        q = np.flatnonzero(b == 34)
+        quote = b == 34
+        q = np.flatnonzero(quote)
         maybe = np.flatnonzero(b[np.maximum(q - 1, 0)] == 92) if q.size else q
         if self._bs and q.size and q[0] == 0:
             maybe = np.union1d(maybe, [0])
         escaped = [j for j in maybe.tolist() if self._backslashes_before(b, int(q[j])) % 2 == 1]
-        if escaped:
-            q = np.delete(q, escaped)  # a quote after an odd run of backslashes is part of a string
+        if escaped:  # a quote after an odd run of backslashes is part of a string
+            quote[q[escaped]] = False
+            q = np.delete(q, escaped)
         s = np.flatnonzero(_STRUCTURAL[b])
-        outside = (np.searchsorted(q, s) + self._in_str) % 2 == 0
+        # quotes up to each byte, mod 2 (a structural byte is no quote): inside a string when odd
+        outside = np.bitwise_xor.accumulate(quote.view(np.uint8))[s] == self._in_str
         s = s[outside]
         chars = b[s]
         depth = self._d + np.cumsum(_STEP[chars], dtype=np.int32)
