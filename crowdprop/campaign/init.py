@@ -62,17 +62,18 @@ def replay_gold_pool(masks: pd.DataFrame, correct_iou: float, rng: np.random.Gen
                          "label": np.concatenate([np.ones(len(pick_yes)), np.zeros(len(pick_no))]).astype(np.int64)})
 
 
-def build_trees(run: RunDir, *, progress: bool | None = None) -> None:
+def build_trees(run: RunDir, *, progress: bool | None = None, masks: pd.DataFrame | None = None) -> None:
     """Featurise the masks (or take the given features) and build the per-class forest
     (one task per class on the active engine, :mod:`crowdprop.engine`).
 
-    ``progress``: True or None show bars on a terminal only; False never."""
+    ``progress``: True or None show bars on a terminal only; False never. ``masks``: the
+    run's masks table when the caller has it (else it is read from the run directory)."""
     from ..engine import stage
     from ..features import clustering_embedding, shape_features
     from ..tree.build import build_forest
 
     cfg = run.config
-    masks = run.masks
+    masks = run.masks if masks is None else masks
     fpath = run.path / "features.npy"
     with stage(None, "features"):
         if fpath.exists():
@@ -159,7 +160,7 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
             new.write_table("golds", golds)
         if feats is not None:
             np.save(tmp / "features.npy", np.asarray(feats, dtype=np.float32))
-        build_trees(new, progress=progress)
+        build_trees(new, progress=progress, masks=masks)
         n = len(masks)  # every mask open (labels.parquet, rewritten after each round commit)
         new.write_labels(np.full(n, -1), np.zeros(n, np.int8), np.zeros(n, np.int64))
         if run_dir.exists():
