@@ -193,6 +193,15 @@ def report(runs, configs, args, out: Path) -> None:
         print(f"| {c[0]} | {c[1]} | {fmt_pct(med)} [{fmt_pct(lo)}, {fmt_pct(hi)}] | {reached}/{len(vals)} | "
               f"{sec['select']:.2f} | {sec['finetune']:.2f} | {sec['inference']:.2f} | "
               f"{max(r['peak_mb'] for r in rs):.0f} |")
+    for g in sorted({c[0] for c in configs}, key=["superpixel", "patch", "frame"].index):
+        a = need.get((g, "active"), math.nan)
+        bases = {c: need[c] for c in configs if c[0] == g and c[1] != "active"}
+        if bases and math.isfinite(a):
+            bc = min(bases, key=lambda c: bases[c])
+            b = bases[bc]
+            print(f"{g}: active {fmt_pct(a)} against the best baseline {bc[1]} {fmt_pct(b)}"
+                  + ((f": {1 - a / b:.0%} fewer clicks" if a <= b else f": {a / b - 1:.0%} more clicks")
+                     if math.isfinite(b) and b > 0 else ""))
     act = [c for c in configs if c[1] == "active"]
     base = [c for c in configs if c[1] != "active"]
     if act and base:
