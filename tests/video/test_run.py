@@ -150,3 +150,42 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path, clip_dir, checkpoint, capsys):
     for r in ("r1", "r2", "r2b", "r3", "r4"):  # nothing half-written
         assert not (tmp_path / r).exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow  # about 20 s: a fresh process imports torch, OpenCV and scikit-image
+def test_sigkill_mid_finetuning_then_run_again_gives_the_same_result(tmp_path, clip_dir, checkpoint):
+    """A real kill: ``crowdprop video run`` in its own process, SIGKILLed once its first fine-tuning
+    checkpoint is on disk, then run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "kill.toml"
+    cfg.write_text("[video]\nrounds = 1\nclicks_per_round = 12\nfinetune_steps = 30\ncheckpoint_every = 2\n"
+                   "superpixel_px = 40\n[crowd]\nquestions_per_hit = 8\ngolds_per_hit = 1\n"
+                   "[simulation]\nworkers = 4\naccuracy = 1.0\naccuracy_spread = 0.0\n")
+    a = _init(tmp_path, "a", clip_dir, checkpoint, cfg).path
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    run(a)
+    ck = b / "journal" / "round-00001" / "ft.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "crowdprop", "video", "run", str(b)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 120
+        while not ck.exists() and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.01)
+        assert ck.exists() and proc.poll() is None, "the run ended before its first checkpoint could be seen"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert VideoRun(b).require().rounds() == [0]  # round 1 not committed
+    run(b)
+    jb = VideoRun(b).require()
+    assert jb.rounds() == [0, 1]
+    assert np.array_equal(jb.pred(), VideoRun(a).require().pred())
+    sa = torch.load(a / "state" / "round-00001" / "model.pt", weights_only=True)["state_dict"]
+    sb = torch.load(b / "state" / "round-00001" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
