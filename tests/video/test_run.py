@@ -147,7 +147,14 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path, clip_dir, checkpoint, capsys):
                 + base) == 2
     line = _err(capsys)
     assert str(g) in line and "field 'size'" in line
-    for r in ("r1", "r2", "r2b", "r3", "r4"):  # nothing half-written
+    # a configuration value out of range
+    bad_cfg = tmp_path / "bad.toml"
+    bad_cfg.write_text('[video]\ngranularity = "pixel"\n')
+    assert main(["video", "init", str(tmp_path / "r5"), "--frames", str(clip_dir / "frames"), "--config",
+                 str(bad_cfg)] + base) == 2
+    line = _err(capsys)
+    assert str(bad_cfg) in line and "[video]" in line and "field 'granularity'" in line
+    for r in ("r1", "r2", "r2b", "r3", "r4", "r5"):  # nothing half-written
         assert not (tmp_path / r).exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
