@@ -184,3 +184,33 @@ def test_the_docs_describe_every_table_and_column():
     doc = (Path(__file__).parents[1] / "docs" / "run-directory.md").read_text()
     for name in tbl.COLUMNS:
         assert tbl.markdown(name) in doc, name
+
+
+def test_committed_round_tables_are_read_once_and_again_when_replaced(replay, tmp_path, monkeypatch):
+    """A campaign reloads its state every round: a committed round's table is read from disk once
+    per RunDir; a file replaced on disk (size or modification time changed) is read again."""
+    import shutil
+
+    from crowdprop.campaign import store
+
+    d = tmp_path / "copy"
+    shutil.copytree(replay, d)
+    rd = RunDir(d)
+    calls = []
+    real = store.read_table
+    monkeypatch.setattr(store, "read_table", lambda p, name=None: calls.append(p) or real(p, name))
+    first = rd.read_rounds("answers")
+    n_files = len(calls)
+    assert n_files == len(rd.rounds()) > 1
+    again = rd.read_rounds("answers")
+    assert len(calls) == n_files  # nothing read again
+    pd.testing.assert_frame_equal(first, again)
+    again.loc[:, "label"] = 0  # what a caller does with its frame does not reach the cache
+    pd.testing.assert_frame_equal(rd.read_rounds("answers"), first)
+    # round 1's file replaced by a shorter one: read again, and the new rows come back
+    p = rd.round_path("answers", 1)
+    one = real(p, "answers")
+    store.write_table(p, "answers", one.iloc[:3])
+    fresh = rd.read_rounds("answers")
+    assert len(calls) == n_files + 1
+    assert len(fresh) == len(first) - len(one) + 3

@@ -377,6 +377,22 @@ class RunDir:
         except OSError:
             return None
 
+    def _read_committed(self, p: Path, name: str) -> pd.DataFrame | None:
+        """A committed round's table, read once per process: a round's files never change after
+        its commit, so a campaign that reloads its state every round reads only the new round.
+        Keyed by the file's size and modification time, so a file replaced on disk is read again."""
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return None
+        cache = self.__dict__.setdefault("_round_cache", {})
+        key = (str(p), st.st_size, st.st_mtime_ns)
+        df = cache.get(key)
+        if df is None:
+            df = read_table(p, name)
+            cache[key] = df
+        return df
+
     def read_rounds(self, name: str, upto: int | None = None) -> pd.DataFrame:
         """Table ``name`` of every committed round (up to ``upto``), in round order; an empty
         frame with the table's columns when there is none."""
@@ -385,10 +401,9 @@ class RunDir:
             if upto is not None and r > upto:
                 break
             p = self.round_path(name, r)
-            if p.exists():
-                df = read_table(p, name)
-                if len(df):
-                    frames.append(df)
+            df = self._read_committed(p, name)
+            if df is not None and len(df):
+                frames.append(df)
         if not frames:
             return tbl.empty(name)
         return pd.concat(frames, ignore_index=True)
