@@ -13,8 +13,9 @@ def test_wheel_has_templates_sample_and_every_package(tmp_path):
     wheel = next(tmp_path.glob("crowdprop-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ("crowdprop/hit_templates/hit.html", "crowdprop/report/templates/report.html",
-              "crowdprop/data/sample_predictions.json", "crowdprop/data/sample_gt.json",
-              "crowdprop/data/sample_campaign.toml", "crowdprop/data/LICENSE.faster_coco_eval.txt"):
+              "crowdprop/data/sample/predictions.json", "crowdprop/data/sample/gt.json",
+              "crowdprop/data/sample/campaign.toml", "crowdprop/data/sample/images/000000000315.jpg",
+              "crowdprop/data/make_sample.py", "crowdprop/data/LICENSE.faster_coco_eval.txt"):
         assert f in names, f
     # every package of the source tree is in the wheel
     for init in (REPO / "crowdprop").rglob("__init__.py"):

@@ -37,8 +37,15 @@ def register(p):
 def sample_paths():
     from importlib.resources import files
 
-    d = files("crowdprop.data")
-    return str(d / "sample_predictions.json"), str(d / "sample_gt.json"), str(d / "sample_campaign.toml")
+    d = files("crowdprop.data") / "sample"
+    return str(d / "predictions.json"), str(d / "gt.json"), str(d / "campaign.toml")
+
+
+def sample_images() -> str:
+    """The folder with the shipped sample's photos (gt.json ``file_name``)."""
+    from importlib.resources import files
+
+    return str(files("crowdprop.data") / "sample" / "images")
 
 
 def run(args) -> int:
@@ -46,7 +53,8 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from ..campaign.backends import make_backend
+    from ..crowd.factory import make_backend
+    from ..crowd.resume import MTurkCrowd
     from ..campaign.init import init_run
     from ..campaign.loop import Campaign
     from ..errors import InputError
@@ -84,7 +92,7 @@ def run(args) -> int:
                       crowd=crowd, seed=args.seed, progress=None, category=args.category,
                       category_map=args.category_map)
     backend = make_backend(rd)
-    if getattr(backend, "handle", None) is not None:
+    if isinstance(backend, MTurkCrowd) and backend.handle is not None:
         print(f"simulated workers behind a local MTurk endpoint at {backend.handle.url}", flush=True)
     try:
         res = Campaign(rd, backend).run()

@@ -30,12 +30,12 @@ def status_json(run, capsys) -> dict:
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory) -> RunDir:
-    """The shipped sample, killed while settling the 13th assignment (in round 2)."""
+    """The shipped sample, killed while settling the 9th assignment (in round 2)."""
     preds, gt, cfg = sample_paths()
     rd = init_run(tmp_path_factory.mktemp("killed") / "run", predictions=preds, gt=gt, config_path=cfg,
                   crowd={"kind": "simulated"})
     with pytest.raises(Crash):
-        Campaign(rd, Flaky(simulated_backend(rd), "settle", 13), progress=False).run()
+        Campaign(rd, Flaky(simulated_backend(rd), "settle", 9), progress=False).run()
     return RunDir(rd.path)
 
 
@@ -44,14 +44,17 @@ def test_status_of_a_finished_run(sample_run, capsys):
     spend = pd.read_parquet(sample_run.path / "state" / "spend")
     n_rounds = len(list((sample_run.path / "state" / "questions").glob("round-*.parquet")))
     final = final_status(sample_run)
-    assert st["last_round"] == n_rounds and st["in_progress"] is None and st["finished"]
+    assert st["last_round"] == n_rounds and st["in_progress"] is None
+    # the sample leaves small clusters under K_pa open when no candidate is left; status cannot
+    # tell that stop from the files, so it calls the run finished only when nothing is open
+    assert st["finished"] == (st["open"] == 0)
     assert st["cents"] == spend["cents"].sum() and st["usd"] == spend["cents"].sum() / 100
-    assert (st["decided"], st["open"]) == (int((final >= 0).sum()), int((final < 0).sum())) == (len(final), 0)
-    assert st["eta_seconds"] == 0
+    decided, open_ = int((final >= 0).sum()), int((final < 0).sum())
+    assert (st["decided"], st["open"]) == (decided, open_) and decided + open_ == len(final)
     assert main(["status", str(sample_run.path)]) == 0
     text = capsys.readouterr().out
-    assert f"round: {n_rounds} committed" in text and "finished" in text
-    assert f"masks: {len(final)} decided, 0 open of {len(final)}" in text
+    assert f"round: {n_rounds} committed" in text
+    assert f"masks: {decided} decided, {open_} open of {len(final)}" in text
     assert f"spend: ${spend['cents'].sum() / 100:.2f} of $" in text
 
 
