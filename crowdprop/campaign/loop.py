@@ -132,6 +132,8 @@ def replay_decisions_on(forest, status: np.ndarray, decisions: pd.DataFrame) -> 
 
 SMALL_POOL = 50
 CLASS_MIN_AUDITS = 10
+NO_CANDIDATES = "no candidates left"
+"""Stop reason of a campaign whose tree has nothing left worth asking about (recorded in campaign.json)."""
 """Audits of a class's accepted masks before the controller acts on that class's estimate."""
 """Target policy: an active pool of at most this many masks is asked whole."""
 
@@ -283,6 +285,11 @@ class Campaign(CrowdWork):
                 outcome = self.run_round(r, state, settle_only=past)
                 if outcome is not None:
                     reason = outcome
+                    if outcome == NO_CANDIDATES:
+                        # Recorded so that status can say the campaign is over with masks still open.
+                        data = dict(self.run_dir.campaign)
+                        data["stopped"] = {"reason": outcome, "after_round": r - 1}
+                        self.run_dir.write_campaign(data)
                     break
                 done += 1
                 state = load_state(self.run_dir)
@@ -347,7 +354,7 @@ class Campaign(CrowdWork):
             asks[KIND_NODE[QuestionKind.AUDIT]] = audits["mask_row"].to_numpy(np.int64)
         n_asked = sum(len(v) for v in asks.values())
         if not plan.nodes and n_asked == 0:  # free splits alone are not recorded: a later run plans them again
-            return RoundPlanned(plan, None, [], stop="no candidates left")
+            return RoundPlanned(plan, None, [], stop=NO_CANDIDATES)
         gold_used = dict(state.gold_used)
         questions, hits = make_hits(asks, round_=r, campaign_id=self.campaign_id,
                                     campaign_name=cfg.campaign.name, cfg=cfg.crowd, gold_pool=run.golds,

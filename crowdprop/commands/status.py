@@ -221,7 +221,10 @@ def collect_status(run, *, now: float | None = None) -> dict:
     round_s = float(np.median(gaps)) if len(gaps) else None
     out["rate_per_round"] = rate
     out["round_seconds"] = round_s
-    finished = open_ == 0 or last >= cfg.campaign.max_rounds or out["cents"] >= cap_cents(cfg.campaign.budget_usd)
+    stopped = run.campaign.get("stopped") or {}
+    nothing_left = stopped.get("reason") == "no candidates left" and stopped.get("after_round") == last
+    finished = (open_ == 0 or nothing_left or last >= cfg.campaign.max_rounds
+                or out["cents"] >= cap_cents(cfg.campaign.budget_usd))
     out["finished"] = bool(finished and out["in_progress"] is None)
     if open_ == 0:
         out["rounds_left"], out["eta_seconds"] = 0, 0.0

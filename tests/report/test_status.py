@@ -45,9 +45,11 @@ def test_status_of_a_finished_run(sample_run, capsys):
     n_rounds = len(list((sample_run.path / "state" / "questions").glob("round-*.parquet")))
     final = final_status(sample_run)
     assert st["last_round"] == n_rounds and st["in_progress"] is None
-    # the sample leaves small clusters under K_pa open when no candidate is left; status cannot
-    # tell that stop from the files, so it calls the run finished only when nothing is open
-    assert st["finished"] == (st["open"] == 0)
+    # the sample leaves small clusters under K_pa open when no candidate is left: the campaign
+    # records that stop after its last round, and status calls the run finished with masks open
+    assert st["open"] > 0
+    assert sample_run.campaign["stopped"] == {"reason": "no candidates left", "after_round": n_rounds}
+    assert st["finished"]
     assert st["cents"] == spend["cents"].sum() and st["usd"] == spend["cents"].sum() / 100
     decided, open_ = int((final >= 0).sum()), int((final < 0).sum())
     assert (st["decided"], st["open"]) == (decided, open_) and decided + open_ == len(final)
