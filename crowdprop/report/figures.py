@@ -87,8 +87,27 @@ def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
+def _decades(v: np.ndarray) -> float:
+    """How many powers of ten positive values span (0 for none)."""
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.log10(v.max() / v.min())) if len(v) else 0.0
+
+
+def _estimate_limits(true: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, min_width: float = 0.1):
+    """Axis limits of estimate-against-truth: the truth's own range, at least ``min_width`` wide,
+    so that points whose true precision barely moves do not collapse to a strip at the edge of an
+    axis drawn for the intervals; the estimate axis covers the intervals and the truth range."""
+    c = (float(np.nanmin(true)) + float(np.nanmax(true))) / 2.0
+    half = max((float(np.nanmax(true)) - float(np.nanmin(true))) / 2.0 + 0.02, min_width / 2.0)
+    x0, x1 = max(c - half, 0.0), min(c + half, 1.005)
+    y0 = max(min(float(np.nanmin(lo)), x0) - 0.02, 0.0)
+    y1 = min(max(float(np.nanmax(hi)), x1) + 0.02, 1.005)
+    return (x0, x1), (y0, y1)
+
+
 def curves(rounds: Sequence[dict], *, replay: bool) -> bytes:
-    """The three curves against questions asked, log-log, one point per round.
+    """The three curves against questions asked, one point per round (log axes where the
+    values span more than a decade).
 
     Parameters
     ----------
@@ -113,10 +132,15 @@ def curves(rounds: Sequence[dict], *, replay: bool) -> bytes:
         x, y = _positive(q, _column(rounds, key))
         if len(x):
             ax.plot(x, y, "-o", color=color, markersize=3.5, linewidth=1.6)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            _plain_log_axis(ax.xaxis)
-            _plain_log_axis(ax.yaxis)
+            # log axes only over more than a decade: a short campaign (the sample) is a flat line on them
+            if _decades(x) >= 1.0:
+                ax.set_xscale("log")
+                _plain_log_axis(ax.xaxis)
+            if _decades(y) >= 1.0:
+                ax.set_yscale("log")
+                _plain_log_axis(ax.yaxis)
+            else:
+                ax.set_ylim(bottom=0, top=max(float(y.max()) * 1.1, 1.0))
         else:
             ax.text(0.5, 0.5, f"no {title} yet", ha="center", va="center", transform=ax.transAxes,
                     fontsize=9, color=PALETTE["open"])
@@ -139,15 +163,11 @@ def curves(rounds: Sequence[dict], *, replay: bool) -> bytes:
             ax.plot(q[okt], tp[okt], "-s", color=PALETTE["true"], markersize=3.5, linewidth=1.6,
                     label="true precision")
     if ok.any() or replay:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        _plain_log_axis(ax.xaxis)
-        from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-        ax.yaxis.set_major_locator(MaxNLocator(6))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-        ax.legend(fontsize=7.5, loc="lower left", frameon=False)
+        if ok.any() and _decades(q[ok]) >= 1.0:
+            ax.set_xscale("log")
+            _plain_log_axis(ax.xaxis)
+        # the legend goes under the panel, where it cannot cover the interval band
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
     ax.set_title("quality vs questions")
     ax.set_xlabel("questions asked (cumulative)")
     ax.set_ylabel("precision of accepted masks")
@@ -186,16 +206,16 @@ def true_vs_estimated(rounds: Sequence[dict]) -> bytes:
     a1.set_xlabel("round")
     a1.set_ylabel("precision of accepted masks")
     a1.set_title("true and estimated precision per round")
-    a1.legend(fontsize=7.5, frameon=False)
+    a1.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
     _style(a1)
     both = ok & okt
     if both.any():
         a2.errorbar(tp[both], est[both], yerr=np.vstack([est[both] - lo[both], hi[both] - est[both]]).clip(0),
                     fmt="o", color=PALETTE["estimated"], ecolor="#90a4ae", markersize=3.5, capsize=2)
-        lim = [min(np.nanmin(tp[both]), np.nanmin(lo[both])) - 0.02, 1.005]
-        a2.plot(lim, lim, "--", color=PALETTE["open"], linewidth=1)
-        a2.set_xlim(lim)
-        a2.set_ylim(lim)
+        xlim, ylim = _estimate_limits(tp[both], lo[both], hi[both])
+        a2.plot([0, 1.01], [0, 1.01], "--", color=PALETTE["open"], linewidth=1)
+        a2.set_xlim(xlim)
+        a2.set_ylim(ylim)
     a2.set_xlabel("true precision")
     a2.set_ylabel("estimated precision")
     a2.set_title("estimate against truth")

@@ -226,3 +226,30 @@ def test_cli_report_html_keeps_the_text_report(sample_run, copy_run, capsys):
     assert (run.path / "report.html").stat().st_size > 10_000
     assert main(["report", str(run.path), "--images", str(run.path)]) == 2
     assert "--images" in capsys.readouterr().err
+
+
+def test_per_class_interval_of_zero_to_one_says_too_few_answers(sample_run):
+    """A class whose interval is [0, 1] (no evidence) shows "too few answers", the others their interval."""
+    rep = json.loads((sample_run.path / "report.json").read_text())
+    html = (sample_run.path / "report.html").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr data-category-id="(\d+)">(.*?)</tr>', html, re.S)}
+    classes = [c for c in rep["classes"] if c.get("est_precision") is not None
+               and c["est_precision"] == c["est_precision"]]
+    vacuous = [c for c in classes if c["est_precision_lo"] <= 0.0005 and c["est_precision_hi"] >= 0.9995]
+    informative = [c for c in classes if c not in vacuous]
+    assert vacuous and informative  # the sample has both kinds
+    for c in vacuous:
+        assert "too few answers" in rows[str(c["category_id"])]
+    for c in informative:
+        assert f'[{c["est_precision_lo"]:.3f}, {c["est_precision_hi"]:.3f}]' in rows[str(c["category_id"])]
+
+
+def test_estimate_against_truth_axes_follow_the_truth_and_log_axes_need_a_decade():
+    from crowdprop.report.figures import _decades, _estimate_limits
+
+    (x0, x1), (y0, y1) = _estimate_limits(np.array([0.920, 0.921, 0.925]), np.array([0.70, 0.75, 0.80]),
+                                          np.array([1.0, 0.99, 0.97]))
+    assert x1 - x0 >= 0.1 and x0 < 0.920 and x1 > 0.925  # not a strip at the edge
+    assert y0 <= 0.70 and y1 >= 1.0
+    assert _decades(np.array([10.0, 50.0, 99.0])) < 1.0 <= _decades(np.array([10.0, 100.0, 1000.0]))
+    assert _decades(np.array([np.nan, 0.0])) == 0.0
