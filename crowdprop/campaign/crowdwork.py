@@ -259,7 +259,7 @@ class CrowdWork:
         created = {x["token"] for x in lines}  # CreateHIT may have happened: adopted whatever the cap now
         expired = {x["hit_id"] for x in run.journal_lines(r, "expired")}
         cap = cap_cents(self.cfg.campaign.budget_usd)
-        guard = getattr(self.backend, "guard", None)
+        guard = self.backend.guard
         questions = planned.questions
         assert questions is not None  # a plan with HITs has its questions
         q_by_token = {t: g for t, g in questions.groupby("token")} if len(questions) else {}
@@ -371,16 +371,13 @@ class CrowdWork:
         submitted after the listing was pending at GetHIT, so nothing slips between the two."""
         if info.recorded + received >= info.assignments:
             return True
-        state_of = getattr(self.backend, "hit_state", None)
-        if state_of is None:
-            return info.expired
-        st = state_of(info.hit_id)
+        st = self.backend.hit_state(info.hit_id)
         if st.get("gone"):
             return True
         if st.get("available", 0) > 0 and not info.current and not info.expired:
             # a HIT of an earlier round still on the market (a run stopped before its expiry)
             self._expire(self._round, info)
-            st = state_of(info.hit_id)
+            st = self.backend.hit_state(info.hit_id)
         if st.get("pending", 0) or st.get("available", 0):
             return False
         return all(a.assignment_id in known for a in self.backend.poll([info.hit_id], settled=True))
@@ -482,12 +479,12 @@ class CrowdWork:
                 return []
             run.journal_append(r, "bonuses", rec)  # counted in the ledger from here on
         if not rec.get("sent"):
-            send = getattr(self.backend, "send_bonus", None)
-            if send is not None:
-                reason = (f"{rec['golds_right']} check question(s) answered right, "
-                          f"{per_gold} cent(s) each. Thank you!")
-                send(worker_id=rec["worker_id"], assignment_id=a.assignment_id, amount_cents=int(rec["bonus_cents"]),
-                     reason=reason, token=rec["token"], admitted=True)
+            reason = (f"{rec['golds_right']} check question(s) answered right, "
+                      f"{per_gold} cent(s) each. Thank you!")
+            # a simulated crowd answers UNSUPPORTED: the bonus is in the books only
+            self.backend.send_bonus(worker_id=rec["worker_id"], assignment_id=a.assignment_id,
+                                    amount_cents=int(rec["bonus_cents"]), reason=reason, token=rec["token"],
+                                    admitted=True)
             run.journal_append(r, "bonuses", {"assignment_id": a.assignment_id, "sent": True})
         return [(r, a.assignment_id, "bonus", int(rec["bonus_cents"])),
                 (r, a.assignment_id, "bonus_fee", int(rec["fee_cents"]))]

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..crowd.base import Assignment, CrowdBackend, Fees
+from ..crowd.base import Assignment, BlockKind, CrowdBackend, Fees
 from ..errors import BudgetExhausted
 from ..hits.batching import make_hits
 from ..policy.controller import (apply_decisions, apply_split, decide, initial_status, mask_labels, mask_status,
@@ -245,7 +245,7 @@ class Campaign(CrowdWork):
         self.node_quality = node_mean(self.forest, self.quality)
         self.campaign_id = run.campaign["campaign_id"]
         blocks = run.read_rounds("blocks")
-        if len(blocks) and hasattr(backend, "block"):
+        if len(blocks):
             for w, kind in zip(blocks["worker_id"], blocks["kind"]):
                 backend.block(w, kind)
 
@@ -648,13 +648,12 @@ class Campaign(CrowdWork):
         hist = hist.rename(columns={"worker_id": "worker"})[["worker", "approved", "n_gold", "n_gold_correct"]]
         hist = hist.astype({"approved": bool, "n_gold": np.int64, "n_gold_correct": np.int64})
         soft, hard = workers_to_block(hist, self.quality_cfg)
-        rows = [(w, r, "qualification") for w in sorted(set(getattr(self.backend, "failed_qualification", ()))
-                                                        - already)]
+        rows = [(w, r, BlockKind.QUALIFICATION.value) for w in sorted(set(self.backend.failed_qualification) - already)]
         already |= {w for w, _, _ in rows}
-        rows += [(w, r, "soft") for w in sorted(soft - already)] + [(w, r, "hard") for w in sorted(hard - already)]
+        rows += ([(w, r, BlockKind.SOFT.value) for w in sorted(soft - already)]
+                 + [(w, r, BlockKind.HARD.value) for w in sorted(hard - already)])
         for w, _, kind in rows:
-            if hasattr(self.backend, "block"):
-                self.backend.block(w, kind)
+            self.backend.block(w, kind)
         return pd.DataFrame(rows, columns=["worker_id", "round", "kind"])
 
 

@@ -83,7 +83,7 @@ def _scratch(run, dest: Path, cfg, seed: int):
 
 def simulate(run, cfg, seed: int, scratch: Path) -> dict:
     """One simulated campaign of ``run`` under ``cfg`` (seed ``seed``) in ``scratch``: its figures."""
-    from ..campaign.backends import simulated_backend
+    from ..crowd.factory import simulated_backend
     from ..campaign.export import final_status
     from ..campaign.ledger import spent_by_kind
     from ..campaign.loop import Campaign

@@ -71,7 +71,7 @@ def add_mturk_options(p) -> None:
 # ------------------------------------------------------------------------------ the books
 def _rounds_in_progress(run) -> list[int]:
     """Rounds with a journal and no commit yet."""
-    from ..campaign.backends import _journal_rounds
+    from ..crowd.resume import journal_rounds as _journal_rounds
 
     last = max(run.rounds() or [0])
     return [r for r in _journal_rounds(run) if r > last]
@@ -116,19 +116,20 @@ def published_hits(run) -> list[dict]:
 # ------------------------------------------------------------------------------ MTurk
 def connect_backend(run, *, target=None, endpoint_url=None, profile=None):
     """``(MTurkBackend without pages, Target)`` for the run's recorded MTurk target (or the options)."""
-    from ..campaign import backends as bk
+    from ..crowd import factory as bk
     from ..crowd import mturk as _mturk
+    from ..crowd.base import CrowdKind
     from ._checks import connect_error, strip_credentials
 
-    kind = (run.campaign.get("crowd") or {}).get("kind", "simulated")
-    if kind == "mturk-local":
+    kind = bk.crowd_kind(run)
+    if kind == CrowdKind.MTURK_LOCAL:
         raise StateError(f"{run.path}: its HITs lived on the local endpoint of the crowdprop process that ran it, "
                          "which stopped with that process; none of them is live")
-    if kind != "mturk":
+    if kind != CrowdKind.MTURK:
         raise StateError(f"{run.path}: its crowd is '{kind}'; it publishes no HITs (crowdprop init --crowd mturk)")
     where = bk.resolve_target(run, target=target, endpoint_url=strip_credentials(endpoint_url), profile=profile)
     where.endpoint_url = strip_credentials(where.endpoint_url, quiet=True)
-    bk._quiet_botocore()
+    bk.quiet_botocore()
     try:
         client = _mturk.connect(None if where.target == "local" else where.target, endpoint_url=where.endpoint_url,
                                 profile=where.profile, region="us-east-1")

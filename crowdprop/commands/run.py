@@ -172,7 +172,7 @@ def _say_live(rd, crowd) -> None:
     from .hits import live_count
 
     try:
-        live, checked = live_count(rd, getattr(crowd, "backend", crowd))
+        live, checked = live_count(rd, crowd.backend)
     except BaseException as e:  # noqa: BLE001 - a second Ctrl-C or MTurk unreachable: say what is known
         print(f"crowdprop run: could not ask MTurk which HITs are still live ({type(e).__name__}); "
               f"crowdprop hits {rd.path} list shows them", file=sys.stderr)
@@ -197,14 +197,15 @@ def run(args) -> int:
 
 
 def _run_locked(args, rd) -> int:
-    from ..campaign import backends as bk
+    from ..crowd import factory as bk
     from ..campaign.loop import Campaign
+    from ..crowd.base import CrowdKind
     from ..errors import StateError
 
-    kind = (rd.campaign.get("crowd", {}) or {}).get("kind", "simulated")
+    kind = bk.crowd_kind(rd)
     mturk_opts = {"target": args.target, "endpoint_url": args.endpoint_url, "profile": args.profile,
                   "image_root": args.images}
-    if kind == "mturk":
+    if kind == CrowdKind.MTURK:
         where = bk.resolve_target(rd, **mturk_opts)
         where.endpoint_url = strip_credentials(where.endpoint_url, quiet=True)  # one recorded before they were dropped
         if where.target == "production" and not args.yes and not sys.stdin.isatty():
@@ -218,7 +219,7 @@ def _run_locked(args, rd) -> int:
         build_trees(rd, progress=None)
     if args.dry_run:
         return _dry_run(rd)
-    if kind == "mturk":
+    if kind == CrowdKind.MTURK:
         try:
             backend = bk.mturk_backend(rd, where)
         except Exception as e:
@@ -243,7 +244,7 @@ def _run_locked(args, rd) -> int:
         res = Campaign(rd, backend).run(max_rounds=args.rounds)
     except KeyboardInterrupt:
         logging.getLogger(__name__).warning("interrupted (Ctrl-C)")
-        if kind == "mturk":
+        if kind == CrowdKind.MTURK:
             _say_live(rd, backend)
         raise
     except Exception as e:

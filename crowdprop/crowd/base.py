@@ -1,42 +1,65 @@
-"""The crowd seam: the one narrow interface between the controller and any crowd.
+"""The crowd seam: the one interface between the controller and any crowd.
 
-A backend does four things, and nothing else:
-
-``publish(hit)``
-    Put one HIT (a batch of yes/no questions) in front of workers. Must be
-    idempotent on ``hit.token``: publishing the same token twice returns the
-    same HIT id and creates nothing (MTurk's ``UniqueRequestToken``).
-``poll(hit_ids, settled=False)``
-    Return every *submitted* assignment of these HITs that has not been settled
-    yet, with the answers parsed and checked against what was asked; with
-    ``settled=True`` also those already approved or rejected (MTurk approves
-    submitted work on its own after ``AutoApprovalDelayInSeconds``), each with
-    its :attr:`Assignment.status`.
-``settle(assignment_id, approve, feedback)``
-    Approve (pay) or reject one assignment and return the state the crowd holds
-    afterwards (``"Approved"`` or ``"Rejected"``). Safe to call again; an
-    assignment the crowd already settled otherwise (approved automatically)
-    keeps that state, which is returned.
-``expire(hit_id)``
-    Stop a HIT from taking new workers (its unanswered questions are re-asked by
-    the controller in a later round; work already accepted may still arrive).
-``hit_state(hit_id)`` (optional)
-    ``{"pending": n, "available": n, "gone": bool}``: assignments accepted and
-    not yet submitted, slots still open, and whether the HIT no longer exists.
-    A HIT is done when nothing is pending or available and all its submitted
-    work is settled.
+Every operation the campaign loop and the commands (run, hits, bonus, status,
+estimate) ask of a crowd is a method of :class:`CrowdBackend`; nothing calls a
+crowd through ``hasattr``/``getattr``. An operation a crowd does not offer
+answers :data:`UNSUPPORTED` (or ``None`` where a value is asked for) instead of
+being missing.
 
 Replay, sandbox and production differ only in which backend (and which
-endpoint) is plugged in here. Backends never touch the run directory; the
-campaign loop records everything they return before acting on it.
+endpoint) is plugged in here (:func:`crowdprop.crowd.factory.make_backend`).
+Backends never touch the run directory; the campaign loop records everything
+they return before acting on it.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol, Sequence, TypedDict, runtime_checkable
 
 from ..money import cents as _cents
+
+if TYPE_CHECKING:
+    from .mturk import BudgetGuard
+
+
+class CrowdKind(StrEnum):
+    """``campaign.json["crowd"]["kind"]``: which crowd a run directory works with."""
+
+    SIMULATED = "simulated"
+    """In process, no HTTP (:class:`crowdprop.crowd.simulated.SimulatedCrowd`)."""
+    MTURK_LOCAL = "mturk-local"
+    """A local MTurk-compatible endpoint with simulated workers, started by the process."""
+    MTURK = "mturk"
+    """Amazon Mechanical Turk (sandbox, production) or an endpoint given by URL."""
+
+
+class BlockKind(StrEnum):
+    """How a worker is kept out of a campaign (the ``kind`` column of the blocks table)."""
+
+    SOFT = "soft"
+    """The campaign's blocked qualification (no notification; reversible)."""
+    HARD = "hard"
+    """MTurk CreateWorkerBlock."""
+    QUALIFICATION = "qualification"
+    """Failed the qualification test: the crowd keeps them out itself."""
+
+
+UNSUPPORTED = "unsupported"
+"""The answer of an optional operation (:meth:`CrowdBackend.send_bonus`, :meth:`CrowdBackend.extend`)
+on a crowd that does not offer it: nothing was sent and nothing is owed."""
+
+
+class HitState(TypedDict):
+    """What a crowd says of one HIT (:meth:`CrowdBackend.hit_state`)."""
+
+    pending: int
+    """Assignments accepted and not yet submitted."""
+    available: int
+    """Slots still open to workers."""
+    gone: bool
+    """Whether the crowd no longer knows the HIT (disposed, or on an endpoint that stopped)."""
 
 
 @dataclass(frozen=True)
@@ -101,17 +124,79 @@ class Assignment:
 
 @runtime_checkable
 class CrowdBackend(Protocol):
+    """Every operation the campaign loop and the commands ask of a crowd.
+
+    Implementations: :class:`crowdprop.crowd.simulated.SimulatedCrowd`,
+    :class:`crowdprop.crowd.mturk.MTurkBackend` and the resumable
+    :class:`crowdprop.crowd.resume.MTurkCrowd` around it. ``tests/crowd/test_conformance.py``
+    runs the same checks on each.
+    """
+
     name: str
+    """``"simulated"`` or ``"mturk"`` (logs and messages)."""
 
-    def publish(self, hit: HitRequest, *, admitted: bool = False) -> str: ...
+    def publish(self, hit: HitRequest, *, admitted: bool = False) -> str:
+        """Put one HIT in front of workers and return its HIT id. Idempotent on ``hit.token``:
+        publishing the same token again returns the same HIT id and creates nothing (MTurk's
+        ``UniqueRequestToken``). ``admitted``: the caller's ledger counted the HIT's cost
+        already, so the budget guard does not count it again."""
+        ...
 
-    def poll(self, hit_ids: Sequence[str], *, settled: bool = False) -> list[Assignment]: ...
+    def poll(self, hit_ids: Sequence[str], *, settled: bool = False) -> list[Assignment]:
+        """Every *submitted* assignment of these HITs not settled yet, answers parsed and
+        checked against what was asked; with ``settled=True`` also those approved or rejected
+        (MTurk approves on its own after ``AutoApprovalDelayInSeconds``), each with its
+        :attr:`Assignment.status`."""
+        ...
 
-    def settle(self, assignment_id: str, approve: bool, feedback: str | None = None) -> str | None: ...
+    def settle(self, assignment_id: str, approve: bool, feedback: str | None = None) -> str | None:
+        """Approve (pay) or reject one assignment; return the state the crowd holds afterwards
+        (``"Approved"`` / ``"Rejected"``). Safe to call again: an assignment already settled
+        (by an earlier call, or approved automatically) keeps that state, which is returned."""
+        ...
 
-    def expire(self, hit_id: str) -> None: ...
+    def expire(self, hit_id: str) -> None:
+        """Stop a HIT from taking new workers (work already accepted may still arrive; the
+        controller re-asks its unanswered questions in a later round). Again is harmless."""
+        ...
 
-    def close(self) -> None: ...
+    def hit_state(self, hit_id: str) -> HitState:
+        """``{"pending", "available", "gone"}`` of a HIT. It is done when nothing is pending or
+        available and all its submitted work is settled."""
+        ...
+
+    def extend(self, hit_id: str, assignments: int, token: str) -> str:
+        """Add ``assignments`` slots to a HIT, once per ``token``. ``"sent"``, ``"already"`` (the
+        token was processed before), or :data:`UNSUPPORTED`."""
+        ...
+
+    def block(self, worker_id: str, kind: BlockKind | str) -> None:
+        """Keep a worker out of the campaign (:class:`BlockKind`). Again is harmless."""
+        ...
+
+    @property
+    def failed_qualification(self) -> set[str]:
+        """Workers the qualification test keeps out (empty without a test)."""
+        ...
+
+    @property
+    def guard(self) -> BudgetGuard | None:
+        """The budget guard the crowd checks before spending (None: the crowd spends nothing real)."""
+        ...
+
+    def send_bonus(self, *, worker_id: str, assignment_id: str, reason: str, token: str,
+                   amount_usd: float | None = None, amount_cents: int | None = None, admitted: bool = False) -> str:
+        """Pay a bonus once per ``token``: ``"sent"``, ``"already"``, or :data:`UNSUPPORTED` (a
+        simulated crowd: the bonus is in the books only)."""
+        ...
+
+    def balance(self) -> float | None:
+        """The account's available balance in dollars; None when the crowd has no account."""
+        ...
+
+    def close(self) -> None:
+        """Release what the crowd holds (connections, an endpoint it started). Again is harmless."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from .. import config as _config
 from ..config import MIN_AUTO_APPROVAL_S, MTurkSection  # noqa: F401  (MIN_AUTO_APPROVAL_S: part of this API)
 from ..errors import BudgetExhausted, MTurkError
 from ..money import cap_cents, cents, fmt
-from .base import Assignment, Fees, HitRequest
+from .base import Assignment, BlockKind, Fees, HitRequest, HitState
 
 log = logging.getLogger(__name__)
 
@@ -615,22 +615,22 @@ class MTurkBackend:
                          "IntegerValues": [self.test.passing_percentage], "ActionsGuarded": "Accept"})
         return reqs
 
-    def block(self, worker_id: str, kind: str) -> None:
+    def block(self, worker_id: str, kind: BlockKind | str) -> None:
         """Keep a worker out of the campaign.
 
         ``soft``: AssociateQualificationWithWorker of the campaign's blocked type
         (no notification; again is harmless). ``hard``: CreateWorkerBlock.
         ``qualification`` (failed the test): nothing, MTurk keeps them out itself.
         """
-        if kind == "hard":
+        if kind == BlockKind.HARD:
             self._call("create_worker_block", WorkerId=worker_id, Reason=BLOCK_REASON)
-        elif kind == "soft":
+        elif kind == BlockKind.SOFT:
             if not self.campaign_id:
                 log.info("worker %s: soft block kept in the run directory only (no campaign id)", worker_id)
                 return
             self._call("associate_qualification_with_worker", QualificationTypeId=self.blocked_qualification_id(),
                        WorkerId=worker_id, IntegerValue=1, SendNotification=False)
-        elif kind != "qualification":
+        elif kind != BlockKind.QUALIFICATION:
             raise ValueError(f"block kind must be 'soft', 'hard' or 'qualification', not {kind!r}")
 
     def test_scores(self) -> dict[str, int]:
@@ -818,7 +818,7 @@ class MTurkBackend:
                 raise
             return status
 
-    def hit_state(self, hit_id: str) -> dict:
+    def hit_state(self, hit_id: str) -> HitState:
         """``{"pending", "available", "gone"}`` of a HIT (GetHIT): work accepted and not yet
         submitted, slots open to workers, and whether MTurk no longer knows the HIT."""
         if hit_id in self.gone:
@@ -838,6 +838,21 @@ class MTurkBackend:
     def expire(self, hit_id: str) -> None:
         """Take the HIT off the market now (work already accepted can still be submitted)."""
         self._call("update_expiration_for_hit", HITId=hit_id, ExpireAt=datetime(1970, 1, 1, tzinfo=timezone.utc))
+
+    def extend(self, hit_id: str, assignments: int, token: str) -> str:
+        """CreateAdditionalAssignmentsForHIT once per ``token``: ``sent``, or ``already`` when MTurk
+        had processed the token (a retried call)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call("create_additional_assignments_for_hit", HITId=hit_id,
+                       NumberOfAdditionalAssignments=int(assignments), UniqueRequestToken=token)
+        except ClientError as e:
+            _, turk, _, message = error_code(e)
+            if turk == "AWS.MechanicalTurk.DuplicateRequest" or "already been processed" in message:
+                return "already"
+            raise
+        return "sent"
 
     def balance(self) -> float:
         """Available balance in dollars (the sandbox always says 10000.00)."""

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..replay.workers import WorkerPool
-from .base import Assignment, HitRequest, content_key
+from .base import UNSUPPORTED, Assignment, BlockKind, HitRequest, HitState, content_key
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,30 @@ class SimulatedCrowd:
     def expire(self, hit_id: str) -> None:
         pass
 
-    def hit_state(self, hit_id: str) -> dict:
+    def hit_state(self, hit_id: str) -> HitState:
         """Every worker submits within publish(): nothing is ever pending, and no slot stays open."""
         return {"pending": 0, "available": 0, "gone": hit_id not in self._hits}
 
-    def block(self, worker_id: str, reason: str) -> None:
+    def extend(self, hit_id: str, assignments: int, token: str) -> str:
+        """Not offered: a simulated HIT is finished when it is published."""
+        return UNSUPPORTED
+
+    def block(self, worker_id: str, kind: BlockKind | str) -> None:
+        """Any kind: the worker gets no further HITs."""
+        BlockKind(kind)
         self.blocked.add(worker_id)
+
+    guard = None
+    """Nothing real is spent: the campaign loop's ledger is the only budget check."""
+
+    def send_bonus(self, *, worker_id: str, assignment_id: str, reason: str, token: str,
+                   amount_usd: float | None = None, amount_cents: int | None = None, admitted: bool = False) -> str:
+        """Not offered: a simulated bonus lives in the books only."""
+        return UNSUPPORTED
+
+    def balance(self) -> float | None:
+        """No account."""
+        return None
 
     def close(self) -> None:
         pass
