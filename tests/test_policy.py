@@ -172,3 +172,20 @@ def test_sequential_rule_asks_fewer_questions_for_the_same_verdicts():
     # mixed clusters are split sooner: three yes and three no settle "split" at 6 answers
     mixed = sequential_decision([3], [6], k=15, accept=0.85, reject=0.15, confidence=0.95)
     assert mixed.tolist() == ["split"]
+
+
+def test_label_sums_never_exceed_the_count_despite_rounding():
+    """Sums over node ranges are differences of cumulative sums; with fractional labels their
+    rounding could put yes a hair above n (a negative count of "no" in the Beta interval)."""
+    from crowdprop.policy.controller import label_sums
+    from crowdprop.tree.build import build_forest
+
+    rng = np.random.default_rng(1)
+    f = build_forest(np.zeros(2000, np.int64), rng.normal(size=(2000, 4)).astype(np.float32), rng=rng)
+    p = rng.choice([0.1, 1 / 3, 1.0], size=2000)  # fractional: rounding in the cumsum (2 nodes of all-1.0
+    p[::7] = np.nan                              # members came out a hair above their count before the clip)
+    nodes = np.arange(f.n_nodes)
+    n, yes = label_sums(f, p, nodes)
+    assert (yes <= n).all() and (yes >= 0).all()
+    exact = np.array([np.nansum(p[f.members(int(x))]) for x in nodes[:200]])
+    np.testing.assert_allclose(yes[:200], exact, atol=1e-9)

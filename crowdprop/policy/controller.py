@@ -46,7 +46,10 @@ def label_sums(forest: Forest, label_p: np.ndarray, nodes: np.ndarray) -> tuple[
     cn = np.concatenate([[0], np.cumsum(has)])
     cy = np.concatenate([[0.0], np.cumsum(np.where(has, p, 0.0))])
     s, e = forest.start[nodes], forest.end[nodes]
-    return (cn[e] - cn[s]).astype(np.float64), cy[e] - cy[s]
+    n = (cn[e] - cn[s]).astype(np.float64)
+    # differences of cumulative sums carry their rounding: a sum of yes a hair above n (or under 0)
+    # would be a negative count of "no" answers downstream
+    return n, np.clip(cy[e] - cy[s], 0.0, n)
 
 
 def predicted_quality(masks: pd.DataFrame, how: str) -> np.ndarray:
