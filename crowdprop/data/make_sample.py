@@ -90,7 +90,9 @@ def make(bundle: Path, out: Path, n_images: int, seed: int) -> dict:
     found.sort(key=lambda pj: (-len(pj[0].read_text().splitlines()), pj[0].stem))
     chosen = sorted(found[:n_images], key=lambda pj: pj[0].stem)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    images, anns, preds = [], [], []
+    images: list[dict] = []
+    anns: list[dict] = []
+    preds: list[dict] = []
     for lab, jpg in chosen:
         image_id = int(lab.stem)
         with Image.open(jpg) as im:
@@ -128,7 +130,7 @@ def make(bundle: Path, out: Path, n_images: int, seed: int) -> dict:
             score = float(np.clip(0.15 + 0.8 * iou + rng.normal(0, 0.06), 0.02, 0.99))
             preds.append({"image_id": image_id, "category_id": COCO_IDS[k], "score": round(score, 3),
                           "segmentation": {"size": [h, w], "counts": counts}})
-    used = sorted({a["category_id"] for a in anns} | {p["category_id"] for p in preds})
+    used: list[int] = sorted({int(a["category_id"]) for a in anns} | {int(p["category_id"]) for p in preds})
     cats = [{"id": i, "name": NAMES[COCO_IDS.index(i)]} for i in used]
     gt = {"info": {"description": "crowdprop sample: coco128-seg images with instances of at least "
                                   f"{MIN_AREA:.0f} px (see README.md)"},
