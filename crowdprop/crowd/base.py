@@ -16,12 +16,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol, Sequence, TypedDict, runtime_checkable
+from typing import Protocol, Sequence, TypedDict, runtime_checkable
 
 from ..money import cents as _cents
 
-if TYPE_CHECKING:
-    from .mturk import BudgetGuard
 
 
 class CrowdKind(StrEnum):
@@ -122,6 +120,13 @@ class Assignment:
     """The reward of the assignment's HIT as the crowd reports it (MTurk's GetHIT), when known."""
 
 
+class SpendGuard(Protocol):
+    """What the round loop asks of a crowd's budget guard (crowd.mturk.BudgetGuard): the spend
+    committed so far and the cap in force, before anything more is published or paid."""
+
+    def update(self, committed_cents: int, cap_cents: int | None = None) -> None: ...
+
+
 @runtime_checkable
 class CrowdBackend(Protocol):
     """Every operation the campaign loop and the commands ask of a crowd.
@@ -180,7 +185,7 @@ class CrowdBackend(Protocol):
         ...
 
     @property
-    def guard(self) -> BudgetGuard | None:
+    def guard(self) -> SpendGuard | None:
         """The budget guard the crowd checks before spending (None: the crowd spends nothing real)."""
         ...
 
