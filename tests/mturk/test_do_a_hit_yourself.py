@@ -44,7 +44,7 @@ def _stop(proc: subprocess.Popen) -> tuple[str, str]:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     try:
-        return proc.communicate(timeout=60)
+        return proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()

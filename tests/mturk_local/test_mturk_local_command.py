@@ -77,7 +77,7 @@ def test_command_serves_until_interrupted(tmp_path):
         got = [(x.find(NS + "QuestionIdentifier").text, x.find(NS + "FreeText").text) for x in root]
         assert got == want
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
+        out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()

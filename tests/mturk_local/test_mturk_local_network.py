@@ -368,10 +368,10 @@ def _head(proc) -> list[str]:
 def _stop(proc) -> str:
     proc.send_signal(signal.SIGINT)
     try:
-        out, _ = proc.communicate(timeout=20)
+        out, _ = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=120)
     return out
 
 
