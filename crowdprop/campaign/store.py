@@ -528,19 +528,8 @@ class RunDir:
         """Append one JSON line and fsync it before returning."""
         d = self.journal_dir(r)
         d.mkdir(parents=True, exist_ok=True)
-        with open(d / f"{name}.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _io.append_jsonl(d / f"{name}.jsonl", record)
 
     def journal_lines(self, r: int, name: str) -> list[dict]:
-        p = self.journal_dir(r) / f"{name}.jsonl"
-        if not p.exists():
-            return []
-        out = []
-        for line in p.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill mid-write: everything after it is unwritten
-        return out
+        """The journal's records; reading stops at a line cut by a kill mid-write."""
+        return _io.read_jsonl(self.journal_dir(r) / f"{name}.jsonl")
