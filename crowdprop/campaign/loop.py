@@ -601,9 +601,7 @@ class Campaign(CrowdWork):
         # Per class: a class whose audited precision and lower bound are both under the target
         # (with at least CLASS_MIN_AUDITS audits of its accepted masks) has its accepted clusters
         # checked again with their audits at half the tolerance; those that fail are re-opened.
-        cat_of = np.empty(self.n, dtype=np.int64)
-        for root in np.flatnonzero(self.forest.parent < 0).tolist():
-            cat_of[self.forest.members(root)] = self.forest.category[root]
+        cat_of = self.run_dir.masks["category_id"].to_numpy(np.int64)
         left = acc_nodes[~np.isin(acc_nodes, reopened)]
         for c, ce in short_classes(final, source, ok, noise, cat_of, np.unique(self.forest.category[left]).tolist(),
                                    target=pc.target_precision, confidence=pc.target_confidence,
