@@ -479,7 +479,8 @@ class Campaign(CrowdWork):
             # round's gold answers: in round 1 nothing else measures it.
             ctl = planned.extra["controls"].iloc[0]
             verdicts = pd.concat([run.read_rounds("verdicts"), planned.extra["verdicts"]], ignore_index=True)
-            sens, spec = noise_means(crowd_noise(answers_all, run.golds))
+            noise = crowd_noise(answers_all, run.golds)
+            sens, spec = noise_means(noise)
             ctx = TargetContext(sens, spec, decided_history(self.forest, state.decisions),
                                 verdict_arrays(verdicts, self.n)[0], bool(ctl["verifier_fitted"]),
                                 float(ctl["risk_tolerance"]))
@@ -500,13 +501,14 @@ class Campaign(CrowdWork):
         decisions = decisions[DECISION_COLUMNS]
         out = {"decisions": decisions}
         if cfg.policy.name == "target":
-            out.update(self._audit_controls(r, state, planned, answers_all, label_p, decisions))
+            out.update(self._audit_controls(r, state, planned, answers_all, label_p, decisions, noise))
         return out
 
-    def _audit_controls(self, r, state, planned, answers_all, label_p, decisions) -> dict[str, pd.DataFrame]:
+    def _audit_controls(self, r, state, planned, answers_all, label_p, decisions, noise) -> dict[str, pd.DataFrame]:
         """Act on audits: when a source's audited lower bound falls under the target, raise the
         verifier's threshold (withdrawing its accepts under the new one) or halve the cluster
-        risk tolerance and re-open the accepted clusters that no longer pass with their audits."""
+        risk tolerance and re-open the accepted clusters that no longer pass with their audits;
+        per class likewise. ``noise``: the crowd's noise with this round's golds, from _decide."""
         from ..policy.audit import CLUSTER, VERIFIER, audited_precision, short_classes, valid_audits
         from ..policy.risk import risk_decision
         from ..policy.target import decided_history
@@ -527,9 +529,6 @@ class Campaign(CrowdWork):
         audits = pd.concat([state.audits, planned.extra["audits"]], ignore_index=True) \
             if state.audits is not None and len(state.audits) else planned.extra["audits"]
         ok = valid_audits(audits, answers_all, final, source, decided)
-        from .evidence import crowd_noise
-
-        noise = crowd_noise(answers_all, self.run_dir.golds)
         conf = 2 * pc.target_confidence - 1.0  # a one-sided bound is the lower end of this interval
         est = audited_precision(final, source, ok, noise, credible=conf,
                                 rng=np.random.default_rng([self.cfg.campaign.seed, r, 13]))
