@@ -187,7 +187,10 @@ def _say_live(rd, crowd) -> None:
 
 def run(args) -> int:
     from ..campaign.store import RunDir
+    from .video import is_video_run_dir, run_video_dir
 
+    if is_video_run_dir(args.run_dir):  # crowdprop video's run directory: its own round loop
+        return run_video_dir(args)
     args.endpoint_url = strip_credentials(args.endpoint_url)
     rd = RunDir(args.run_dir).require()
     if args.rounds is not None and args.rounds < 1:

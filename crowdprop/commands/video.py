@@ -21,6 +21,18 @@ def _common_init(p, required: bool):
                    help="override [video] method")
 
 
+def _mturk_args(p) -> None:
+    """Where an MTurk video run publishes: the options of ``crowdprop run``."""
+    m = p.add_argument_group("MTurk runs (crowdprop video init --crowd mturk)")
+    m.add_argument("--target", choices=["sandbox", "production"],
+                   help="where HITs go (default: the run's target, initially the sandbox); "
+                        "production must always be given explicitly")
+    m.add_argument("--endpoint-url", metavar="URL",
+                   help="an MTurk-compatible endpoint instead of Amazon's (e.g. crowdprop mturk-local)")
+    m.add_argument("--profile", metavar="NAME", help="AWS profile of ~/.aws to take credentials from")
+    m.add_argument("--yes", action="store_true", help="production: do not ask for a typed confirmation")
+
+
 def register(p):
     sub = p.add_subparsers(dest="video_command", metavar="SUBCOMMAND")
     import argparse
@@ -29,12 +41,20 @@ def register(p):
     q = sub.add_parser("init", help="check the inputs and create a video run directory", formatter_class=fmt)
     q.add_argument("run_dir", metavar="RUN_DIR")
     _common_init(q, True)
+    q.add_argument("--crowd", choices=["simulated", "mturk-local", "mturk"],
+                   help="who answers: simulated workers in this process, simulated workers behind a local "
+                        "MTurk-compatible endpoint (boto3 all the way), or MTurk (sandbox first; see "
+                        "crowdprop video run --help); default: simulated with --gt, else mturk")
     q.epilog = ("example:\n  crowdprop video init runs/clip --frames clip.mp4 --labels labels.json --gt gt/ "
                 "--model net.pt")
     q = sub.add_parser("run", help="run or continue the rounds (select, ask, fine-tune)", formatter_class=fmt)
     q.add_argument("run_dir", metavar="RUN_DIR")
     q.add_argument("--rounds", type=int, help="at most this many more rounds")
-    q.epilog = "example:\n  crowdprop video run runs/clip --rounds 2"
+    _mturk_args(q)
+    q.epilog = ("examples:\n  crowdprop video run runs/clip --rounds 2\n"
+                "  crowdprop video run runs/clip --endpoint-url http://127.0.0.1:8443   (an MTurk run on "
+                "crowdprop mturk-local)\n  crowdprop video run runs/clip --target production\n"
+                "crowdprop run RUN_DIR does the same on a video run directory.")
     q = sub.add_parser("status", help="where a video campaign stands", formatter_class=fmt)
     q.add_argument("run_dir", metavar="RUN_DIR")
     q.add_argument("--json", action="store_true")
@@ -148,20 +168,16 @@ def run(args) -> int:
         _need_extras()
         from ..video.run import init_video
 
+        crowd = args.crowd or ("simulated" if args.gt else "mturk")
         vr = init_video(args.run_dir, frames=args.frames, labels=args.labels, model=args.model, gt=args.gt,
-                        config=args.config, seed=args.seed, overrides=_overrides(args))
+                        config=args.config, seed=args.seed, overrides=_overrides(args),
+                        crowd={"kind": crowd, **({"target": "sandbox"} if crowd == "mturk" else {})})
         m = vr.metrics()[0]
         print(f"video run directory {vr.path}: {vr.campaign['frames']} frames, classes {', '.join(vr.classes)}"
               + ("" if m["miou"] is None else f"; the network's mIoU before any click {m['miou']:.3f}"))
         return 0
     if cmd == "run":
-        _need_extras()
-        from ..video.run import run as run_video
-
-        if args.rounds is not None and args.rounds < 1:
-            raise InputError("command line", None, "--rounds", "must be >= 1")
-        run_video(args.run_dir, rounds=args.rounds, progress=_print_round)
-        return 0
+        return run_video_dir(args)
     if cmd == "replay":
         _need_extras()
         import datetime as dt
@@ -232,3 +248,67 @@ def run(args) -> int:
         print(f"wrote {export(vr, args.out)} (labels/*.png, semantic.json)")
         return 0
     raise AssertionError(cmd)
+
+
+def is_video_run_dir(path) -> bool:
+    """Whether ``path`` holds a video run directory (``campaign.json`` of kind ``video``)."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads((Path(path) / "campaign.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == "video"
+
+
+def run_video_dir(args) -> int:
+    """``crowdprop video run`` (and ``crowdprop run`` on a video run directory): the next rounds,
+    with the run's crowd; an MTurk run publishes where ``--target``/``--endpoint-url`` or the run say."""
+    import sys
+
+    from ..errors import InputError, StateError
+    from ._checks import connect_error, strip_credentials
+
+    _need_extras()
+    from ..video.run import VideoRun, run as run_video
+
+    if args.rounds is not None and args.rounds < 1:
+        raise InputError("command line", None, "--rounds", "must be >= 1")
+    if getattr(args, "dry_run", False):
+        raise InputError("command line", None, "--dry-run", "not available for video run directories")
+    if getattr(args, "images", None):
+        raise InputError("command line", None, "--images", "not for video run directories (frames.npz holds "
+                                                           "the pictures)")
+    endpoint_url = strip_credentials(getattr(args, "endpoint_url", None))
+    vr = VideoRun(args.run_dir).require()
+    opts = {"target": getattr(args, "target", None), "endpoint_url": endpoint_url,
+            "profile": getattr(args, "profile", None)}
+    if vr.crowd_kind() != "mturk":
+        if any(v is not None for v in opts.values()) or getattr(args, "yes", False):
+            raise StateError(f"{vr.path}: its crowd is '{vr.crowd_kind()}'; --target/--endpoint-url/--profile/--yes "
+                             "apply to MTurk runs only (crowdprop video init --crowd mturk)")
+        run_video(vr.path, rounds=args.rounds, progress=_print_round)
+        return 0
+    from ..video import hits
+
+    with vr.lock():
+        where = hits.resolve_target(vr, **opts)
+        if where.target == "production" and not getattr(args, "yes", False):
+            if not sys.stdin.isatty():
+                raise StateError("--target production needs a typed confirmation on a terminal, or --yes")
+            if input('Type "yes" to publish video HITs on the production MTurk: ').strip() != "yes":
+                print("crowdprop video run: not confirmed; nothing was published", file=sys.stderr)
+                return 2
+        try:
+            crowd = hits.connect(vr, where)
+        except Exception as e:
+            connect_error(e)
+            raise
+        hits.record_target(vr, where)
+        print(f"{vr.path}: publishing on {where.describe()}", flush=True)
+        try:
+            run_video(vr.path, rounds=args.rounds, progress=_print_round, crowd=crowd)
+        finally:
+            crowd.close()
+    return 0

@@ -1,5 +1,6 @@
 """The video workflow's configuration: ``[video]`` plus the image workflow's ``[campaign]``,
-``[crowd]``, ``[quality]`` and ``[simulation]`` tables (same keys, same checks, same defaults).
+``[crowd]``, ``[quality]``, ``[simulation]`` and ``[mturk]`` tables (same keys, same checks, same
+defaults, but for ``[mturk]``'s title, description and keywords, which describe the video question).
 
 A TOML file's unknown table or key, a wrong type or an out-of-range value is one line naming
 the file, the table and the key (exit code 2). ``crowdprop video init`` writes every key to
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (CampaignSection, CrowdSection, QualitySection, Section, SimulationSection, _V, read_toml,
-                      sections_from_dict)
+from ..config import (CampaignSection, CrowdSection, MTurkSection, QualitySection, Section, SimulationSection, _V,
+                      read_toml, sections_from_dict)
 from .select import METHODS
 from .units import KINDS
 
@@ -77,6 +78,15 @@ class VideoSection(Section):
         v.check(1 <= self.threads <= 256, "threads", "must be in [1, 256]")
 
 
+MTURK_DEFAULTS = {
+    "title": "Which class is the highlighted region of a video frame? (quick, keys 1-9)",
+    "description": ("Look at each highlighted region of a video frame and choose the class that covers it, "
+                    "or 'mixed' when no single class does. Keyboard: 1-9, 0 for mixed."),
+    "keywords": "video, segmentation, label, class, quick, keyboard",
+}
+"""``[mturk]`` keys whose image-workflow defaults describe the yes/no question."""
+
+
 @dataclass
 class VideoConfig:
     campaign: CampaignSection = field(default_factory=CampaignSection)
@@ -84,16 +94,24 @@ class VideoConfig:
     crowd: CrowdSection = field(default_factory=CrowdSection)
     quality: QualitySection = field(default_factory=QualitySection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
+    mturk: MTurkSection = field(default_factory=lambda: MTurkSection(**MTURK_DEFAULTS))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
-SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(VideoConfig)}
+SECTIONS: dict[str, type[Section]] = {"campaign": CampaignSection, "video": VideoSection, "crowd": CrowdSection,
+                                      "quality": QualitySection, "simulation": SimulationSection,
+                                      "mturk": MTurkSection}
 
 
 def from_dict(data: Any, source: str) -> VideoConfig:
-    return VideoConfig(**sections_from_dict({name: type(make()) for name, make in SECTIONS.items()}, data, source))
+    if isinstance(data, dict) and isinstance(data.get("mturk", {}), dict):
+        data = dict(data, mturk={**MTURK_DEFAULTS, **data.get("mturk", {})})
+    cfg = VideoConfig()
+    for name, section in sections_from_dict(SECTIONS, data, source).items():
+        setattr(cfg, name, section)
+    return cfg
 
 
 def load(path: str | os.PathLike | None, overrides: dict | None = None) -> VideoConfig:

@@ -41,8 +41,9 @@ import numpy as np
 import pandas as pd
 
 from ..campaign.ledger import FEES
+from ..config import QualitySection
 from ..money import cap_cents, cents
-from ..quality.rules import judge_assignment, positions_for_golds
+from ..quality.rules import judge_assignment, positions_for_golds, workers_to_block
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,68 @@ def hit_reward_cents(n_questions: int, crowd) -> int:
     return max(1, (full * n_questions + crowd.questions_per_hit // 2) // crowd.questions_per_hit)
 
 
-def blocked_workers(assignments: pd.DataFrame, quality) -> set[str]:
+def blocked_workers(assignments: pd.DataFrame | None, quality: QualitySection) -> set[str]:
+    """Workers the image workflow's rules block (:func:`crowdprop.quality.rules.workers_to_block`:
+    ``soft_block_after`` rejected assignments, or a gold accuracy surely below
+    ``block_below_accuracy``), from assignments with columns ``worker, approved, golds,
+    golds_correct``; soft and hard blocks alike (:func:`block_kinds` tells them apart)."""
+    soft, hard = block_kinds(assignments, quality)
+    return soft | hard
+
+
+def block_kinds(assignments: pd.DataFrame | None, quality: QualitySection) -> tuple[set[str], set[str]]:
+    """``(soft, hard)`` blocked workers (``[quality] hard_block`` decides which set is filled)."""
     if assignments is None or not len(assignments):
-        return set()
-    rej = assignments.loc[~assignments["approved"].astype(bool)].groupby("worker").size()
-    return set(rej[rej >= quality.soft_block_after].index)
+        return set(), set()
+    hist = pd.DataFrame({"worker": assignments["worker"].astype(str).to_numpy(),
+                         "approved": assignments["approved"].astype(bool).to_numpy(),
+                         "n_gold": assignments["golds"].astype(np.int64).to_numpy(),
+                         "n_gold_correct": assignments["golds_correct"].astype(np.int64).to_numpy()})
+    soft, hard = workers_to_block(hist, quality)
+    return {str(w) for w in soft}, {str(w) for w in hard}
+
+
+@dataclass
+class HitSlots:
+    """The questions of one HIT in the order shown: label questions with golds at random positions."""
+
+    kind: np.ndarray
+    """``label`` or ``gold`` per slot."""
+    region: np.ndarray
+    frame: np.ndarray
+    truth: np.ndarray
+    question: np.ndarray
+    """Row of the round's plan (``question`` column) of a label slot; -1 for a gold."""
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @property
+    def n_gold(self) -> int:
+        return int((self.kind == "gold").sum())
+
+
+def assemble_hit(questions: pd.DataFrame, golds: pd.DataFrame, n_gold: int, rng: np.random.Generator) -> HitSlots:
+    """One HIT of ``questions`` (columns ``question, region, frame, truth``) and ``n_gold`` golds of
+    the pool (least used first, ties at random; ``used`` is incremented in place) at positions
+    drawn uniformly (:func:`crowdprop.quality.rules.positions_for_golds`)."""
+    n_q = len(questions) + n_gold
+    gsel = golds.index[np.lexsort((rng.random(len(golds)), golds["used"].to_numpy()))[:n_gold]]
+    golds.loc[gsel, "used"] += 1
+    pos = positions_for_golds(n_q, n_gold, rng)
+    kind = np.array(["label"] * n_q, object)
+    kind[pos] = "gold"
+    region = np.zeros(n_q, np.int64)
+    frame = np.zeros(n_q, np.int64)
+    truth = np.zeros(n_q, np.int64)
+    qid = np.full(n_q, -1, np.int64)
+    lab = np.flatnonzero(kind == "label")
+    region[lab], frame[lab] = questions["region"].to_numpy(), questions["frame"].to_numpy()
+    truth[lab], qid[lab] = questions["truth"].to_numpy(), questions["question"].to_numpy()
+    if n_gold:
+        g = golds.loc[gsel]
+        region[pos], frame[pos], truth[pos] = g["region"].to_numpy(), g["frame"].to_numpy(), g["truth"].to_numpy()
+    return HitSlots(kind.astype(str), region, frame, truth, qid)
 
 
 def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Worker], cfg, *, round_: int,
@@ -145,22 +203,8 @@ def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Wo
             log.info("round %d: budget cap reached; %d questions unasked", round_, len(take) + len(queue))
             break
         hit += 1
-        gsel = golds.index[np.lexsort((rng.random(len(golds)), golds["used"].to_numpy()))[:n_gold]]
-        golds.loc[gsel, "used"] += 1  # least used first, ties at random
-        pos = positions_for_golds(n_q, n_gold, rng)
-        kind = np.array(["label"] * n_q, object)
-        kind[pos] = "gold"
-        region = np.zeros(n_q, np.int64)
-        frame = np.zeros(n_q, np.int64)
-        truth = np.zeros(n_q, np.int64)
-        qid = np.full(n_q, -1, np.int64)
-        lab_slots = np.flatnonzero(kind == "label")
-        qt = questions.iloc[take]
-        region[lab_slots], frame[lab_slots] = qt["region"].to_numpy(), qt["frame"].to_numpy()
-        truth[lab_slots], qid[lab_slots] = qt["truth"].to_numpy(), qt["question"].to_numpy()
-        if n_gold:
-            g = golds.loc[gsel]
-            region[pos], frame[pos], truth[pos] = g["region"].to_numpy(), g["frame"].to_numpy(), g["truth"].to_numpy()
+        s = assemble_hit(questions.iloc[take], golds, n_gold, rng)
+        kind, region, frame, truth, qid = s.kind, s.region, s.frame, s.truth, s.question
         n_asg = min(crowd.assignments_per_hit, len(live))
         who = rng.choice(len(live), size=n_asg, replace=False)  # distinct workers per HIT
         any_paid = False
@@ -181,7 +225,7 @@ def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Wo
                             "reason": verdict.reason or "", "reward_cents": reward if paid else 0,
                             "fee_cents": fee if paid else 0})
             answers.append(pd.DataFrame({"round": round_, "hit": hit, "worker": w.worker, "question": qid,
-                                         "region": region, "frame": frame, "kind": kind.astype(str), "answer": got,
+                                         "region": region, "frame": frame, "kind": kind, "answer": got,
                                          "truth": np.where(kind == "gold", truth, UNKNOWN), "approved": paid}))
         if not any_paid:
             asks[take] += 1

@@ -11,6 +11,7 @@ import io
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from ..hits.render import _environment, templates_dir
 
@@ -36,16 +37,20 @@ def choice_order(probs_region_mean: np.ndarray) -> list[int]:
     return [int(i) for i in np.lexsort((np.arange(len(probs_region_mean)), -probs_region_mean))]
 
 
-def render_hit(frames: np.ndarray, regions: np.ndarray, questions, classes: list[str], probs: np.ndarray | None,
-               *, scale: int = 4, image_url: Callable[[int, int], str] | None = None) -> str:
-    """HTML of one HIT. ``questions``: rows with ``question``, ``frame``, ``region``;
-    ``probs`` (T, K, H, W) orders the choices (``None``: class id order); ``image_url(frame, region)``
-    the picture's address (``None``: inline)."""
+def render_hit(frames: np.ndarray, regions: np.ndarray, questions: pd.DataFrame, classes: list[str],
+               probs: np.ndarray | None, *, scale: int = 4,
+               image_url: Callable[[int, int], str] | None = None) -> str:
+    """HTML of one HIT. ``questions``: rows with ``question``, ``frame``, ``region`` (and
+    optionally ``qid``, the form field name, else ``q<question>``, and ``choices``, the class ids
+    offered in order, else ordered by ``probs``); ``probs`` (T, K, H, W) orders the choices
+    (``None``: class id order); ``image_url(frame, region)`` the picture's address (``None``: inline)."""
     qs = []
-    for q in questions.itertuples(index=False):
-        t, reg = int(q.frame), int(q.region)
+    for q in questions.to_dict("records"):
+        t, reg = int(q["frame"]), int(q["region"])
         mask = regions[t] == reg
-        if probs is not None:
+        if q.get("choices") is not None:
+            order = [int(c) for c in q["choices"]]
+        elif probs is not None:
             order = choice_order(probs[t][:, mask].mean(1))
         else:
             order = list(range(len(classes)))
@@ -53,8 +58,8 @@ def render_hit(frames: np.ndarray, regions: np.ndarray, questions, classes: list
             url = image_url(t, reg)
         else:
             url = "data:image/png;base64," + base64.b64encode(highlight(frames[t], mask, scale=scale)).decode("ascii")
-        qs.append({"qid": f"q{int(q.question)}", "frame": t, "url": url, "width": frames.shape[2] * scale,
-                   "height": frames.shape[1] * scale,
+        qs.append({"qid": str(q["qid"]) if q.get("qid") is not None else f"q{int(q['question'])}", "frame": t,
+                   "region": reg, "url": url, "width": frames.shape[2] * scale, "height": frames.shape[1] * scale,
                    "choices": [{"id": c, "name": classes[c]} for c in order[:MAX_KEYED]]})
     env = _environment(templates_dir())
     return env.get_template("video_unit.html").render(questions=qs, n=len(qs))

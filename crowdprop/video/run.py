@@ -13,10 +13,13 @@ Layout::
       golds.parquet        gold pool: region, frame, truth
       state/round-00000/   the start: the base network's labels (pred.npz) and metrics.json
       state/round-0000k/   answers.parquet, assignments.parquet, metrics.json, pred.npz
-                           (the final label maps: human labels over the network's), model.pt
-      journal/round-0000k/ the round in progress: plan.parquet (questions), answers and
+                           (the final label maps: human labels over the network's), model.pt,
+                           hits.parquet (MTurk crowds: every HIT's questions and HIT id)
+      journal/round-0000k/ the round in progress: plan.parquet (questions), hits.parquet and
+                           events.jsonl (MTurk crowds, :mod:`crowdprop.video.hits`), answers and
                            assignments once the crowd is done (crowd.done), ft.pt (the latest
                            fine-tuning checkpoint)
+      hit_images/          the worker pages' pictures (MTurk crowds without s3_bucket)
 
 A round is written into ``state/.round-0000k.tmp`` and renamed ``state/round-0000k``: it exists
 complete or not at all. Every file is replaced atomically (:mod:`crowdprop.io`). A run killed at
@@ -48,6 +51,9 @@ from .units import majority_labels, pixel_uncertainty, pooled, superpixels, unit
 log = logging.getLogger(__name__)
 
 KIND = "video"
+CROWDS = ("simulated", "mturk-local", "mturk")
+"""Crowd kinds of a video run: in-process simulated workers; simulated workers behind a local
+MTurk-compatible endpoint this process starts (boto3 all the way); MTurk (or an endpoint by URL)."""
 GOLD_POOL = 100
 _ROUND = re.compile(r"round-(\d{5})$")
 
@@ -103,6 +109,33 @@ class VideoRun:
     @property
     def classes(self) -> list[str]:
         return list(self.campaign["classes"])
+
+    @property
+    def crowd(self) -> dict:
+        """``campaign.json`` crowd: ``{"kind": "simulated" | "mturk-local" | "mturk", "target": ...}``
+        (a run directory of the first version says ``"simulated"``)."""
+        c = self.campaign.get("crowd") or "simulated"
+        return {"kind": c} if isinstance(c, str) else dict(c)
+
+    def crowd_kind(self) -> str:
+        kind = str(self.crowd.get("kind", "simulated"))
+        if kind not in CROWDS:
+            raise StateError(f"{self.path / 'campaign.json'}: field 'crowd': kind '{kind}' must be one of "
+                             f"{', '.join(CROWDS)}")
+        return kind
+
+    def write_campaign(self, data: dict) -> None:
+        atomic_write_text(self.path / "campaign.json", json.dumps(data, indent=1) + "\n")
+        self.campaign = data
+
+    def campaign_id(self) -> str:
+        """The prefix of the campaign's HIT tokens (made and recorded on first use by a run directory
+        of the first version; call holding the lock)."""
+        if not self.campaign.get("campaign_id"):
+            from ..campaign.init import campaign_id
+
+            self.write_campaign(dict(self.campaign, campaign_id=campaign_id(self.crowd, int(self.campaign["seed"]))))
+        return str(self.campaign["campaign_id"])
 
     def frames(self) -> np.ndarray:
         return _load_npz(self.path / "frames.npz")["frames"]
@@ -192,9 +225,10 @@ class VideoRun:
 
 # -- init ------------------------------------------------------------------------------------------
 def init_video(run_dir, *, frames, labels, model=None, gt=None, config=None, seed=None,
-               overrides: dict | None = None) -> VideoRun:
+               overrides: dict | None = None, crowd: dict | None = None) -> VideoRun:
     """Check every input, then build the run directory in a temporary folder next to it and
     rename it into place (a failed init leaves nothing)."""
+    from ..campaign.init import campaign_id
     from . import inputs
     from . import model as vmodel
 
@@ -211,6 +245,11 @@ def init_video(run_dir, *, frames, labels, model=None, gt=None, config=None, see
     net, ck = vmodel.load(model_path)
     inputs.check_model_classes(labels, classes, list(ck["classes"]), model_path)
     gt_arr = inputs.read_gt(gt, vid.shape[:3], len(classes), labels) if gt else None
+    crowd = dict(crowd or {"kind": "simulated"})
+    if crowd.get("kind") not in CROWDS:
+        raise InputError("command line", None, "--crowd", f"must be one of {', '.join(CROWDS)}")
+    if crowd["kind"] != "mturk" and gt_arr is None:
+        raise InputError(frames, None, "--gt", f"a '{crowd['kind']}' crowd answers from ground truth: pass --gt")
 
     tmp = run_dir.parent / f".{run_dir.name}.init-{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -251,7 +290,8 @@ def init_video(run_dir, *, frames, labels, model=None, gt=None, config=None, see
             "classes": classes, "frame_names": names, "frames": int(len(vid)), "height": int(vid.shape[1]),
             "width": int(vid.shape[2]), "sources": {"frames": str(frames), "labels": str(labels),
                                                     "model": str(model_path), "gt": str(gt) if gt else None},
-            "seed": cfg.campaign.seed, "crowd": "simulated"}, indent=1) + "\n")
+            "seed": cfg.campaign.seed, "crowd": crowd, "campaign_id": campaign_id(crowd, cfg.campaign.seed)},
+            indent=1) + "\n")
         vr.require()
         _set_threads(cfg.video.threads)
         probs = vmodel.predict(net, vid, features=False)
@@ -375,8 +415,10 @@ def plan_round(vr: VideoRun, r: int, net, frames: np.ndarray, asked_units: np.nd
                          "truth": truth.astype(np.int64)})
 
 
-def run_round(vr: VideoRun, r: int, *, on_checkpoint=None) -> dict:
-    """Do (or finish) round ``r`` and commit it; returns its metrics."""
+def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
+    """Do (or finish) round ``r`` and commit it; returns its metrics. ``crowd``: a
+    :class:`crowdprop.video.hits.VideoCrowd` that asks the questions as HITs (None: the
+    in-process simulated workers)."""
     import torch
 
     from . import model as vmodel
@@ -404,21 +446,32 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None) -> dict:
             plan = plan_round(vr, r, net, frames, np.unique(asked))
             write_parquet(jdir / "plan.parquet", plan)
         timing["select"] = time.perf_counter() - t0
-        if vr.gt() is None:
-            raise StateError(f"{vr.path}: video mode asks simulated workers only so far, and they need ground "
-                             "truth: init with --gt")
         golds = read_parquet(vr.path / "golds.parquet") if (vr.path / "golds.parquet").exists() else \
-            pd.DataFrame({"region": [], "frame": [], "truth": [], "used": []})
+            pd.DataFrame({"region": pd.Series(dtype="int64"), "frame": pd.Series(dtype="int64"),
+                          "truth": pd.Series(dtype="int64"), "used": pd.Series(dtype="int64")})
         prev_asg = vr.table("assignments")
         if len(prev_answers):  # golds used so far
             used = prev_answers.loc[prev_answers["kind"] == "gold"].groupby("region").size()
             golds["used"] = golds["region"].map(used).fillna(0).astype(np.int64)
         spent = int(vr.metrics()[-1]["cents"])
-        workers = simulated_workers(cfg.simulation, cfg.campaign.seed)
-        answers, assignments, _ = run_questions(plan, golds, workers, cfg, round_=r,
-                                                rng=np.random.default_rng([cfg.campaign.seed, r, 2]),
-                                                spent_cents=spent, history=prev_asg if len(prev_asg) else None,
-                                                n_classes=len(vr.classes))
+        if crowd is None:
+            if vr.gt() is None:
+                raise StateError(f"{vr.path}: simulated workers answer from ground truth, and this run has none "
+                                 "(init with --gt, or --crowd mturk)")
+            workers = simulated_workers(cfg.simulation, cfg.campaign.seed)
+            answers, assignments, _ = run_questions(plan, golds, workers, cfg, round_=r,
+                                                    rng=np.random.default_rng([cfg.campaign.seed, r, 2]),
+                                                    spent_cents=spent, history=prev_asg if len(prev_asg) else None,
+                                                    n_classes=len(vr.classes))
+        else:
+            from .hits import RoundHits, region_choices
+
+            probs = vmodel.predict(net, frames, features=False)
+            choices = region_choices(probs, regions, int(regions.max()) + 1)
+            del probs
+            answers, assignments = RoundHits(vr, r, crowd, spent_cents=spent,
+                                             history=prev_asg if len(prev_asg) else None,
+                                             choices=choices).run(plan, golds)
         if len(answers):
             answers = answers.merge(plan[["question", "unit"]], on="question", how="left")
             answers["unit"] = answers["unit"].fillna(-1).astype(np.int64)
@@ -470,6 +523,8 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None) -> dict:
         files["model.pt"] = mp
     final = np.where(human >= 0, human, model_pred).astype(np.uint8)
     timing["round"] = time.perf_counter() - t0
+    if (jdir / "hits.parquet").exists():  # the HITs of an MTurk round, with their HIT ids
+        files["hits.parquet"] = read_parquet(jdir / "hits.parquet")
     files.update({"answers.parquet": answers, "assignments.parquet": assignments,
                   "pred.npz": {"labels": final}, "model_pred.npz": {"labels": model_pred}})
     files["metrics.json"] = _metrics(vr, r, final, answers, assignments, timing, model_pred)
@@ -478,21 +533,38 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None) -> dict:
     return files["metrics.json"]
 
 
-def run(run_dir, *, rounds: int | None = None, on_checkpoint=None, progress=None) -> list[dict]:
+def run(run_dir, *, rounds: int | None = None, on_checkpoint=None, progress=None, crowd=None) -> list[dict]:
     """Continue a video campaign up to ``[video] rounds`` (or ``rounds`` more); returns the new
-    rounds' metrics."""
+    rounds' metrics.
+
+    ``crowd``: a :class:`crowdprop.video.hits.VideoCrowd` (left open). None: the run's own crowd,
+    the in-process simulated workers, or for ``mturk-local`` a local endpoint started here and
+    stopped at the end; an ``mturk`` run needs one (:func:`crowdprop.video.hits.connect`)."""
     vr = VideoRun(run_dir).require()
     out = []
     with vr.lock():
-        last = vr.rounds()[-1]
-        end = vr.config.video.rounds if rounds is None else min(vr.config.video.rounds, last + rounds)
-        for r in range(last + 1, end + 1):
-            before = vr.metrics()[-1]["clicks_all"]
-            m = run_round(vr, r, on_checkpoint=on_checkpoint)
-            out.append(m)
-            if progress:
-                progress(m)
-            if m["clicks_all"] == before:
-                log.info("round %d asked nothing (budget or units used up); stopping", r)
-                break
+        own = None
+        kind = vr.crowd_kind()
+        if crowd is None and kind == "mturk-local":
+            from .hits import local_crowd
+
+            crowd = own = local_crowd(vr)
+        elif crowd is None and kind == "mturk":
+            raise StateError(f"{vr.path}: its crowd is MTurk; run it with crowdprop video run (or crowdprop run), "
+                             "which say where to publish")
+        try:
+            last = vr.rounds()[-1]
+            end = vr.config.video.rounds if rounds is None else min(vr.config.video.rounds, last + rounds)
+            for r in range(last + 1, end + 1):
+                before = vr.metrics()[-1]["clicks_all"]
+                m = run_round(vr, r, on_checkpoint=on_checkpoint, crowd=crowd)
+                out.append(m)
+                if progress:
+                    progress(m)
+                if m["clicks_all"] == before:
+                    log.info("round %d asked nothing (budget or units used up); stopping", r)
+                    break
+        finally:
+            if own is not None:
+                own.close()
     return out

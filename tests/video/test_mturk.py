@@ -1,0 +1,261 @@
+"""Video HITs on the MTurk machinery: real boto3 against crowdprop's local MTurk-compatible endpoint,
+simulated workers doing the HITs through the endpoint's worker side (answers from ground truth).
+No mocks of boto3."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from crowdprop.cli import main  # noqa: E402
+from crowdprop.config import SimulationSection  # noqa: E402
+from crowdprop.crowd.targets import Target  # noqa: E402
+from crowdprop.mturk_local import LocalMTurk, ManualClock, serve  # noqa: E402
+from crowdprop.replay.workers import WorkerPool  # noqa: E402
+from crowdprop.video import hits as vh  # noqa: E402
+from crowdprop.video.crowd import MIXED, simulated_workers  # noqa: E402
+from crowdprop.video.localcrowd import EndpointWorkers, page_regions, worker_id  # noqa: E402
+from crowdprop.video.run import VideoRun, init_video, run  # noqa: E402
+
+pytestmark = [pytest.mark.detect, pytest.mark.usefixtures("no_aws_credentials")]
+
+MTURK_ID = r"[A-Z0-9]{30}"
+
+
+@pytest.fixture
+def hit_config(tmp_path):
+    """Two rounds, HITs of 4 questions (1 gold), 6 workers of whom 3 spammers (answer at random, too fast)."""
+    p = tmp_path / "mturk.toml"
+    p.write_text("[video]\nrounds = 2\nclicks_per_round = 12\nfinetune_steps = 4\ncheckpoint_every = 0\n"
+                 "superpixel_px = 40\n[crowd]\nquestions_per_hit = 4\ngolds_per_hit = 1\nreward_usd = 0.05\n"
+                 "poll_interval_s = 0.0\n[simulation]\nworkers = 6\naccuracy = 1.0\naccuracy_spread = 0.0\n"
+                 "spammer_share = 0.5\n[quality]\nsoft_block_after = 1\n[campaign]\nbudget_usd = 5.0\n")
+    return p
+
+
+def client_for(url: str):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("mturk", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing",
+                        config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+
+
+def _spammers(vr: VideoRun) -> set[str]:
+    cfg = vr.config
+    return {worker_id(w) for w in simulated_workers(cfg.simulation, cfg.campaign.seed) if w.kind == "spammer"}
+
+
+def _check_labels(vr: VideoRun) -> pd.DataFrame:
+    """Approved label answers are the ground truth's (accurate workers); spammers' work is rejected
+    and unpaid; money is integer cents of approved work."""
+    truth = vh.region_truth(vr)
+    ans, asg = vr.table("answers"), vr.table("assignments")
+    assert len(ans) and len(asg)
+    assert asg["hit_id"].str.fullmatch(MTURK_ID).all() and asg["assignment_id"].is_unique
+    spam = _spammers(vr)
+    ok = ans.loc[ans["approved"].astype(bool) & (ans["kind"] == "label")]
+    assert len(ok) and not set(ok["worker"]) & spam
+    np.testing.assert_array_equal(ok["answer"].to_numpy(), truth[ok["region"].to_numpy()])
+    rejected = asg.loc[~asg["approved"].astype(bool)]
+    assert set(rejected["worker"]) <= spam and len(rejected)
+    assert (rejected["status"] == "Rejected").all() and (rejected["reward_cents"] == 0).all()
+    paid = asg.loc[asg["status"] == "Approved"]
+    assert (paid["reward_cents"] > 0).all()
+    assert vr.metrics()[-1]["cents"] == int(asg["reward_cents"].sum() + asg["fee_cents"].sum())
+    # human labels override the network on the regions they cover
+    regions = vr.units()["regions"]
+    final = vr.pred()
+    for row in ok.loc[ok["answer"] >= 0].itertuples():
+        assert (final[regions == row.region] == row.answer).all()
+    return asg
+
+
+def test_video_run_publishes_hits_on_a_local_endpoint(tmp_path, clip_dir, checkpoint, hit_config, capsys):
+    a = tmp_path / "a"
+    assert main(["video", "init", str(a), "--frames", str(clip_dir / "frames"), "--labels",
+                 str(clip_dir / "labels.json"), "--gt", str(clip_dir / "gt"), "--model", str(checkpoint),
+                 "--config", str(hit_config), "--crowd", "mturk-local"]) == 0
+    assert main(["run", str(a)]) == 0  # crowdprop run on a video run directory
+    vr = VideoRun(a).require()
+    assert vr.rounds() == [0, 1, 2]
+    asg = _check_labels(vr)
+    # the HITs as published: questions_per_hit questions with golds_per_hit golds, ids on the page
+    hits = pd.concat([pd.read_parquet(a / "state" / f"round-0000{r}" / "hits.parquet") for r in (1, 2)])
+    per = hits.groupby("token").agg(n=("slot", "size"), golds=("kind", lambda k: int((k == "gold").sum())),
+                                    hit_id=("hit_id", "first"))
+    assert (per["n"] <= 4).all() and (per["golds"] == 1).all() and per["hit_id"].str.fullmatch(MTURK_ID).all()
+    assert set(asg["token"]) <= set(per.index)
+    # a spammer was blocked after its first rejection (soft_block_after = 1) and never worked again
+    first_rejection = asg.loc[~asg["approved"].astype(bool)].groupby("worker").size()
+    assert (first_rejection == 1).all()
+    # re-asked: the label questions of a HIT whose only assignment was rejected went out again
+    assert (hits["attempt"] > 0).any()
+    assert (vr.path / "hit_images").is_dir() and any((vr.path / "hit_images").iterdir())
+    assert "mturk-local" in json.loads((a / "campaign.json").read_text())["crowd"]["kind"]
+
+
+class Crash(Exception):
+    """Stands for the process being killed."""
+
+
+def _endpoint(run_dir):
+    clock = ManualClock()
+    local = LocalMTurk({}, WorkerPool.build(SimulationSection(), 0), simulate=False, clock=clock,
+                       images_dir=run_dir / "hit_images")
+    return local, serve(local), clock
+
+
+def _crowd(vr, handle, local, clock):
+    cfg = vr.config
+    workers = EndpointWorkers(local, vh.region_truth(vr), len(vr.classes), cfg.simulation, cfg.campaign.seed)
+    return vh.connect(vr, vh.resolve_target(vr), client=client_for(handle.url), sleep=workers.step, clock=clock,
+                      retry_wait_s=0.01)
+
+
+def test_restart_mid_campaign_loses_no_answer_and_pays_nothing_twice(tmp_path, clip_dir, checkpoint, hit_config):
+    """The controller killed after CreateHIT and before the journal has the HIT id, then after an
+    approval went through and before the journal has it; run again each time on the same endpoint.
+    The endpoint's books and the run directory's agree with an uninterrupted twin."""
+    paths = {}
+    for name in ("a", "b"):
+        paths[name] = tmp_path / name
+    local_a, handle_a, clock_a = _endpoint(paths["a"])
+    local_b, handle_b, clock_b = _endpoint(paths["b"])
+    try:
+        init_video(paths["a"], frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
+                   gt=clip_dir / "gt", config=hit_config,
+                   crowd={"kind": "mturk", "target": "local", "endpoint_url": handle_a.url})
+        shutil.copytree(paths["a"], paths["b"])  # the same campaign id: the same tokens and simulated answers
+        camp = json.loads((paths["b"] / "campaign.json").read_text())
+        camp["crowd"]["endpoint_url"] = handle_b.url
+        (paths["b"] / "campaign.json").write_text(json.dumps(camp))
+        a, b = VideoRun(paths["a"]).require(), VideoRun(paths["b"]).require()
+
+        ca = _crowd(a, handle_a, local_a, clock_a)
+        run(a.path, crowd=ca)
+        ca.close()
+
+        # b: killed after its second CreateHIT went out (the journal has no HIT id for it)
+        cb = _crowd(b, handle_b, local_b, clock_b)
+        publish = cb.backend.publish
+        n = []
+
+        def publish_then_die(hit, **kw):
+            hit_id = publish(hit, **kw)
+            n.append(hit_id)
+            if len(n) == 2:
+                raise Crash
+            return hit_id
+
+        cb.backend.publish = publish_then_die
+        with pytest.raises(Crash):
+            run(b.path, crowd=cb)
+        cb.close()
+        ev = [json.loads(x) for x in (b.journal_dir(1) / vh.EVENTS).read_text().splitlines()]
+        assert [e["event"] for e in ev].count("published") == 1 and [e["event"] for e in ev].count("admit") == 2
+
+        # b again: killed right after its third approval or rejection went through
+        cb = _crowd(b, handle_b, local_b, clock_b)
+        settle = cb.backend.settle
+        k = []
+
+        def settle_then_die(aid, approve, feedback=None):
+            state = settle(aid, approve, feedback)
+            k.append(aid)
+            if len(k) == 3:
+                raise Crash
+            return state
+
+        cb.backend.settle = settle_then_die
+        with pytest.raises(Crash):
+            run(b.path, crowd=cb)
+        cb.close()
+        assert b.rounds() == [0]
+
+        cb = _crowd(b, handle_b, local_b, clock_b)
+        run(b.path, crowd=cb)
+        cb.close()
+        b = VideoRun(paths["b"]).require()
+        assert b.rounds() == [0, 1, 2]
+
+        for vr, local in ((a, local_a), (b, local_b)):
+            asg = _check_labels(vr)
+            led = local.ledger(entries=False)
+            hits = pd.concat([pd.read_parquet(vr.round_dir(r) / "hits.parquet") for r in (1, 2)])
+            assert led["tokens_with_several_hits"] == [] and led["approved_more_than_once"] == []
+            assert led["hits_created"] == hits["token"].nunique()
+            assert led["approvals"] == int((asg["status"] == "Approved").sum())
+            assert led["approve_calls"] == led["approvals"]  # the approval made before the kill was not made again
+            assert led["assignments"].get("Approved", 0) + led["assignments"].get("Rejected", 0) == len(asg)
+            assert round(float(led["spent_usd"]) * 100) == vr.metrics()[-1]["cents"]
+            # every assignment the endpoint took is in the run directory: no answer lost
+            on_endpoint = {x["AssignmentId"] for h in set(hits["hit_id"]) for x in
+                           local.call("ListAssignmentsForHIT", {"HITId": h, "MaxResults": 100})["Assignments"]}
+            assert on_endpoint == set(asg["assignment_id"])
+
+        cols = ["round", "worker", "question", "region", "kind", "answer", "approved"]
+        pa, pb = a.table("answers"), b.table("answers")
+        assert pa[cols].equals(pb[cols])
+        assert np.array_equal(a.pred(), b.pred())
+        assert a.metrics()[-1]["cents"] == b.metrics()[-1]["cents"]
+        sb = b.table("assignments")
+        assert (sb["settled_by"] == "mturk").sum() == 1  # the one settled before the kill, found settled
+    finally:
+        handle_a.stop()
+        handle_b.stop()
+
+
+def test_answers_are_read_against_the_choices_offered():
+    offered = {"v1-0-0-0": [2, 0, 1], "v1-0-0-1": [0, 1, 2]}
+
+    def xml(pairs):
+        from crowdprop.mturk_local import answers_xml
+
+        return answers_xml(pairs)
+
+    got, flag = vh.parse_unit_answers(xml([("v1-0-0-0", "1"), ("v1-0-0-1", "mixed")]), offered)
+    assert got == {"v1-0-0-0": 1, "v1-0-0-1": MIXED} and flag is None
+    got, flag = vh.parse_unit_answers(xml([("v1-0-0-0", "7"), ("v1-0-0-1", "0")]), offered)
+    assert flag and "'7'" in flag and "not offered" in flag
+    _, flag = vh.parse_unit_answers(xml([("v1-0-0-0", "1")]), offered)
+    assert flag and "missing answers to 1" in flag
+    _, flag = vh.parse_unit_answers(xml([("v1-0-0-0", "1"), ("v1-0-0-1", "1"), ("zz", "1")]), offered)
+    assert flag and "unknown question id 'zz'" in flag
+    _, flag = vh.parse_unit_answers('<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>', offered)
+    assert flag and flag.startswith("refused answer XML")
+
+
+def test_the_page_says_which_region_each_question_is(tiny_clip):
+    from crowdprop.video.page import render_hit
+
+    regions = np.zeros(tiny_clip.labels.shape, np.int64)
+    regions[:, :4] = 3
+    qs = pd.DataFrame({"question": [-1, -1], "qid": ["v1-0-0-0", "v1-0-0-1"], "frame": [0, 2], "region": [3, 0],
+                       "choices": [[2, 0], [1, 3, 0]]})
+    html = render_hit(tiny_clip.frames, regions, qs, ["background", "disc", "box", "triangle"], None)
+    assert page_regions(html) == [("v1-0-0-0", 3), ("v1-0-0-1", 0)]
+    first = html[html.index('data-question-id="v1-0-0-0"'):html.index('data-question-id="v1-0-0-1"')]
+    assert first.index("box") < first.index("background") and "disc" not in first
+
+
+def test_an_mturk_run_is_refused_without_where_to_publish(tmp_path, clip_dir, checkpoint, hit_config, capsys):
+    a = tmp_path / "a"
+    init_video(a, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint, config=hit_config,
+               crowd={"kind": "mturk", "target": "sandbox"})
+    with pytest.raises(Exception, match="crowdprop video run"):
+        run(a)
+    # production is never assumed
+    camp = json.loads((a / "campaign.json").read_text())
+    camp["crowd"]["target"] = "production"
+    (a / "campaign.json").write_text(json.dumps(camp))
+    assert main(["video", "run", str(a)]) == 2
+    assert "--target production" in capsys.readouterr().err
+    vr = VideoRun(a).require()
+    assert vh.resolve_target(vr, target="production") == Target("production")
