@@ -113,7 +113,7 @@ def labels_for(run: RunDir, answers: pd.DataFrame) -> np.ndarray:
     if len(blocks) and len(answers):
         # A blocked worker's answers stop counting, including those already paid for.
         answers = answers.assign(used=answers["used"].astype(bool) & ~answers["worker_id"].isin(blocks["worker_id"]))
-    return aggregate_labels(answers, len(run.masks), method=method, golds=run.golds)
+    return aggregate_labels(answers, run.n_masks, method=method, golds=run.golds)
 
 
 def replay_decisions(run: RunDir, status: np.ndarray, decisions: pd.DataFrame) -> None:
@@ -239,7 +239,7 @@ class Campaign(CrowdWork):
         self.quality_cfg = self.cfg.quality
         self.judge = judge or self.judge_by_rules
         self.forest = run.forest
-        masks = run.masks
+        masks = run.mask_meta  # no RLE strings: a round draws no mask
         self.n = len(masks)
         self.quality = predicted_quality(masks, self.cfg.policy.quality)
         self.node_quality = node_mean(self.forest, self.quality)
@@ -397,7 +397,7 @@ class Campaign(CrowdWork):
         if len(fit_rows) > 20_000:
             fit_rows = np.sort(np.random.default_rng([self.cfg.campaign.seed, r, 11]).choice(train, 20_000,
                                                                                                replace=False))
-        masks = self.run_dir.masks
+        masks = self.run_dir.mask_meta
         X_fit = training_features(masks, self.forest, self.quality, state.yes_p, fit_rows,
                                   np.random.default_rng([self.cfg.campaign.seed, r, 12]))
         X = verifier_features(masks, self.forest, self.quality, state.yes_p, np.arange(self.n))
@@ -600,7 +600,7 @@ class Campaign(CrowdWork):
         # Per class: a class whose audited precision and lower bound are both under the target
         # (with at least CLASS_MIN_AUDITS audits of its accepted masks) has its accepted clusters
         # checked again with their audits at half the tolerance; those that fail are re-opened.
-        cat_of = self.run_dir.masks["category_id"].to_numpy(np.int64)
+        cat_of = self.run_dir.mask_meta["category_id"].to_numpy(np.int64)
         left = acc_nodes[~np.isin(acc_nodes, reopened)]
         for c, ce in short_classes(final, source, ok, noise, cat_of, np.unique(self.forest.category[left]).tolist(),
                                    target=pc.target_precision, confidence=pc.target_confidence,

@@ -268,18 +268,60 @@ def empty(name: str) -> pd.DataFrame:
 
 def labels_frame(masks: pd.DataFrame, final: np.ndarray, source: np.ndarray, decided_round: np.ndarray) -> pd.DataFrame:
     """labels.parquet from the final labels of :func:`crowdprop.policy.controller.mask_labels`."""
+    return labels_table(masks, final, source, decided_round).to_pandas()
+
+
+LABELS_DIGEST = "crowdprop.labels_digest"
+"""labels.parquet schema metadata: :func:`labels_digest` of what the file holds, so that a
+label set already written is not written again (:meth:`crowdprop.campaign.store.RunDir.write_labels`)."""
+
+
+def labels_digest(final: np.ndarray, source: np.ndarray, decided_round: np.ndarray) -> str:
+    """A digest of the final labels, their sources and rounds (the columns of labels.parquet that change)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for a, t in ((final, np.int8), (source, np.int8), (decided_round, np.int64)):
+        a = np.ascontiguousarray(a, dtype=t)
+        h.update(len(a).to_bytes(8, "little"))
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _coded(codes: np.ndarray, names: dict[int, str], lo: int) -> pa.Array:
+    """Codes ``lo .. lo + len(names) - 1`` as the strings ``names`` gives them (Arrow, no Python strings)."""
+    idx = np.asarray(codes, dtype=np.int64) - lo
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(names)):
+        raise ValueError(f"codes outside {sorted(names)}")
+    dictionary = pa.array([names[lo + k] for k in range(len(names))], type=STR)
+    return pa.DictionaryArray.from_arrays(pa.array(idx.astype(np.int8)), dictionary).cast(STR)
+
+
+LABELS_WRITE = {"compression": "zstd", "use_dictionary": ["label", "source", "category_id", "round"],
+                "column_encoding": {c: "DELTA_BINARY_PACKED" for c in ("mask_row", "mask_id", "image_id")}}
+"""How labels.parquet is written (``pyarrow.parquet.write_table`` options): the id columns delta-coded,
+which at 1M masks writes in about half the time of the defaults, into a third of the bytes."""
+
+
+def labels_table(masks: pd.DataFrame, final: np.ndarray, source: np.ndarray, decided_round: np.ndarray) -> pa.Table:
+    """labels.parquet as an Arrow table with its declared schema (``masks``: the masks table, its
+    ``mask_id``, ``image_id`` and ``category_id`` columns), its :func:`labels_digest` in the schema
+    metadata. Built from the label and source codes without a Python string per mask."""
+    n = len(masks)
     final = np.asarray(final, dtype=np.int64)
-    names = np.array([LABEL_NAMES[-1], LABEL_NAMES[0], LABEL_NAMES[1]], dtype=object)  # by final + 1
-    srcs = np.array([SOURCE_NAMES[k] for k in range(len(SOURCE_NAMES))], dtype=object)
-    return pd.DataFrame({
-        "mask_row": np.arange(len(masks), dtype=np.int64),
-        "mask_id": masks["mask_id"].to_numpy(np.int64),
-        "image_id": masks["image_id"].to_numpy(np.int64),
-        "category_id": masks["category_id"].to_numpy(np.int64),
-        "label": names[final + 1],
-        "source": srcs[np.asarray(source, dtype=np.int64)],
-        "round": np.asarray(decided_round, dtype=np.int64),
-    })
+    if not (len(final) == len(source) == len(decided_round) == n):
+        raise ValueError(f"labels of {len(final)}/{len(source)}/{len(decided_round)} masks for {n} masks")
+    schema = SCHEMAS["labels"]
+    arrays = [pa.array(np.arange(n, dtype=np.int64)),
+              pa.array(masks["mask_id"].to_numpy(np.int64)),
+              pa.array(masks["image_id"].to_numpy(np.int64)),
+              pa.array(masks["category_id"].to_numpy(np.int64)),
+              _coded(final, LABEL_NAMES, -1),
+              _coded(source, SOURCE_NAMES, 0),
+              pa.array(np.asarray(decided_round, dtype=np.int64))]
+    meta = dict(schema.metadata or {})
+    meta[LABELS_DIGEST.encode()] = labels_digest(final, source, decided_round).encode()
+    return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta))
 
 
 def type_name(t: pa.DataType) -> str:

@@ -188,7 +188,7 @@ def collect_status(run, *, now: float | None = None) -> dict:
     ass = run.read_rounds("assignments")
     ans = run.read_rounds("answers")
     out = {"run_dir": str(run.path), "campaign_id": run.campaign.get("campaign_id"),
-           "crowd": (run.campaign.get("crowd") or {}).get("kind", "?"), "masks": int(len(run.masks)),
+           "crowd": (run.campaign.get("crowd") or {}).get("kind", "?"), "masks": int(run.n_masks),
            "last_round": last, "max_rounds": int(cfg.campaign.max_rounds),
            "hits": int(len(hits)), "assignments": int(len(ass)),
            "questions": int((ans["used"].astype(bool) & ~ans["is_gold"].astype(bool)).sum()) if len(ans) else 0,

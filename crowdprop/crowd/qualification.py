@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 def truth_of(run: RunDir) -> np.ndarray:
     """Replay truth per mask row: IoU with the best same-class ground truth above ``correct_iou``."""
-    iou = run.masks["gt_iou"].to_numpy(np.float64)
+    iou = run.mask_meta["gt_iou"].to_numpy(np.float64)
     if not np.isfinite(iou).any():
         raise StateError(f"{run.path}: a simulated crowd needs ground truth, and this run has none")
     return iou > run.config.campaign.correct_iou
@@ -60,7 +60,7 @@ def qualification_test_golds(run: RunDir) -> pd.DataFrame:
     take = min(q.qualification_size, len(golds))
     test = golds.iloc[np.sort(rng.choice(len(golds), take, replace=False))]
     rows = test["mask_row"].to_numpy(np.int64)
-    return pd.DataFrame({"mask_row": rows, "mask_id": run.masks["mask_id"].to_numpy(np.int64)[rows],
+    return pd.DataFrame({"mask_row": rows, "mask_id": run.mask_meta["mask_id"].to_numpy(np.int64)[rows],
                          "label": test["label"].to_numpy(np.int64)})
 
 

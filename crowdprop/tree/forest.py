@@ -1,6 +1,7 @@
 """The immutable forest of per-class cluster trees and its Parquet form."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,20 +58,44 @@ class Forest:
     def order_table(self) -> pd.DataFrame:
         return pd.DataFrame({"pos": np.arange(len(self.order), dtype=np.int64), "row": self.order.astype(np.int64)})
 
+    NODE_COLUMNS = ("node_id", "category_id", "parent", "left", "right", "start", "end", "height", "depth")
+    """The columns of trees/nodes.parquet (:meth:`nodes_table`)."""
+
     @classmethod
     def from_tables(cls, nodes: pd.DataFrame, order: pd.DataFrame) -> "Forest":
-        o = order.sort_values("pos")["row"].to_numpy(np.int64)
-        nodes = nodes.sort_values("node_id")
+        return cls.from_columns({c: nodes[c].to_numpy() for c in cls.NODE_COLUMNS},
+                                order["pos"].to_numpy(), order["row"].to_numpy())
+
+    @classmethod
+    def from_columns(cls, nodes: Mapping[str, np.ndarray], pos: np.ndarray, row: np.ndarray) -> "Forest":
+        """A forest from the columns of its two tables (``nodes``: :attr:`NODE_COLUMNS`; ``pos``,
+        ``row``: trees/order.parquet). Rows in the order the tables were written (node id, position)
+        are taken as they are, without a copy where the arrays have their types already; other
+        orders are sorted."""
+        def as_type(a, t):
+            a = np.asarray(a)
+            return a if a.dtype == t else a.astype(t)
+
+        by_pos = _order_of(np.asarray(pos))
+        o = as_type(row, np.int64)
+        if by_pos is not None:
+            o = o[by_pos]
+        by_id = _order_of(np.asarray(nodes["node_id"]))
+
+        def col(name, t):
+            a = as_type(nodes[name], t)
+            return a if by_id is None else a[by_id]
+
         return cls(
             order=o,
-            category=nodes["category_id"].to_numpy(np.int64),
-            parent=nodes["parent"].to_numpy(np.int64),
-            left=nodes["left"].to_numpy(np.int64),
-            right=nodes["right"].to_numpy(np.int64),
-            start=nodes["start"].to_numpy(np.int64),
-            end=nodes["end"].to_numpy(np.int64),
-            height=nodes["height"].to_numpy(np.float64),
-            depth=nodes["depth"].to_numpy(np.int32),
+            category=col("category_id", np.int64),
+            parent=col("parent", np.int64),
+            left=col("left", np.int64),
+            right=col("right", np.int64),
+            start=col("start", np.int64),
+            end=col("end", np.int64),
+            height=col("height", np.float64),
+            depth=col("depth", np.int32),
         )
 
     def check(self) -> None:
@@ -93,3 +118,10 @@ class Forest:
         leaves = np.flatnonzero(self.left < 0)
         if np.any(self.size[leaves] != 1):
             raise ValueError("a leaf holds more or less than one mask")
+
+
+def _order_of(key: np.ndarray) -> np.ndarray | None:
+    """The stable sort of ``key``, or None when it is sorted already (the way the tables are written)."""
+    if len(key) < 2 or bool(np.all(key[1:] >= key[:-1])):
+        return None
+    return np.argsort(key, kind="stable")
