@@ -4,8 +4,10 @@ boto3's ``mturk`` client pointed at :func:`serve`'s URL (``endpoint_url=...``)
 behaves as against MTurk: the same operations, errors, pagination, states and
 money, with workers simulated from ground truth by a
 :class:`~crowdprop.replay.workers.WorkerPool`, or a browser doing the HITs.
-See :mod:`.service` for the semantics, :mod:`.server` for the routes and
-:mod:`.auth` for the SigV4 check of API calls.
+See :mod:`.service` for the semantics (and the modules :class:`LocalMTurk` is
+assembled from: records, params, simulation, hits, assignments, worker_ops,
+browser, over core's state), :mod:`.server` for the routes and :mod:`.auth` for
+the SigV4 check of API calls.
 """
 from .auth import Credentials
 from .faults import FaultConfig
