@@ -98,15 +98,16 @@ def _dict_rles(segs: list) -> tuple[list, list] | None:
 
 def _rles(hw: list, counts: list, ref: Reference, image_ids: np.ndarray) -> dict | None:
     """Compressed RLE segmentations of a batch (:func:`_dict_rles`): sizes, counts, areas and boxes, or None."""
-    hw = _ints(hw)
-    if hw is None:
+    sizes = _ints(hw)
+    if sizes is None:
         return None
-    h, w = hw[0::2], hw[1::2]
+    h, w = sizes[0::2], sizes[1::2]
     if not ((h > 0).all() and (w > 0).all()):
         return None
     if ref.image_ids is not None:
         pos = _lookup(ref.image_ids, image_ids)
-        if pos is None or not (np.array_equal(ref.heights[pos], h) and np.array_equal(ref.widths[pos], w)):
+        if pos is None or ref.heights is None or ref.widths is None or not (
+                np.array_equal(ref.heights[pos], h) and np.array_equal(ref.widths[pos], w)):
             return None
     try:
         runs, offs = rle.runs_many(counts)
@@ -130,32 +131,30 @@ def _prediction_columns(ref: Reference, ids: list | None, img: list, cat: list, 
     """Check a batch's raw columns (``ids`` None without ids; ``piou`` None without a
     predicted IoU): the columns of :func:`predictions_fast`, or None."""
     has_ids = ids is not None
-    if has_ids:
-        ids = _ints(ids)
-        if ids is None:
+    mask_id = None
+    if ids is not None:
+        mask_id = _ints(ids)
+        if mask_id is None:
             return None
-    img = _ints(img)
-    cat = _ints(cat)
-    if img is None or cat is None:
+    image_id = _ints(img)
+    category_id = _ints(cat)
+    if image_id is None or category_id is None:
         return None
-    if ref.image_ids is not None and _lookup(ref.image_ids, img) is None:
+    if ref.image_ids is not None and _lookup(ref.image_ids, image_id) is None:
         return None
-    if ref.category_ids is not None and _lookup(ref.category_ids, cat) is None:
+    if ref.category_ids is not None and _lookup(ref.category_ids, category_id) is None:
         return None
-    score = _probs(score)
-    if score is None:
+    scores = _probs(score)
+    if scores is None:
         return None
-    if piou is None:
-        piou = np.full(len(img), math.nan)
-    else:
-        piou = _probs(piou)
-        if piou is None:
-            return None
-    seg = _rles(hw, counts, ref, img)
+    pious = np.full(len(image_id), math.nan) if piou is None else _probs(piou)
+    if pious is None:
+        return None
+    seg = _rles(hw, counts, ref, image_id)
     if seg is None:
         return None
-    return {"has_ids": has_ids, "mask_id": ids, "image_id": img, "category_id": cat, "score": score,
-            "pred_iou": piou, **seg}
+    return {"has_ids": has_ids, "mask_id": mask_id, "image_id": image_id, "category_id": category_id,
+            "score": scores, "pred_iou": pious, **seg}
 
 
 def predictions_fast(records: list, ref: Reference) -> dict | None:
@@ -181,17 +180,18 @@ def predictions_fast(records: list, ref: Reference) -> dict | None:
 def _annotation_columns(ref: Reference, ids: list, img: list, cat: list, crowd: list, hw: list,
                         counts: list) -> dict | None:
     """Check a batch's raw columns (``crowd``: 0 or 1 each): the columns of :func:`annotations_fast`, or None."""
-    ids, img, cat = _ints(ids), _ints(img), _ints(cat)
-    if ids is None or img is None or cat is None:
+    ann_id, image_id, category_id = _ints(ids), _ints(img), _ints(cat)
+    if ann_id is None or image_id is None or category_id is None:
         return None
-    if _lookup(ref.image_ids, img) is None:
+    if ref.image_ids is None or _lookup(ref.image_ids, image_id) is None:
         return None
-    if ref.category_ids is not None and _lookup(ref.category_ids, cat) is None:
+    if ref.category_ids is not None and _lookup(ref.category_ids, category_id) is None:
         return None
-    seg = _rles(hw, counts, ref, img)
+    seg = _rles(hw, counts, ref, image_id)
     if seg is None:
         return None
-    return {"id": ids, "image_id": img, "category_id": cat, "iscrowd": np.array(crowd, dtype=np.int64), **seg}
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "iscrowd": np.array(crowd, dtype=np.int64),
+            **seg}
 
 
 def annotations_fast(records: list, ref: Reference) -> dict | None:
@@ -243,8 +243,15 @@ class _Ann(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     bbox: list[float] | UnsetType = UNSET
 
 
-_DECODERS = {_Pred: msgspec.json.Decoder(list[_Pred]), _Ann: msgspec.json.Decoder(list[_Ann])}
-UNDECIDED = object()
+_DECODERS: dict[type, msgspec.json.Decoder] = {_Pred: msgspec.json.Decoder(list[_Pred]),
+                                               _Ann: msgspec.json.Decoder(list[_Ann])}
+
+
+class Undecided:
+    """The type of :data:`UNDECIDED`."""
+
+
+UNDECIDED = Undecided()
 """What :func:`predictions_typed` and :func:`annotations_typed` return for a run they cannot decode."""
 
 
@@ -260,7 +267,7 @@ def _typed(kind, body: bytes) -> list | None:
             gc.enable()
 
 
-def predictions_typed(body: bytes, ref: Reference) -> dict | None:
+def predictions_typed(body: bytes, ref: Reference) -> dict | None | Undecided:
     """:func:`predictions_fast` of the records in ``body`` (an items run of
     :mod:`crowdprop.masks.jsonstream`), decoded without dicts; :data:`UNDECIDED` when
     they do not decode as plain COCO results with compressed RLE (then parse them and
@@ -286,7 +293,7 @@ def predictions_typed(body: bytes, ref: Reference) -> dict | None:
                                [v for r in recs for v in r.segmentation.size], [r.segmentation.counts for r in recs])
 
 
-def annotations_typed(body: bytes, ref: Reference) -> dict | None:
+def annotations_typed(body: bytes, ref: Reference) -> dict | None | Undecided:
     """:func:`annotations_fast` of the records in ``body``, decoded without dicts;
     :data:`UNDECIDED` when they do not decode (see :func:`predictions_typed`)."""
     recs = _typed(_Ann, body)

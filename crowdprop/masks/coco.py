@@ -198,9 +198,19 @@ class _RLEBatch:
                 _check_compressed(self.path, i, r, c, h, w)
             except InputError as e:
                 e = self.relabel(e, i, r) if self.relabel else e
-                e.index = i
-                raise e from None
+                raise _at(e, i) from None
         raise AssertionError("batch check failed but no string is bad")  # pragma: no cover
+
+
+def _at(e: InputError, i: int) -> InputError:
+    """``e``, marked as raised at record position ``i`` (read back by :func:`_index_of`)."""
+    e.__dict__["index"] = i
+    return e
+
+
+def _index_of(e: InputError) -> int:
+    """The record position :func:`_at` marked ``e`` with."""
+    return int(e.__dict__["index"])
 
 
 class _Ids:
@@ -215,40 +225,44 @@ class _Ids:
         self.last = None
         self.seen: set | None = None
 
-    def _start_set(self) -> None:
-        self.seen = set()
+    def _start_set(self) -> set:
+        seen: set = set()
         for c in self.chunks:
-            self.seen.update(c.tolist())
-        self.seen.update(self.pending)
+            seen.update(c.tolist())
+        seen.update(self.pending)
+        self.seen = seen
+        return seen
 
     def add_many(self, ids: np.ndarray) -> bool:
         """Accept a batch of ids, or return False (accepting nothing) if one is repeated."""
         if ids.size == 0:
             return True
-        if self.seen is None:
+        seen = self.seen
+        if seen is None:
             if (self.last is None or ids[0] > self.last) and bool(np.all(ids[1:] > ids[:-1])):
                 self.last = int(ids[-1])
                 self.chunks.append(ids)
                 return True
-            self._start_set()
+            seen = self._start_set()
         vals = ids.tolist()
-        if len(set(vals)) != len(vals) or not self.seen.isdisjoint(vals):
+        if len(set(vals)) != len(vals) or not seen.isdisjoint(vals):
             return False
-        self.seen.update(vals)
+        seen.update(vals)
         self.chunks.append(ids)
         return True
 
     def add(self, v) -> bool:
         """Accept one id of the batch being checked record by record; False if seen before."""
-        if self.seen is None:
+        seen = self.seen
+        if seen is None:
             if self.last is None or v > self.last:
                 self.last = v
                 self.pending.append(v)
                 return True
-            self._start_set()
-        if v in self.seen:
+            seen = self._start_set()
+        if v in seen:
             return False
-        self.seen.add(v)
+        seen.add(v)
         self.pending.append(v)
         return True
 
@@ -268,7 +282,7 @@ class _Ids:
 
 def _columns(parts: list[dict], names: list[str]) -> dict:
     """Concatenate the per-batch columns."""
-    out = {}
+    out: dict[str, Any] = {}
     for c in names:
         if c == "rle":
             out[c] = [s for p in parts for s in p[c]]
@@ -346,7 +360,7 @@ class _Annotations:
                 rows.append((aid, iid, cid, int(bool(a.get("iscrowd", 0))), counts, h, w))
                 labels.append(rec)
         except InputError as e:
-            e.index = i
+            _at(e, i)
             pending.check()  # an earlier record of the batch may be bad too: it comes first
             raise
         pending.check()
@@ -370,7 +384,7 @@ class _Annotations:
             k += len(cid)
         if error is not None:
             for i, cid, label in self.unchecked:  # records of the failing batch up to the error
-                if i <= error.index and cid not in categories:
+                if i <= _index_of(error) and cid not in categories:
                     raise InputError(self.path, label, "category_id", f"category {cid} is not in 'categories'")
             raise error
 
@@ -390,7 +404,7 @@ class _Predictions:
         self.ref = (batches.Reference.of(gt.images["id"], gt.images["height"], gt.images["width"],
                                          gt.categories["id"]) if gt is not None else batches.Reference())
         self.ids = _Ids()
-        self.has_ids = None
+        self.has_ids: bool | None = None
         self.parts: list[dict] = []
         self.n = 0
         self.first_empty: str | None = None
@@ -424,7 +438,8 @@ class _Predictions:
 
     def _slow(self, records: list) -> dict:
         path, sizes, cats, pending = self.path, self.sizes, self.cats, _RLEBatch(self.path)
-        rows, labels = [], []
+        rows: list[tuple] = []
+        labels: list[str] = []
         try:
             for i, r in enumerate(records, start=self.n):
                 if not isinstance(r, dict):
@@ -483,13 +498,17 @@ class _Legacy(Exception):
 def _predictions_task(body: bytes, ref: batches.Reference) -> dict | None:
     """One run of a results file's records: fast-path columns, or None (checked by the caller)."""
     fast = batches.predictions_typed(body, ref)
-    return batches.predictions_fast(jsonstream.parse_items(body), ref) if fast is batches.UNDECIDED else fast
+    if isinstance(fast, batches.Undecided):
+        return batches.predictions_fast(jsonstream.parse_items(body), ref)
+    return fast
 
 
 def _annotations_task(body: bytes, ref: batches.Reference) -> dict | None:
     """One run of an instances file's annotations: fast-path columns, or None."""
     fast = batches.annotations_typed(body, ref)
-    return batches.annotations_fast(jsonstream.parse_items(body), ref) if fast is batches.UNDECIDED else fast
+    if isinstance(fast, batches.Undecided):
+        return batches.annotations_fast(jsonstream.parse_items(body), ref)
+    return fast
 
 
 def _engine_or_local(engine):
@@ -559,7 +578,7 @@ def _ground_truth_stream(path, engine) -> GroundTruth:
     seen: set = set()
     values: dict = {}  # images, categories and annotations when not streamed (not a list)
     lists: dict = {"images": None, "categories": None}
-    state = {"images": None, "cats": None, "anns": None, "errors": {}}
+    state: dict[str, Any] = {"images": None, "cats": None, "anns": None, "errors": {}}
     errors = state["errors"]
 
     def check_lists(key):

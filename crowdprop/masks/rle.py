@@ -197,8 +197,8 @@ def areas_many(runs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return _sums(np.where(odd, runs, 0), offsets).astype(np.float64)
 
 
-def bbox_many(counts: Sequence[str], runs: np.ndarray, offsets: np.ndarray, heights: Sequence[int],
-              widths: Sequence[int]) -> np.ndarray:
+def bbox_many(counts: Sequence[str], runs: np.ndarray, offsets: np.ndarray, heights: Sequence[int] | np.ndarray,
+              widths: Sequence[int] | np.ndarray) -> np.ndarray:
     """``(n, 4)`` COCO boxes of many masks from their runs: pycocotools ``toBbox``, vectorised.
 
     The same arithmetic as pycocotools' ``rleToBbox``: an odd number of runs drops the
@@ -282,6 +282,10 @@ def intervals_many(runs: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, n
 _PAIR_CHUNK = 1 << 22
 
 
+_ZERO = np.zeros(1, dtype=np.int64)
+"""Index 0, for :func:`iou_pairs` of a single pair."""
+
+
 def iou_pairs(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray, np.ndarray],
               area_a: np.ndarray, area_b: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
     """IoU of mask ``a[ia[k]]`` with mask ``b[ib[k]]`` for every pair ``k``, without decoding.
@@ -307,7 +311,7 @@ def iou_pairs(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray,
                                 np.array([0, a_off[ia[k] + 1] - a_off[ia[k]]])),
                                (b_start[b_off[ib[k]]:b_off[ib[k] + 1]], b_end[b_off[ib[k]]:b_off[ib[k] + 1]],
                                 np.array([0, b_off[ib[k] + 1] - b_off[ib[k]]])),
-                               area_a[ia[k]:ia[k] + 1], area_b[ib[k]:ib[k] + 1], [0], [0])[0]
+                               area_a[ia[k]:ia[k] + 1], area_b[ib[k]:ib[k] + 1], _ZERO, _ZERO)[0]
         return out
     b_len = b_end - b_start
     b_cum = np.zeros(b_len.size + 1, dtype=np.int64)

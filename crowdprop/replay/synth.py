@@ -73,6 +73,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from typing import Protocol
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -140,6 +141,16 @@ class SetFiles:
     def description(self) -> str:
         """The synthetic-data notice stored in ``info.description``."""
         return self.gt["info"]["description"]
+
+
+class SetSummary(Protocol):
+    """What the README of a synthetic set is written from (:func:`readme_text`): a :class:`SetFiles`
+    with its ``params``, or the summary a streamed set keeps (``scores``: score and pred_iou
+    arrays in file order, instead of the records)."""
+
+    params: dict
+    gt: dict
+    true_iou: np.ndarray
 
 
 @dataclass
@@ -475,7 +486,7 @@ def render_chunks(inst: Instances, p_gt: np.ndarray, direction: np.ndarray, p_ph
         cphi, sphi = np.cos(p_phi[sl]), np.sin(p_phi[sl])
         gt_t, gt_b_ = gt_top[g], gt_bot[g]
 
-        def perturb(step):
+        def perturb(step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             cx = np.clip(gt_cx[g] + step * d[:, 0] * rad * cphi, 2, S - 2)
             cy = np.clip(gt_cy[g] + step * d[:, 0] * rad * sphi, 2, S - 2)
             a = np.clip(gt_a[g] * np.exp(step * (d[:, 1] + d[:, 2])), MIN_AXIS, S)
@@ -703,7 +714,7 @@ def make_synthetic(n_masks: int, n_classes: int, *, seed: int, image_size: int =
 # writing
 
 
-def readme_head(synth: SetFiles, latent_lines: list[str]) -> list[str]:
+def readme_head(synth: SetSummary, latent_lines: list[str]) -> list[str]:
     """README.txt up to the list of files, with ``latent_lines`` describing latent.npz."""
     p = synth.params
     n_gt = len(synth.gt["annotations"])
@@ -724,22 +735,24 @@ def readme_head(synth: SetFiles, latent_lines: list[str]) -> list[str]:
     ]
 
 
-def readme_correlations(synth: SetFiles) -> str:
+def readme_correlations(synth: SetSummary) -> str:
     """The README line giving the Pearson correlations of score (and pred_iou) with the true IoU.
 
     ``synth.predictions`` gives the scores, or ``synth.scores`` (score, pred_iou arrays in
     file order) when the set was written without holding its records."""
-    if getattr(synth, "scores", None) is not None:
-        score, piou = synth.scores
-    else:
-        score = [r["score"] for r in synth.predictions]
-        piou = [r["pred_iou"] for r in synth.predictions] if synth.params["pred_iou"] else None
+    scores = getattr(synth, "scores", None)
+    if scores is None and isinstance(synth, SetFiles):
+        scores = ([r["score"] for r in synth.predictions],
+                  [r["pred_iou"] for r in synth.predictions] if synth.params["pred_iou"] else None)
+    if scores is None:
+        raise TypeError("a synthetic set's summary needs its predictions or their scores")
+    score, piou = scores
     corr_s = _corr(score, synth.true_iou)
     return (f"  Pearson correlation with the true IoU here: score {corr_s:.3f}"
             + (f", pred_iou {_corr(piou, synth.true_iou):.3f}" if synth.params["pred_iou"] else "") + ".")
 
 
-def readme_text(synth: SyntheticSet) -> str:
+def readme_text(synth: SetSummary) -> str:
     lines = readme_head(synth, [
         "  latent.npz        per prediction (same order): id, true_iou (exact IoU with the best same-class",
         "                    instance), target_iou, mode, source_ann_id; per mode: mode_category, mode_kind,",
@@ -931,13 +944,13 @@ def stream_synthetic(n_masks: int, n_classes: int, out_dir: str | os.PathLike, *
         order = np.lexsort((-score, p_image))  # file order: by image, then score descending
         # features, second pass: add each row's mode centre
         row = D * 4
-        with open(tmp / "features.npy", "r+b") as f:
+        with open(tmp / "features.npy", "r+b") as fr:
             for a in range(0, N, STREAM_CHUNK):
                 b = min(N, a + STREAM_CHUNK)
-                f.seek(offset + a * row)
-                noise = np.frombuffer(f.read((b - a) * row), dtype=np.float32).reshape(b - a, D)
-                f.seek(offset + a * row)
-                f.write((lat.mode_center[lat.p_mode[order[a:b]]].astype(np.float32) + noise).tobytes())
+                fr.seek(offset + a * row)
+                noise = np.frombuffer(fr.read((b - a) * row), dtype=np.float32).reshape(b - a, D)
+                fr.seek(offset + a * row)
+                fr.write((lat.mode_center[lat.p_mode[order[a:b]]].astype(np.float32) + noise).tobytes())
         size = [S, S]
         get = p_rle.reader()
         cat_of = inst.category[lat.p_gt]
