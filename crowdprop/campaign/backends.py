@@ -1,23 +1,21 @@
-"""The crowd of a run directory, as the campaign sees it: re-exports of :mod:`crowdprop.crowd` and the budget estimate.
+"""The budget estimate of a run directory's crowd, and the crowd names older callers import from here.
 
-The crowd itself lives in :mod:`crowdprop.crowd`: :mod:`~crowdprop.crowd.factory` (kind ->
-backend), :mod:`~crowdprop.crowd.resume` (:class:`MTurkCrowd`), :mod:`~crowdprop.crowd.targets`
-(where an MTurk crowd publishes) and :mod:`~crowdprop.crowd.qualification` (the qualification
-test). The names below are kept here for one version; import them from :mod:`crowdprop.crowd`.
+The crowd lives in :mod:`crowdprop.crowd`: :mod:`~crowdprop.crowd.factory` (kind -> backend),
+:mod:`~crowdprop.crowd.resume` (:class:`MTurkCrowd`), :mod:`~crowdprop.crowd.targets` (where an
+MTurk crowd publishes) and :mod:`~crowdprop.crowd.qualification` (the qualification test); crowdprop's
+own code imports from there. The names re-exported below are those the test suite, the benchmarks
+and ``notebooks/tune_policy.ipynb`` still import from this module (fifteen files); import new uses
+from :mod:`crowdprop.crowd`.
 """
 from __future__ import annotations
 
-from ..crowd.factory import (HIT_IMAGES, IMAGE_MODES, discard_stale_journal, local_client,  # noqa: F401
-                             local_endpoint_backend, make_backend, mturk_backend, quiet_botocore, simulated_backend)
-from ..crowd.qualification import (qualification_results, qualification_test,  # noqa: F401
-                                   qualification_test_golds, truth_of)
-from ..crowd.resume import MTurkCrowd, journal_rounds  # noqa: F401
-from ..crowd.targets import (TARGETS, Target, crowd_kind, image_url_key, record_target,  # noqa: F401
-                             resolve_target, started)
+from ..crowd.factory import local_client, local_endpoint_backend, make_backend, mturk_backend, simulated_backend
+from ..crowd.resume import MTurkCrowd
+from ..crowd.targets import record_target, resolve_target
 from .store import RunDir
 
-_journal_rounds = journal_rounds
-_quiet_botocore = quiet_botocore
+__all__ = ["MTurkCrowd", "hit_cost_estimate", "local_client", "local_endpoint_backend", "make_backend",
+           "mturk_backend", "record_target", "resolve_target", "simulated_backend"]
 
 
 def hit_cost_estimate(run: RunDir) -> dict:

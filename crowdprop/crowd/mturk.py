@@ -42,6 +42,13 @@ and found again by name in a later process (ListQualificationTypes):
     ``PercentageMapping``), one try, never auto-granted.
 
 A hard block stays ``CreateWorkerBlock``.
+
+Beside this module
+------------------
+The XML it writes and reads (QuestionForm, AnswerKey, QuestionFormAnswers, the
+question ids of an HTMLQuestion) is :mod:`.mturk_xml`'s; the spend guard
+(:class:`~.spend.BudgetGuard`) is :mod:`.spend`'s. Both are imported here and
+stay reachable as ``crowdprop.crowd.mturk.<name>``.
 """
 from __future__ import annotations
 
@@ -49,7 +56,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
@@ -58,9 +65,12 @@ import tenacity
 
 from .. import config as _config
 from ..config import MIN_AUTO_APPROVAL_S, MTurkSection  # noqa: F401  (MIN_AUTO_APPROVAL_S: part of this API)
-from ..errors import BudgetExhausted, MTurkError
+from ..errors import MTurkError
 from ..money import cap_cents, cents, fmt
-from .base import Assignment, BlockKind, Fees, HitRequest, HitState
+from .base import Assignment, BlockKind, HitRequest, HitState
+from .mturk_xml import (MAX_TEST_BYTES, answer_key_xml, parse_answers, qualification_question_id, question_form_xml,
+                        question_ids_in)
+from .spend import BudgetGuard
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +81,9 @@ QUAL_PERCENT_APPROVED = "000000000000000000L0"
 QUAL_HITS_APPROVED = "00000000000000000040"
 QUAL_LOCALE = "00000000000000000071"
 
-PASSTHROUGH_FIELDS = frozenset({"assignmentId", "workerId", "hitId", "turkSubmitTo"})
-"""Form fields that may come back as answers but are not questions."""
-MAX_ANSWER_CHARS = 16
-"""An answer value longer than this is malformed (``yes``/``no`` expected)."""
-
 
 # ------------------------------------------------------------ qualification test
-QUESTION_FORM_NS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2017-11-06/QuestionForm.xsd"
-ANSWER_KEY_NS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/AnswerKey.xsd"
-MAX_TEST_BYTES = 65535
-"""MTurk's limit on a qualification Test and on an AnswerKey."""
 BLOCK_REASON = "Answers to known items were wrong too often."
-
-
-def qualification_question_id(mask_id: int) -> str:
-    """QuestionIdentifier of the test question on mask ``mask_id``: ``mask-<mask_id>``."""
-    return f"mask-{int(mask_id)}"
 
 
 def qualification_answer_key(question_id: str) -> str:
@@ -140,53 +136,6 @@ class QualificationTest:
     @property
     def passing_percentage(self) -> int:
         return passing_percentage(len(self), self.pass_share)
-
-
-def _x(text: str) -> str:
-    from xml.sax.saxutils import escape
-
-    return escape(str(text), {'"': "&quot;"})
-
-
-def question_form_xml(items: Sequence[tuple[str, str, str]], *, title: str, instructions: str) -> str:
-    """QuestionForm XML (2017-11-06 schema) of yes/no questions on pictures.
-
-    Parameters
-    ----------
-    items : sequence of (question_id, class_name, image_url), (n,)
-    title, instructions
-        Shown once above the questions (Overview).
-    """
-    parts = [f'<QuestionForm xmlns="{QUESTION_FORM_NS}">',
-             f"<Overview><Title>{_x(title)}</Title><Text>{_x(instructions)}</Text></Overview>"]
-    for k, (qid, name, url) in enumerate(items, start=1):
-        sub = "png" if url.split("?", 1)[0].lower().endswith(".png") else "jpeg"
-        parts.append(
-            f"<Question><QuestionIdentifier>{_x(qid)}</QuestionIdentifier><DisplayName>Question {k}</DisplayName>"
-            f"<IsRequired>true</IsRequired><QuestionContent>"
-            f"<Text>Is the colored region a correct outline of the {_x(name)}?</Text>"
-            f"<Binary><MimeType><Type>image</Type><SubType>{sub}</SubType></MimeType>"
-            f"<DataURL>{_x(url)}</DataURL><AltText>highlighted region, question {k}</AltText></Binary>"
-            f"</QuestionContent><AnswerSpecification><SelectionAnswer><StyleSuggestion>radiobutton</StyleSuggestion>"
-            f"<Selections><Selection><SelectionIdentifier>yes</SelectionIdentifier><Text>Yes</Text></Selection>"
-            f"<Selection><SelectionIdentifier>no</SelectionIdentifier><Text>No</Text></Selection></Selections>"
-            f"</SelectionAnswer></AnswerSpecification></Question>")
-    parts.append("</QuestionForm>")
-    return "".join(parts)
-
-
-def answer_key_xml(answers: Sequence[tuple[str, bool]]) -> str:
-    """AnswerKey XML (2005-10-01 schema): the right selection of each question scores 1,
-    and the qualification value is the percentage of questions answered right."""
-    parts = [f'<AnswerKey xmlns="{ANSWER_KEY_NS}">']
-    for qid, yes in answers:
-        parts.append(f"<Question><QuestionIdentifier>{_x(qid)}</QuestionIdentifier><AnswerOption>"
-                     f"<SelectionIdentifier>{'yes' if yes else 'no'}</SelectionIdentifier>"
-                     f"<AnswerScore>1</AnswerScore></AnswerOption></Question>")
-    parts.append(f"<QualificationValueMapping><PercentageMapping><MaximumSummedScore>{len(answers)}"
-                 f"</MaximumSummedScore></PercentageMapping></QualificationValueMapping></AnswerKey>")
-    return "".join(parts)
-
 
 
 def qualification_requirements(section: MTurkSection, target: str | None) -> list[dict]:
@@ -255,131 +204,8 @@ def is_retryable(exc: BaseException) -> bool:
     return code in ("ThrottlingException", "Throttling", "ServiceFault") or status >= 500
 
 
-# --------------------------------------------------------------------- budget
-@dataclass
-class BudgetGuard:
-    """Refuses a HIT or bonus whose maximum cost would pass the cap (integer cents).
-
-    The campaign loop owns the ledger (:mod:`crowdprop.campaign.ledger`): before it
-    publishes, it sets :attr:`committed_cents` (money paid plus the most that the
-    live HITs can still cost) with :meth:`update`. The guard adds what it let
-    through since the last update, so a round that publishes many HITs cannot
-    pass the cap between two updates.
-    """
-
-    cap_cents: int
-    committed_cents: int = 0
-    fees: Fees = field(default_factory=Fees)
-    pending_cents: int = 0
-
-    def update(self, committed_cents: int, cap_cents: int | None = None) -> None:
-        self.committed_cents = int(committed_cents)
-        if cap_cents is not None:
-            self.cap_cents = int(cap_cents)
-        self.pending_cents = 0
-
-    def _admit(self, cost: int, what: str) -> None:
-        if self.committed_cents + self.pending_cents + cost > self.cap_cents:
-            raise BudgetExhausted(
-                f"budget: {what} could cost {fmt(cost)}, and {fmt(self.committed_cents + self.pending_cents)} of "
-                f"the {fmt(self.cap_cents)} cap ([campaign] budget_usd) is spent or committed; not published")
-        self.pending_cents += cost
-
-    def admit_hit(self, hit: HitRequest) -> int:
-        cost = self.fees.hit_cost_cents(hit.reward_cents, hit.assignments)
-        self._admit(cost, f"HIT {hit.token} ({hit.assignments} x ({fmt(hit.reward_cents)} + fee))")
-        return cost
-
-    def admit_bonus(self, bonus_cents: int) -> int:
-        cost = int(bonus_cents) + self.fees.bonus_fee_cents(bonus_cents)
-        self._admit(cost, f"a bonus of {fmt(bonus_cents)} (+ fee)")
-        return cost
-
-    def refund(self, cost: int) -> None:
-        """Give back a cost admitted for a call that did not happen."""
-        self.pending_cents = max(0, self.pending_cents - int(cost))
-
-
-# -------------------------------------------------------------------- answers
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def parse_answers(xml: str, asked: Sequence[str] | None, *, max_bytes: int | None = None
-                  ) -> tuple[dict[str, bool], str | None]:
-    """Parse MTurk QuestionFormAnswers XML and check it against the questions asked.
-
-    Parameters
-    ----------
-    xml
-        The assignment's ``Answer`` field.
-    asked
-        Question ids of the HIT, or None when unknown (then only the format is checked).
-    max_bytes
-        Larger answers are refused unparsed (default: 64 bytes per question + 4 KiB).
-
-    Returns
-    -------
-    answers, flag
-        ``{question_id: True for "yes" / False for "no"}`` and None, or the
-        answers that could be read and a one-line reason the assignment is flagged.
-        DTDs, entities and external references are refused (defusedxml), never expanded.
-    """
-    import defusedxml
-    from defusedxml import ElementTree as DET
-    from xml.etree.ElementTree import ParseError
-
-    limit = max_bytes if max_bytes is not None else 4096 + 256 * len(asked or ())
-    size = len(xml.encode("utf-8", "replace"))
-    if size > limit:
-        return {}, f"oversized answer: {size} bytes (at most {limit})"
-    try:
-        root = DET.fromstring(xml, forbid_dtd=True)
-    except defusedxml.DefusedXmlException as e:
-        return {}, f"refused answer XML: {type(e).__name__}"
-    except (ParseError, ValueError) as e:
-        return {}, f"malformed answer XML: {e}"
-    answers: dict[str, bool] = {}
-    seen: set[str] = set()
-    problems: list[str] = []
-    known = set(asked) if asked is not None else None
-    for node in root:
-        if _local(node.tag) != "Answer":
-            continue
-        qid, value = None, None
-        for child in node:
-            name = _local(child.tag)
-            if name == "QuestionIdentifier":
-                qid = (child.text or "").strip()
-            elif name == "FreeText":
-                value = child.text or ""
-        if qid is None or qid in PASSTHROUGH_FIELDS:
-            continue
-        if known is not None and qid not in known:
-            problems.append(f"unknown question id {qid[:40]!r}")
-        elif qid in seen:
-            problems.append(f"question {qid[:40]!r} answered twice")
-        elif value is None or len(value) > MAX_ANSWER_CHARS or value.strip().lower() not in ("yes", "no"):
-            problems.append(f"malformed answer {str(value)[:20]!r} to {qid[:40]!r} (yes/no expected)")
-        else:
-            answers[qid] = value.strip().lower() == "yes"
-        seen.add(qid)
-    if known is not None:
-        missing = [q for q in asked if q not in seen]
-        if missing:
-            problems.append(f"missing answers to {len(missing)} question(s), first {missing[0]!r}")
-    return answers, ("; ".join(problems[:3]) if problems else None)
-
-
-_QID_RE = re.compile(r'data-question-id="([^"]*)"')
+# ----------------------------------------------------------------- HIT ids
 _HIT_ID_RE = re.compile(r"\b[A-Z0-9]{30}\b")
-
-
-def question_ids_in(question_xml: str) -> list[str]:
-    """Question ids of a published HTMLQuestion (the ``data-question-id`` attributes)."""
-    import html
-
-    return [html.unescape(m) for m in _QID_RE.findall(question_xml)]
 
 
 def annotation(hit: HitRequest) -> str:

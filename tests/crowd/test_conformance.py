@@ -15,7 +15,7 @@ import pytest
 
 from crowdprop.config import SimulationSection
 from crowdprop.crowd.base import UNSUPPORTED, BlockKind, CrowdBackend, CrowdKind
-from crowdprop.crowd.mturk import BudgetGuard
+from crowdprop.crowd.spend import BudgetGuard
 from crowdprop.crowd.simulated import SimulatedCrowd
 from crowdprop.replay.workers import WorkerPool
 from tests.mturk.conftest import coco128_masks, make_hit

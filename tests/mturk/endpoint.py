@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from crowdprop.config import Config, SimulationSection
-from crowdprop.crowd.mturk import BudgetGuard, MTurkBackend, MTurkSection, connect
+from crowdprop.crowd.mturk import MTurkBackend, MTurkSection, connect
+from crowdprop.crowd.spend import BudgetGuard
 from crowdprop.hits.images import LocalFolderTarget, OverlayStore
 from crowdprop.hits.render import PageRenderer
 from crowdprop.mturk_local import LocalMTurk, serve

@@ -5,7 +5,7 @@ from xml.sax.saxutils import escape
 
 from hypothesis import given, settings, strategies as st
 
-from crowdprop.crowd.mturk import parse_answers, question_ids_in
+from crowdprop.crowd.mturk_xml import parse_answers, question_ids_in
 
 NS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd"
 

@@ -9,7 +9,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from crowdprop.crowd.base import Fees, content_key
-from crowdprop.crowd.mturk import BudgetGuard, connect
+from crowdprop.crowd.mturk import connect
+from crowdprop.crowd.spend import BudgetGuard
 from crowdprop.errors import BudgetExhausted
 from crowdprop.hits.render import HitTooLarge, PageRenderer
 from crowdprop.mturk_local import page_questions

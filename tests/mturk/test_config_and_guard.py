@@ -7,6 +7,7 @@ from botocore.exceptions import ClientError
 from crowdprop import config as cfg
 from crowdprop.crowd import mturk as mt
 from crowdprop.crowd.base import Fees
+from crowdprop.crowd.spend import BudgetGuard
 from crowdprop.errors import BudgetExhausted, InputError
 
 from .conftest import make_hit
@@ -52,7 +53,7 @@ def test_qualifications_production_only_by_default():
 def test_budget_guard_refuses_the_hit_that_would_pass_the_cap(coco128):
     masks, _, _ = coco128
     # 3 assignments x ($0.20 + 20 % fee $0.04) = $0.72 per HIT
-    guard = mt.BudgetGuard(cap_cents=150, committed_cents=0, fees=Fees())
+    guard = BudgetGuard(cap_cents=150, committed_cents=0, fees=Fees())
     hit = make_hit(masks, assignments=3, reward=0.20)
     assert guard.admit_hit(hit) == 72  # integer cents
     assert guard.admit_hit(hit) == 72

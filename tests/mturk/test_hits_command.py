@@ -220,9 +220,10 @@ class Crash(Exception):
 def test_gold_bonus_is_paid_once_across_a_restart(base_run, tmp_path, capsys):
     """[crowd] bonus_cents_per_gold_correct: journaled with its token before SendBonus; a process killed
     right after MTurk took a bonus (the answer lost) does not pay it again when the round resumes."""
-    from crowdprop.campaign import backends as bk
     from crowdprop.campaign import ledger
     from crowdprop.campaign.loop import Campaign
+    from crowdprop.crowd.factory import mturk_backend
+    from crowdprop.crowd.targets import Target, record_target
 
     rd = _copy(base_run, tmp_path / "run")
     cfg = rd.config
@@ -232,7 +233,7 @@ def test_gold_bonus_is_paid_once_across_a_restart(base_run, tmp_path, capsys):
     local = LocalMTurk(truth_from_masks(rd.masks, correct_iou=cfg.campaign.correct_iou),
                        WorkerPool.build(cfg.simulation, cfg.campaign.seed), images_dir=rd.path / "hit_images")
     handle = serve(local)
-    where = bk.Target("local", endpoint_url=handle.url)
+    where = Target("local", endpoint_url=handle.url)
     try:
         # --dry-run: the first round's HITs and cost; nothing published, nothing of the run written
         before = _digest(rd.path)
@@ -243,8 +244,8 @@ def test_gold_bonus_is_paid_once_across_a_restart(base_run, tmp_path, capsys):
                       r"\(rewards \$[\d.]+ \+ MTurk fees \$[\d.]+ \+ gold bonuses up to \$[\d.]+\)", out, re.S)
         assert m, out
         assert local.ledger(entries=False)["hits_created"] == 0 and _digest(rd.path) == before
-        bk.record_target(rd, where)
-        crowd = bk.mturk_backend(rd, where, retry_wait_s=0.001)
+        record_target(rd, where)
+        crowd = mturk_backend(rd, where, retry_wait_s=0.001)
         real = crowd.backend.send_bonus
         calls = []
 
@@ -259,7 +260,7 @@ def test_gold_bonus_is_paid_once_across_a_restart(base_run, tmp_path, capsys):
         with pytest.raises(Crash):
             Campaign(rd, crowd, progress=False).run(max_rounds=1)
         assert local.ledger(entries=False)["bonuses"] == 2
-        Campaign(rd, bk.mturk_backend(rd, where, retry_wait_s=0.001), progress=False).run(max_rounds=1)
+        Campaign(rd, mturk_backend(rd, where, retry_wait_s=0.001), progress=False).run(max_rounds=1)
         asg = rd.read_rounds("assignments")
         spend = rd.read_rounds("spend")
         bonus = spend[spend["kind"] == "bonus"].set_index("assignment_id")["cents"]

@@ -303,7 +303,7 @@ def test_s3_public_option_is_checked(tmp_path):
 def test_the_campaign_keeps_one_key_for_its_public_picture_names(tmp_path):
     import json
 
-    from crowdprop.campaign.backends import image_url_key
+    from crowdprop.crowd.targets import image_url_key
     from crowdprop.campaign.store import RunDir
 
     (tmp_path / "campaign.json").write_text(json.dumps({"campaign_id": "c1", "crowd": {"kind": "mturk"}}))

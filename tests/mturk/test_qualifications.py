@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from crowdprop.campaign.backends import (make_backend, qualification_results, qualification_test,
-                                         qualification_test_golds)
 from crowdprop.campaign.export import final_status
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign
 from crowdprop.campaign.store import RunDir
 from crowdprop.commands.replay import sample_paths
-from crowdprop.crowd.mturk import (ANSWER_KEY_NS, QUESTION_FORM_NS, MTurkError, QualificationTest,
-                                   passing_percentage)
+from crowdprop.crowd.factory import make_backend
+from crowdprop.crowd.mturk import MTurkError, QualificationTest, passing_percentage
+from crowdprop.crowd.mturk_xml import ANSWER_KEY_NS, QUESTION_FORM_NS
+from crowdprop.crowd.qualification import qualification_results, qualification_test, qualification_test_golds
 from crowdprop.mturk_local import html_question, question_page
 from crowdprop.mturk_local.qualification import parse_answer_key, parse_test
 from crowdprop.quality import QualitySection, passes_qualification

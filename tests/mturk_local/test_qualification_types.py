@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from hypothesis import given, settings, strategies as st
 
 from crowdprop.config import SimulationSection
-from crowdprop.crowd.mturk import answer_key_xml, question_form_xml, qualification_question_id
+from crowdprop.crowd.mturk_xml import answer_key_xml, qualification_question_id, question_form_xml
 from crowdprop.mturk_local.qualification import QualificationXMLError, parse_answer_key, parse_test
 from crowdprop.replay.workers import WorkerPool
 
