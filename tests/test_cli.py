@@ -172,3 +172,82 @@ def test_verbosity_after_the_command_and_no_broken_pipe_traceback(tmp_path):
 
     args = build_parser().parse_args(["status", "runs/x", "-vv"])
     assert args.verbose == 2 and args.quiet is False
+
+
+# ----------------------------------------------------------------------------- --images at init, image hosting
+GT_FILES = dict(GT, images=[dict(im, file_name=f"im{im['id']}.png") for im in GT["images"]])
+
+
+def _photo(path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(path)
+
+
+def test_init_records_the_images_folder_and_refuses_a_wrong_one_in_one_line(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("im1.png", "im2.png"):
+        _photo(photos / name)
+    (tmp_path / "empty").mkdir()
+    preds_p = write(tmp_path / "preds.json", [pred(i) for i in range(6)])
+    run_dir = tmp_path / "run"
+    base = ["init", str(run_dir), "--predictions", str(preds_p), "--crowd", "simulated"]
+    with_gt = base + ["--gt", str(write(tmp_path / "gt.json", GT_FILES))]
+    for argv, words in [
+        (with_gt + ["--images", str(tmp_path / "nope")], [f"{tmp_path / 'nope'}: field '--images': not a folder"]),
+        (with_gt + ["--images", str(tmp_path / "empty")],
+         [f"{tmp_path / 'empty'}: field '--images': holds none of the 2 images of", "'im1.png'"]),
+        (base[:4] + ["--images", str(photos)], ["field '--images': needs --gt"]),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert all(w in err for w in words), err
+        assert not run_dir.exists()
+    assert main(with_gt + ["--images", str(photos)]) == 0
+    assert f"masks are drawn on the photos in {photos.resolve()}" in capsys.readouterr().out
+    campaign = json.loads((run_dir / "campaign.json").read_text())
+    assert campaign["crowd"]["image_root"] == str(photos.resolve()) == campaign["sources"]["images"]
+    # without --images: a folder 'images' next to the ground truth when it holds every image
+    (tmp_path / "g2").mkdir()
+    gt2 = write(tmp_path / "g2" / "gt.json", GT_FILES)
+    (tmp_path / "g2" / "images").mkdir()
+    _photo(tmp_path / "g2" / "images" / "im1.png")
+    args = ["init", str(tmp_path / "r2"), "--predictions", str(preds_p), "--gt", str(gt2), "--crowd", "simulated"]
+    assert main(args) == 0  # one image of two: not taken
+    assert "image_root" not in json.loads((tmp_path / "r2" / "campaign.json").read_text())["crowd"]
+    _photo(tmp_path / "g2" / "images" / "im2.png")
+    assert main(args[:1] + [str(tmp_path / "r3")] + args[2:]) == 0
+    crowd = json.loads((tmp_path / "r3" / "campaign.json").read_text())["crowd"]
+    assert crowd["image_root"] == str((tmp_path / "g2" / "images").resolve())
+
+
+def test_init_reports_an_mturk_crowd_without_image_hosting_naming_the_toml(tmp_path):
+    import subprocess
+    import sys
+
+    preds_p = write(tmp_path / "preds.json", [pred(i) for i in range(6)])
+    gt_p = write(tmp_path / "gt.json", GT)
+    tomls = {"me.toml": "[crowd]\nreward_usd = 0.05\n",
+             "hosted.toml": "[mturk]\nimage_base_url = \"https://pictures.example.org/run\"\n"}
+    for name, text in tomls.items():
+        write(tmp_path / name, text)
+
+    def init(run, *extra):
+        return subprocess.run([sys.executable, "-m", "crowdprop", "init", run, "--predictions", str(preds_p),
+                               "--gt", str(gt_p), *extra], capture_output=True, text=True, cwd=tmp_path)
+
+    p = init("a", "--config", "me.toml")
+    assert p.returncode == 0 and (tmp_path / "a" / "campaign.json").exists()  # a local endpoint may still serve it
+    [line] = p.stderr.splitlines()
+    assert "me.toml: [mturk]: field 's3_bucket': no image hosting (s3_bucket or image_base_url)" in line
+    assert "crowdprop run will not publish on the MTurk sandbox or production" in line
+    p = init("b")
+    [line] = p.stderr.splitlines()
+    assert "no --config (defaults): [mturk]: field 's3_bucket'" in line
+    for run, extra in (("c", ["--config", "hosted.toml"]), ("d", ["--config", "me.toml", "--crowd", "simulated"]),
+                       ("e", ["--config", "me.toml", "-q"])):
+        p = init(run, *extra)
+        assert p.returncode == 0 and p.stderr == "", (run, p.stderr)

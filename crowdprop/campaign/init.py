@@ -18,7 +18,7 @@ import pandas as pd
 from .. import __version__
 from .. import config as config_mod
 from ..errors import InputError, StateError
-from ..hits.images import check_images
+from ..hits.images import check_images, find_image_files
 from ..io import atomic_write_text
 from ..masks import load_ground_truth
 from ..masks.formats import read_predictions
@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 GOLD_POOL_SIZE = 200
 """Replay: size of the gold pool drawn from ground truth (balanced yes/no)."""
+
+IMAGES_NEXT_TO_GT = "images"
+"""Without ``--images``, a folder of this name next to the ground-truth file is the run's images
+folder when it holds every image the ground truth names (the shipped sample's layout)."""
 
 
 def campaign_id(crowd: dict | None, seed: int) -> str:
@@ -60,6 +64,39 @@ def replay_gold_pool(masks: pd.DataFrame, correct_iou: float, rng: np.random.Gen
     pick_no = np.sort(rng.choice(no, min(half, len(no)), replace=False)) if len(no) else no
     return pd.DataFrame({"mask_row": np.concatenate([pick_yes, pick_no]).astype(np.int64),
                          "label": np.concatenate([np.ones(len(pick_yes)), np.zeros(len(pick_no))]).astype(np.int64)})
+
+
+def resolve_image_root(images: pd.DataFrame | None, folder: str | os.PathLike | None, *,
+                       gt: str | os.PathLike | None) -> str | None:
+    """The folder holding the images' files (by ``file_name``) that the run records, absolute.
+
+    ``folder`` (``--images``) must be a folder holding at least one of them (a one-line
+    :class:`InputError` otherwise; those missing are drawn on gray, logged). Without it, the
+    folder :data:`IMAGES_NEXT_TO_GT` next to ``gt`` when it holds all of them; else None
+    (pictures of masks on a gray canvas)."""
+    names = [] if images is None or "file_name" not in images else \
+        [n for n in images["file_name"].fillna("").astype(str).tolist() if n]
+    if folder is not None:
+        if not Path(folder).is_dir():
+            raise InputError(folder, None, "--images", "not a folder (the one holding the images' files)")
+        if not names:
+            raise InputError("command line", None, "--images", "needs --gt: the ground truth's image file_name "
+                             "entries name the files in the folder")
+        found, looked = find_image_files(folder, names)
+        if not found:
+            raise InputError(folder, None, "--images", f"holds none of the {looked} images of {gt} "
+                             f"(looked for {names[0]!r}, by file_name)")
+        if found < looked:
+            log.warning("%s holds %d of the %d images of %s; the masks of the others are drawn on gray",
+                        folder, found, looked, gt)
+        return str(Path(folder).resolve())
+    if gt is None or not names:
+        return None
+    near = Path(gt).parent / IMAGES_NEXT_TO_GT
+    if near.is_dir() and find_image_files(near, names, stop_at_missing=True) == (len(names), len(names)):
+        log.info("images: %s (next to %s, holding all %d of its images)", near, gt, len(names))
+        return str(near.resolve())
+    return None
 
 
 def build_trees(run: RunDir, *, progress: bool | None = None, masks: pd.DataFrame | None = None) -> None:
@@ -97,13 +134,19 @@ def build_trees(run: RunDir, *, progress: bool | None = None, masks: pd.DataFram
 def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: str | os.PathLike | None = None,
              features: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None,
              crowd: dict | None = None, seed: int | None = None, progress: bool | None = None,
-             category: str | None = None, category_map: str | os.PathLike | None = None) -> RunDir:
+             category: str | None = None, category_map: str | os.PathLike | None = None,
+             images_dir: str | os.PathLike | None = None) -> RunDir:
     """Validate the inputs and create ``run_dir``. Returns the new run directory.
 
     ``predictions`` in any format of :mod:`crowdprop.masks.formats`; ``category`` or
-    ``category_map`` give Segment Anything masks their class."""
+    ``category_map`` give Segment Anything masks their class. ``images_dir``: the folder of the
+    ground truth's image files, recorded as ``campaign.json`` crowd ``image_root`` so that
+    worker pages and report.html draw masks on the photos (see :func:`resolve_image_root`; found
+    next to ``gt`` when not given)."""
     run_dir = Path(run_dir)
     _check_target(run_dir)
+    if images_dir is not None and not Path(images_dir).is_dir():  # before reading anything large
+        raise InputError(images_dir, None, "--images", "not a folder (the one holding the images' files)")
     cfg = config_mod.load(config_path)
     if seed is not None:
         cfg.campaign.seed = int(seed)
@@ -132,6 +175,10 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
         categories = named if named is not None else pd.DataFrame(
             {"id": cats, "name": [f"class {c}" for c in cats], "supercategory": ""})
         gt_ann = None
+    root = resolve_image_root(images if gt_obj is not None else None, images_dir, gt=gt)
+    crowd = dict(crowd or {"kind": "mturk", "target": "sandbox"})
+    if root is not None:
+        crowd["image_root"] = root
 
     tmp = run_dir.parent / f".{run_dir.name}.init-{os.getpid()}"
     if tmp.exists():
@@ -142,10 +189,11 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
         campaign = {
             "campaign_id": campaign_id(crowd, cfg.campaign.seed),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "crowd": crowd or {"kind": "mturk", "target": "sandbox"},
+            "crowd": crowd,
             "sources": {"predictions": str(predictions), "gt": str(gt) if gt else None,
                         "features": str(features) if features else None,
-                        "config": str(config_path) if config_path else None},
+                        "config": str(config_path) if config_path else None,
+                        "images": root},
             "version": __version__,
             "schema_version": SCHEMA_VERSION,
         }

@@ -6,7 +6,7 @@ in this process (the same boto3 calls as on MTurk, simulated workers behind it);
 from __future__ import annotations
 
 from ._predictions import add_predictions_args
-from .init import add_engine_args
+from .init import add_engine_args, add_images_arg
 
 NAME = "replay"
 HELP = "dress rehearsal: a whole campaign with simulated workers answering from ground truth"
@@ -27,6 +27,7 @@ def register(p):
     p.add_argument("--hit-images", choices=["skip", "render"], default="skip",
                    help="local crowd: draw the overlay picture of every question into RUN_DIR/hit_images "
                         "(render), or only link them (skip, default: simulated workers do not look)")
+    add_images_arg(p)
     add_engine_args(p)
     p.epilog = ("examples:\n  crowdprop replay\n"
                 "  crowdprop replay --predictions preds.json --gt instances.json --config campaign.toml --seed 3\n"
@@ -68,6 +69,9 @@ def run(args) -> int:
     preds, gt = args.predictions, args.gt
     if (preds is None) != (gt is None):
         raise InputError("replay", None, "--predictions/--gt", "give both, or neither for the shipped sample")
+    if preds is None and args.images is not None:
+        raise InputError("command line", None, "--images", "applies to --predictions and --gt (the shipped sample "
+                         "brings its photos)")
     if preds is None and (args.category or args.category_map):
         raise InputError("command line", None, "--category", "applies to --predictions (Segment Anything masks)")
     config = args.config
@@ -90,7 +94,7 @@ def run(args) -> int:
     with engine, json_depth_guard(preds, gt, args.features, config):
         rd = init_run(run_dir, predictions=preds, gt=gt, features=args.features, config_path=config,
                       crowd=crowd, seed=args.seed, progress=None, category=args.category,
-                      category_map=args.category_map)
+                      category_map=args.category_map, images_dir=args.images)
     backend = make_backend(rd)
     if isinstance(backend, MTurkCrowd) and backend.handle is not None:
         print(f"simulated workers behind a local MTurk endpoint at {backend.handle.url}", flush=True)

@@ -171,7 +171,7 @@ def local_endpoint_backend(run: RunDir, *, images: str | None = None, simulate: 
     """
     import time
 
-    from ..hits.images import LocalFolderTarget, OverlayStore
+    from ..hits.images import LocalFolderTarget, OverlayStore, recorded_image_root
     from ..mturk_local import serve, truth_from_masks
     from ..replay.workers import WorkerPool
 
@@ -196,7 +196,8 @@ def local_endpoint_backend(run: RunDir, *, images: str | None = None, simulate: 
     handle = serve(local)
     try:
         client = local_client(handle.url)
-        store = OverlayStore(LocalFolderTarget(images_dir, handle.url + "/images"), images=run.table("images"))
+        store = OverlayStore(LocalFolderTarget(images_dir, handle.url + "/images"), images=run.table("images"),
+                             image_root=recorded_image_root(run.campaign))
         url = store.url if images == "render" else (lambda row: store.target.url(store.name(row)))
         section = cfg.mturk
         test = qualification_test(run, duration_s=section.test_duration_s) if simulate else None

@@ -98,6 +98,35 @@ def image_candidates(root: str | os.PathLike, file_name: str) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
+def recorded_image_root(campaign: dict) -> Path | None:
+    """The images folder a run directory recorded at ``init`` (``campaign.json`` crowd
+    ``image_root``), or None when it recorded none or the folder is gone (logged)."""
+    crowd = campaign.get("crowd") if isinstance(campaign, dict) else None
+    root = crowd.get("image_root") if isinstance(crowd, dict) else None
+    if not root or not isinstance(root, str):
+        return None
+    if not Path(root).is_dir():
+        log.warning("the images folder %s recorded at init is gone; drawing masks on gray", root)
+        return None
+    return Path(root)
+
+
+def find_image_files(root: str | os.PathLike, file_names: list[str], *, stop_at_missing: bool = False
+                     ) -> tuple[int, int]:
+    """``(found, looked)``: how many of ``file_names`` (non-empty ones) have a file under
+    ``root`` (:func:`image_candidates`); with ``stop_at_missing``, stops at the first not found."""
+    found = looked = 0
+    for name in file_names:
+        if not name:
+            continue
+        looked += 1
+        if any(p.is_file() for p in image_candidates(root, name)):
+            found += 1
+        elif stop_at_missing:
+            break
+    return found, looked
+
+
 def check_images(images: pd.DataFrame, source: str | os.PathLike, *, record=None,
                  size_field: str = "height/width") -> None:
     """Refuse images crowdprop cannot draw on: larger than :data:`MAX_IMAGE_PIXELS`, or

@@ -70,6 +70,7 @@ def final_labels(run: RunDir) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         1 accepted, 0 rejected, -1 open.
     """
     state = load_state(run)
+    assert state.final is not None  # load_state fills it from the committed labels
     return state.status, state.label_p, state.final
 
 
@@ -293,7 +294,7 @@ def sample_gallery(run: RunDir, final: np.ndarray, *, rng: np.random.Generator, 
 
     masks = run.masks
     images = run.table("images")
-    store = OverlayStore(None, images=images, image_root=image_root, out_px=out_px, min_crop=64, fmt="jpeg",
+    store = OverlayStore(_NoTarget(), images=images, image_root=image_root, out_px=out_px, min_crop=64, fmt="jpeg",
                          source=run.path / "images.parquet")  # thumbnails decode neither mask nor image whole
     files = {} if images is None else dict(zip(images["id"].astype(int), images["file_name"].astype(str)))
     urls = {} if images is None or "coco_url" not in images else \
@@ -302,23 +303,24 @@ def sample_gallery(run: RunDir, final: np.ndarray, *, rng: np.random.Generator, 
     cat = masks["category_id"].to_numpy(np.int64)
     cats, counts = np.unique(cat, return_counts=True)
     order = np.lexsort((cats, -counts))[:max_classes]
-    picks = []
+    picks: list[tuple[int, dict[str, np.ndarray]]] = []
     for c in cats[order]:
-        entry = {"category_id": int(c), "name": names.get(int(c), str(int(c)))}
+        rows_of: dict[str, np.ndarray] = {}
         for key, lab in (("accepted", 1), ("rejected", 0)):
             rows = np.flatnonzero((cat == c) & (final == lab))
             if len(rows) > per_class:
                 rows = np.sort(rng.choice(rows, per_class, replace=False))
-            entry[key] = rows
-        picks.append(entry)
-    total = sum(len(e["accepted"]) + len(e["rejected"]) for e in picks)
+            rows_of[key] = rows
+        picks.append((int(c), rows_of))
+    total = sum(len(rows) for _, rows_of in picks for rows in rows_of.values())
     out = []
     with tqdm(total=total, desc="report gallery", unit="mask", leave=False,
               disable=None if progress is None else not progress) as bar:
-        for e in picks:
+        for c, rows_of in picks:
+            entry: dict = {"category_id": c, "name": names.get(c, str(c))}
             for key in ("accepted", "rejected"):
                 thumbs = []
-                for r in e[key]:
+                for r in rows_of[key]:
                     row = masks.iloc[int(r)]
                     image_id = int(row["image_id"])
                     thumbs.append({"mask_id": int(row["mask_id"]),
@@ -326,9 +328,22 @@ def sample_gallery(run: RunDir, final: np.ndarray, *, rng: np.random.Generator, 
                                    "score": float(row["score"]), "gt_iou": float(row["gt_iou"]),
                                    "file_name": files.get(image_id, ""), "coco_url": urls.get(image_id, "")})
                     bar.update(1)
-                e[key] = thumbs
-            out.append(e)
+                entry[key] = thumbs
+            out.append(entry)
     return out
+
+
+class _NoTarget:
+    """The gallery's pictures go into the page, not to any image target (``OverlayStore.render`` only)."""
+
+    def has(self, name: str) -> bool:
+        return False
+
+    def put(self, name: str, data: bytes, content_type: str) -> None:
+        raise RuntimeError("report thumbnails are rendered, never stored")
+
+    def url(self, name: str) -> str:
+        raise RuntimeError("report thumbnails are rendered, never stored")
 
 
 # ------------------------------------------------------------------------------ page
@@ -366,7 +381,8 @@ def render_report(run: RunDir, rep: dict | None = None, *, image_root: str | os.
     rep : dict, optional
         :func:`~crowdprop.report.summary.compute_report` of ``run`` (computed when None).
     image_root : path, optional
-        Folder with the image files (see :func:`sample_gallery`).
+        Folder with the image files (see :func:`sample_gallery`); default: the one the run
+        recorded at ``init`` (:func:`crowdprop.hits.images.recorded_image_root`), else gray.
     seed : int, optional
         Seed of the gallery's samples (default: the campaign seed).
     per_class, max_classes : int
@@ -374,8 +390,12 @@ def render_report(run: RunDir, rep: dict | None = None, *, image_root: str | os.
     progress : bool or None
         Progress bar while drawing thumbnails (None: only on a terminal).
     """
+    from ..hits.images import recorded_image_root
+
     rep = compute_report(run) if rep is None else rep
     replay = bool(rep["replay"])
+    if image_root is None:
+        image_root = recorded_image_root(run.campaign)
     status, label_p, final = final_labels(run)
     classes = class_table(run, status=status, label_p=label_p, final=final, replay=replay)
     # The precision shown per class is the audited one (report.json's "classes"), with its
