@@ -21,6 +21,8 @@ QuestionFormAnswers
 """
 from __future__ import annotations
 
+import html as _html
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -191,3 +193,65 @@ def question_page(questions: Sequence[tuple[str, int]], *, title: str = "Is this
             "var f=document.getElementById('mturk_form');"
             "f.action=(p.get('turkSubmitTo')||'')+'/mturk/externalSubmit?workerId='+encodeURIComponent(p.get('workerId')||'')"
             "+'&hitId='+encodeURIComponent(p.get('hitId')||'');</script></body></html>")
+
+
+SITE_CSS = (
+    "*{box-sizing:border-box}"
+    "body{font:15px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f4f4f4;color:#222}"
+    "header{background:#223;color:#fff}"
+    "header nav{max-width:960px;margin:0 auto;padding:8px 14px;display:flex;gap:16px;align-items:baseline;"
+    "flex-wrap:wrap}"
+    "header b{font-size:16px}header a{color:#dde6ff}"
+    "main{max-width:960px;margin:0 auto;padding:10px 14px}"
+    "h1{font-size:19px;margin:10px 0}"
+    "a{color:#1d4fb8}"
+    ".card,fieldset{background:#fff;border:1px solid #ddd;border-radius:8px;padding:10px 12px;margin:0 0 10px;"
+    "min-width:0;overflow-wrap:anywhere}"
+    "fieldset{border:2px solid #223}"
+    "legend{float:left;width:100%;padding:0;margin:0 0 6px;font-size:17px;font-weight:600}"
+    "legend+*{clear:both}"
+    "fieldset img{display:block;max-width:min(340px,100%);height:auto;margin:6px auto;background:#888}"
+    "fieldset label{display:inline-block;min-width:110px;margin:4px 8px 4px 0;padding:6px 10px;border:2px solid #999;"
+    "border-radius:6px;cursor:pointer}"
+    "fieldset label:has(input:checked){border-color:#223;background:#dde6ff;font-weight:700}"
+    ".scroll{overflow-x:auto}"
+    "table{border-collapse:collapse;background:#fff;border:1px solid #ddd;border-radius:8px;width:100%}"
+    "th,td{padding:6px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}"
+    "th{background:#eef0f6;font-weight:600;white-space:nowrap}"
+    "td:nth-child(3){overflow-wrap:anywhere;min-width:9em}"
+    "td form{margin:0;display:flex;gap:6px;flex-wrap:wrap;align-items:center}"
+    "input[type=text],input:not([type]){font:inherit;padding:4px 6px;border:1px solid #999;border-radius:4px;"
+    "max-width:100%}"
+    "button{font:inherit;font-weight:600;padding:6px 16px;border:0;border-radius:6px;background:#223;color:#fff;"
+    "cursor:pointer}"
+    "button:hover{background:#3a4a7a}"
+    ".err{border-left:6px solid #c0392b}"
+    ".err .code{color:#c0392b;font-weight:700;margin:0}"
+    ".ok{border-left:6px solid #2a9d4b}"
+)
+"""The local endpoint's own pages (index, accept, qualification test, messages and errors):
+the look of the worker page (``hit_templates/hit.html``): its font, colors and framed cards."""
+
+
+_PARAGRAPHS = re.compile(r"(<p( [^<>]*)?>((?!</?(p|table|form|fieldset|ul|div)\b).)*</p>)+", re.S)
+"""A message: paragraphs only."""
+
+
+def site_page(title: str, inner: str, *, status: int = 200) -> str:
+    """A page of the local endpoint: ``inner`` (HTML, already escaped) under a heading
+    ``title`` (text), in the worker page's style (:data:`SITE_CSS`). A ``status`` of 400 or
+    more frames the message as an error with its HTTP status; other messages (``inner``
+    paragraphs only) as a card."""
+    t = _html.escape(title)
+    if status >= 400:
+        body = f"<div class='card err' role='alert'><p class='code'>HTTP {int(status)}</p>{inner}</div>"
+    elif _PARAGRAPHS.fullmatch(inner):
+        body = f"<div class='card ok'>{inner}</div>"
+    else:
+        body = inner
+    body = body.replace("<table", "<div class='scroll'><table").replace("</table>", "</table></div>")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'><link rel='icon' href='data:,'>"
+            f"<title>{t}</title><style>{SITE_CSS}</style></head><body>"
+            "<header><nav><b>local MTurk</b><a href='/'>HITs and tests</a><a href='/_ledger'>ledger</a></nav></header>"
+            f"<main><h1>{t}</h1>{body}</main></body></html>")

@@ -64,6 +64,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from . import auth
 from .auth import Credentials
+from .pages import site_page
 from .service import ASSIGNMENT_ID_NOT_AVAILABLE, TARGET_PREFIX, LocalMTurk, MTurkError
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_html(status, title, f"<p>{html.escape(text)}</p>")
 
     def _send_html(self, status: int, title: str, inner: str) -> None:
-        body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-                f"<body><h1>{html.escape(title)}</h1>{inner}</body></html>")
+        body = site_page(title, inner, status=status)  # styled like the worker page
         self._send(status, body.encode("utf-8"), "text/html; charset=utf-8")
 
     def _refuse(self, e: MTurkError, title: str = "Request refused") -> None:
