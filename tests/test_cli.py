@@ -209,7 +209,7 @@ def test_init_records_the_images_folder_and_refuses_a_wrong_one_in_one_line(tmp_
     assert main(with_gt + ["--images", str(photos)]) == 0
     assert f"masks are drawn on the photos in {photos.resolve()}" in capsys.readouterr().out
     campaign = json.loads((run_dir / "campaign.json").read_text())
-    assert campaign["crowd"]["image_root"] == str(photos.resolve()) == campaign["sources"]["images"]
+    assert campaign["sources"]["images"] == str(photos.resolve()) and "image_root" not in campaign["crowd"]
     # without --images: a folder 'images' next to the ground truth when it holds every image
     (tmp_path / "g2").mkdir()
     gt2 = write(tmp_path / "g2" / "gt.json", GT_FILES)
@@ -217,11 +217,11 @@ def test_init_records_the_images_folder_and_refuses_a_wrong_one_in_one_line(tmp_
     _photo(tmp_path / "g2" / "images" / "im1.png")
     args = ["init", str(tmp_path / "r2"), "--predictions", str(preds_p), "--gt", str(gt2), "--crowd", "simulated"]
     assert main(args) == 0  # one image of two: not taken
-    assert "image_root" not in json.loads((tmp_path / "r2" / "campaign.json").read_text())["crowd"]
+    assert json.loads((tmp_path / "r2" / "campaign.json").read_text())["sources"]["images"] is None
     _photo(tmp_path / "g2" / "images" / "im2.png")
     assert main(args[:1] + [str(tmp_path / "r3")] + args[2:]) == 0
-    crowd = json.loads((tmp_path / "r3" / "campaign.json").read_text())["crowd"]
-    assert crowd["image_root"] == str((tmp_path / "g2" / "images").resolve())
+    sources = json.loads((tmp_path / "r3" / "campaign.json").read_text())["sources"]
+    assert sources["images"] == str((tmp_path / "g2" / "images").resolve())
 
 
 def test_init_reports_an_mturk_crowd_without_image_hosting_naming_the_toml(tmp_path):

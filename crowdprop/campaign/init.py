@@ -140,7 +140,7 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
 
     ``predictions`` in any format of :mod:`crowdprop.masks.formats`; ``category`` or
     ``category_map`` give Segment Anything masks their class. ``images_dir``: the folder of the
-    ground truth's image files, recorded as ``campaign.json`` crowd ``image_root`` so that
+    ground truth's image files, recorded as ``campaign.json`` ``sources.images`` so that
     worker pages and report.html draw masks on the photos (see :func:`resolve_image_root`; found
     next to ``gt`` when not given)."""
     run_dir = Path(run_dir)
@@ -176,9 +176,6 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
             {"id": cats, "name": [f"class {c}" for c in cats], "supercategory": ""})
         gt_ann = None
     root = resolve_image_root(images if gt_obj is not None else None, images_dir, gt=gt)
-    crowd = dict(crowd or {"kind": "mturk", "target": "sandbox"})
-    if root is not None:
-        crowd["image_root"] = root
 
     tmp = run_dir.parent / f".{run_dir.name}.init-{os.getpid()}"
     if tmp.exists():
@@ -189,7 +186,7 @@ def init_run(run_dir: str | os.PathLike, *, predictions: str | os.PathLike, gt: 
         campaign = {
             "campaign_id": campaign_id(crowd, cfg.campaign.seed),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "crowd": crowd,
+            "crowd": crowd or {"kind": "mturk", "target": "sandbox"},
             "sources": {"predictions": str(predictions), "gt": str(gt) if gt else None,
                         "features": str(features) if features else None,
                         "config": str(config_path) if config_path else None,

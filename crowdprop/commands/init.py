@@ -86,7 +86,7 @@ def run(args) -> int:
                       category=args.category, category_map=args.category_map, images_dir=args.images)
     n = len(rd.masks)
     print(f"created {rd.path}: {n} masks, {len(rd.forest.roots)} class trees; next: crowdprop run {rd.path}")
-    root = rd.campaign["crowd"].get("image_root")
+    root = rd.campaign["sources"].get("images")
     if root:
         print(f"masks are drawn on the photos in {root}")
     if args.crowd == "mturk" and (problem := image_hosting_problem(rd.config, args.config)):

@@ -237,7 +237,7 @@ def mturk_backend(run: RunDir, where: Target, *, client=None, retry_wait_s: floa
     """An :class:`MTurkCrowd` for ``where`` (connects with the AWS chain unless ``client`` is given)."""
     import time
 
-    from ..hits.images import OverlayStore
+    from ..hits.images import OverlayStore, recorded_image_root
 
     cfg = run.config
     section = cfg.mturk
@@ -246,7 +246,8 @@ def mturk_backend(run: RunDir, where: Target, *, client=None, retry_wait_s: floa
         quiet_botocore()
         client = _mturk.connect(None if where.target == "local" else where.target, endpoint_url=where.endpoint_url,
                                 profile=where.profile, region="us-east-1")
-    store = OverlayStore(store_target, images=run.table("images"), image_root=where.image_root)
+    store = OverlayStore(store_target, images=run.table("images"),
+                         image_root=where.image_root or recorded_image_root(run.campaign))
     backend = _mturk.MTurkBackend(client, config=cfg, mturk=section, page=_page(run, store.url, section),
                                   target=where.target, masks=run.masks, guard=_guard(run),
                                   retry_wait_s=retry_wait_s, retry_max_wait_s=max(retry_wait_s, 60.0),

@@ -99,14 +99,19 @@ def image_candidates(root: str | os.PathLike, file_name: str) -> list[Path]:
 
 
 def recorded_image_root(campaign: dict) -> Path | None:
-    """The images folder a run directory recorded at ``init`` (``campaign.json`` crowd
-    ``image_root``), or None when it recorded none or the folder is gone (logged)."""
-    crowd = campaign.get("crowd") if isinstance(campaign, dict) else None
-    root = crowd.get("image_root") if isinstance(crowd, dict) else None
-    if not root or not isinstance(root, str):
+    """The images folder of a run directory: the one ``crowdprop run --images`` recorded
+    (``campaign.json`` crowd ``image_root``), else the one ``init`` found (``sources.images``);
+    None when there is none or the folder is gone (logged)."""
+    root = None
+    for key, field in (("crowd", "image_root"), ("sources", "images")):
+        entry = campaign.get(key) if isinstance(campaign, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get(field), str) and entry[field]:
+            root = entry[field]
+            break
+    if root is None:
         return None
     if not Path(root).is_dir():
-        log.warning("the images folder %s recorded at init is gone; drawing masks on gray", root)
+        log.warning("the images folder %s recorded in the run directory is gone; drawing masks on gray", root)
         return None
     return Path(root)
 

@@ -1,7 +1,7 @@
 """The shipped sample's photos on the worker pages and in report.html.
 
-``crowdprop replay`` (and ``init``) record where the images are (``campaign.json`` crowd
-``image_root``: the folder ``images`` next to the sample's gt.json), so pictures of masks are
+``crowdprop replay`` (and ``init``) record where the images are (``campaign.json``
+``sources.images``: the folder ``images`` next to the sample's gt.json), so pictures of masks are
 drawn on the photos, not on the gray canvas used when there are no image files.
 """
 from __future__ import annotations
@@ -58,8 +58,8 @@ def gray_fallback(run_path: Path, mask_id: int, out_px: int, min_crop: int = 128
 
 
 def test_replay_records_the_sample_photos_and_the_report_gallery_shows_them(sample_run):
-    crowd = json.loads((sample_run.path / "campaign.json").read_text())["crowd"]
-    assert crowd["image_root"] == str(Path(sample_images()).resolve())
+    campaign = json.loads((sample_run.path / "campaign.json").read_text())
+    assert campaign["sources"]["images"] == str(Path(sample_images()).resolve())
     html = (sample_run.path / "report.html").read_text()
     assert "drawn on image files" in html
     # the gallery's thumbnails: JPEG data URIs, each with its mask id in the alt text
@@ -100,7 +100,7 @@ def test_hit_page_pictures_of_the_sample_are_photos_not_the_gray_fallback(tmp_pa
     toml.write_text("[policy]\nk_pa = 0.0\n[crowd]\npoll_interval_s = 0.05\n")
     rd = init_run(tmp_path / "run", predictions=preds, gt=gt, config_path=toml, images_dir=sample_images(),
                   crowd={"kind": "mturk-local", "images": "render"})
-    assert rd.campaign["crowd"]["image_root"] == str(Path(sample_images()).resolve())
+    assert rd.campaign["sources"]["images"] == str(Path(sample_images()).resolve())
     crowd = local_endpoint_backend(rd)
     try:
         Campaign(rd, crowd, progress=False).run(max_rounds=1)
@@ -120,3 +120,28 @@ def test_hit_page_pictures_of_the_sample_are_photos_not_the_gray_fallback(tmp_pa
         assert min(diffs) > 8 and np.median(diffs) > 25  # not the gray pictures
     finally:
         crowd.close()
+
+
+def test_an_mturk_run_draws_its_pictures_on_the_photos_recorded_at_init(tmp_path, capsys):
+    from crowdprop.campaign.store import RunDir
+    from crowdprop.cli import main
+    from crowdprop.mturk_local import LocalMTurk, serve, truth_from_masks
+    from crowdprop.replay.workers import WorkerPool
+
+    preds, gt = one_class_sample(tmp_path / "in")
+    toml = tmp_path / "c.toml"
+    toml.write_text("[policy]\nk_pa = 0.0\n[crowd]\npoll_interval_s = 0.05\n")
+    run = tmp_path / "run"
+    assert main(["init", str(run), "--predictions", str(preds), "--gt", str(gt), "--config", str(toml),
+                 "--crowd", "mturk", "--images", sample_images()]) == 0
+    assert f"masks are drawn on the photos in {Path(sample_images()).resolve()}" in capsys.readouterr().out
+    rd = RunDir(run)
+    cfg = rd.config
+    local = LocalMTurk(truth_from_masks(rd.masks, correct_iou=cfg.campaign.correct_iou),
+                       WorkerPool.build(cfg.simulation, cfg.campaign.seed), images_dir=run / "hit_images")
+    with serve(local) as h:
+        assert main(["run", str(run), "--endpoint-url", h.url, "--rounds", "1"]) == 0
+    pictures = sorted((run / "hit_images").glob("mask_*.jpg"))
+    assert len(pictures) >= 5
+    shares = [gray_share(_decode(p.read_bytes())) for p in pictures]
+    assert np.median(shares) < 0.02 and max(shares) < 0.3, shares
