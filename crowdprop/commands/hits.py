@@ -263,8 +263,8 @@ def _exposure_cents(run, rows: list[dict], backend) -> int:
     from ..money import cents
 
     total = spent_cents(run)
-    for r in _rounds_in_progress(run):
-        total += journal_cents(run, r) + journal_bonus_cents(run, r)
+    for rnd in _rounds_in_progress(run):
+        total += journal_cents(run, rnd) + journal_bonus_cents(run, rnd)
     for r in rows:
         if r["status"] == "Disposed" or r["done"] or not r.get("reward"):
             continue

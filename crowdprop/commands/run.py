@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from logging.handlers import RotatingFileHandler
+from typing import cast
 
 from ..errors import InputError
 from ._checks import connect_error, strip_credentials
@@ -91,21 +93,25 @@ CAMPAIGN_LOG = "campaign.log"
 at 5 MB with 3 old files kept (campaign.log.1 ...)."""
 
 
+class _CampaignLog(RotatingFileHandler):
+    """campaign.log's handler."""
+
+    saved_level = logging.NOTSET
+    """The ``crowdprop`` logger's level before the run, restored by :func:`_close_log`."""
+
+
 def _campaign_log(rd) -> logging.Handler:
     """Attach ``RUN_DIR/campaign.log`` to the ``crowdprop`` loggers for this run (the terminal keeps its
     level: -v / -q)."""
-    from logging.handlers import RotatingFileHandler
-
     root = logging.getLogger()
     for h in root.handlers:  # what reached the terminal before still does, no more
         if h.level == logging.NOTSET:
             h.setLevel(root.getEffectiveLevel())
-    handler = RotatingFileHandler(rd.path / CAMPAIGN_LOG, maxBytes=5_000_000, backupCount=3, encoding="utf-8",
-                                  delay=True)
+    handler = _CampaignLog(rd.path / CAMPAIGN_LOG, maxBytes=5_000_000, backupCount=3, encoding="utf-8", delay=True)
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     lg = logging.getLogger("crowdprop")
-    handler._crowdprop_level = lg.level  # restored by _close_log
+    handler.saved_level = lg.level
     lg.setLevel(min(lg.getEffectiveLevel(), logging.INFO))
     lg.addHandler(handler)
     logging.getLogger(__name__).info("crowdprop run %s (pid %d)", rd.path, os.getpid())
@@ -115,7 +121,7 @@ def _campaign_log(rd) -> logging.Handler:
 def _close_log(handler: logging.Handler) -> None:
     lg = logging.getLogger("crowdprop")
     lg.removeHandler(handler)
-    lg.setLevel(getattr(handler, "_crowdprop_level", logging.NOTSET))
+    lg.setLevel(getattr(handler, "saved_level", logging.NOTSET))  # _campaign_log's handler
     handler.close()
 
 
@@ -125,12 +131,13 @@ def _dry_run(rd) -> int:
     from ..campaign import roundplan as rp
     from ..campaign.ledger import FEES, spent_cents
     from ..campaign.loop import Campaign, load_state
+    from ..crowd.base import CrowdBackend
     from ..money import cap_cents, fmt
 
     class _NoCrowd:  # the plan needs no crowd; nothing may be sent
         name = "dry-run"
 
-    camp = Campaign(rd, _NoCrowd(), progress=False)
+    camp = Campaign(rd, cast(CrowdBackend, _NoCrowd()), progress=False)  # planning calls none of its methods
     state = load_state(rd)
     r = state.next_round
     restored = rp.restore(rd, r)
@@ -202,7 +209,7 @@ def run(args) -> int:
 def _run_locked(args, rd) -> int:
     from ..crowd import factory as bk
     from ..campaign.loop import Campaign
-    from ..crowd.base import CrowdKind
+    from ..crowd.base import CrowdBackend, CrowdKind
     from ..errors import StateError
 
     kind = bk.crowd_kind(rd)
@@ -222,6 +229,7 @@ def _run_locked(args, rd) -> int:
         build_trees(rd, progress=None)
     if args.dry_run:
         return _dry_run(rd)
+    backend: CrowdBackend
     if kind == CrowdKind.MTURK:
         try:
             backend = bk.mturk_backend(rd, where)
@@ -235,7 +243,7 @@ def _run_locked(args, rd) -> int:
         bk.record_target(rd, where)
         print(f"{rd.path}: publishing on {where.describe()}", flush=True)
         if where.target == "local":
-            print(f"  workers' page: {where.endpoint_url.rstrip('/')}/   (open it to do the HITs yourself; "
+            print(f"  workers' page: {(where.endpoint_url or '').rstrip('/')}/   (open it to do the HITs yourself; "
                   "see README, Do a HIT yourself)", flush=True)
         elif where.target == "sandbox" and not where.endpoint_url:
             print("  workers' page: https://workersandbox.mturk.com/   (sign in as a worker and search for the HITs' "

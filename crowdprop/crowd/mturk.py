@@ -225,6 +225,13 @@ def _seconds(t: Any) -> float:
     return float(t or 0.0)
 
 
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    """tenacity's ``before_sleep``: a retryable MTurk error, and which retry comes next."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.warning("MTurk %s: %s; retry %d", getattr(state.fn, "__name__", "call"),
+                error_code(exc)[0] if exc is not None else "?", state.attempt_number)
+
+
 # -------------------------------------------------------------------- backend
 class MTurkBackend:
     """:class:`~crowdprop.crowd.base.CrowdBackend` on MTurk (or a compatible endpoint).
@@ -286,8 +293,7 @@ class MTurkBackend:
             wait=tenacity.wait_random_exponential(multiplier=retry_wait_s, max=retry_max_wait_s),
             stop=tenacity.stop_after_attempt(retry_attempts),
             sleep=sleep, reraise=True,
-            before_sleep=lambda rs: log.warning("MTurk %s: %s; retry %d", getattr(rs.fn, "__name__", "call"),
-                                                error_code(rs.outcome.exception())[0], rs.attempt_number),
+            before_sleep=_log_retry,
         )
 
     # -- plumbing
@@ -434,8 +440,8 @@ class MTurkBackend:
         """QualificationRequirements of the campaign qualifications (empty without ``campaign_id``)."""
         if not self.campaign_id:
             return []
-        reqs = [{"QualificationTypeId": self.blocked_qualification_id(), "Comparator": "DoesNotExist",
-                 "ActionsGuarded": "DiscoverPreviewAndAccept"}]
+        reqs: list[dict[str, Any]] = [{"QualificationTypeId": self.blocked_qualification_id(),
+                                       "Comparator": "DoesNotExist", "ActionsGuarded": "DiscoverPreviewAndAccept"}]
         if self.test is not None:
             reqs.append({"QualificationTypeId": self.test_qualification_id(), "Comparator": "GreaterThanOrEqualTo",
                          "IntegerValues": [self.test.passing_percentage], "ActionsGuarded": "Accept"})
@@ -695,7 +701,12 @@ class MTurkBackend:
         reason) and not sent twice."""
         from botocore.exceptions import ClientError
 
-        amount = int(amount_cents) if amount_cents is not None else cents(amount_usd)
+        if amount_cents is not None:
+            amount = int(amount_cents)
+        elif amount_usd is not None:
+            amount = cents(amount_usd)
+        else:
+            raise ValueError("send_bonus needs amount_cents or amount_usd")
         if self.bonus_listed(assignment_id, amount, reason):
             log.info("bonus %s is already listed for assignment %s", token, assignment_id)
             return "already"

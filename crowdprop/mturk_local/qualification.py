@@ -30,7 +30,7 @@ A question whose identifier is ``mask-<mask_id>`` (or ``gold-<mask_id>``) asks
 "is this mask correct?"; a simulated worker answers it
 ``pool.answer(worker, "qualification:" + QuestionIdentifier, truth[mask_id])``
 by choosing the selection ``yes`` or ``no``, the same answer the in-process
-replay (:func:`crowdprop.campaign.backends.qualification_results`) draws.
+replay (:func:`crowdprop.crowd.qualification.qualification_results`) draws.
 """
 from __future__ import annotations
 
@@ -114,12 +114,19 @@ def _parse(text: str, what: str) -> ET.Element:
         raise QualificationXMLError(f"{what} is not well-formed XML: {e}") from None
 
 
-def _child(el: ET.Element, name: str) -> ET.Element | None:
-    return next((c for c in el if _local(c.tag) == name), None)
+def _child(el: ET.Element | None, name: str) -> ET.Element | None:
+    """The first child of ``el`` called ``name`` (any namespace), or None (also when ``el`` is None)."""
+    return next((c for c in el if _local(c.tag) == name), None) if el is not None else None
 
 
-def _children(el: ET.Element, name: str) -> list[ET.Element]:
-    return [c for c in el if _local(c.tag) == name]
+def _children(el: ET.Element | None, name: str) -> list[ET.Element]:
+    """The children of ``el`` called ``name`` (any namespace); none when ``el`` is None."""
+    return [c for c in el if _local(c.tag) == name] if el is not None else []
+
+
+def _text(el: ET.Element | None) -> str:
+    """The stripped text of ``el`` ("" when it is missing or empty)."""
+    return (el.text or "").strip() if el is not None else ""
 
 
 def parse_test(text: str) -> list[TestQuestion]:
@@ -134,24 +141,23 @@ def parse_test(text: str) -> list[TestQuestion]:
     out: list[TestQuestion] = []
     seen: set[str] = set()
     for q in _children(root, "Question"):
-        ident = (_child(q, "QuestionIdentifier").text or "").strip() if _child(q, "QuestionIdentifier") is not None else ""
+        ident = _text(_child(q, "QuestionIdentifier"))
         if not ident:
             raise QualificationXMLError("a Test Question has no QuestionIdentifier")
         if ident in seen:
             raise QualificationXMLError(f"QuestionIdentifier {ident!r} appears twice in the Test")
         seen.add(ident)
-        if _child(q, "QuestionContent") is None or _child(q, "AnswerSpecification") is None:
+        spec = _child(q, "AnswerSpecification")
+        if _child(q, "QuestionContent") is None or spec is None:
             raise QualificationXMLError(f"Test Question {ident!r} needs QuestionContent and AnswerSpecification")
         sel = []
-        spec = _child(q, "AnswerSpecification")
         answer = _child(spec, "SelectionAnswer")
         if answer is not None:
-            selections = _child(answer, "Selections")
-            for s in _children(selections, "Selection") if selections is not None else []:
-                sid = _child(s, "SelectionIdentifier")
-                if sid is None or not (sid.text or "").strip():
+            for s in _children(_child(answer, "Selections"), "Selection"):
+                sid = _text(_child(s, "SelectionIdentifier"))
+                if not sid:
                     raise QualificationXMLError(f"a Selection of Test Question {ident!r} has no SelectionIdentifier")
-                sel.append(sid.text.strip())
+                sel.append(sid)
             if not sel:
                 raise QualificationXMLError(f"the SelectionAnswer of Test Question {ident!r} has no Selection")
         out.append(TestQuestion(ident, tuple(sel)))
@@ -233,28 +239,25 @@ def test_page(text: str) -> tuple[str, str, list[PageItem]]:
     """``(title, overview text, items)`` of a QuestionForm Test, for a page a person can take it on."""
     root = _parse(text, "Test")
 
-    def texts(el) -> tuple[str, ...]:
-        return tuple((t.text or "").strip() for t in _children(el, "Text") if (t.text or "").strip())
+    def texts(el: ET.Element | None) -> tuple[str, ...]:
+        return tuple(_text(t) for t in _children(el, "Text") if _text(t))
 
     overview = _child(root, "Overview")
-    title = ""
-    if overview is not None and _child(overview, "Title") is not None:
-        title = (_child(overview, "Title").text or "").strip()
-    intro = " ".join(texts(overview)) if overview is not None else ""
+    title = _text(_child(overview, "Title"))
+    intro = " ".join(texts(overview))
     items = []
     for q, tq in zip(_children(root, "Question"), parse_test(text)):
         content = _child(q, "QuestionContent")
         images = []
         for b in _children(content, "Binary"):
-            url, alt = _child(b, "DataURL"), _child(b, "AltText")
-            if url is not None and (url.text or "").strip().lower().startswith(("http://", "https://")):
-                images.append((url.text.strip(), (alt.text or "").strip() if alt is not None else ""))
+            url, alt = _text(_child(b, "DataURL")), _text(_child(b, "AltText"))
+            if url.lower().startswith(("http://", "https://")):
+                images.append((url, alt))
         choices = []
         answer = _child(_child(q, "AnswerSpecification"), "SelectionAnswer")
-        selections = _child(answer, "Selections") if answer is not None else None
-        for s in _children(selections, "Selection") if selections is not None else []:
+        for s in _children(_child(answer, "Selections"), "Selection"):
             label = _child(s, "Text")
-            sid = _child(s, "SelectionIdentifier").text.strip()
-            choices.append((sid, (label.text or "").strip() if label is not None else sid))
+            sid = _text(_child(s, "SelectionIdentifier"))  # parse_test checked that it is there
+            choices.append((sid, _text(label) if label is not None else sid))
         items.append(PageItem(tq.identifier, texts(content), tuple(images), tuple(choices)))
     return title, intro, items

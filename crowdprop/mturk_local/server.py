@@ -86,7 +86,7 @@ def is_loopback(host: str) -> bool:
         infos = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError):
         return False
-    addrs = {info[4][0].split("%", 1)[0] for info in infos}
+    addrs = {str(info[4][0]).split("%", 1)[0] for info in infos}  # IPv4/IPv6 socket addresses: a str host first
     return bool(addrs) and all(ipaddress.ip_address(a).is_loopback for a in addrs)
 
 
@@ -105,7 +105,7 @@ class _Server(ThreadingHTTPServer):
         self._deadlines_lock = threading.Lock()
         self._closing = threading.Event()
         super().__init__(address, handler)
-        host = self.server_address[0]
+        host = self.host
         if credentials is None and not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback:
             self.server_close()
             raise ValueError(f"an endpoint listening on {host} (beyond loopback) needs credentials: its API calls "
@@ -114,8 +114,13 @@ class _Server(ThreadingHTTPServer):
         self._reaper.start()
 
     @property
+    def host(self) -> str:
+        """The address listened on (a TCP server's is a str; socketserver types it for every family)."""
+        return str(self.server_address[0])
+
+    @property
     def base_url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.host, self.server_address[1]
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}"
 
@@ -156,9 +161,13 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "crowdprop-mturk-local"
     timed_out = False
+    raw_requestline: bytes
+    """Set by BaseHTTPRequestHandler.handle_one_request (typeshed does not declare it)."""
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout_s  # also the socket's timeout: idle reads and stuck writes
+        # also the socket's timeout: idle reads and stuck writes. typeshed declares StreamRequestHandler.timeout a
+        # ClassVar, but setup() reads self.timeout, so a per-instance value (this server's) is what it uses.
+        self.timeout = self.server.request_timeout_s  # type: ignore[misc]
         super().setup()
 
     def handle_one_request(self) -> None:
