@@ -1,6 +1,8 @@
 """crowdprop video: human-in-the-loop semantic segmentation of a whole video (see crowdprop.video)."""
 from __future__ import annotations
 
+from ._rundirs import CROWD_CHOICES
+
 NAME = "video"
 HELP = "video mode: label every frame of a video from a few crowd clicks (active selection + fine-tuning)"
 ORDER = 40
@@ -41,10 +43,11 @@ def register(p):
     q = sub.add_parser("init", help="check the inputs and create a video run directory", formatter_class=fmt)
     q.add_argument("run_dir", metavar="RUN_DIR")
     _common_init(q, True)
-    q.add_argument("--crowd", choices=["simulated", "mturk-local", "mturk"],
-                   help="who answers: simulated workers in this process, simulated workers behind a local "
-                        "MTurk-compatible endpoint (boto3 all the way), or MTurk (sandbox first; see "
-                        "crowdprop video run --help); default: simulated with --gt, else mturk")
+    q.add_argument("--crowd", choices=list(CROWD_CHOICES),
+                   help="who answers: MTurk (the sandbox unless 'crowdprop video run --target' says otherwise), "
+                        "local (simulated workers behind a local MTurk-compatible endpoint, boto3 all the way; "
+                        "needs --gt) or simulated (in process; needs --gt); default: simulated with --gt, "
+                        "else mturk")
     q.epilog = ("example:\n  crowdprop video init runs/clip --frames clip.mp4 --labels labels.json --gt gt/ "
                 "--model net.pt")
     q = sub.add_parser("run", help="run or continue the rounds (select, ask, fine-tune)", formatter_class=fmt)
@@ -73,6 +76,9 @@ def register(p):
                                       "(or --frames/--labels/--gt)", formatter_class=fmt)
     _common_init(q, False)
     q.add_argument("--run-dir", help="run directory (default: a new folder under ./crowdprop-runs/)")
+    q.add_argument("--crowd", choices=["simulated", "local"], default="simulated",
+                   help="simulated: in process (default); local: simulated workers behind a local "
+                        "MTurk-compatible endpoint, through boto3")
     q.add_argument("--rounds", type=int, help="override [video] rounds")
     q.add_argument("--json", action="store_true", help="print report.json instead of the table")
     q.epilog = ("examples:\n  crowdprop video replay\n  crowdprop video replay --granularity patch --json\n"
@@ -97,10 +103,16 @@ def register(p):
     p.epilog = "subcommands: " + ", ".join(SUBCOMMANDS) + "; each has --help.\nStart here: crowdprop video replay"
 
 
-def _need_extras(torch: bool = True) -> None:
+def _crowd(choice: str) -> dict:
+    """campaign.json's crowd entry for ``--crowd``."""
+    kind = CROWD_CHOICES[choice]
+    return {"kind": kind, **({"target": "sandbox"} if kind == "mturk" else {})}
+
+
+def _need_extras(need_torch: bool = True) -> None:
     from ..errors import MissingExtra
 
-    if torch:
+    if need_torch:
         try:
             import torch  # noqa: F401
         except ImportError:
@@ -139,7 +151,7 @@ def run(args) -> int:
         print("crowdprop video: give a subcommand: " + ", ".join(SUBCOMMANDS) + " (crowdprop video --help)")
         return 2
     if cmd == "synth":
-        _need_extras(torch=False)
+        _need_extras(need_torch=False)
         from pathlib import Path
 
         from ..video.synth import make_clips, write_clip
@@ -168,10 +180,9 @@ def run(args) -> int:
         _need_extras()
         from ..video.run import init_video
 
-        crowd = args.crowd or ("simulated" if args.gt else "mturk")
         vr = init_video(args.run_dir, frames=args.frames, labels=args.labels, model=args.model, gt=args.gt,
                         config=args.config, seed=args.seed, overrides=_overrides(args),
-                        crowd={"kind": crowd, **({"target": "sandbox"} if crowd == "mturk" else {})})
+                        crowd=_crowd(args.crowd or ("simulated" if args.gt else "mturk")))
         m = vr.metrics()[0]
         print(f"video run directory {vr.path}: {vr.campaign['frames']} frames, classes {', '.join(vr.classes)}"
               + ("" if m["miou"] is None else f"; the network's mIoU before any click {m['miou']:.3f}"))
@@ -180,8 +191,9 @@ def run(args) -> int:
         return run_video_dir(args)
     if cmd == "replay":
         _need_extras()
-        import datetime as dt
         from pathlib import Path
+
+        from ._rundirs import new_run_dir
 
         from ..video.report import compute, format_table, write
         from ..video.run import init_video, run as run_video, sample_model_path
@@ -199,18 +211,11 @@ def run(args) -> int:
             config = args.config
         if args.rounds is not None and args.rounds < 1:
             raise InputError("command line", None, "--rounds", "must be >= 1")
-        run_dir = Path(args.run_dir) if args.run_dir else None
-        if run_dir is None:
-            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            run_dir = Path("crowdprop-runs") / f"video-{stamp}"
-            k = 1
-            while run_dir.exists():
-                k += 1
-                run_dir = Path("crowdprop-runs") / f"video-{stamp}-{k}"
+        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir("video")
         if not args.json:
             print(f"run directory: {run_dir}")
         vr = init_video(run_dir, frames=frames, labels=labels, model=args.model or sample_model_path(), gt=gt,
-                        config=config, seed=args.seed, overrides=_overrides(args))
+                        config=config, seed=args.seed, overrides=_overrides(args), crowd=_crowd(args.crowd))
         run_video(vr.path, progress=None if args.json else _print_round)
         rep = compute(vr)
         write(vr, rep)

@@ -78,7 +78,7 @@ class VideoSection(Section):
         v.check(1 <= self.threads <= 256, "threads", "must be in [1, 256]")
 
 
-MTURK_DEFAULTS = {
+MTURK_DEFAULTS: dict[str, Any] = {
     "title": "Which class is the highlighted region of a video frame? (quick, keys 1-9)",
     "description": ("Look at each highlighted region of a video frame and choose the class that covers it, "
                     "or 'mixed' when no single class does. Keyboard: 1-9, 0 for mixed."),

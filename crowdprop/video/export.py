@@ -19,7 +19,8 @@ def export(vr, out: str | Path | None = None) -> Path:
     labels = vr.pred()
     names = vr.campaign["frame_names"]
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    images, anns = [], []
+    images: list[dict] = []
+    anns: list[dict] = []
     classes = vr.classes
     for t, lab in enumerate(labels):
         stem = Path(names[t]).stem

@@ -109,7 +109,7 @@ def finetune(model, frames: np.ndarray, labels: np.ndarray, fwd: np.ndarray, occ
     y_all = torch.from_numpy(labels.astype(np.int64))
     flow_all = torch.from_numpy(np.ascontiguousarray(fwd, np.float32))
     valid_all = torch.from_numpy(~occ_fwd).float()
-    has = (labels >= 0).reshape(t_frames, -1).any(1)
+    has = np.asarray((labels >= 0).reshape(t_frames, -1).any(1), bool)
     labeled_pairs = np.flatnonzero(has[:-1] | has[1:])
     all_pairs = np.arange(t_frames - 1)
     n_classes = model(x_all[:1]).shape[1]

@@ -28,7 +28,7 @@ def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """float32 (H, W, 2) flow from frame ``a`` to frame ``b`` (uint8 RGB or grey), OpenCV DIS."""
     import cv2
 
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]  # not in the stubs
     # small frames: small patches and a coarse-to-fine pyramid that still fits
     dis.setPatchSize(8)
     dis.setPatchStride(3)

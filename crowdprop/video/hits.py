@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -61,7 +60,7 @@ from .crowd import MAX_ASKS, MIXED, UNKNOWN, assemble_hit, block_kinds, hit_rewa
 if TYPE_CHECKING:
     from ..crowd.targets import Target
     from .config import VideoConfig
-    from .run import VideoRun
+    from .rundir import VideoRun
 
 log = logging.getLogger(__name__)
 
@@ -623,11 +622,6 @@ def region_choices(probs: np.ndarray, regions: np.ndarray, n_regions: int, keyed
     k = mean.shape[1]
     order = np.lexsort((np.broadcast_to(np.arange(k), mean.shape), -mean), axis=1)
     return order[:, :min(k, keyed)].astype(np.int64)
-
-
-def stable_seed(text: str) -> int:
-    """A process-independent integer of ``text`` (simulated workers' draws per HIT)."""
-    return zlib.crc32(text.encode())
 
 
 def discard_stale(vr: VideoRun) -> list[int]:

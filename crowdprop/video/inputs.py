@@ -11,6 +11,7 @@ Every problem is one line naming the file, the record and the field (exit code 2
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +40,15 @@ def _read_image(path: Path, what: str, mode: str) -> np.ndarray:
         raise InputError(path, None, what, f"not a readable image ({type(e).__name__})") from None
 
 
-def read_frames(path: str | Path) -> tuple[np.ndarray, list[str]]:
+def read_frames(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """uint8 (T, H, W, 3) RGB and each frame's name."""
     p = Path(path)
     if not p.exists():
         raise InputError(p, None, "--frames", "no such file or folder")
     if p.is_dir():
         files = _image_files(p, "--frames")
-        frames, names = [], []
+        frames: list[np.ndarray] = []
+        names: list[str] = []
         for i, f in enumerate(files):
             img = _read_image(f, "--frames", "RGB")
             if img.ndim != 3 or img.shape[2] != 3:
@@ -60,22 +62,22 @@ def read_frames(path: str | Path) -> tuple[np.ndarray, list[str]]:
     import cv2
 
     cap = cv2.VideoCapture(str(p))
-    frames = []
+    decoded: list[np.ndarray] = []
     try:
         while cap.isOpened():
-            ok, f = cap.read()
+            ok, bgr = cap.read()
             if not ok:
                 break
-            frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+            decoded.append(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
     finally:
         cap.release()
-    if not frames:
+    if not decoded:
         raise InputError(p, None, "--frames", "unreadable video: OpenCV decoded no frame (not a video, or a "
                          "codec it lacks); a folder of images works too")
-    return np.stack(frames).astype(np.uint8), [f"{i:05d}" for i in range(len(frames))]
+    return np.stack(decoded).astype(np.uint8), [f"{i:05d}" for i in range(len(decoded))]
 
 
-def read_labels(path: str | Path) -> list[str]:
+def read_labels(path: str | os.PathLike) -> list[str]:
     """Class names by id from ``labels.json``."""
     p = Path(path)
     try:
@@ -121,7 +123,7 @@ def check_model_classes(labels_path, names: list[str], model_classes: list[str],
         raise InputError(labels_path, None, "classes", f"class {extra!r} is not one the model {model_path} predicts")
 
 
-def read_gt(path: str | Path, shape: tuple[int, int, int], n_classes: int, labels_path) -> np.ndarray:
+def read_gt(path: str | os.PathLike, shape: tuple[int, int, int], n_classes: int, labels_path) -> np.ndarray:
     """uint8 (T, H, W) class ids from a folder of label maps matching the frames."""
     p = Path(path)
     if not p.is_dir():

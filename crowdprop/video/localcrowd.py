@@ -17,6 +17,7 @@ rules see real durations), and past a HIT's expiry when no worker may take its o
 from __future__ import annotations
 
 import logging
+import zlib
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -45,6 +46,11 @@ def page_regions(html: str) -> list[tuple[str, int]]:
     p = _Questions()
     p.feed(html)
     return p.found
+
+
+def stable_seed(text: str) -> int:
+    """A process-independent integer of ``text`` (the draws of a HIT)."""
+    return zlib.crc32(text.encode())
 
 
 def worker_id(worker: Worker) -> str:
@@ -88,8 +94,6 @@ class EndpointWorkers:
         """Do every open slot of every available HIT that a worker may take; move a manual clock past
         the expiry of HITs nobody may take. Returns the number of assignments submitted. Has the
         signature of ``time.sleep`` (the campaign calls it between polls)."""
-        from .hits import stable_seed
-
         done = 0
         stuck_until: float | None = None
         for h in self._hits():

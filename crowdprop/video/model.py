@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def torch_or_hint():
 
 def build(arch: str, n_classes: int, width: int = 32):
     torch = torch_or_hint()
-    nn = torch.nn
+    nn: Any = torch.nn
 
     if arch == "smallseg":
         class SmallSeg(nn.Module):

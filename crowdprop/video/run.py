@@ -29,12 +29,9 @@ every random draw comes from a generator seeded by (seed, round, step).
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import logging
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -43,19 +40,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, StateError
-from ..io import atomic_path, atomic_write_text, read_parquet, write_parquet
+from ..io import atomic_write_text, read_parquet, write_parquet
 from . import config as vconfig
+from .rundir import CROWDS, KIND, VideoRun, save_npz  # noqa: F401  (KIND, VideoRun: part of this API)
 from .crowd import UNKNOWN, run_questions, simulated_workers
 from .units import majority_labels, pixel_uncertainty, pooled, superpixels, unit_maps, unit_truth
 
 log = logging.getLogger(__name__)
 
-KIND = "video"
-CROWDS = ("simulated", "mturk-local", "mturk")
-"""Crowd kinds of a video run: in-process simulated workers; simulated workers behind a local
-MTurk-compatible endpoint this process starts (boto3 all the way); MTurk (or an endpoint by URL)."""
 GOLD_POOL = 100
-_ROUND = re.compile(r"round-(\d{5})$")
 
 
 def miou(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> float:
@@ -68,172 +61,21 @@ def miou(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> float:
     return float((inter[ok] / union[ok]).mean()) if ok.any() else 1.0
 
 
-def _save_npz(path: Path, **arrays) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-
-
-def _load_npz(path: Path) -> dict:
-    try:
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise StateError(f"{path}: missing; not a complete video run directory") from None
-    except (ValueError, OSError, EOFError) as e:
-        raise StateError(f"{path}: damaged ({type(e).__name__})") from None
-
-
-class VideoRun:
-    """A video run directory (see the module's docstring)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    # -- reading ---------------------------------------------------------------------------------
-    def require(self) -> "VideoRun":
-        c = self.path / "campaign.json"
-        try:
-            data = json.loads(c.read_text())
-        except FileNotFoundError:
-            raise StateError(f"{self.path}: not a video run directory (no campaign.json); "
-                             "make one with crowdprop video init") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StateError(f"{c}: damaged (not JSON)") from None
-        if not isinstance(data, dict) or data.get("kind") != KIND:
-            raise StateError(f"{c}: not a video run directory (kind is not 'video')")
-        self.campaign = data
-        self.config = vconfig.load_json(self.path / "config.json")
-        return self
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.campaign["classes"])
-
-    @property
-    def crowd(self) -> dict:
-        """``campaign.json`` crowd: ``{"kind": "simulated" | "mturk-local" | "mturk", "target": ...}``
-        (a run directory of the first version says ``"simulated"``)."""
-        c = self.campaign.get("crowd") or "simulated"
-        return {"kind": c} if isinstance(c, str) else dict(c)
-
-    def crowd_kind(self) -> str:
-        kind = str(self.crowd.get("kind", "simulated"))
-        if kind not in CROWDS:
-            raise StateError(f"{self.path / 'campaign.json'}: field 'crowd': kind '{kind}' must be one of "
-                             f"{', '.join(CROWDS)}")
-        return kind
-
-    def write_campaign(self, data: dict) -> None:
-        atomic_write_text(self.path / "campaign.json", json.dumps(data, indent=1) + "\n")
-        self.campaign = data
-
-    def campaign_id(self) -> str:
-        """The prefix of the campaign's HIT tokens (made and recorded on first use by a run directory
-        of the first version; call holding the lock)."""
-        if not self.campaign.get("campaign_id"):
-            from ..campaign.init import campaign_id
-
-            self.write_campaign(dict(self.campaign, campaign_id=campaign_id(self.crowd, int(self.campaign["seed"]))))
-        return str(self.campaign["campaign_id"])
-
-    def frames(self) -> np.ndarray:
-        return _load_npz(self.path / "frames.npz")["frames"]
-
-    def gt(self) -> np.ndarray | None:
-        p = self.path / "gt.npz"
-        return _load_npz(p)["gt"] if p.exists() else None
-
-    def units(self) -> dict:
-        return _load_npz(self.path / "units.npz")
-
-    def flows(self) -> dict:
-        z = _load_npz(self.path / "flows.npz")
-        z["fwd"], z["bwd"] = z["fwd"].astype(np.float32), z["bwd"].astype(np.float32)
-        return z
-
-    def rounds(self) -> list[int]:
-        d = self.path / "state"
-        if not d.is_dir():
-            return []
-        return sorted(int(m.group(1)) for p in d.iterdir()
-                      if (m := _ROUND.match(p.name)) and (p / "_COMPLETE").exists())
-
-    def round_dir(self, r: int) -> Path:
-        return self.path / "state" / f"round-{r:05d}"
-
-    def journal_dir(self, r: int) -> Path:
-        return self.path / "journal" / f"round-{r:05d}"
-
-    def metrics(self) -> list[dict]:
-        out = []
-        for r in self.rounds():
-            out.append(json.loads((self.round_dir(r) / "metrics.json").read_text()))
-        return out
-
-    def table(self, name: str) -> pd.DataFrame:
-        parts = [read_parquet(self.round_dir(r) / f"{name}.parquet") for r in self.rounds()
-                 if (self.round_dir(r) / f"{name}.parquet").exists()]
-        parts = [p for p in parts if len(p)]
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-    def pred(self, r: int | None = None) -> np.ndarray:
-        r = self.rounds()[-1] if r is None else r
-        return _load_npz(self.round_dir(r) / "pred.npz")["labels"]
-
-    def model_path(self, r: int) -> Path:
-        p = self.round_dir(r) / "model.pt"
-        return p if r > 0 and p.exists() else self.path / "model" / "base.pt"
-
-    # -- writing ---------------------------------------------------------------------------------
-    def commit_round(self, r: int, files: dict[str, object]) -> None:
-        """Write a round's files into ``state/.round-r.tmp`` and rename it ``state/round-r``."""
-        state = self.path / "state"
-        state.mkdir(parents=True, exist_ok=True)
-        tmp = state / f".round-{r:05d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, value in files.items():
-            p = tmp / name
-            if isinstance(value, pd.DataFrame):
-                write_parquet(p, value)
-            elif isinstance(value, dict) and name.endswith(".json"):
-                atomic_write_text(p, json.dumps(value, indent=1, sort_keys=True) + "\n")
-            elif isinstance(value, dict) and name.endswith(".npz"):
-                _save_npz(p, **value)
-            elif isinstance(value, Path):
-                shutil.copyfile(value, p)
-            else:
-                raise TypeError(f"cannot write {name}")
-        (tmp / "_COMPLETE").write_bytes(b"")
-        final = self.round_dir(r)
-        if final.exists():  # a leftover without _COMPLETE
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        with contextlib.suppress(OSError):
-            fd = os.open(state, os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
-
-    @contextlib.contextmanager
-    def lock(self):
-        from ..campaign.store import RunDir
-
-        with RunDir(self.path).lock():
-            yield
-
-
 # -- init ------------------------------------------------------------------------------------------
-def init_video(run_dir, *, frames, labels, model=None, gt=None, config=None, seed=None,
-               overrides: dict | None = None, crowd: dict | None = None) -> VideoRun:
+def init_video(run_dir: str | os.PathLike, *, frames: str | os.PathLike, labels: str | os.PathLike,
+               model: str | os.PathLike | None = None, gt: str | os.PathLike | None = None,
+               config: str | os.PathLike | None = None, seed: int | None = None, overrides: dict | None = None,
+               crowd: dict | None = None) -> VideoRun:
     """Check every input, then build the run directory in a temporary folder next to it and
-    rename it into place (a failed init leaves nothing)."""
-    from ..campaign.init import campaign_id
+    rename it into place (:func:`crowdprop.staging.staged`: a failed init leaves nothing).
+    ``crowd``: ``{"kind": "simulated" | "mturk-local" | "mturk", ...}`` (default simulated; all
+    but ``mturk`` need ``gt``)."""
+    from ..staging import is_free, staged
     from . import inputs
     from . import model as vmodel
 
     run_dir = Path(run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if not is_free(run_dir):
         raise InputError(run_dir, None, "RUN_DIR", "exists and is not empty")
     ov = dict(overrides or {})
     if seed is not None:
@@ -250,61 +92,61 @@ def init_video(run_dir, *, frames, labels, model=None, gt=None, config=None, see
         raise InputError("command line", None, "--crowd", f"must be one of {', '.join(CROWDS)}")
     if crowd["kind"] != "mturk" and gt_arr is None:
         raise InputError(frames, None, "--gt", f"a '{crowd['kind']}' crowd answers from ground truth: pass --gt")
-
-    tmp = run_dir.parent / f".{run_dir.name}.init-{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        vr = VideoRun(tmp)
-        v = cfg.video
-        _save_npz(tmp / "frames.npz", frames=vid)
-        if gt_arr is not None:
-            _save_npz(tmp / "gt.npz", gt=gt_arr)
-        sp_local = superpixels(vid, n_segments=max(2, round(vid.shape[1] * vid.shape[2] / v.superpixel_px)))
-        sp, sp_table = unit_maps("superpixel", shape=vid.shape[:3], superpixel_map=sp_local)
-        um, utable = unit_maps(v.granularity if v.method != "keyframe" else "frame", shape=vid.shape[:3],
-                               patch=v.patch, superpixel_map=sp_local)
-        regions = sp if (v.granularity == "frame" or v.method == "keyframe") else um
-        _save_npz(tmp / "units.npz", superpixels=sp, units=um, regions=regions,
-                  unit_frame=utable["frame"].to_numpy(), sp_frame=sp_table["frame"].to_numpy())
-        from .flow import clip_flows
-
-        fwd, bwd, occ_f, occ_b = clip_flows(vid)
-        _save_npz(tmp / "flows.npz", fwd=fwd.astype(np.float16), bwd=bwd.astype(np.float16), occ_fwd=occ_f,
-                  occ_bwd=occ_b)
-        (tmp / "model").mkdir()
-        shutil.copyfile(model_path, tmp / "model" / "base.pt")
-        rng = np.random.default_rng([cfg.campaign.seed, 0])
-        if gt_arr is not None:
-            n_regions = int(regions.max()) + 1
-            truth, _ = unit_truth(regions, gt_arr, n_regions, len(classes), mixed_below=v.mixed_below)
-            rframe = (sp_table["frame"].to_numpy() if regions is sp else utable["frame"].to_numpy())
-            pick = np.sort(rng.choice(n_regions, size=min(GOLD_POOL, n_regions), replace=False))
-            write_parquet(tmp / "golds.parquet", pd.DataFrame({"region": pick, "frame": rframe[pick],
-                                                               "truth": truth[pick], "used": 0}))
-        atomic_write_text(tmp / "config.json", cfg.to_json() + "\n")
-        from .. import __version__
-
-        atomic_write_text(tmp / "campaign.json", json.dumps({
-            "kind": KIND, "version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "classes": classes, "frame_names": names, "frames": int(len(vid)), "height": int(vid.shape[1]),
-            "width": int(vid.shape[2]), "sources": {"frames": str(frames), "labels": str(labels),
-                                                    "model": str(model_path), "gt": str(gt) if gt else None},
-            "seed": cfg.campaign.seed, "crowd": crowd, "campaign_id": campaign_id(crowd, cfg.campaign.seed)},
-            indent=1) + "\n")
-        vr.require()
+    sources = {"frames": str(frames), "labels": str(labels), "model": str(model_path), "gt": str(gt) if gt else None}
+    with staged(run_dir) as tmp:
+        _write_inputs(tmp, cfg, vid, gt_arr, model_path, len(classes))
+        vr = _write_campaign(tmp, cfg, classes, names, vid.shape, sources, crowd)
         _set_threads(cfg.video.threads)
-        probs = vmodel.predict(net, vid, features=False)
-        pred = probs.argmax(1).astype(np.uint8)
+        pred = vmodel.predict(net, vid, features=False).argmax(1).astype(np.uint8)
         vr.commit_round(0, {"pred.npz": {"labels": pred}, "model_pred.npz": {"labels": pred},
                             "metrics.json": _metrics(vr, 0, pred, pd.DataFrame(), pd.DataFrame(), {})})
-        if run_dir.exists():
-            run_dir.rmdir()
-        os.replace(tmp, run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return VideoRun(run_dir).require()
+
+
+def _write_inputs(tmp: Path, cfg: vconfig.VideoConfig, vid: np.ndarray, gt_arr: np.ndarray | None,
+                  model_path: Path, n_classes: int) -> None:
+    """frames, ground truth, units, flows, the base network and the gold pool of a new run directory."""
+    from .flow import clip_flows
+
+    v = cfg.video
+    save_npz(tmp / "frames.npz", frames=vid)
+    if gt_arr is not None:
+        save_npz(tmp / "gt.npz", gt=gt_arr)
+    sp_local = superpixels(vid, n_segments=max(2, round(vid.shape[1] * vid.shape[2] / v.superpixel_px)))
+    sp, sp_table = unit_maps("superpixel", shape=vid.shape[:3], superpixel_map=sp_local)
+    um, utable = unit_maps(v.granularity if v.method != "keyframe" else "frame", shape=vid.shape[:3],
+                           patch=v.patch, superpixel_map=sp_local)
+    regions = sp if (v.granularity == "frame" or v.method == "keyframe") else um
+    save_npz(tmp / "units.npz", superpixels=sp, units=um, regions=regions,
+              unit_frame=utable["frame"].to_numpy(), sp_frame=sp_table["frame"].to_numpy())
+    fwd, bwd, occ_f, occ_b = clip_flows(vid)
+    save_npz(tmp / "flows.npz", fwd=fwd.astype(np.float16), bwd=bwd.astype(np.float16), occ_fwd=occ_f,
+              occ_bwd=occ_b)
+    (tmp / "model").mkdir()
+    shutil.copyfile(model_path, tmp / "model" / "base.pt")
+    rng = np.random.default_rng([cfg.campaign.seed, 0])
+    if gt_arr is not None:
+        n_regions = int(regions.max()) + 1
+        truth, _ = unit_truth(regions, gt_arr, n_regions, n_classes, mixed_below=v.mixed_below)
+        rframe = (sp_table["frame"].to_numpy() if regions is sp else utable["frame"].to_numpy())
+        pick = np.sort(rng.choice(n_regions, size=min(GOLD_POOL, n_regions), replace=False))
+        write_parquet(tmp / "golds.parquet", pd.DataFrame({"region": pick, "frame": rframe[pick],
+                                                           "truth": truth[pick], "used": 0}))
+
+
+def _write_campaign(tmp: Path, cfg: vconfig.VideoConfig, classes: list[str], names: list[str],
+                    shape: tuple[int, ...], sources: dict, crowd: dict) -> VideoRun:
+    from .. import __version__
+    from ..campaign.init import campaign_id
+
+    atomic_write_text(tmp / "config.json", cfg.to_json() + "\n")
+    vr = VideoRun(tmp)
+    vr.write_campaign({
+        "kind": KIND, "version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "classes": classes, "frame_names": names, "frames": int(shape[0]), "height": int(shape[1]),
+        "width": int(shape[2]), "sources": sources, "seed": cfg.campaign.seed, "crowd": crowd,
+        "campaign_id": campaign_id(crowd, cfg.campaign.seed)})
+    return vr.require()
 
 
 def sample_model_path() -> Path:
@@ -527,10 +369,11 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
         files["hits.parquet"] = read_parquet(jdir / "hits.parquet")
     files.update({"answers.parquet": answers, "assignments.parquet": assignments,
                   "pred.npz": {"labels": final}, "model_pred.npz": {"labels": model_pred}})
-    files["metrics.json"] = _metrics(vr, r, final, answers, assignments, timing, model_pred)
+    metrics = _metrics(vr, r, final, answers, assignments, timing, model_pred)
+    files["metrics.json"] = metrics
     vr.commit_round(r, files)
     shutil.rmtree(jdir, ignore_errors=True)
-    return files["metrics.json"]
+    return metrics
 
 
 def run(run_dir, *, rounds: int | None = None, on_checkpoint=None, progress=None, crowd=None) -> list[dict]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ def make_clip(rng: np.random.Generator | int, *, frames: int = 12, size: int = 4
     classes = list(rng.permutation(np.arange(1, len(CLASSES))))
     while len(classes) < objects:
         classes.append(int(rng.integers(1, len(CLASSES))))
-    objs = []
+    objs: list[dict[str, Any]] = []
     for i in range(objects):
         cls = int(classes[i])
         side = int(round(size * rng.uniform(0.28, 0.45)))
@@ -149,7 +150,7 @@ def make_clip(rng: np.random.Generator | int, *, frames: int = 12, size: int = 4
             lt[alpha > 0.5] = ob["class"]
         if sigma > 0.05:
             img = cv2.GaussianBlur(img, (0, 0), sigma)
-        img += rng.normal(0, 3, img.shape)
+        img = img + rng.normal(0, 3, img.shape)
         out[t] = np.clip(np.round(img), 0, 255).astype(np.uint8)
         lab[t] = lt
     meta = {"domain": domain, "size": size, "frames": frames, "blur_sigma": sigma,

@@ -81,7 +81,7 @@ def test_video_run_publishes_hits_on_a_local_endpoint(tmp_path, clip_dir, checkp
     a = tmp_path / "a"
     assert main(["video", "init", str(a), "--frames", str(clip_dir / "frames"), "--labels",
                  str(clip_dir / "labels.json"), "--gt", str(clip_dir / "gt"), "--model", str(checkpoint),
-                 "--config", str(hit_config), "--crowd", "mturk-local"]) == 0
+                 "--config", str(hit_config), "--crowd", "local"]) == 0
     assert main(["run", str(a)]) == 0  # crowdprop run on a video run directory
     vr = VideoRun(a).require()
     assert vr.rounds() == [0, 1, 2]

@@ -83,7 +83,7 @@ def test_worker_answers_with_keys_and_the_form_holds_them(tiny_clip):
         srv.shutdown()
     path, form = posted[0]
     assert path == "/mturk/externalSubmit"
-    assert form["assignmentId"] == ["A1"]
+    assert form["assignmentId"] == ["A1"] and form["workerId"] == ["W1"]  # the shared worker_form.js passes it on
     assert form["q7"] == ["1"] and form["q8"] == ["mixed"] and form["q9"] == ["3"]
 
 
