@@ -164,8 +164,8 @@ def run(args: argparse.Namespace) -> int:
     elif not (args.gt or args.predictions):
         truth, source = {}, "nowhere (--no-simulate)"
     else:
-        truth = truth_from_coco(args.gt, args.predictions,
-                                correct_iou=args.correct_iou if args.correct_iou is not None else conf.campaign.correct_iou)
+        iou = args.correct_iou if args.correct_iou is not None else conf.campaign.correct_iou
+        truth = truth_from_coco(args.gt, args.predictions, correct_iou=iou)
         source = str(args.predictions)
 
     overrides = {k: v for k, v in (("workers", args.workers), ("accuracy", args.accuracy),

@@ -19,7 +19,7 @@ examples:
   crowdprop run runs/cars                          (the MTurk sandbox, or the run's simulated crowd)
   crowdprop run runs/cars --rounds 1
   crowdprop run runs/cars --images photos/         (draw the masks on the photos in photos/)
-  crowdprop run runs/cars --endpoint-url http://127.0.0.1:8443   (crowdprop mturk-local --images-dir runs/cars/hit_images)
+  crowdprop run runs/cars --endpoint-url http://127.0.0.1:8443   (crowdprop mturk-local runs/cars)
   crowdprop run runs/cars --target production      (real money: shows what the budget buys, asks to type yes)
   crowdprop run runs/cars --dry-run                 (the next round's HITs and cost; nothing is published)
 

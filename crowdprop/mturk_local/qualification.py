@@ -219,7 +219,8 @@ def parse_answer_key(text: str, questions: list[TestQuestion]) -> AnswerKey:
             out = _number(_child(rng, "OutOfRangeQualificationValue"), "OutOfRangeQualificationValue")
             mapping = ("range", ranges, 0.0 if math.isnan(out) else out)
         else:
-            raise QualificationXMLError("QualificationValueMapping needs PercentageMapping, ScaleMapping or RangeMapping")
+            raise QualificationXMLError("QualificationValueMapping needs PercentageMapping, ScaleMapping or "
+                                        "RangeMapping")
     return AnswerKey(options, defaults, mapping)
 
 

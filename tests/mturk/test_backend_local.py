@@ -89,7 +89,8 @@ def test_publishing_a_token_twice_makes_one_hit(rig):
 
 
 def test_lost_create_response_is_retried_into_the_same_hit(rig):
-    rig.local.fault_injector = ScriptedFaults([None, Fault("error", 503, after=True)])  # CreateHITType ok, CreateHIT lost
+    # CreateHITType ok, CreateHIT's answer lost
+    rig.local.fault_injector = ScriptedFaults([None, Fault("error", 503, after=True)])
     hit_id = rig.backend().publish(make_hit(rig.masks, n=4, token="lost-r0-b0"))
     assert rig.ledger()["hits_created"] == 1
     # type, lost create, create -> HitAlreadyExists, GetHIT: the existing HIT holds what was asked

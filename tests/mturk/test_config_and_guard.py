@@ -41,12 +41,14 @@ def test_qualifications_production_only_by_default():
     assert mt.qualification_requirements(s, "sandbox") == []
     assert mt.qualification_requirements(s, None) == []
     prod = mt.qualification_requirements(s, "production")
-    assert [(q["QualificationTypeId"], q["Comparator"], q.get("IntegerValues"), q.get("LocaleValues")) for q in prod] == [
+    rows = [(q["QualificationTypeId"], q["Comparator"], q.get("IntegerValues"), q.get("LocaleValues")) for q in prod]
+    assert rows == [
         ("000000000000000000L0", "GreaterThanOrEqualTo", [95], None),
         ("00000000000000000040", "GreaterThanOrEqualTo", [100], None),
         ("00000000000000000071", "In", None, [{"Country": "US"}]),
     ]
-    assert mt.qualification_requirements(mt.MTurkSection(qualifications="always"), "sandbox")[0]["IntegerValues"] == [95]
+    always = mt.qualification_requirements(mt.MTurkSection(qualifications="always"), "sandbox")
+    assert always[0]["IntegerValues"] == [95]
     assert mt.qualification_requirements(mt.MTurkSection(qualifications="none"), "production") == []
 
 

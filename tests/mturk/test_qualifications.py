@@ -68,7 +68,8 @@ def test_passing_percentage_agrees_with_the_in_process_pass_rule(n, share, data)
 
 
 def test_passing_percentage_of_the_defaults_is_90():
-    assert passing_percentage(10, 0.9) == 90 and QualificationTest((1,) * 10, (True,) * 10, 0.9).passing_percentage == 90
+    assert passing_percentage(10, 0.9) == 90
+    assert QualificationTest((1,) * 10, (True,) * 10, 0.9).passing_percentage == 90
 
 
 def test_test_and_answer_key_xml_follow_the_schemas(rig):

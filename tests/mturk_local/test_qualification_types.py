@@ -163,7 +163,8 @@ def test_mappings_other_than_percentage():
     assert [q.mask_id for q in qs] == [100, 101, 102] and qs[0].selections == ("yes", "no")
     base = key([100, 101, 102]).split("<QualificationValueMapping>")[0]
     scale = parse_answer_key(base + "<QualificationValueMapping><ScaleMapping><SummedScoreMultiplier>2.5"
-                                    "</SummedScoreMultiplier></ScaleMapping></QualificationValueMapping></AnswerKey>", qs)
+                                    "</SummedScoreMultiplier></ScaleMapping></QualificationValueMapping>"
+                                    "</AnswerKey>", qs)
     ranges = parse_answer_key(base + "<QualificationValueMapping><RangeMapping><SummedScoreRange><InclusiveLowerBound>2"
                                      "</InclusiveLowerBound><InclusiveUpperBound>3</InclusiveUpperBound>"
                                      "<QualificationValue>1</QualificationValue></SummedScoreRange>"
