@@ -11,7 +11,9 @@ next run), then, each in its own process:
   init and its workers together and of init's own process alone (the part no worker
   can take: on an idle machine with W cores init needs at least the larger of it and
   the total over W), and their peak resident memory together;
-* ``crowdprop run --rounds R`` (simulated crowd): rounds per second and peak memory;
+* ``crowdprop run --rounds R`` (simulated crowd): rounds per second, its wall and CPU seconds,
+  from its campaign.log the seconds to the first round's commit (loading the run directory
+  and one round) and the median seconds of each later round, and peak memory;
 * ``crowdprop report --html``, ``crowdprop export``, ``crowdprop status``: seconds;
 * with --ray, ``init --engine ray`` on a local Ray with --workers CPUs: its time over the
   local engine's, and whether the two run directories are the same byte for byte
@@ -87,8 +89,9 @@ class PeakRSS:
         self._t.join()
 
 
-def _cli(*args: str, env=None) -> tuple[float, int]:
-    """Run ``crowdprop ARGS``; wall seconds and peak RSS (bytes) of it and its children."""
+def _cli(*args: str, env=None, cpu: dict | None = None) -> tuple[float, int]:
+    """Run ``crowdprop ARGS``; wall seconds and peak RSS (bytes) of it and its children
+    (their CPU seconds in ``cpu["cpu"]`` when ``cpu`` is given)."""
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "crowdprop", *args], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True, env=env)
@@ -96,7 +99,29 @@ def _cli(*args: str, env=None) -> tuple[float, int]:
         _, err = p.communicate()
     if p.returncode != 0:
         raise SystemExit(f"crowdprop {' '.join(args)} failed ({p.returncode}): {err[-2000:]}")
+    if cpu is not None:
+        cpu["cpu"] = peak.cpu
     return time.perf_counter() - t0, peak.peak
+
+
+def _round_times(run: Path) -> tuple[float, float]:
+    """From RUN/campaign.log of the last ``crowdprop run``: seconds from its start to the first
+    round's commit (loading the run directory, then one round) and the median seconds between
+    later commits (one round each, state reloaded and labels.parquet written included)."""
+    import datetime as dt
+    import statistics
+
+    def at(line: str) -> float:
+        return dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    lines = (run / "campaign.log").read_text(encoding="utf-8").splitlines()
+    start = max(i for i, x in enumerate(lines) if "crowdprop run " in x and "(pid" in x)
+    t0 = at(lines[start])
+    commits = [at(x) for x in lines[start:] if "crowdprop.campaign.loop: round " in x and " questions in " in x]
+    if not commits:
+        return float("nan"), float("nan")
+    later = [b - a for a, b in zip(commits, commits[1:])]
+    return commits[0] - t0, statistics.median(later) if later else float("nan")
 
 
 def _data(root: Path, n: int, classes: int) -> Path:
@@ -183,8 +208,12 @@ def _one(n: int, a) -> dict:
         row["ray_ratio"] = ray_stages["init"] / stages["init"]
         row["ray_same"] = _same_bytes(work / "local", work / "ray")
         shutil.rmtree(work / "ray")
-    t, peak = _cli("run", str(work / "local"), "--rounds", str(a.rounds))
+    used: dict = {}
+    t, peak = _cli("run", str(work / "local"), "--rounds", str(a.rounds), cpu=used)
     row["rounds_per_s"] = a.rounds / t
+    row["run_s"] = t
+    row["run_cpu"] = used["cpu"]
+    row["first_round"], row["round_s"] = _round_times(work / "local")
     row["run_gb"] = peak / 2**30
     row["report_html"], _ = _cli("report", str(work / "local"), "--html")
     row["export"], _ = _cli("export", str(work / "local"), "-o", str(work / "accepted.json"))
@@ -198,7 +227,8 @@ COLUMNS = [("masks", "masks"), ("classes", "classes"), ("load", "load avg"), ("p
            ("gt", "gt s"), ("predictions", "predictions s"), ("match", "match s"), ("features", "features s"),
            ("trees", "trees s"), ("write", "write s"), ("init", "init s"), ("init_cpu", "init CPU s"),
            ("init_main_cpu", "main process CPU s"), ("init_gb", "init peak GB"),
-           ("rounds_per_s", "rounds/s"), ("run_gb", "run peak GB"), ("report_html", "report --html s"),
+           ("rounds_per_s", "rounds/s"), ("run_s", "run s"), ("run_cpu", "run CPU s"),
+           ("first_round", "start + round 1 s"), ("round_s", "round s"), ("run_gb", "run peak GB"), ("report_html", "report --html s"),
            ("export", "export s"), ("status", "status s"), ("ray_ratio", "ray / local"), ("ray_same", "same bytes")]
 
 

@@ -148,3 +148,25 @@ def test_a_damaged_forest_file_is_one_line(run):
     pq.write_table(nodes, run / "trees" / "nodes.parquet")
     with pytest.raises(StateError, match=r"order.parquet: unreadable Parquet file"):
         _ = RunDir(run).forest
+
+
+def test_a_committed_round_is_read_back_from_memory_as_from_its_files(run, monkeypatch):
+    """The round a campaign commits is not read again when its state is reloaded: the frames
+    kept at the commit are what reading the files gives."""
+    from crowdprop.campaign import store
+    from crowdprop.campaign.backends import simulated_backend
+    from crowdprop.campaign.loop import Campaign
+
+    for p in (run / "state").iterdir():
+        shutil.rmtree(p)
+    rd = RunDir(run)
+    calls = []
+    real = store.read_table
+    monkeypatch.setattr(store, "read_table", lambda p, name=None, columns=None: calls.append(p) or
+                        real(p, name, columns))
+    Campaign(rd, simulated_backend(rd), progress=False).run(max_rounds=2)
+    assert rd.rounds() == [1, 2]
+    assert not [p for p in calls if "state" in str(p)]  # no committed round file was read
+    fresh = RunDir(run)
+    for name in tbl.ROUND_TABLES:
+        pd.testing.assert_frame_equal(rd.read_rounds(name), fresh.read_rounds(name), obj=name)

@@ -179,13 +179,15 @@ _ROUND_FILE = re.compile(r"round-(\d+)\.parquet")
 _STAGED = re.compile(r"\.round-(\d+)\.commit")
 
 
-def write_table(path, name: str, df: pd.DataFrame, mask_ids: np.ndarray | None = None) -> None:
-    """Write ``df`` atomically to ``path`` as table ``name`` of :mod:`.tables` (its declared schema)."""
+def write_table(path, name: str, df: pd.DataFrame, mask_ids: np.ndarray | None = None):
+    """Write ``df`` atomically to ``path`` as table ``name`` of :mod:`.tables` (its declared schema);
+    returns the Arrow table written."""
     import pyarrow.parquet as pq
 
     table = tbl.arrow_table(name, df, mask_ids)
     with _io.atomic_path(path) as tmp:  # looked up on the module: tests fill the disk through it
         pq.write_table(table, tmp, compression="zstd")
+    return table
 
 
 def _column(table, name: str) -> np.ndarray:
@@ -513,6 +515,14 @@ class RunDir:
             cache[key] = df
         return df
 
+    def _remember(self, p: Path, df: pd.DataFrame) -> None:
+        """Put ``df``, the committed table at ``p``, in the cache of :meth:`_read_committed`."""
+        try:
+            st = p.stat()
+        except OSError:
+            return
+        self.__dict__.setdefault("_round_cache", {})[(str(p), st.st_size, st.st_mtime_ns)] = df
+
     def read_rounds(self, name: str, upto: int | None = None) -> pd.DataFrame:
         """Table ``name`` of every committed round (up to ``upto``), in round order; an empty
         frame with the table's columns when there is none."""
@@ -547,17 +557,21 @@ class RunDir:
             shutil.rmtree(tmp)
         tmp.mkdir()
         mask_ids = None
+        written = {}
         try:
             for name, df in tables.items():
                 if mask_ids is None and "mask_id" in tbl.SCHEMAS[name].names and len(df):
                     mask_ids = self.mask_ids  # without the RLE strings (mask_meta)
-                write_table(tmp / f"{name}.parquet", name, df, mask_ids)
+                written[name] = write_table(tmp / f"{name}.parquet", name, df, mask_ids)
             os.replace(tmp, staged)
         except BaseException:  # a full disk: leave no half-written folder behind
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _fsync_dir(self.state_dir)
         self._publish(r, staged)
+        for name, table in written.items():  # what reading the files back gives, without reading them
+            if table is not None:
+                self._remember(self.round_path(name, r), table.to_pandas())
         shutil.rmtree(self.journal_dir(r), ignore_errors=True)
         with contextlib.suppress(OSError):  # only when empty
             (self.path / "journal").rmdir()
