@@ -121,7 +121,7 @@ class Assignment:
 
 
 class SpendGuard(Protocol):
-    """What the round loop asks of a crowd's budget guard (crowd.mturk.BudgetGuard): the spend
+    """What the round loop asks of a crowd's budget guard (crowd.spend.BudgetGuard): the spend
     committed so far and the cap in force, before anything more is published or paid."""
 
     def update(self, committed_cents: int, cap_cents: int | None = None) -> None: ...
