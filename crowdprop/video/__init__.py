@@ -11,7 +11,11 @@ on crowdprop's crowd machinery (HITs with golds, the quality rules, integer-cent
 * :mod:`.model`     the segmentation network, pretraining, checkpoints (imports torch)
 * :mod:`.finetune`  test-time fine-tuning: cross-entropy on labels + flow consistency (imports torch)
 * :mod:`.crowd`     questions, the click model, golds, simulated workers, HITs and pay
-* :mod:`.run`       the run directory and the round loop (atomic rounds, resume)
+* :mod:`.hits`      the questions as HITs on MTurk or an MTurk-compatible endpoint (boto3), journaled
+* :mod:`.localcrowd` simulated workers doing those HITs on crowdprop's local endpoint
+* :mod:`.page`      the worker page (``hit_templates/video_unit.html``) and its pictures
+* :mod:`.rundir`    the run directory on disk; :mod:`.run` its layout, init and the round loop
+  (atomic rounds, resume)
 * :mod:`.report`    mIoU against clicks; :mod:`.export` label PNGs and COCO semantic JSON
 
 Shapes: a clip is ``frames`` uint8 ``(T, H, W, 3)`` RGB and ``labels`` uint8 ``(T, H, W)`` class

@@ -21,8 +21,9 @@ they cover.
 **HITs and quality** are the image workflow's: ``[crowd] questions_per_hit`` questions of which
 ``golds_per_hit`` are golds (regions with a known answer, least used first, at random
 positions), ``assignments_per_hit`` assignments by distinct workers, each judged by
-:func:`crowdprop.quality.rules.judge_assignment` (gold accuracy and time per question), a
-worker blocked after ``soft_block_after`` rejected assignments, questions of a HIT whose every
+:func:`crowdprop.quality.rules.judge_assignment` (gold accuracy and time per question), workers
+blocked by :func:`crowdprop.quality.rules.workers_to_block` (``soft_block_after`` rejected
+assignments, or a gold accuracy surely below ``block_below_accuracy``), questions of a HIT whose every
 assignment was rejected asked again (up to 3 times), rewards pro rata for short HITs, MTurk's
 fee from :data:`crowdprop.campaign.ledger.FEES`, every amount in integer cents and checked
 against the cap before each HIT.

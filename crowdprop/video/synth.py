@@ -150,7 +150,7 @@ def make_clip(rng: np.random.Generator | int, *, frames: int = 12, size: int = 4
             lt[alpha > 0.5] = ob["class"]
         if sigma > 0.05:
             img = cv2.GaussianBlur(img, (0, 0), sigma)
-        img = (img + rng.normal(0, 3, img.shape)).astype(img.dtype)  # as += would: added in float64, kept in img's dtype
+        img = (img + rng.normal(0, 3, img.shape)).astype(img.dtype)  # as += did: float64 sum, img's dtype
         out[t] = np.clip(np.round(img), 0, 255).astype(np.uint8)
         lab[t] = lt
     meta = {"domain": domain, "size": size, "frames": frames, "blur_sigma": sigma,
