@@ -24,8 +24,9 @@ A round's crowd work is journaled in ``journal/round-0000k/`` before each step a
     counted against the cap; CreateHIT follows with the token as UniqueRequestToken),
     ``published`` (its HIT id), ``unasked`` (refused by the budget), ``received`` (an assignment
     and its answers as read), ``verdict`` (the rules' judgment), ``settled`` (the state MTurk
-    holds after the approval or rejection, or the one it set on its own), ``block``, ``expired``,
-    ``done`` (nothing more can arrive for a HIT).
+    holds after the approval or rejection, or the one it set on its own), ``block`` (written once
+    the block went through: blocking again is harmless), ``expired``, ``done`` (nothing more can
+    arrive for a HIT).
 
 A process killed anywhere and run again reads the journal: a HIT admitted without a HIT id is
 published again under its token (MTurk hands back the HIT made before: nothing is created or
@@ -343,6 +344,9 @@ class RoundHits:
         self.choices = choices
         """Class ids offered per region, most probable first (at most 9)."""
         self.books = _Books.read(self.events)
+        soft, hard = block_kinds(history, self.cfg.quality)
+        self.blocked_before = soft | hard
+        """Workers the rules blocked in earlier rounds (blocked then)."""
 
     # -- journal
     def _log(self, **event) -> None:
@@ -537,9 +541,9 @@ class RoundHits:
     def _block(self) -> None:
         soft, hard = block_kinds(self._history(), self.cfg.quality)
         for kind, workers in ((BlockKind.SOFT, soft), (BlockKind.HARD, hard)):
-            for w in sorted(workers - self.books.blocked):
+            for w in sorted(workers - self.books.blocked - self.blocked_before):
+                self.crowd.backend.block(w, kind)  # again after a stop is harmless: logged once it went through
                 self._log(event="block", worker=w, kind=str(kind))
-                self.crowd.backend.block(w, kind)
 
     def _maybe_done(self, token: str, h: pd.DataFrame, golds: pd.DataFrame) -> pd.DataFrame | None:
         """Mark a HIT done when nothing more can arrive; returns the re-ask HIT's rows when every
@@ -567,7 +571,7 @@ class RoundHits:
     # -- the round's tables
     def _tables(self, hits: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         b = self.books
-        write_parquet(self.jdir / HITS, hits.assign(hit_id=hits["token"].map(b.hit_id).fillna("")))
+        write_parquet(self.jdir / HITS, hits.assign(hit_id=[b.hit_id.get(t, "") for t in hits["token"]]))
         by_qid = hits.set_index("question_id")
         answers, assigns = [], []
         for aid, rec in b.received.items():

@@ -259,3 +259,35 @@ def test_an_mturk_run_is_refused_without_where_to_publish(tmp_path, clip_dir, ch
     assert "--target production" in capsys.readouterr().err
     vr = VideoRun(a).require()
     assert vh.resolve_target(vr, target="production") == Target("production")
+
+
+def test_the_budget_cap_and_hard_blocks_on_the_endpoint(tmp_path, clip_dir, checkpoint, hit_config):
+    """A cap that buys 4 HITs: the rest stays unasked, nothing is paid past it; hard_block blocks the
+    rejected spammers with CreateWorkerBlock."""
+    cfg = tmp_path / "cap.toml"
+    cfg.write_text(hit_config.read_text().replace("budget_usd = 5.0", "budget_usd = 0.25")
+                   .replace("soft_block_after = 1", "soft_block_after = 1\nhard_block = true"))
+    a = tmp_path / "a"
+    local, handle, clock = _endpoint(a)
+    try:
+        init_video(a, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
+                   gt=clip_dir / "gt", config=cfg, crowd={"kind": "mturk", "target": "local",
+                                                          "endpoint_url": handle.url})
+        vr = VideoRun(a).require()
+        c = _crowd(vr, handle, local, clock)
+        run(a, crowd=c)
+        c.close()
+        vr = VideoRun(a).require()
+        hits = pd.concat([pd.read_parquet(vr.round_dir(r) / "hits.parquet") for r in vr.rounds()[1:]])
+        # a HIT costs at most 1 assignment x (5 cents + the 1 cent minimum fee); rejected work costs
+        # nothing, so re-asks fit while the cap leaves room, and then HITs stay unpublished
+        assert (hits["hit_id"] == "").any() and (hits["hit_id"] != "").any()
+        led = local.ledger(entries=False)
+        spent = round(float(led["spent_usd"]) * 100)
+        assert spent == vr.metrics()[-1]["cents"] and 25 - 6 < spent <= 25
+        assert led["hits_created"] == hits.loc[hits["hit_id"] != "", "token"].nunique()
+        asg = vr.table("assignments")
+        rejected = set(asg.loc[~asg["approved"].astype(bool), "worker"])
+        assert rejected and set(led["blocked_workers"]) == rejected <= _spammers(vr)
+    finally:
+        handle.stop()
