@@ -1,6 +1,7 @@
 """crowdprop video: human-in-the-loop semantic segmentation of a whole video (see crowdprop.video)."""
 from __future__ import annotations
 
+from ._mturk_args import add_mturk_target_args
 from ._rundirs import CROWD_CHOICES
 
 NAME = "video"
@@ -23,18 +24,6 @@ def _common_init(p, required: bool):
                    help="override [video] method")
 
 
-def _mturk_args(p) -> None:
-    """Where an MTurk video run publishes: the options of ``crowdprop run``."""
-    m = p.add_argument_group("MTurk runs (crowdprop video init --crowd mturk)")
-    m.add_argument("--target", choices=["sandbox", "production"],
-                   help="where HITs go (default: the run's target, initially the sandbox); "
-                        "production must always be given explicitly")
-    m.add_argument("--endpoint-url", metavar="URL",
-                   help="an MTurk-compatible endpoint instead of Amazon's (e.g. crowdprop mturk-local)")
-    m.add_argument("--profile", metavar="NAME", help="AWS profile of ~/.aws to take credentials from")
-    m.add_argument("--yes", action="store_true", help="production: do not ask for a typed confirmation")
-
-
 def register(p):
     sub = p.add_subparsers(dest="video_command", metavar="SUBCOMMAND")
     import argparse
@@ -53,10 +42,11 @@ def register(p):
     q = sub.add_parser("run", help="run or continue the rounds (select, ask, fine-tune)", formatter_class=fmt)
     q.add_argument("run_dir", metavar="RUN_DIR")
     q.add_argument("--rounds", type=int, help="at most this many more rounds")
-    _mturk_args(q)
+    add_mturk_target_args(q, title="MTurk runs (crowdprop video init --crowd mturk)", images=False)
     q.epilog = ("examples:\n  crowdprop video run runs/clip --rounds 2\n"
                 "  crowdprop video run runs/clip --endpoint-url http://127.0.0.1:8443   (an MTurk run on "
-                "crowdprop mturk-local)\n  crowdprop video run runs/clip --target production\n"
+                "crowdprop mturk-local --no-simulate --images-dir runs/clip/hit_images: do the HITs in a "
+                "browser)\n  crowdprop video run runs/clip --target production\n"
                 "crowdprop run RUN_DIR does the same on a video run directory.")
     q = sub.add_parser("status", help="where a video campaign stands", formatter_class=fmt)
     q.add_argument("run_dir", metavar="RUN_DIR")

@@ -291,3 +291,64 @@ def test_the_budget_cap_and_hard_blocks_on_the_endpoint(tmp_path, clip_dir, chec
         assert rejected and set(led["blocked_workers"]) == rejected <= _spammers(vr)
     finally:
         handle.stop()
+
+
+def test_a_person_does_the_hits_through_the_endpoints_pages(tmp_path, clip_dir, checkpoint, hit_config):
+    """No simulated workers: between polls a person accepts each HIT on the endpoint's page and posts
+    the worker page's form (the fields video_unit.html posts: assignmentId, workerId, one per question)."""
+    import re
+    import urllib.parse
+    import urllib.request
+
+    cfg = tmp_path / "one.toml"
+    cfg.write_text(hit_config.read_text().replace("rounds = 2", "rounds = 1"))
+    a = tmp_path / "a"
+    local, handle, clock = _endpoint(a)
+    seen = []
+    try:
+        init_video(a, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
+                   gt=clip_dir / "gt", config=cfg, crowd={"kind": "mturk", "target": "local",
+                                                          "endpoint_url": handle.url})
+        vr = VideoRun(a).require()
+        truth = vh.region_truth(vr)
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kw):
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+
+        def person(_seconds):
+            for h in local.call("ListHITs", {"MaxResults": 100})["HITs"]:
+                if h["HITStatus"] != "Assignable" or h["HITId"] in seen:
+                    continue
+                seen.append(h["HITId"])
+                body = urllib.parse.urlencode({"workerId": "APERSON1"}).encode()
+                try:
+                    opener.open(f"{handle.url}/hits/{h['HITId']}/accept", data=body)
+                    raise AssertionError("accepting should redirect to the HIT's page")
+                except urllib.error.HTTPError as e:
+                    assert e.code == 303
+                    page_url = handle.url + e.headers["Location"]
+                q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(page_url).query))
+                html = urllib.request.urlopen(page_url).read().decode()
+                for img in re.findall(r'<img src="([^"]+)"', html):  # the pictures are served
+                    assert urllib.request.urlopen(img).read()[:4] == b"\x89PNG"
+                clock.advance(60)
+                fields = [("assignmentId", q["assignmentId"]), ("workerId", "APERSON1")]
+                fields += [(qid, "mixed" if truth[reg] == MIXED else str(truth[reg]))
+                           for qid, reg in page_regions(html)]
+                form = urllib.parse.urlencode(fields).encode()
+                assert b"submitted" in urllib.request.urlopen(f"{handle.url}/mturk/externalSubmit", data=form).read()
+                return
+
+        c = vh.connect(vr, vh.resolve_target(vr), client=client_for(handle.url), sleep=person, clock=clock,
+                       retry_wait_s=0.01)
+        run(a, crowd=c)
+        c.close()
+        vr = VideoRun(a).require()
+        asg, ans = vr.table("assignments"), vr.table("answers")
+        assert set(asg["worker"]) == {"APERSON1"} and asg["approved"].all() and len(asg) == len(seen)
+        np.testing.assert_array_equal(ans["answer"].to_numpy(), truth[ans["region"].to_numpy()])
+    finally:
+        handle.stop()
