@@ -154,7 +154,14 @@ def check_endpoint_pages(driver, base: str, shots: Path) -> None:
             assert main_box[0] >= 0 and main_box[1] <= w
             if page == "index":
                 rows = driver.find_elements(By.CSS_SELECTOR, "main .scroll table tr td a")
-                assert rows and rows[0].text == "preview"  # the submitted HIT, in a table that scrolls by itself
+                assert rows and rows[0].text == "preview"  # the submitted HIT's row
+                # every cell within the page, none off to the side (on a phone the rows are stacked cards)
+                assert driver.execute_script(
+                    "const m = document.querySelector('main').getBoundingClientRect();"
+                    "return Array.from(document.querySelectorAll('main td')).every(td => {"
+                    "  const r = td.getBoundingClientRect();"
+                    "  return r.left >= m.left - 0.5 && r.right <= m.right + 0.5; });"
+                ), (page, name)
             else:
                 err = driver.find_element(By.CSS_SELECTOR, "main .card.err")
                 assert "HTTP 404" in err.text and "/no/such/page" in err.text

@@ -225,12 +225,16 @@ SITE_CSS = (
     "button{font:inherit;font-weight:600;padding:6px 16px;border:0;border-radius:6px;background:#223;color:#fff;"
     "cursor:pointer}"
     "button:hover{background:#3a4a7a}"
+    "@media (max-width:600px){.scroll table,.scroll tbody,.scroll tr,.scroll td{display:block;width:100%}"
+    ".scroll tr:has(th){display:none}.scroll tr{padding:6px 0;border-bottom:2px solid #ddd}"
+    ".scroll td{border:0;padding:2px 10px;overflow-wrap:anywhere;min-width:0}}"
     ".err{border-left:6px solid #c0392b}"
     ".err .code{color:#c0392b;font-weight:700;margin:0}"
     ".ok{border-left:6px solid #2a9d4b}"
 )
 """The local endpoint's own pages (index, accept, qualification test, messages and errors):
-the look of the worker page (``hit_templates/hit.html``): its font, colors and framed cards."""
+the look of the worker page (``hit_templates/hit.html``): its font, colors and framed cards.
+On a phone (600 px or less) a table's rows become stacked cards, the header row hidden."""
 
 
 _PARAGRAPHS = re.compile(r"(<p( [^<>]*)?>((?!</?(p|table|form|fieldset|ul|div)\b).)*</p>)+", re.S)
