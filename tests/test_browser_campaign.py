@@ -131,7 +131,9 @@ def check_worker_page_layout(driver, shots: Path) -> None:
         assert abs(min(s["l"] for s in sq) - dots["l"]) <= 1 and abs(max(s["r"] for s in sq) - dots["r"]) <= 1.5, \
             (name, dots, sq[0], sq[-1])
         assert abs(dots["l"] - m["bar"]["l"]) <= 1 and abs(dots["r"] - m["bar"]["r"]) <= 1  # as wide as the bar
+        driver.execute_script("document.getElementById('cp-bar').scrollIntoView()")  # the question in the shot
         screenshot(driver, shots, f"worker-page-{name}-{w}px")
+        driver.execute_script("window.scrollTo(0, 0)")
 
 
 def check_endpoint_pages(driver, base: str, shots: Path) -> None:
