@@ -443,11 +443,13 @@ class RoundHits:
                         self.crowd.backend.expire(self.books.hit_id[t])
             for t in open_:
                 progress |= self._collect(t, by_token[t])
-                new = self._maybe_done(t, by_token[t], base)
-                if new is not None:
+                done, new = self._maybe_done(t, by_token[t], base, hits)
+                if new is not None:  # journaled before the HIT is marked done, published next pass
                     hits = pd.concat([hits, new], ignore_index=True)
                     write_parquet(self.jdir / HITS, hits)
                     self.crowd.page.add(new)
+                if done:
+                    self._log(event="done", token=t)
                     progress = True
             if all(t in self.books.done or t in self.books.unasked for t in hits["token"].unique()):
                 break
@@ -545,24 +547,38 @@ class RoundHits:
                 self.crowd.backend.block(w, kind)  # again after a stop is harmless: logged once it went through
                 self._log(event="block", worker=w, kind=str(kind))
 
-    def _maybe_done(self, token: str, h: pd.DataFrame, golds: pd.DataFrame) -> pd.DataFrame | None:
-        """Mark a HIT done when nothing more can arrive; returns the re-ask HIT's rows when every
-        assignment of it was rejected."""
+    def _maybe_done(self, token: str, h: pd.DataFrame, golds: pd.DataFrame,
+                    hits: pd.DataFrame) -> tuple[bool, pd.DataFrame | None]:
+        """Whether nothing more can arrive for a HIT: every slot received, or the crowd has nothing
+        pending or available for it (expired, or gone) and lists no assignment not received yet
+        (GetHIT first: work submitted after it was pending then, so nothing slips between the
+        two), and every assignment settled. With it, the re-ask HIT's rows when every assignment
+        of it was rejected (None when there is none, or it is in ``hits`` already)."""
         b = self.books
-        mine = [aid for aid, rec in b.received.items() if rec["token"] == token]
+        hit_id = b.hit_id[token]
+        mine = {aid for aid, rec in b.received.items() if rec["token"] == token}
         if any(aid not in b.settled for aid in mine):
-            return None
-        st = self.crowd.backend.hit_state(b.hit_id[token])
-        if not st["gone"] and (st["pending"] or st["available"]):
-            return None
-        self._log(event="done", token=token)
+            return False, None
+        if len(mine) < int(h["assignments"].iloc[0]):
+            st = self.crowd.backend.hit_state(hit_id)
+            if not st["gone"]:
+                if st["pending"] or st["available"]:
+                    return False, None
+                listed = {a["AssignmentId"] for a in self.crowd.backend.assignments_of(
+                    hit_id, ["Submitted", "Approved", "Rejected"])}
+                if listed - mine:
+                    return False, None
         attempt = int(h["attempt"].iloc[0])
         if not mine or any(b.verdict[aid]["approve"] for aid in mine) or attempt + 1 >= MAX_ASKS:
-            return None
+            return True, None
+        batch = int(h["batch"].iloc[0])
+        cid = self.vr.campaign_id()
+        if hit_token(cid, self.r, batch, attempt + 1) in set(hits["token"]):
+            return True, None  # made before a stop
         take = h.loc[h["kind"] == "label", ["question", "region", "frame"]].assign(truth=UNKNOWN)
         pool = golds.copy()
         pool["used"] = pool["used"] + pool["region"].map(self._gold_uses()).fillna(0).astype(np.int64)
-        return self._hit(self.vr.campaign_id(), int(h["batch"].iloc[0]), attempt + 1, take, pool)
+        return True, self._hit(cid, batch, attempt + 1, take, pool)
 
     def _gold_uses(self) -> pd.Series:
         hits = read_parquet(self.jdir / HITS)
