@@ -259,6 +259,12 @@ def test_an_mturk_run_is_refused_without_where_to_publish(tmp_path, clip_dir, ch
     assert "--target production" in capsys.readouterr().err
     vr = VideoRun(a).require()
     assert vh.resolve_target(vr, target="production") == Target("production")
+    # crowdprop run's image-only options are one line each, exit 2, nothing published
+    assert main(["run", str(a), "--dry-run"]) == 2
+    assert "--dry-run" in capsys.readouterr().err
+    assert main(["run", str(a), "--images", str(tmp_path)]) == 2
+    assert "--images" in capsys.readouterr().err
+    assert vr.rounds() == [0] and not (a / "journal").exists()
 
 
 def test_the_budget_cap_and_hard_blocks_on_the_endpoint(tmp_path, clip_dir, checkpoint, hit_config):
