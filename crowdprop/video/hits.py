@@ -25,8 +25,8 @@ A round's crowd work is journaled in ``journal/round-0000k/`` before each step a
     ``published`` (its HIT id), ``unasked`` (refused by the budget), ``received`` (an assignment
     and its answers as read), ``verdict`` (the rules' judgment), ``settled`` (the state MTurk
     holds after the approval or rejection, or the one it set on its own), ``block`` (written once
-    the block went through: blocking again is harmless), ``expired``, ``done`` (nothing more can
-    arrive for a HIT).
+    the block went through: blocking again is harmless), ``expired`` (likewise, after
+    ``[crowd] round_timeout_s``), ``done`` (nothing more can arrive for a HIT).
 
 A process killed anywhere and run again reads the journal: a HIT admitted without a HIT id is
 published again under its token (MTurk hands back the HIT made before: nothing is created or
@@ -438,9 +438,9 @@ class RoundHits:
             if self.books.started is not None and self.crowd.clock() - self.books.started > \
                     self.cfg.crowd.round_timeout_s:
                 for t in open_:
-                    if t not in self.books.expired:
-                        self._log(event="expired", token=t)
+                    if t not in self.books.expired:  # expiring again after a stop is harmless
                         self.crowd.backend.expire(self.books.hit_id[t])
+                        self._log(event="expired", token=t)
             for t in open_:
                 progress |= self._collect(t, by_token[t])
                 done, new = self._maybe_done(t, by_token[t], base, hits)
@@ -493,7 +493,14 @@ class RoundHits:
         did = False
         offered = {str(q.question_id): [int(c) for c in str(q.choices).split(",") if c != ""]
                    for q in h.itertuples(index=False)}
-        for a in self.crowd.backend.assignments_of(hit_id, ["Submitted", "Approved", "Rejected"]):
+        try:
+            listed = self.crowd.backend.assignments_of(hit_id, ["Submitted", "Approved", "Rejected"])
+        except Exception:
+            if not self.crowd.backend.hit_state(hit_id)["gone"]:
+                raise
+            log.warning("HIT %s no longer exists on MTurk; nothing more can arrive for it", hit_id)
+            return did
+        for a in listed:
             aid = a["AssignmentId"]
             status = a.get("AssignmentStatus", "Submitted")
             if aid not in b.received:
