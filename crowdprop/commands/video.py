@@ -304,6 +304,13 @@ def run_video_dir(args) -> int:
         print(f"{vr.path}: publishing on {where.describe()}", flush=True)
         try:
             run_video(vr.path, rounds=args.rounds, progress=_print_round, crowd=crowd)
+        except KeyboardInterrupt:
+            live = hits.open_hits(vr)
+            if live:
+                print(f"crowdprop video run: {len(live)} HIT(s) of {vr.path} may still be live on MTurk (workers can "
+                      "take them, and MTurk approves submitted work on its own after the auto-approval delay); "
+                      "run again to continue: their work is collected, judged and settled then", file=sys.stderr)
+            raise
         finally:
             crowd.close()
     return 0

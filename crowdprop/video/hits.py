@@ -671,6 +671,16 @@ def discard_stale(vr: VideoRun) -> list[int]:
     return out
 
 
+def open_hits(vr: VideoRun) -> list[str]:
+    """HIT ids the journal of the round in progress published and did not see done (live, maybe)."""
+    out: list[str] = []
+    d = vr.path / "journal"
+    for j in sorted(d.iterdir()) if d.is_dir() else []:
+        books = _Books.read(j / EVENTS)
+        out += [h for t, h in books.hit_id.items() if t not in books.done]
+    return out
+
+
 def check_gt(vr: VideoRun) -> None:
     if vr.gt() is None:
         raise StateError(f"{vr.path}: simulated workers answer from ground truth, and this run has none "

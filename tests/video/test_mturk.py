@@ -160,6 +160,7 @@ def test_restart_mid_campaign_loses_no_answer_and_pays_nothing_twice(tmp_path, c
         cb.close()
         ev = [json.loads(x) for x in (b.journal_dir(1) / vh.EVENTS).read_text().splitlines()]
         assert [e["event"] for e in ev].count("published") == 1 and [e["event"] for e in ev].count("admit") == 2
+        assert vh.open_hits(b) == [n[0]]  # what an interrupted run says may still be live
 
         # b again: killed right after its third approval or rejection went through
         cb = _crowd(b, handle_b, local_b, clock_b)
