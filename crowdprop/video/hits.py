@@ -219,11 +219,15 @@ def image_target(vr: VideoRun, where: Target) -> Any:
 
     section = vr.config.mturk
     if section.s3_bucket:
-        if section.s3_public:
-            raise InputError(vr.path / "config.json", "[mturk]", "s3_public",
-                             "video mode shows pictures from s3_bucket through presigned URLs only")
+        key = None
+        if section.s3_public:  # plain URLs named by a keyed hash of the picture (campaign.json image_url_key)
+            if not vr.campaign.get("image_url_key"):
+                import secrets
+
+                vr.write_campaign(dict(vr.campaign, image_url_key=secrets.token_hex(32)))
+            key = bytes.fromhex(vr.campaign["image_url_key"])
         return S3Target(s3_client(region=section.region, profile=where.profile), section.s3_bucket,
-                        section.s3_prefix, expires_s=section.lifetime_s)
+                        section.s3_prefix, expires_s=section.lifetime_s, public_key=key)
     folder = vr.path / HIT_IMAGES
     folder.mkdir(exist_ok=True)
     if section.image_base_url:

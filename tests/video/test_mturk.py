@@ -15,6 +15,7 @@ pytest.importorskip("torch")
 from crowdprop.cli import main  # noqa: E402
 from crowdprop.config import SimulationSection  # noqa: E402
 from crowdprop.crowd.targets import Target  # noqa: E402
+from crowdprop.errors import InputError  # noqa: E402
 from crowdprop.mturk_local import LocalMTurk, ManualClock, serve  # noqa: E402
 from crowdprop.replay.workers import WorkerPool  # noqa: E402
 from crowdprop.video import hits as vh  # noqa: E402
@@ -266,6 +267,21 @@ def test_an_mturk_run_is_refused_without_where_to_publish(tmp_path, clip_dir, ch
     assert main(["run", str(a), "--images", str(tmp_path)]) == 2
     assert "--images" in capsys.readouterr().err
     assert vr.rounds() == [0] and not (a / "journal").exists()
+    # pictures: s3_public gives plain URLs named by a keyed hash, the key kept in campaign.json
+    conf = json.loads((a / "config.json").read_text())
+    conf["mturk"].update(s3_bucket="my-bucket", s3_public=True)
+    (a / "config.json").write_text(json.dumps(conf))
+    vr = VideoRun(a).require()
+    t1 = vh.image_target(vr, Target("sandbox"))
+    key = json.loads((a / "campaign.json").read_text())["image_url_key"]
+    assert t1.public_key == bytes.fromhex(key) and len(key) == 64
+    url = t1.url("video-f00001-r5.png")
+    assert url.startswith("https://my-bucket.s3.amazonaws.com/") and "X-Amz" not in url and "r5" not in url
+    assert vh.image_target(VideoRun(a).require(), Target("sandbox")).url("video-f00001-r5.png") == url
+    conf["mturk"].update(s3_bucket="", s3_public=False)
+    (a / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(InputError, match="s3_bucket"):  # nowhere to serve the pictures from
+        vh.image_target(VideoRun(a).require(), Target("sandbox"))
 
 
 def test_the_budget_cap_and_hard_blocks_on_the_endpoint(tmp_path, clip_dir, checkpoint, hit_config):
