@@ -176,6 +176,10 @@ def run(args) -> int:
         m = vr.metrics()[0]
         print(f"video run directory {vr.path}: {vr.campaign['frames']} frames, classes {', '.join(vr.classes)}"
               + ("" if m["miou"] is None else f"; the network's mIoU before any click {m['miou']:.3f}"))
+        if vr.crowd_kind() == "mturk":
+            print(f"its crowd is MTurk: crowdprop run {vr.path} publishes on the sandbox (--target production, "
+                  "--endpoint-url URL for others); workers see the pictures through [mturk] s3_bucket or "
+                  "image_base_url")
         return 0
     if cmd == "run":
         return run_video_dir(args)
