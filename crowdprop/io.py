@@ -77,14 +77,16 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
     return pq.read_table(path, columns=columns).to_pandas()
 
 
-def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append ``record`` as one JSON line to ``path`` and fsync it before returning."""
+def append_jsonl(path: str | os.PathLike, record: dict, *, sync: bool = True) -> None:
+    """Append ``record`` as one JSON line to ``path``; with ``sync`` (the default), fsync it
+    before returning (without, the line is written but a crash of the machine may lose it)."""
     import json
 
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -154,8 +154,8 @@ def test_a_committed_round_is_read_back_from_memory_as_from_its_files(run, monke
     """The round a campaign commits is not read again when its state is reloaded: the frames
     kept at the commit are what reading the files gives."""
     from crowdprop.campaign import store
-    from crowdprop.campaign.backends import simulated_backend
     from crowdprop.campaign.loop import Campaign
+    from crowdprop.crowd.factory import simulated_backend
 
     for p in (run / "state").iterdir():
         shutil.rmtree(p)
@@ -170,3 +170,53 @@ def test_a_committed_round_is_read_back_from_memory_as_from_its_files(run, monke
     fresh = RunDir(run)
     for name in tbl.ROUND_TABLES:
         pd.testing.assert_frame_equal(rd.read_rounds(name), fresh.read_rounds(name), obj=name)
+
+
+def test_labels_written_in_the_background_are_on_disk_when_the_lock_is_released(run, monkeypatch):
+    from crowdprop.campaign import store
+
+    st = _state(run)
+    final = st.final.copy()
+    final[0] = 0 if final[0] == 1 else 1
+    rd = RunDir(run)
+    with rd.lock():
+        assert rd.write_labels(final, st.source, st.decided_round, wait=False) is True
+        final[1] = 5  # the caller's arrays may change: what was asked for is written
+    assert "_labels_writer" not in rd.__dict__
+    got = pd.read_parquet(run / "labels.parquet")
+    assert got.loc[0, "label"] == ("rejected" if final[0] == 0 else "accepted")
+    assert got.loc[1, "label"] == {-1: "open", 0: "rejected", 1: "accepted"}[int(st.final[1])]
+    # what writing raised comes back from the next call, wait_labels or the end of the lock
+    real = store._io.atomic_path
+
+    def full(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store._io, "atomic_path", full)
+    assert rd.write_labels(st.final, st.source, st.decided_round, wait=False) is True
+    with pytest.raises(OSError, match="No space left"):
+        rd.wait_labels()
+    with pytest.raises(OSError, match="No space left"):
+        with rd.lock():
+            rd.write_labels(st.final, st.source, st.decided_round, wait=False)
+    monkeypatch.setattr(store._io, "atomic_path", real)
+    assert rd.write_labels(st.final, st.source, st.decided_round) is True
+    assert pd.read_parquet(run / "labels.parquet")["label"].tolist() == [
+        {-1: "open", 0: "rejected", 1: "accepted"}[int(v)] for v in st.final]
+
+
+def test_a_simulated_crowds_journal_is_not_fsynced(run, monkeypatch):
+    import json
+    import os
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    rd = RunDir(run)
+    rd.journal_append(9, "published", {"token": "t"})
+    assert calls == [] and rd.journal_lines(9, "published") == [{"token": "t"}]
+    camp = json.loads((run / "campaign.json").read_text())
+    camp["crowd"] = {"kind": "mturk"}
+    (run / "campaign.json").write_text(json.dumps(camp))
+    RunDir(run).journal_append(9, "published", {"token": "u"})
+    assert len(calls) == 1 and RunDir(run).journal_lines(9, "published") == [{"token": "t"}, {"token": "u"}]

@@ -264,7 +264,7 @@ class Campaign(CrowdWork):
 
     def _run(self, *, max_rounds: int | None = None) -> RunResult:
         state = load_state(self.run_dir)
-        self.run_dir.write_labels(state.final, state.source, state.decided_round)  # labels.parquet
+        self.run_dir.write_labels(state.final, state.source, state.decided_round, wait=False)  # labels.parquet
         limit = self.cfg.campaign.max_rounds
         done = 0
         reason = "round limit reached"
@@ -293,7 +293,7 @@ class Campaign(CrowdWork):
                     break
                 done += 1
                 state = load_state(self.run_dir)
-                self.run_dir.write_labels(state.final, state.source, state.decided_round)
+                self.run_dir.write_labels(state.final, state.source, state.decided_round, wait=False)
                 now = int((state.final >= 0).sum())
                 bar.update(now - decided)
                 decided = now
