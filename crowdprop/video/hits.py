@@ -148,12 +148,14 @@ class VideoPage:
     ``question_xml`` wraps it as an HTMLQuestion (refused past 64 KB before CreateHIT)."""
 
     def __init__(self, frames: np.ndarray, regions: np.ndarray, classes: list[str], target: Any, *,
-                 frame_height: int = 0, scale: int = 4):
+                 frame_height: int = 0, scale: int = 4, draw: bool = True):
         from ..hits.render import PageRenderer
 
         self.frames, self.regions, self.classes = frames, regions, list(classes)
         self.target = target
         self.scale = scale
+        self.draw = draw
+        """False: the pages link their pictures without drawing them (simulated workers do not look)."""
         self._wrap = PageRenderer(lambda row: "", dict(enumerate(self.classes)), frame_height=frame_height)
         self.slots: dict[str, dict] = {}
         """Question id -> ``frame``, ``region``, ``choices`` (from the round's hits table)."""
@@ -173,7 +175,7 @@ class VideoPage:
         from .page import highlight
 
         name = f"video-f{frame:05d}-r{region}.png"
-        if not self.target.has(name):
+        if self.draw and not self.target.has(name):
             self.target.put(name, highlight(self.frames[frame], self.regions[frame] == region, scale=self.scale),
                             "image/png")
         return str(self.target.url(name))
@@ -249,9 +251,9 @@ def image_config(cfg: VideoConfig) -> Any:
 
 
 def connect(vr: VideoRun, where: Target, *, client: Any = None, sleep: Callable[[float], object] | None = None,
-            clock: Callable[[], float] | None = None, retry_wait_s: float = 1.0) -> VideoCrowd:
+            clock: Callable[[], float] | None = None, retry_wait_s: float = 1.0, draw: bool = True) -> VideoCrowd:
     """A :class:`VideoCrowd` publishing where ``where`` says (boto3 with the AWS credential chain
-    unless ``client`` is given)."""
+    unless ``client`` is given). ``draw=False``: the pages link pictures that are not drawn."""
     from ..crowd import mturk as _mturk
     from ..crowd.factory import quiet_botocore
 
@@ -261,7 +263,8 @@ def connect(vr: VideoRun, where: Target, *, client: Any = None, sleep: Callable[
         quiet_botocore()
         client = _mturk.connect(None if where.target == "local" else where.target, endpoint_url=where.endpoint_url,
                                 profile=where.profile, region="us-east-1")
-    page = VideoPage(vr.frames(), vr.units()["regions"], vr.classes, target, frame_height=cfg.mturk.frame_height)
+    page = VideoPage(vr.frames(), vr.units()["regions"], vr.classes, target, frame_height=cfg.mturk.frame_height,
+                     draw=draw)
     backend = _mturk.MTurkBackend(client, config=image_config(cfg), mturk=cfg.mturk, page=page, target=where.target,
                                   guard=_mturk.BudgetGuard(cap_cents(cfg.campaign.budget_usd)),
                                   retry_wait_s=retry_wait_s, retry_max_wait_s=max(retry_wait_s, 60.0),
@@ -706,7 +709,9 @@ def region_truth(vr: VideoRun) -> np.ndarray:
 def local_crowd(vr: VideoRun) -> VideoCrowd:
     """Start crowdprop's local MTurk-compatible endpoint in this process (127.0.0.1, a free port) with
     simulated workers doing the HITs (:class:`crowdprop.video.localcrowd.EndpointWorkers`), and a
-    :class:`VideoCrowd` publishing on it through boto3. The endpoint stops with :meth:`VideoCrowd.close`;
+    :class:`VideoCrowd` publishing on it through boto3. The simulated workers do not look at the
+    pictures: they are linked, not drawn, unless campaign.json's crowd says ``"images": "render"``
+    (as for images). The endpoint stops with :meth:`VideoCrowd.close`;
     a round that was in progress on an earlier process's endpoint is asked again (:func:`discard_stale`)."""
     from ..crowd.factory import local_client
     from ..crowd.targets import Target
@@ -726,7 +731,7 @@ def local_crowd(vr: VideoRun) -> VideoCrowd:
     try:
         workers = EndpointWorkers(local, truth, len(vr.classes), cfg.simulation, cfg.campaign.seed)
         crowd = connect(vr, Target("local", handle.url), client=local_client(handle.url), sleep=workers.step,
-                        clock=clock, retry_wait_s=0.05)
+                        clock=clock, retry_wait_s=0.05, draw=vr.crowd.get("images", "skip") == "render")
     except BaseException:
         handle.stop()
         raise

@@ -323,6 +323,7 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
             answers["kind"] = pd.Series(dtype=str)
             answers["approved"] = pd.Series(dtype=bool)
             answers["worker"] = pd.Series(dtype=str)
+        timing["crowd"] = time.perf_counter() - t0 - timing["select"]  # asking (and, on MTurk, the model's choices)
         write_parquet(jdir / "answers.parquet", answers)
         write_parquet(jdir / "assignments.parquet", assignments)
         atomic_write_text(jdir / "crowd.done", "")
