@@ -376,3 +376,39 @@ def test_a_person_does_the_hits_through_the_endpoints_pages(tmp_path, clip_dir, 
         np.testing.assert_array_equal(ans["answer"].to_numpy(), truth[ans["region"].to_numpy()])
     finally:
         handle.stop()
+
+
+def test_a_local_crowd_stopped_mid_round_asks_the_round_again_with_the_same_answers(
+        tmp_path, clip_dir, checkpoint, hit_config, monkeypatch):
+    """The endpoint of a local crowd lives in its process: run again, the round in progress is asked
+    again from its plan on a new endpoint, and comes out as a run that was not stopped."""
+    from crowdprop.video import localcrowd
+
+    cfg = tmp_path / "one.toml"
+    cfg.write_text(hit_config.read_text().replace("rounds = 2", "rounds = 1"))
+    paths = [tmp_path / "a", tmp_path / "b"]
+    for p in paths:
+        init_video(p, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
+                   gt=clip_dir / "gt", config=cfg, crowd={"kind": "mturk-local"})
+    run(paths[0])
+    step = localcrowd.EndpointWorkers.step
+    calls = []
+
+    def step_then_die(self, seconds=0.0):
+        done = step(self, seconds)
+        calls.append(done)
+        if len(calls) == 2:
+            raise Crash
+        return done
+
+    monkeypatch.setattr(localcrowd.EndpointWorkers, "step", step_then_die)
+    with pytest.raises(Crash):
+        run(paths[1])
+    b = VideoRun(paths[1]).require()
+    assert b.rounds() == [0] and (b.journal_dir(1) / vh.EVENTS).exists()
+    monkeypatch.setattr(localcrowd.EndpointWorkers, "step", step)
+    run(paths[1])
+    a, b = VideoRun(paths[0]).require(), VideoRun(paths[1]).require()
+    cols = ["round", "worker", "question", "region", "kind", "answer", "approved"]
+    assert a.table("answers")[cols].equals(b.table("answers")[cols])
+    assert a.metrics()[-1]["cents"] == b.metrics()[-1]["cents"] and np.array_equal(a.pred(), b.pred())
