@@ -17,7 +17,7 @@ def _common_init(p, required: bool):
     p.add_argument("--model", help="checkpoint of the network (default: the shipped sample's, "
                                    "from crowdprop video pretrain)")
     p.add_argument("--gt", help="folder of ground-truth label maps (replay: simulated workers answer from it)")
-    p.add_argument("--config", help="TOML with [video], [campaign], [crowd], [quality], [simulation]")
+    p.add_argument("--config", help="TOML with [video], [campaign], [crowd], [quality], [simulation], [mturk]")
     p.add_argument("--seed", type=int, help="override [campaign] seed")
     p.add_argument("--granularity", choices=["frame", "patch", "superpixel"], help="override [video] granularity")
     p.add_argument("--method", choices=["active", "uncertainty", "random", "keyframe"],
