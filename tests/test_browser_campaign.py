@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from crowdprop.campaign.backends import local_endpoint_backend
+from crowdprop.crowd.factory import local_endpoint_backend
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign
 from crowdprop.commands.replay import sample_images, sample_paths

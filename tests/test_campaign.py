@@ -8,7 +8,7 @@ import pytest
 
 from conftest import GT_JSON, RESULTS_JSON
 from crowdprop.campaign import store as store_mod
-from crowdprop.campaign.backends import simulated_backend
+from crowdprop.crowd.factory import simulated_backend
 from crowdprop.campaign.export import export_accepted, final_status
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign, load_state

@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from conftest import GT_JSON, RESULTS_JSON
-from crowdprop.campaign.backends import simulated_backend
+from crowdprop.crowd.factory import simulated_backend
 from crowdprop.campaign.export import SOURCES, final_labels, final_status
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign

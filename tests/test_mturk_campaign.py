@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crowdprop.campaign import backends as bk
-from crowdprop.campaign.backends import local_endpoint_backend, make_backend, mturk_backend, simulated_backend
 from crowdprop.campaign.export import final_status
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign
@@ -29,6 +27,9 @@ from crowdprop.campaign.store import RunDir
 from crowdprop.cli import main
 from crowdprop.commands.replay import sample_paths
 from crowdprop.config import SimulationSection
+from crowdprop.crowd.factory import local_endpoint_backend, make_backend, mturk_backend, simulated_backend
+from crowdprop.crowd.resume import MTurkCrowd
+from crowdprop.crowd.targets import record_target, resolve_target
 from crowdprop.errors import InputError
 from crowdprop.io import atomic_write_text
 from crowdprop.mturk_local import LocalMTurk, ManualClock, serve, truth_from_masks
@@ -108,7 +109,7 @@ def test_local_endpoint_replay_decides_exactly_as_the_in_process_crowd(base_run,
     sim_rd = perfect_sim
 
     crowd = make_backend(local_rd)
-    assert isinstance(crowd, bk.MTurkCrowd) and crowd.handle.url.startswith("http://127.0.0.1:")
+    assert isinstance(crowd, MTurkCrowd) and crowd.handle.url.startswith("http://127.0.0.1:")
     try:
         res = Campaign(local_rd, crowd, progress=False).run()
     finally:
@@ -226,9 +227,9 @@ def test_crash_between_create_hit_and_its_record_makes_no_second_hit(base_run, t
     clock = ManualClock()
     handle = endpoint_for(rd, clock=clock)
     try:
-        where = bk.resolve_target(rd, endpoint_url=handle.url)
+        where = resolve_target(rd, endpoint_url=handle.url)
         assert where.target == "local"
-        bk.record_target(rd, where)
+        record_target(rd, where)
         raw = mturk_backend(rd, where)
         crowd = mturk_backend(rd, where, client=CrashAfterCreate(raw.backend.client, 3))
         with pytest.raises(Crash) as crash:

@@ -118,7 +118,7 @@ def test_labels_and_mask_ids(replay):
 
 
 def test_the_feedback_sent_to_workers_outlives_the_journal(replay, tmp_path):
-    from crowdprop.campaign.backends import simulated_backend
+    from crowdprop.crowd.factory import simulated_backend
     from crowdprop.campaign.loop import Campaign
 
     run = tmp_path / "run"

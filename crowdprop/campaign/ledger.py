@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..crowd.base import Fees
-from ..money import cents
+from ..money import cap_cents, cents, usd
 from .store import RunDir
 
 FEES = Fees()
@@ -87,6 +87,27 @@ def hits_reward_cents(hits: pd.DataFrame) -> np.ndarray:
     if "reward_cents" in hits:
         return hits["reward_cents"].to_numpy(np.int64)
     return np.array([cents(x) for x in hits["reward_usd"]], dtype=np.int64)
+
+
+def hit_cost_estimate(run: RunDir) -> dict:
+    """What the remaining budget buys: ``remaining_usd``, ``spent_usd``, ``hit_usd``, ``hits``.
+
+    ``hit_usd`` is the most one full HIT can cost (every assignment approved,
+    MTurk's fee included); ``hits`` how many of those the remaining budget pays.
+    Computed in cents; dollars are the view.
+    """
+    from ..hits.batching import reward_cents_for
+
+    cfg = run.config
+    spent = spent_cents(run)
+    remaining = max(0, cap_cents(cfg.campaign.budget_usd) - spent)
+    n = cfg.crowd.assignments_per_hit
+    reward = reward_cents_for(cfg.crowd.questions_per_hit, cfg.crowd)
+    per_hit = FEES.hit_cost_cents(reward, n)
+    return {"spent_usd": usd(spent), "remaining_usd": usd(remaining), "hit_usd": usd(per_hit),
+            "reward_usd": usd(reward), "fee_usd": usd(FEES.assignment_fee_cents(reward, n)),
+            "hits": remaining // per_hit if per_hit > 0 else 0,
+            "questions_per_hit": cfg.crowd.questions_per_hit, "assignments": n}
 
 
 # -------------------------------------------------------------------- actions outside the round loop

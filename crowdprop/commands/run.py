@@ -52,7 +52,7 @@ def register(p):
 
 def _confirm_production(rd, backend, *, assume_yes: bool) -> bool:
     """Print what the remaining budget buys and the balance; ask to type yes (unless ``assume_yes``)."""
-    from ..campaign.backends import hit_cost_estimate
+    from ..campaign.ledger import hit_cost_estimate
 
     e = hit_cost_estimate(rd)
     cfg = rd.config

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crowdprop.campaign.backends import simulated_backend
+from crowdprop.crowd.factory import simulated_backend
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign, load_state
 from crowdprop.campaign.store import RunDir

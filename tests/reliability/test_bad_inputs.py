@@ -160,7 +160,7 @@ GOLD_CASES = [
 @pytest.fixture(scope="module")
 def run_copy_src(tmp_path_factory, sample_run):
     """A run directory that has done one round (simulated crowd), to check nothing in it changes."""
-    from crowdprop.campaign.backends import simulated_backend
+    from crowdprop.crowd.factory import simulated_backend
     from crowdprop.campaign.loop import Campaign
 
     rd = clone(sample_run, tmp_path_factory.mktemp("bad") / "run", {"kind": "simulated"})
@@ -293,9 +293,10 @@ def _drop_half(xml: str) -> str:
 
 
 def test_hostile_answers_are_flagged_rejected_and_never_used(sample_run, tmp_path):
-    from crowdprop.campaign import backends as bk
     from crowdprop.campaign.export import final_status
     from crowdprop.campaign.loop import Campaign, load_state
+    from crowdprop.crowd.factory import local_client, mturk_backend
+    from crowdprop.crowd.targets import record_target, resolve_target
     from crowdprop.mturk_local import LocalMTurk, serve, truth_from_masks
     from crowdprop.replay.workers import WorkerPool
 
@@ -321,10 +322,10 @@ def test_hostile_answers_are_flagged_rejected_and_never_used(sample_run, tmp_pat
     local = LocalMTurk(truth_from_masks(rd.masks, correct_iou=cfg.campaign.correct_iou),
                        WorkerPool.build(cfg.simulation, cfg.campaign.seed), images_dir=rd.path / "hit_images")
     with serve(local) as h:
-        where = bk.resolve_target(rd, endpoint_url=h.url)
-        bk.record_target(rd, where)
-        client = HostileClient(bk.local_client(h.url), tamper)
-        crowd = bk.mturk_backend(rd, where, client=client)
+        where = resolve_target(rd, endpoint_url=h.url)
+        record_target(rd, where)
+        client = HostileClient(local_client(h.url), tamper)
+        crowd = mturk_backend(rd, where, client=client)
         res = Campaign(rd, crowd, progress=False).run(max_rounds=1)
         led = local.ledger(entries=False)
         states = {aid: local.call("GetAssignment", {"AssignmentId": aid})["Assignment"]["AssignmentStatus"]

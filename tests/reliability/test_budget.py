@@ -10,9 +10,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crowdprop.campaign import backends as bk
+from crowdprop.campaign.ledger import hit_cost_estimate, record_action
 from crowdprop.campaign.loop import Campaign
 from crowdprop.crowd.base import Fees
+from crowdprop.crowd.factory import local_endpoint_backend
 from crowdprop.hits.batching import reward_cents_for
 from crowdprop.money import cap_cents, fmt
 
@@ -41,7 +42,7 @@ def test_spend_never_passes_the_cap(sample_run, tmp_path_factory, case):
     crowd_cfg, budget = case
     rd = clone(sample_run, tmp_path_factory.mktemp("budget") / "r", LOCAL, crowd=crowd_cfg,
                campaign={"budget_usd": budget})
-    crowd = bk.local_endpoint_backend(rd)
+    crowd = local_endpoint_backend(rd)
     try:
         res = Campaign(rd, crowd, progress=False).run()
         led = crowd.local.ledger()
@@ -69,3 +70,30 @@ def test_spend_never_passes_the_cap(sample_run, tmp_path_factory, case):
         assert res.stop_reason == "no candidates left"
     if cap < full_hit and cap < a * 2:  # not even the smallest HIT (1 cent + 1 cent fee) fits
         assert charged == 0 and rd.rounds() == []
+
+
+def test_hit_cost_estimate_is_what_the_remaining_budget_buys(sample_run, tmp_path):
+    """What ``crowdprop run --target production`` prints before publishing: the cap (rounded down to a
+    cent) less what was paid, in full HITs of every assignment approved with MTurk's fee."""
+    rd = clone(sample_run, tmp_path / "r", crowd=dict(questions_per_hit=20, golds_per_hit=2, assignments_per_hit=3,
+                                                      reward_usd=0.07), campaign={"budget_usd": 1.009})
+    # 7 cents reward + 1 cent fee (20 % of 7 rounded half up, at least 1), 3 assignments: 24 cents a HIT
+    assert hit_cost_estimate(rd) == {"spent_usd": 0.0, "remaining_usd": 1.0, "hit_usd": 0.24, "reward_usd": 0.07,
+                                     "fee_usd": 0.01, "hits": 4, "questions_per_hit": 20, "assignments": 3}
+    # a bonus sent with `crowdprop bonus` is paid; one MTurk refused is not
+    record_action(rd, {"action": "bonus", "id": "b1", "event": "send", "bonus_cents": 30, "fee_cents": 6})
+    record_action(rd, {"action": "bonus", "id": "b2", "event": "send", "bonus_cents": 50, "fee_cents": 10})
+    record_action(rd, {"id": "b2", "event": "refused", "code": "RequestError"})
+    e = hit_cost_estimate(rd)
+    assert (e["spent_usd"], e["remaining_usd"], e["hits"]) == (0.36, 0.64, 2)
+    record_action(rd, {"action": "bonus", "id": "b3", "event": "send", "bonus_cents": 70, "fee_cents": 14})
+    e = hit_cost_estimate(rd)
+    assert (e["spent_usd"], e["remaining_usd"], e["hits"]) == (1.2, 0.0, 0)  # over the cap: nothing left
+
+    # 13 cents reward + 3 cents fee (20 % of 13 is 2.6, rounded half up), 9 assignments: 144 cents a HIT;
+    # $2.879 caps at 287 cents (rounded down), one HIT short of two
+    rd9 = clone(sample_run, tmp_path / "r9", crowd=dict(questions_per_hit=20, golds_per_hit=2,
+                                                        assignments_per_hit=9, reward_usd=0.13),
+                campaign={"budget_usd": 2.879})
+    e = hit_cost_estimate(rd9)
+    assert (e["fee_usd"], e["hit_usd"], e["remaining_usd"], e["hits"]) == (0.03, 1.44, 2.87, 1)

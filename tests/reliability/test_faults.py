@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crowdprop.campaign import backends as bk
 from crowdprop.campaign.export import final_status
 from crowdprop.campaign.loop import Campaign
+from crowdprop.crowd.factory import mturk_backend
+from crowdprop.crowd.targets import record_target, resolve_target
 from crowdprop.mturk_local import FaultConfig, LocalMTurk, serve, truth_from_masks
 from crowdprop.replay.workers import WorkerPool
 
@@ -25,9 +26,9 @@ def campaign_on_endpoint(rd, faults: FaultConfig | None):
                        images_dir=rd.path / "hit_images")
     handle = serve(local)
     try:
-        where = bk.resolve_target(rd, endpoint_url=handle.url)
-        bk.record_target(rd, where)
-        crowd = bk.mturk_backend(rd, where, retry_wait_s=0.002)
+        where = resolve_target(rd, endpoint_url=handle.url)
+        record_target(rd, where)
+        crowd = mturk_backend(rd, where, retry_wait_s=0.002)
         res = Campaign(rd, crowd, progress=False).run()
         crowd.close()
         return res, local.ledger(entries=False)

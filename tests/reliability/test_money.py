@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from crowdprop.campaign import backends as bk
 from crowdprop.campaign.loop import Campaign
 from crowdprop.campaign.store import LOCK_OWNER, RunDir
 from crowdprop.cli import main
+from crowdprop.crowd.factory import local_client, mturk_backend
 from crowdprop.crowd.mturk import BudgetGuard
+from crowdprop.crowd.targets import record_target, resolve_target
 from crowdprop.errors import BudgetExhausted
 from crowdprop.io import atomic_write_text
 from crowdprop.mturk_local import LocalMTurk, ManualClock, page_questions, serve, truth_from_masks
@@ -58,12 +59,12 @@ class Rig:
                                 images_dir=rd.path / "hit_images", **kw)
         self.handle = serve(self.local)
         self.url = self.handle.url
-        self.client = bk.local_client(self.url)
+        self.client = local_client(self.url)
 
     def crowd(self, rd: RunDir):
-        where = bk.resolve_target(rd, endpoint_url=self.url)
-        bk.record_target(rd, where)
-        return bk.mturk_backend(rd, where, retry_wait_s=0.002)
+        where = resolve_target(rd, endpoint_url=self.url)
+        record_target(rd, where)
+        return mturk_backend(rd, where, retry_wait_s=0.002)
 
     def campaign(self, rd: RunDir, crowd=None, **kw) -> Campaign:
         return Campaign(rd, crowd if crowd is not None else self.crowd(rd), progress=False, clock=ticks(), **kw)

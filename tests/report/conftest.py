@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crowdprop.campaign.backends import simulated_backend
+from crowdprop.crowd.factory import simulated_backend
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign
 from crowdprop.campaign.store import RunDir

@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from crowdprop.campaign.backends import simulated_backend
+from crowdprop.crowd.factory import simulated_backend
 from crowdprop.campaign.export import final_status
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign
