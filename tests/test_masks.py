@@ -383,3 +383,28 @@ def test_images_checked_together_read_like_one_by_one(tmp_path, images, expect):
     with pytest.raises(InputError) as e:
         load_ground_truth(p)
     assert str(e.value) == f"{p}: {expect}"
+
+
+def test_write_instances_writes_each_mask_as_a_coco_annotation(tmp_path):
+    from crowdprop.masks import write_instances
+
+    masks = pd.DataFrame({"mask_id": [7, 9], "image_id": [1, 2], "category_id": [3, 3], "score": [0.5, 0.25],
+                          "pred_iou": [0.1, 0.2], "height": np.array([4, 5], dtype=np.int32),
+                          "width": np.array([6, 7], dtype=np.int32), "rle": ["0b0", "1c0"], "area": [4.0, 5.0],
+                          "bbox_x": [0.0, 1.0], "bbox_y": [1.0, 2.0], "bbox_w": [2.0, 3.0], "bbox_h": [3.0, 4.0]})
+    images = pd.DataFrame({"id": [1, 2], "file_name": ["a.jpg", "b.jpg"], "height": [4, 5], "width": [6, 7]})
+    cats = pd.DataFrame({"id": [3], "name": ["cat"], "supercategory": ["animal"]})
+    n = write_instances(tmp_path / "out.json", masks, images, cats, info={"description": "x"},
+                        attributes=[{"crowdprop_label": "accepted"}, {"crowdprop_label": "open"}])
+    got = json.loads((tmp_path / "out.json").read_text())
+    assert n == 2
+    assert got["info"] == {"description": "x"} and got["categories"] == [{"id": 3, "name": "cat",
+                                                                          "supercategory": "animal"}]
+    assert got["images"] == [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 6},
+                             {"id": 2, "file_name": "b.jpg", "height": 5, "width": 7}]
+    assert got["annotations"] == [
+        {"id": 7, "image_id": 1, "category_id": 3, "segmentation": {"size": [4, 6], "counts": "0b0"}, "area": 4.0,
+         "bbox": [0.0, 1.0, 2.0, 3.0], "iscrowd": 0, "score": 0.5, "attributes": {"crowdprop_label": "accepted"}},
+        {"id": 9, "image_id": 2, "category_id": 3, "segmentation": {"size": [5, 7], "counts": "1c0"}, "area": 5.0,
+         "bbox": [1.0, 2.0, 3.0, 4.0], "iscrowd": 0, "score": 0.25, "attributes": {"crowdprop_label": "open"}}]
+    assert all(isinstance(a["area"], float) and isinstance(a["id"], int) for a in got["annotations"])
