@@ -220,3 +220,15 @@ def test_a_simulated_crowds_journal_is_not_fsynced(run, monkeypatch):
     (run / "campaign.json").write_text(json.dumps(camp))
     RunDir(run).journal_append(9, "published", {"token": "u"})
     assert len(calls) == 1 and RunDir(run).journal_lines(9, "published") == [{"token": "t"}, {"token": "u"}]
+
+
+def test_labels_written_in_the_background_are_on_disk_when_a_nested_lock_ends(run):
+    st = _state(run)
+    final = st.final.copy()
+    final[0] = 0 if final[0] == 1 else 1
+    outer, inner = RunDir(run), RunDir(run)
+    with outer.lock():
+        with inner.lock():  # the same directory through another object: re-entrant
+            inner.write_labels(final, st.source, st.decided_round, wait=False)
+        assert "_labels_writer" not in inner.__dict__
+        assert pd.read_parquet(run / "labels.parquet").loc[0, "label"] == ("rejected" if final[0] == 0 else "accepted")

@@ -443,6 +443,7 @@ class RunDir:
             _HELD[key] += 1
             try:
                 yield self
+                self.wait_labels()  # this object's labels.parquet is written when its block ends
             finally:
                 _HELD[key] -= 1
             return
