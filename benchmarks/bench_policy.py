@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crowdprop.campaign.backends import simulated_backend
+from crowdprop.crowd.factory import simulated_backend
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign
 from crowdprop.campaign.store import RunDir
@@ -84,7 +84,11 @@ def fmt(rows: list[tuple[str, str, dict]]) -> None:
 
 
 def coverage(rows) -> None:
-    print(f"{'data':>12} {'policy':>7} {'seeds':>5} {'covered':>7} {'mean |est-true|':>15} {'posterior covered':>17}")
+    """Per data set and policy: the share of seeds whose audited interval contains the truth, the
+    mean absolute and the mean signed error (a bias shows in the sign), the posterior's coverage,
+    and per decision source the mean signed error of its audited estimate."""
+    print(f"{'data':>12} {'policy':>7} {'seeds':>5} {'covered':>7} {'mean |est-true|':>15} {'mean est-true':>13} "
+          f"{'posterior covered':>17}  {'est-true by source (cluster / verifier / direct)':>40}")
     agg: dict = {}
     for label, pname, t in rows:
         agg.setdefault((label, pname), []).append(t)
@@ -93,7 +97,15 @@ def coverage(rows) -> None:
         cov = np.mean([t["est_precision_lo"] <= t["true_precision"] <= t["est_precision_hi"] for t in ok])
         pcov = np.mean([t["posterior_precision_lo"] <= t["true_precision"] <= t["posterior_precision_hi"] for t in ok])
         err = np.mean([abs(t["est_precision"] - t["true_precision"]) for t in ok])
-        print(f"{label:>12} {pname:>7} {len(ok):>5} {cov:>7.2f} {err:>15.3f} {pcov:>17.2f}")
+        bias = np.mean([t["est_precision"] - t["true_precision"] for t in ok])
+        by = []
+        for src in ("cluster", "verifier", "direct"):
+            e = [t["by_source"][src]["est"] - t["by_source"][src]["true_precision"] for t in ok
+                 if (t.get("by_source") or {}).get(src, {}).get("est") is not None
+                 and t["by_source"][src].get("true_precision") is not None]
+            by.append(f"{np.mean(e):+.3f}" if e else "-")
+        print(f"{label:>12} {pname:>7} {len(ok):>5} {cov:>7.2f} {err:>15.3f} {bias:>+13.3f} {pcov:>17.2f}  "
+              f"{' / '.join(by):>40}")
 
 
 def main() -> None:

@@ -104,6 +104,11 @@ class PolicySection(Section):
     ``risk_size_cap`` masks for larger clusters: a fixed number of masks, so a cluster of
     100,000 needs far more answers than one of 100)."""
     risk_size_cap: int = 2000
+    accept_floor: float = 0.80
+    """Target policy: a cluster of at most ``risk_size_cap`` masks that its own answers cannot
+    certify is still accepted when its class's accepted set, with it, keeps a lower bound over
+    the target at ``target_confidence`` (the surplus of purer masks pays for it) and its own
+    estimated precision is at least this. 1.0 turns set-level acceptance off."""
     audit_share: float = 0.10
     """Share of non-gold questions spent on audits (every policy): uniform samples of
     what was decided without a direct answer, from which precision is reported."""
@@ -119,6 +124,10 @@ class PolicySection(Section):
     target_precision + this margin (audits raise it when the verifier falls short)."""
     verifier_reject: float = 0.10
     """The verifier rejects a mask when its calibrated probability is at most this."""
+    verifier_scope: str = "small"
+    """Which unanswered masks the verifier may settle: ``all`` open masks (inside large
+    clusters too: their cluster is then decided on the masks left), or ``small``: only
+    members of clusters too small to split."""
     active_share: float = 0.5
     """Target policy with a fitted verifier: each round asks about this share of the masks
     that small clusters leave unsettled, chosen for uncertainty and diversity."""
@@ -151,6 +160,8 @@ class PolicySection(Section):
         v.check(self.verifier_min_answers >= 10, "verifier_min_answers", "must be >= 10")
         v.check(0.0 <= self.verifier_margin < 0.5, "verifier_margin", "must be in [0, 0.5)")
         v.check(0.0 <= self.verifier_reject < 0.5, "verifier_reject", "must be in [0, 0.5)")
+        v.check(0.5 <= self.accept_floor <= 1.0, "accept_floor", "must be in [0.5, 1]")
+        v.check(self.verifier_scope in ("all", "small"), "verifier_scope", "must be 'all' or 'small'")
         v.check(0.0 < self.active_share <= 1.0, "active_share", "must be in (0, 1]")
         v.check(0.0 <= self.random_share < 1.0, "random_share", "must be in [0, 1)")
 

@@ -131,11 +131,11 @@ def replay_decisions_on(forest, status: np.ndarray, decisions: pd.DataFrame) -> 
 
 
 SMALL_POOL = 50
+"""Target policy: an active pool of at most this many masks is asked whole."""
 CLASS_MIN_AUDITS = 10
+"""Audits of a class's accepted masks before the controller acts on that class's estimate."""
 NO_CANDIDATES = "no candidates left"
 """Stop reason of a campaign whose tree has nothing left worth asking about (recorded in campaign.json)."""
-"""Audits of a class's accepted masks before the controller acts on that class's estimate."""
-"""Target policy: an active pool of at most this many masks is asked whole."""
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
@@ -422,17 +422,24 @@ class Campaign(CrowdWork):
         verdict = state.verdict.copy()
         verdicts = _empty(VERDICT_COLUMNS)
         if fitted:
-            # Settle masks one by one where the tree leaves them to per-mask checks: members of
-            # small open clusters (after this round's free splits) without an answer or verdict.
-            probe = status.copy()
-            plan_target(self.forest, probe, node_quality, state.label_p, state.cluster_p,
-                        TargetContext(sens, spec, pd.DataFrame(), verdict, False, tol), pc,
-                        np.random.default_rng(0))
-            small_open = np.flatnonzero((probe == NODE_OPEN) & (((self.forest.end - self.forest.start) <= pc.min_cluster_size)
-                                                            | (self.forest.left < 0)))
-            if len(small_open):
-                members = np.concatenate([self.forest.members(int(x)) for x in small_open])
+            # Settle masks one by one: open masks without an answer or verdict, anywhere or (scope
+            # "small") in small open clusters after this round's free splits.
+            if pc.verifier_scope == "all":
+                # every open mask without an answer or verdict (a large cluster is then decided on
+                # the members left: its sample and size count only unsettled masks)
+                members = np.flatnonzero(~settled_mask(state.label_p, verdict) & (state.final < 0))
+            else:
+                probe = status.copy()
+                plan_target(self.forest, probe, node_quality, state.label_p, state.cluster_p,
+                            TargetContext(sens, spec, pd.DataFrame(), verdict, False, tol), pc,
+                            np.random.default_rng(0))
+                small_open = np.flatnonzero((probe == NODE_OPEN)
+                                            & (((self.forest.end - self.forest.start) <= pc.min_cluster_size)
+                                               | (self.forest.left < 0)))
+                members = (np.concatenate([self.forest.members(int(x)) for x in small_open]) if len(small_open)
+                           else np.zeros(0, dtype=np.int64))
                 members = members[~settled_mask(state.label_p, verdict)[members]]
+            if len(members):
                 acc = members[p[members] >= thr]
                 rej = members[p[members] <= pc.verifier_reject]
                 verdict[acc] = 1
@@ -471,7 +478,7 @@ class Campaign(CrowdWork):
         nodes = np.array(plan.nodes, dtype=np.int64)
         node_quality = self.node_quality
         if cfg.policy.name == "target":
-            from ..policy.target import TargetContext, decide_target, decided_history
+            from ..policy.target import TargetContext, class_slack, decide_target, decided_history
             from .evidence import cluster_labels, crowd_noise, noise_means, verdict_arrays
 
             # Everything from the committed state and the round's (journaled) plan and answers, so a
@@ -481,9 +488,12 @@ class Campaign(CrowdWork):
             verdicts = pd.concat([run.read_rounds("verdicts"), planned.extra["verdicts"]], ignore_index=True)
             noise = crowd_noise(answers_all, run.golds)
             sens, spec = noise_means(noise)
+            slack = class_slack(self.forest, state.status, state.final, state.source, state.decisions, state.verdict_p,
+                                self.run_dir.masks["category_id"].to_numpy(np.int64), cfg.policy.target_precision,
+                                cfg.policy.credible) if state.final is not None else None
             ctx = TargetContext(sens, spec, decided_history(self.forest, state.decisions),
                                 verdict_arrays(verdicts, self.n)[0], bool(ctl["verifier_fitted"]),
-                                float(ctl["risk_tolerance"]))
+                                float(ctl["risk_tolerance"]), slack)
             dec = decide_target(self.forest, nodes, label_p, cluster_labels(label_p, answers_all), ctx, cfg.policy,
                                 node_quality)
         else:
@@ -509,7 +519,7 @@ class Campaign(CrowdWork):
         verifier's threshold (withdrawing its accepts under the new one) or halve the cluster
         risk tolerance and re-open the accepted clusters that no longer pass with their audits;
         per class likewise. ``noise``: the crowd's noise with this round's golds, from _decide."""
-        from ..policy.audit import CLUSTER, VERIFIER, audited_precision, short_classes, valid_audits
+        from ..policy.audit import CLUSTER, VERIFIER, audit_roles, audited_precision, short_classes, valid_audits
         from ..policy.risk import risk_decision
         from ..policy.target import decided_history
         from .evidence import direct_rounds, node_rounds, verdict_arrays
@@ -528,7 +538,9 @@ class Campaign(CrowdWork):
                                              verdict_round=v_round, direct_round=direct_rounds(answers_all, self.n))
         audits = pd.concat([state.audits, planned.extra["audits"]], ignore_index=True) \
             if state.audits is not None and len(state.audits) else planned.extra["audits"]
-        ok = valid_audits(audits, answers_all, final, source, decided)
+        # Only the controlling share of the audits steers (policy.audit: roles); the rest stay an
+        # unbiased sample of whatever the controls leave accepted.
+        ok = audit_roles(valid_audits(audits, answers_all, final, source, decided), True)[1]
         conf = 2 * pc.target_confidence - 1.0  # a one-sided bound is the lower end of this interval
         est = audited_precision(final, source, ok, noise, credible=conf,
                                 rng=np.random.default_rng([self.cfg.campaign.seed, r, 13]))

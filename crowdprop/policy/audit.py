@@ -30,6 +30,16 @@ estimator
     audit yet contributes ``theta ~ U(0, 1)``: unaudited masks widen the interval
     instead of being trusted.
 
+roles
+    A policy that acts on audits (the ``target`` policy re-opens clusters whose audits
+    say no, tightens sources and classes whose audits fall short) would bias an
+    estimate built from the same audits: the masks whose audits said no leave the
+    accepted set, and the audits that stay are the lucky ones. So each audit has a role,
+    fixed by a hash of its round and mask (:func:`control_role`): about
+    :data:`CONTROL_SHARE` of them steer the controls and the rest estimate; neither half
+    sees the other's answers, and what the controls remove is independent of the
+    estimating half. A policy that never acts on audits (``paper``) estimates from all.
+
 Pure functions; randomness only through the generator passed in.
 """
 from __future__ import annotations
@@ -45,6 +55,46 @@ AUDIT_COLUMNS = ["round", "mask_row", "source", "label", "decided_round", "frame
 REJECT_AUDIT_WEIGHT = 0.25
 """Rejected masks are audited at a quarter of the rate of accepted ones: they do not
 change the precision of what is delivered, only what was thrown away."""
+
+
+CONTROL_SHARE = 1.0 / 3.0
+"""Share of audits that steer the target policy's controls (the rest estimate precision)."""
+
+
+def control_role(round_, mask_row) -> np.ndarray:
+    """Whether each audit (its round and mask row) steers the controls rather than estimates.
+
+    A fixed hash (splitmix64 of both numbers), so a resumed campaign and the report give every
+    audit the same role without storing it; about :data:`CONTROL_SHARE` of audits are controls."""
+    with np.errstate(over="ignore"):
+        x = (np.asarray(mask_row, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+             + np.asarray(round_, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03))
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < CONTROL_SHARE
+
+
+def audit_roles(ok: pd.DataFrame, acts: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split :func:`valid_audits` rows into (estimating, controlling) halves.
+
+    ``acts``: whether the policy acts on audits; when it does not, every audit estimates
+    and none controls."""
+    if not acts or len(ok) == 0:
+        return ok, ok.iloc[:0]
+    ctl = control_role(ok["round"].to_numpy(np.int64), ok["mask_row"].to_numpy(np.int64))
+    key = ["round", "source", "label"]
+    n_all = ok.groupby(key)["mask_row"].transform("size").to_numpy(np.float64)
+
+    def part(sel: np.ndarray) -> pd.DataFrame:
+        # each half keeps its stratum's total weight (weight = frame / audits drawn in this half)
+        g = ok[sel]
+        n_part = g.groupby(key)["mask_row"].transform("size").to_numpy(np.float64)
+        return g.assign(weight=g["weight"].to_numpy(np.float64) * n_all[sel] / n_part).reset_index(drop=True)
+
+    return part(~ctl), part(ctl)
 
 
 def plan_audits(final: np.ndarray, source: np.ndarray, decided_round: np.ndarray, *, round_: int,
@@ -100,19 +150,19 @@ class Estimate:
 
 def valid_audits(audits: pd.DataFrame, answers: pd.DataFrame, final: np.ndarray, source: np.ndarray,
                  decided_round: np.ndarray) -> pd.DataFrame:
-    """Answered audits of masks still labeled as when they were drawn: ``mask_row, source,
+    """Answered audits of masks still labeled as when they were drawn: ``round, mask_row, source,
     label, weight, yes`` (``yes``: the share of usable audit answers saying correct)."""
     if audits is None or len(audits) == 0 or answers is None or len(answers) == 0:
-        return pd.DataFrame(columns=["mask_row", "source", "label", "weight", "yes"])
+        return pd.DataFrame(columns=["round", "mask_row", "source", "label", "weight", "yes"])
     a = answers[answers["used"].astype(bool) & (answers["kind"] == "audit")]
     if len(a) == 0:
-        return pd.DataFrame(columns=["mask_row", "source", "label", "weight", "yes"])
+        return pd.DataFrame(columns=["round", "mask_row", "source", "label", "weight", "yes"])
     yes = a.groupby(["round", "mask_row"])["label"].mean().rename("yes").reset_index()
     m = audits.merge(yes, on=["round", "mask_row"], how="inner")
     rows = m["mask_row"].to_numpy(np.int64)
     still = ((source[rows] == m["source"].to_numpy()) & (final[rows] == m["label"].to_numpy())
              & (decided_round[rows] == m["decided_round"].to_numpy()))
-    return m.loc[still, ["mask_row", "source", "label", "weight", "yes"]].reset_index(drop=True)
+    return m.loc[still, ["round", "mask_row", "source", "label", "weight", "yes"]].reset_index(drop=True)
 
 
 def audited_precision(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataFrame,

@@ -293,12 +293,6 @@ def mask_labels(forest: Forest, status: np.ndarray, label_p: np.ndarray, verdict
     final = np.full(n, -1, dtype=np.int8)
     source = np.zeros(n, dtype=np.int8)
     rnd = np.zeros(n, dtype=np.int64)
-    if verdict is not None:
-        has_v = verdict >= 0
-        final[has_v] = verdict[has_v]
-        source[has_v] = 2
-        if verdict_round is not None:
-            rnd[has_v] = verdict_round[has_v]
     in_acc = _range_fill(forest, acc, np.ones(len(acc), dtype=np.int64), n) > 0
     in_rej = _range_fill(forest, rej, np.ones(len(rej), dtype=np.int64), n) > 0
     final[in_acc] = 1
@@ -308,6 +302,14 @@ def mask_labels(forest: Forest, status: np.ndarray, label_p: np.ndarray, verdict
         dec = np.concatenate([acc, rej])
         r_pos = _range_fill(forest, dec, node_round[dec].astype(np.int64), n)
         rnd[in_acc | in_rej] = r_pos[in_acc | in_rej]
+    if verdict is not None:
+        # A cluster is sampled and decided on its members without a verdict, so a verdict
+        # stands inside a decided cluster.
+        has_v = verdict >= 0
+        final[has_v] = verdict[has_v]
+        source[has_v] = 2
+        if verdict_round is not None:
+            rnd[has_v] = verdict_round[has_v]
     direct = ~np.isnan(label_p)
     final[direct] = (label_p[direct] >= 0.5).astype(np.int8)
     source[direct] = 3

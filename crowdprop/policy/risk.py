@@ -24,8 +24,9 @@ expected shortfall
     is accepted on 15 answers).
 decision
     accept / reject when its loss is under ``tol``; split early when the posterior is
-    confidently between the bars (the cluster is mixed); else ask another batch, up
-    to ``k_cap(size)`` answers, then split.
+    confidently between the bars (the cluster is mixed) or gives the cluster less than
+    :data:`HOPELESS` probability of reaching the target; else ask another batch, up to
+    ``k_cap(size)`` answers, then split.
 
 Pure functions over arrays; nothing here touches disk or network.
 """
@@ -43,6 +44,10 @@ ACCEPT, REJECT, SPLIT, WAIT = (Decision.ACCEPT.value, Decision.REJECT.value, Dec
 REJECT_TOLERANCE = 5.0
 """A wrong reject costs recall, a wrong accept the precision the target promises: rejecting
 tolerates this many times the expected shortfall that accepting does."""
+HOPELESS = 0.2
+"""A cluster whose answers give it less than this probability of being at the target is split
+at once (asking more would mostly buy answers on a cluster that will be split anyway; the
+set-level rule of :func:`crowdprop.policy.target.set_accept` may still accept it)."""
 DEPTH_BANDS = np.array([0, 1, 2, 3, 5, 9, 17, 33])
 """Lower edges of the depth bands that share an empirical-Bayes prior."""
 
@@ -160,6 +165,7 @@ def risk_decision(yes, n, size, a0, b0, *, target: float, reject: float, sens: f
     out[ready & (n >= cap)] = SPLIT
     mixed = ready & (p_below >= confidence) & (p_above_rej >= confidence)
     out[mixed] = SPLIT
+    out[ready & (p_below >= 1.0 - HOPELESS) & (p_above_rej >= confidence)] = SPLIT
     out[ready & (loss_rej <= REJECT_TOLERANCE * allowed)] = REJECT
     out[ready & (loss_acc <= allowed)] = ACCEPT
     return out

@@ -47,6 +47,9 @@ class TargetContext:
     """Whether a verifier is fitted this round (small clusters then feed the active pool)."""
     tol: float = 0.01
     """Risk tolerance per mask (the audits may lower it; see policy.risk.tolerance)."""
+    slack: dict | None = None
+    """Per class, ``(surplus, variance)`` of what it has accepted so far (:func:`class_slack`):
+    room for clusters accepted on the class's set-level precision (:func:`set_accept`)."""
 
 
 def settled_mask(label_p: np.ndarray, verdict: np.ndarray) -> np.ndarray:
@@ -88,6 +91,96 @@ def _cluster_decisions(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, c
                         sens=ctx.sens, spec=ctx.spec, tol=ctx.tol, k=cfg.k, min_answers=cfg.batch,
                         confidence=cfg.target_confidence, size_cap=cfg.risk_size_cap)
     return dec, yes, n_lab, a0, b0, size
+
+
+DIRECT_PRECISION = 0.97
+"""Precision assumed for masks accepted on their own answers when counting a class's surplus
+(the audits measure it; 95 % workers with one answer per mask give about this)."""
+
+
+def class_slack(forest: Forest, status: np.ndarray, final: np.ndarray, source: np.ndarray,
+                decisions: pd.DataFrame | None, verdict_p: np.ndarray | None, category: np.ndarray,
+                target: float, credible: float) -> dict[int, tuple[float, float]]:
+    """Per class, the accepted set's surplus over the target in masks, ``sum(theta - target)``,
+    and its variance: accepted clusters count with the posterior mean and spread of their
+    verdict (the masks of one cluster move together), verifier accepts with their calibrated
+    probability, direct accepts with :data:`DIRECT_PRECISION`."""
+    from scipy import stats
+
+    from .controller import NODE_ACCEPTED
+
+    out: dict[int, tuple[float, float]] = {}
+    acc = final == 1
+    sur = np.zeros(len(final))
+    var = np.zeros(len(final))
+    if verdict_p is not None:
+        v = acc & (source == 2)
+        p = np.nan_to_num(verdict_p[v], nan=target)
+        sur[v] = p - target
+        var[v] = p * (1 - p)
+    d = acc & (source == 3)
+    sur[d] = DIRECT_PRECISION - target
+    var[d] = DIRECT_PRECISION * (1 - DIRECT_PRECISION)
+    cats = np.unique(category)
+    tot_s = {int(c): 0.0 for c in cats}
+    tot_v = {int(c): 0.0 for c in cats}
+    sums_s = pd.Series(sur).groupby(category).sum()
+    sums_v = pd.Series(var).groupby(category).sum()
+    for c in cats:
+        tot_s[int(c)] += float(sums_s.get(c, 0.0))
+        tot_v[int(c)] += float(sums_v.get(c, 0.0))
+    nodes = np.flatnonzero(status == NODE_ACCEPTED)
+    if len(nodes) and decisions is not None and len(decisions):
+        last = decisions[decisions["decision"] == "accept"].drop_duplicates("node_id", keep="last")
+        last = last.set_index("node_id").reindex(nodes)
+        mean = last["est_mean"].to_numpy(np.float64)
+        z = stats.norm.ppf(0.5 + credible / 2.0)
+        sd = (last["est_hi"].to_numpy(np.float64) - last["est_lo"].to_numpy(np.float64)) / (2 * z)
+        ind = (acc & (source == 1)).astype(np.float64)[forest.order]
+        cs = np.concatenate([[0.0], np.cumsum(ind)])
+        n_i = cs[forest.end[nodes]] - cs[forest.start[nodes]]
+        # a paper-policy decision (no posterior on the theta scale) counts at the target, unknown spread
+        mean = np.where(np.isnan(mean), target, mean)
+        sd = np.where(np.isnan(sd), 0.1, sd)
+        for c, s_i, v_i in zip(forest.category[nodes].tolist(), (n_i * (mean - target)).tolist(),
+                               ((n_i * sd) ** 2).tolist()):
+            tot_s[int(c)] = tot_s.get(int(c), 0.0) + s_i
+            tot_v[int(c)] = tot_v.get(int(c), 0.0) + v_i
+    for c in tot_s:
+        out[c] = (tot_s[c], tot_v[c])
+    return out
+
+
+def set_accept(dec: np.ndarray, mean: np.ndarray, sd: np.ndarray, size: np.ndarray, category: np.ndarray,
+               ready: np.ndarray, slack: dict, *, target: float, confidence: float, floor: float,
+               size_cap: float) -> np.ndarray:
+    """Clusters accepted on their class's set-level precision: per class, best first, a cluster
+    that waits or would be split is accepted when the class's accepted set with it keeps a
+    lower bound at ``confidence`` over ``target`` (surplus at least z times its standard
+    deviation) and its own estimated precision is at least ``floor``. Clusters the rule
+    itself accepts count first. Only clusters of at most ``size_cap`` masks (larger ones
+    need their own evidence: policy.risk). Returns the updated decisions."""
+    from scipy import stats
+
+    from .risk import ACCEPT, REJECT
+
+    out = dec.copy()
+    z = float(stats.norm.ppf(confidence))
+    for c in np.unique(category).tolist():
+        sur, var = slack.get(int(c), (0.0, 0.0))
+        idx = np.flatnonzero(category == c)
+        acc_now = idx[out[idx] == ACCEPT]
+        sur += float((size[acc_now] * (mean[acc_now] - target)).sum())
+        var += float(((size[acc_now] * sd[acc_now]) ** 2).sum())
+        cand = idx[(out[idx] != ACCEPT) & (out[idx] != REJECT) & ready[idx] & (mean[idx] >= floor)
+                   & (size[idx] <= size_cap)]
+        for i in cand[np.argsort(-mean[cand], kind="stable")].tolist():
+            s2 = sur + size[i] * (mean[i] - target)
+            v2 = var + (size[i] * sd[i]) ** 2
+            if s2 >= z * np.sqrt(v2):
+                out[i] = ACCEPT
+                sur, var = s2, v2
+    return out
 
 
 def plan_target(forest: Forest, status: np.ndarray, node_quality: np.ndarray, label_p: np.ndarray,
@@ -150,9 +243,8 @@ def decide_target(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cluste
         n_out[small], y_out[small] = n_lab, yes
     big = ~small
     if big.any():
-        dec, yes, n_lab, a0, b0, _ = _cluster_decisions(forest, nodes[big], label_p, cluster_p, ctx, cfg,
-                                                        concurrent=True)
-        out[big] = dec
+        dec, yes, n_lab, a0, b0, size = _cluster_decisions(forest, nodes[big], label_p, cluster_p, ctx, cfg,
+                                                           concurrent=True)
         n_out[big], y_out[big] = n_lab, yes
         a, b = a0 + yes, b0 + (n_lab - yes)
         _, j = noise_map(cfg.target_precision, ctx.sens, ctx.spec)
@@ -161,6 +253,13 @@ def decide_target(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cluste
         mean[big] = np.clip((a / (a + b) - off) / j, 0, 1)
         lo[big] = np.clip((stats.beta.ppf(tail, a, b) - off) / j, 0, 1)
         hi[big] = np.clip((stats.beta.ppf(1 - tail, a, b) - off) / j, 0, 1)
+        if ctx.slack is not None and cfg.accept_floor < 1.0:
+            sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0))) / j
+            ready = n_lab >= np.minimum(cfg.batch, size)
+            dec = set_accept(dec, mean[big], sd, size, forest.category[nodes[big]], ready, ctx.slack,
+                             target=cfg.target_precision, confidence=cfg.target_confidence,
+                             floor=cfg.accept_floor, size_cap=cfg.risk_size_cap)
+        out[big] = dec
     return pd.DataFrame({"node_id": nodes, "decision": out.astype(str), "n_labeled": n_out.astype(np.int64),
                          "yes": y_out, "est_mean": mean, "est_lo": lo, "est_hi": hi,
                          "quality": node_quality[nodes]})

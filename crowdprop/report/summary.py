@@ -39,7 +39,7 @@ from ..campaign.evidence import (answer_kinds, crowd_noise, direct_rounds, node_
 from ..campaign.loop import labels_for, replay_decisions
 from ..campaign.ledger import spend_cents, spent_by_kind
 from ..campaign.store import RunDir
-from ..policy.audit import SOURCE_NAMES, audited_precision, valid_audits
+from ..policy.audit import SOURCE_NAMES, audit_roles, audited_precision, valid_audits
 from ..policy.controller import initial_status, mask_labels
 from ..schema import NODE_ACCEPTED, QuestionKind
 
@@ -177,7 +177,8 @@ def compute_report(run: RunDir) -> dict:
         acc = final == 1
         noise = crowd_noise(ans_r, run.golds)
         aud_r = audits[audits["round"] <= r] if len(audits) else audits
-        ok = valid_audits(aud_r, ans_r, final, source, decided)
+        # The target policy acts on a share of its audits; only the others estimate (policy.audit: roles).
+        ok = audit_roles(valid_audits(aud_r, ans_r, final, source, decided), cfg.policy.name == "target")[0]
         est = audited_precision(final, source, ok, noise, credible=cfg.policy.credible,
                                 rng=np.random.default_rng([seed, r, 99]))
         post, post_lo, post_hi = precision_estimate(run, status, dec_r, label_p, final, credible=cfg.policy.credible,

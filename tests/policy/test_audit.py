@@ -101,3 +101,65 @@ def test_short_classes_are_those_whose_audits_put_them_under_the_target():
     # with the bar lowered to 0.6 no class is short
     assert short_classes(final, source, ok, noise, category, [1, 2, 3], target=0.6, confidence=0.95, min_audits=10,
                          rng=np.random.default_rng(0)) == []
+
+
+def test_acting_on_the_controlling_audits_leaves_the_estimating_ones_unbiased():
+    """A policy that re-opens every cluster with an audit saying no, then estimates from the
+    audits left, overstates what stays accepted (the lucky clusters' audits stay); with roles,
+    what the controls remove is independent of the estimating audits, which stay unbiased."""
+    from crowdprop.policy.audit import audit_roles, control_role
+
+    rng = np.random.default_rng(3)
+    n_clusters, size = 400, 50
+    n = n_clusters * size
+    cluster = np.repeat(np.arange(n_clusters), size)
+    theta = np.where(rng.random(n_clusters) < 0.3, 0.70, 0.96)
+    truth = (rng.random(n) < theta[cluster]).astype(int)
+    source = np.full(n, CLUSTER, dtype=np.int8)
+    decided = np.ones(n, dtype=np.int64)
+    noise = (1 + 950, 1 + 50, 1 + 950, 1 + 50)
+    naive_err, split_err, shares = [], [], []
+    for i in range(150):
+        r = np.random.default_rng(1000 + i)
+        final = np.ones(n, dtype=np.int8)
+        a = plan_audits(final, source, decided, round_=2, budget=600, min_per_stratum=3, rng=r)
+        ans = _answers_for(a, truth, r)
+        ok = valid_audits(a, ans, final, source, decided)
+        shares.append(control_role(ok["round"], ok["mask_row"]).mean())
+
+        def act(used):
+            f = final.copy()
+            said_no = np.unique(cluster[used.loc[used["yes"] < 0.5, "mask_row"].to_numpy(np.int64)])
+            f[np.isin(cluster, said_no)] = -1
+            return f
+
+        f_naive = act(ok)
+        e = audited_precision(f_naive, source, valid_audits(a, ans, f_naive, source, decided), noise, rng=r, draws=500)
+        naive_err.append(e.mean - truth[f_naive == 1].mean())
+        est_half, ctl_half = audit_roles(ok, True)
+        f_split = act(ctl_half)
+        still = valid_audits(a, ans, f_split, source, decided)
+        e = audited_precision(f_split, source, audit_roles(still, True)[0], noise, rng=r, draws=500)
+        split_err.append(e.mean - truth[f_split == 1].mean())
+    assert np.mean(shares) == pytest.approx(1 / 3, abs=0.03)
+    assert np.mean(naive_err) > 0.03
+    assert abs(np.mean(split_err)) < 0.008
+
+
+def test_audit_roles_keep_each_strata_weight_and_a_policy_that_never_acts_estimates_from_all():
+    from crowdprop.policy.audit import audit_roles
+
+    rng = np.random.default_rng(0)
+    final, source, decided, truth = _population(rng)
+    a = plan_audits(final, source, decided, round_=2, budget=900, min_per_stratum=3, rng=rng)
+    ok = valid_audits(a, _answers_for(a, truth, rng), final, source, decided)
+    est, ctl = audit_roles(ok, True)
+    assert len(est) + len(ctl) == len(ok) and len(ctl) > 0
+    assert not set(est["mask_row"]) & set(ctl["mask_row"])
+    for part in (est, ctl):
+        for (s, lab), g in part.groupby(["source", "label"]):
+            assert g["weight"].sum() == pytest.approx(ok[(ok["source"] == s) & (ok["label"] == lab)]["weight"].sum())
+    same, none = audit_roles(ok, False)
+    assert len(same) == len(ok) and len(none) == 0
+    # the same audit gets the same role every time (a resumed campaign and the report agree)
+    assert audit_roles(ok.iloc[::-1], True)[1]["mask_row"].sort_values().tolist() == sorted(ctl["mask_row"])

@@ -154,3 +154,31 @@ def test_first_round_prior_learns_from_the_clusters_asked_with_it():
 
     alone, *_ = _cluster_decisions(f, blobs[:1], label_p, label_p, ctx, cfg, concurrent=False)
     assert alone.tolist() == ["accept"]
+
+
+def test_set_level_acceptance_spends_a_class_surplus_on_clusters_its_own_answers_cannot_certify():
+    from crowdprop.policy.target import set_accept
+
+    kw = dict(target=0.9, confidence=0.95, floor=0.8, size_cap=2000)
+    dec = np.array(["wait", "split", "wait", "reject", "wait"], dtype=object)
+    mean = np.array([0.86, 0.84, 0.78, 0.95, 0.85])
+    sd = np.full(5, 0.05)
+    size = np.array([100.0, 100.0, 100.0, 100.0, 5000.0])
+    cat = np.array([1, 1, 1, 1, 1])
+    ready = np.ones(5, dtype=bool)
+    # no surplus: nothing is accepted on the set (each is under the target)
+    assert set_accept(dec, mean, sd, size, cat, ready, {}, **kw).tolist() == dec.tolist()
+    # 2,000 masks accepted at 0.98 (surplus 160 masks, tight): the two clusters over the floor
+    # are accepted, best first; the one under the floor, the rejected one and the one over
+    # size_cap are left as they were
+    out = set_accept(dec, mean, sd, size, cat, ready, {1: (160.0, 40.0)}, **kw)
+    assert out.tolist() == ["accept", "accept", "wait", "reject", "wait"]
+    # a smaller surplus pays for the best cluster only (100 * (0.86 - 0.9) = -4 masks, then -6 more,
+    # against 1.645 * sd of the set)
+    out = set_accept(dec, mean, sd, size, cat, ready, {1: (14.0, 4.0)}, **kw)
+    assert out.tolist() == ["accept", "split", "wait", "reject", "wait"]
+    # the surplus is per class: another class's does not count
+    assert set_accept(dec, mean, sd, size, cat, ready, {2: (1e6, 0.0)}, **kw).tolist() == dec.tolist()
+    # not ready (too few answers): left waiting
+    assert set_accept(dec, mean, sd, size, cat, np.zeros(5, dtype=bool), {1: (160.0, 40.0)}, **kw).tolist() \
+        == dec.tolist()
