@@ -42,25 +42,27 @@ DECISION_COLUMNS = ["round", "node_id", "decision", "free", "n_labeled", "yes", 
 
 @dataclass
 class CampaignState:
+    """What the committed round tables say, derived once per round (:func:`load_state`)."""
+
     status: np.ndarray
     label_p: np.ndarray
     spent_cents: int
     next_round: int
-    gold_used: dict[int, int] = field(default_factory=dict)
-    cluster_p: np.ndarray | None = None
+    gold_used: dict[int, int]
+    cluster_p: np.ndarray
     """Labels that estimate clusters (cluster samples and random questions; see campaign.evidence)."""
-    yes_p: np.ndarray | None = None
+    yes_p: np.ndarray
     """Share of yes over every non-gold answer, audits included (the verifier's training labels)."""
-    verdict: np.ndarray | None = None
-    verdict_p: np.ndarray | None = None
-    final: np.ndarray | None = None
-    source: np.ndarray | None = None
-    decided_round: np.ndarray | None = None
-    noise: tuple = (1.0, 1.0, 1.0, 1.0)
+    verdict: np.ndarray
+    verdict_p: np.ndarray
+    final: np.ndarray
+    source: np.ndarray
+    decided_round: np.ndarray
+    noise: tuple[float, float, float, float]
     """Beta parameters of the crowd's sensitivity and specificity on golds."""
-    answers: pd.DataFrame | None = None
-    decisions: pd.DataFrame | None = None
-    audits: pd.DataFrame | None = None
+    answers: pd.DataFrame
+    decisions: pd.DataFrame
+    audits: pd.DataFrame
     controls: dict = field(default_factory=dict)
     last_questions: int = 0
     """Ordinary (non-gold, non-audit) questions of the last committed round: sizes its audits."""
@@ -328,6 +330,7 @@ class Campaign(CrowdWork):
             if name not in out:
                 out[name] = run.empty_like_last(name)
         run.commit_round(r, out)
+        assert planned.questions is not None  # a round that gets here asked its questions
         counts = out["decisions"]["decision"].value_counts().to_dict() if len(out["decisions"]) else {}
         log.info("round %d: %d questions in %d HITs, decisions %s", r, len(planned.questions), len(books["hits"]),
                  counts)
@@ -472,6 +475,7 @@ class Campaign(CrowdWork):
         cfg = self.cfg
         run = self.run_dir
         plan = planned.plan
+        assert plan is not None  # only a stopped round has no plan, and it decides nothing
         answers_all = pd.concat([state.answers, ans_df], ignore_index=True) \
             if state.answers is not None and len(state.answers) else ans_df
         label_p = labels_for(run, answers_all)
@@ -556,7 +560,7 @@ class Campaign(CrowdWork):
                         and src["est"] < pc.target_precision)
 
         vs = est.by_source.get("verifier")
-        if short(vs):
+        if vs is not None and short(vs):
             new_thr = min(thr + 0.02, 0.995)
             bad = np.flatnonzero((verdict == 1) & (v_p < new_thr) & (source == VERIFIER))
             if len(bad):
@@ -604,7 +608,7 @@ class Campaign(CrowdWork):
         acc_nodes = np.flatnonzero(status == NODE_ACCEPTED)
         reopened = acc_nodes[:0]
         cs = est.by_source.get("cluster")
-        if short(cs):
+        if cs is not None and short(cs):
             tol = max(tol / 2.0, pc.risk_tolerance / 8.0)
             reopened = reopen_failing(acc_nodes, tol)
             notes.append(f"cluster audited lower bound {cs['lo']:.3f} < target: tolerance -> {tol:.3g}, "

@@ -22,12 +22,16 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..crowd.base import HitRequest, Question
 from ..errors import StateError
+
+if TYPE_CHECKING:
+    from ..policy.controller import RoundPlan
 from ..io import atomic_write_text, read_parquet, write_parquet
 from ..policy.controller import RoundPlan
 from .store import RunDir
@@ -45,7 +49,8 @@ class RoundPlanned:
     (nothing to ask, or no HIT within the budget). ``settle_only``: a round that asks nothing
     and only polls and settles HITs of earlier rounds that can still receive work."""
 
-    plan: object
+    plan: RoundPlan | None
+    """None only with ``stop`` (a round limit reached before anything was planned)."""
     questions: pd.DataFrame | None
     hits: list
     extra: dict[str, pd.DataFrame] = field(default_factory=dict)

@@ -32,6 +32,8 @@ speedup
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -136,7 +138,7 @@ def compute_report(run: RunDir) -> dict:
     replay = bool(np.isfinite(masks["gt_iou"].to_numpy(np.float64)).any()) and gt is not None
     iou = masks["gt_iou"].to_numpy(np.float64)
     correct = iou > cfg.campaign.correct_iou
-    gt_ids = gt.loc[gt["iscrowd"] == 0, "id"].to_numpy() if replay else np.zeros(0)
+    gt_ids = gt.loc[gt["iscrowd"] == 0, "id"].to_numpy() if replay and gt is not None else np.zeros(0)
     kinds = answer_kinds(answers) if len(answers) else np.zeros(0, dtype=object)
     seed = cfg.campaign.seed
 
@@ -198,7 +200,7 @@ def compute_report(run: RunDir) -> dict:
             row.update(_truth_figures(acc, correct, iou, masks, gt_ids, cfg.campaign.correct_iou))
         rows.append(row)
 
-    total = dict(rows[-1]) if rows else {"accepted": 0, "rejected": 0, "open": n, "cum_questions": 0, "cum_usd": 0.0,
+    total: dict[str, Any] = dict(rows[-1]) if rows else {"accepted": 0, "rejected": 0, "open": n, "cum_questions": 0, "cum_usd": 0.0,
                                           "cum_worker_hours": 0.0}
     for k in ("round", "questions", "golds", "audit_questions", "hits", "assignments", "usd", "worker_hours"):
         total.pop(k, None)
@@ -241,11 +243,11 @@ def _sources_and_classes(run: RunDir, final, source, ok, noise, correct, seed: i
     """Accepted masks and audited precision per decision source, and per class the audited
     precision with its one-sided lower bound at ``target_confidence`` (certified precision)."""
     cfg = run.config.policy
-    by_source = {}
+    by_source: dict[str, dict[str, Any]] = {}
     est = audited_precision(final, source, ok, noise, credible=cfg.credible, rng=np.random.default_rng([seed, 98]))
     for s, name in SOURCE_NAMES.items():
         sel = (final == 1) & (source == s)
-        rec = {"accepted": int(sel.sum()), "rejected": int(((final == 0) & (source == s)).sum())}
+        rec: dict[str, Any] = {"accepted": int(sel.sum()), "rejected": int(((final == 0) & (source == s)).sum())}
         rec.update({k: v for k, v in (est.by_source.get(name) or {}).items() if k != "masks"})
         if correct is not None:
             rec["true_precision"] = float(correct[sel].mean()) if sel.any() else None
@@ -255,7 +257,7 @@ def _sources_and_classes(run: RunDir, final, source, ok, noise, correct, seed: i
     ctab = run.table("categories")
     if ctab is not None:
         names = dict(zip(ctab["id"].astype(np.int64), ctab["name"].astype(str)))
-    classes = []
+    classes: list[dict[str, Any]] = []
     conf = 2 * cfg.target_confidence - 1.0
     for c in np.unique(cats):
         sub = cats == c
