@@ -244,6 +244,18 @@ def test_init_reports_an_mturk_crowd_without_image_hosting_naming_the_toml(tmp_p
     [line] = p.stderr.splitlines()
     assert "me.toml: [mturk]: field 's3_bucket': no image hosting (s3_bucket or image_base_url)" in line
     assert "crowdprop run will not publish on the MTurk sandbox or production" in line
+    # run finds the same problem and names both the run's config.json and the TOML it came from
+    from crowdprop.campaign.store import RunDir
+    from crowdprop.crowd.factory import _image_target
+    from crowdprop.crowd.targets import Target
+    from crowdprop.errors import InputError
+
+    run_a = RunDir(tmp_path / "a")
+    with pytest.raises(InputError) as e:
+        _image_target(run_a, Target(), run_a.config.mturk, None)
+    msg = str(e.value)
+    assert msg.startswith(str(tmp_path / "a" / "config.json") + ": [mturk]: field 's3_bucket'")
+    assert msg.endswith("this run's config.json was made from me.toml at init")
     p = init("b")
     [line] = p.stderr.splitlines()
     assert "no --config (defaults): [mturk]: field 's3_bucket'" in line

@@ -227,9 +227,11 @@ def _image_target(run: RunDir, where: Target, section, client_profile: str | Non
         return LocalFolderTarget(folder, section.image_base_url)
     if where.endpoint_url:
         return LocalFolderTarget(folder, where.endpoint_url.rstrip("/") + "/images")
+    src = (run.campaign.get("sources") or {}).get("config")
+    made = f"; this run's config.json was made from {src} at init" if src else ""
     raise InputError(run.path / "config.json", "[mturk]", "s3_bucket",
                      "workers need to see the pictures: set [mturk] s3_bucket (uploaded, presigned URLs) or "
-                     "image_base_url (RUN_DIR/hit_images served at that https URL)")
+                     f"image_base_url (RUN_DIR/hit_images served at that https URL){made}")
 
 
 def mturk_backend(run: RunDir, where: Target, *, client=None, retry_wait_s: float = 1.0,
