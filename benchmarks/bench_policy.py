@@ -46,12 +46,12 @@ def make_data(generator: str, n: int, classes: int, seed: int, out: Path) -> Pat
     return out
 
 
-def run_one(base: RunDir | Path, work: Path, label: str, pname: str, seed: int) -> dict:
+def run_one(base: RunDir | Path, work: Path, label: str, pname: str, seed: int, policy: dict | None = None) -> dict:
     d = work / f"{label}-{pname}-{seed}".replace(" ", "_")
     src = base.path if isinstance(base, RunDir) else base
     shutil.copytree(src, d, ignore=shutil.ignore_patterns("state", "journal", "report.json"))
     cfg = json.loads((d / "config.json").read_text())
-    cfg["policy"].update(POLICIES[pname])
+    cfg["policy"].update(POLICIES[pname] if policy is None else policy)
     cfg["campaign"]["seed"] = seed
     (d / "config.json").write_text(json.dumps(cfg))
     rd = RunDir(d)
@@ -118,7 +118,21 @@ def main() -> None:
     ap.add_argument("--coverage", action="store_true")
     ap.add_argument("--policies", nargs="*", default=list(POLICIES))
     ap.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=POLICY:KEY=VALUE,...",
+                    help="a policy with [policy] keys changed, e.g. "
+                         "'lenient=target:verifier_reject=0.3,verifier_margin=0.0'; name it in --policies")
     args = ap.parse_args()
+    for v in args.variant:
+        name, _, rest = v.partition("=")
+        base_name, _, kvs = rest.partition(":")
+        spec = dict(POLICIES[base_name])
+        for kv in filter(None, kvs.split(",")):
+            k, _, val = kv.partition("=")
+            try:
+                spec[k] = json.loads(val)
+            except ValueError:
+                spec[k] = val
+        POLICIES[name] = spec
     work = Path(tempfile.mkdtemp(prefix="crowdprop-bench-policy-"))
     rows = []
     try:
@@ -127,7 +141,7 @@ def main() -> None:
             base = init_run(work / "sample", predictions=preds, gt=gt, config_path=cfg, crowd={"kind": "simulated"})
             for p in args.policies:
                 for s in range(args.seeds):
-                    rows.append(("sample", p, run_one(base, work, "sample", p, s)))
+                    rows.append(("sample", p, run_one(base, work, "sample", p, s, POLICIES[p])))
             fmt(rows)
         for gen in args.generators:
             for n in args.sizes:
@@ -142,13 +156,13 @@ def main() -> None:
                     from concurrent.futures import ProcessPoolExecutor
 
                     with ProcessPoolExecutor(args.jobs) as ex:
-                        futs = [ex.submit(run_one, base.path, work, label, p, s) for p, s in jobs]
+                        futs = [ex.submit(run_one, base.path, work, label, p, s, POLICIES[p]) for p, s in jobs]
                         for (p, s), fut in zip(jobs, futs):
                             rows.append((label, p, fut.result()))
                             print(f"#   {p} seed {s}: {rows[-1][2]['wall']:.0f} s", flush=True)
                 else:
                     for p, s in jobs:
-                        rows.append((label, p, run_one(base, work, label, p, s)))
+                        rows.append((label, p, run_one(base, work, label, p, s, POLICIES[p])))
                         print(f"#   {p} seed {s}: {rows[-1][2]['wall']:.0f} s", flush=True)
                 shutil.rmtree(base.path)
         print()
