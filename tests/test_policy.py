@@ -189,3 +189,34 @@ def test_label_sums_never_exceed_the_count_despite_rounding():
     assert (yes <= n).all() and (yes >= 0).all()
     exact = np.array([np.nansum(p[f.members(int(x))]) for x in nodes[:200]])
     np.testing.assert_allclose(yes[:200], exact, atol=1e-9)
+
+
+def test_free_splits_looking_only_at_newly_opened_children_split_what_a_full_rescan_splits():
+    """free_splits_and_candidates checks only the children it just opened after its first pass; a
+    full rescan of every open node per level (the definition) splits the same nodes in the same
+    order and leaves the same statuses, here over 5 classes with some nodes already decided."""
+    from crowdprop.policy.controller import RoundPlan, apply_split, free_splits_and_candidates
+
+    rng = np.random.default_rng(4)
+    n = 600
+    f = build_forest(rng.integers(0, 5, n).astype(np.int64), rng.normal(size=(n, 4)).astype(np.float32),
+                     rng=np.random.default_rng(0))
+    nq = node_mean(f, rng.random(n))
+    cfg = PolicySection(k=4, min_cluster_size=6, k_pa=0.55)
+    status = initial_status(f)
+    apply_split(f, status, f.roots[:2])  # two classes a round further on
+    reference = status.copy()
+    size = f.end - f.start
+    expected = []
+    while True:
+        open_ = np.flatnonzero(reference == NODE_OPEN)
+        low = open_[(nq[open_] < cfg.k_pa) & (size[open_] > cfg.min_cluster_size) & (f.left[open_] >= 0)]
+        if len(low) == 0:
+            break
+        apply_split(f, reference, low)
+        expected.extend(low.tolist())
+    plan = RoundPlan()
+    free_splits_and_candidates(f, status, nq, cfg, plan)
+    assert len(expected) > 20
+    assert plan.free_splits == expected
+    assert np.array_equal(status, reference)

@@ -83,6 +83,46 @@ def pick_golds(pool: pd.DataFrame, n: int, used: dict[int, int], rng: np.random.
     return out
 
 
+class _GoldPicker:
+    """:func:`pick_golds` for many HITs of one round over one pool: the pool's rows, labels and
+    use counts held as arrays, so a HIT's golds cost no pandas filter and no pass over a dict.
+    Picks exactly what :func:`pick_golds` would (same order, same draws from ``rng``);
+    :meth:`write_back` puts the counts into the ``used`` dict."""
+
+    def __init__(self, pool: pd.DataFrame, used: dict[int, int]):
+        self.rows = pool["mask_row"].to_numpy(np.int64)
+        self.labels = pool["label"].to_numpy(np.int64)
+        self.uniq, self.inv = np.unique(self.rows, return_inverse=True)
+        self.cnt = np.array([used.get(int(r), 0) for r in self.uniq], dtype=np.int64)
+        self.start = self.cnt.copy()
+        self.by_label = {lab: np.flatnonzero(self.labels == lab) for lab in (1, 0)}
+        self.used = used
+
+    def pick(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Positions in the pool of ``n`` golds (see :func:`pick_golds`)."""
+        if n <= 0 or len(self.rows) == 0:
+            return np.zeros(0, dtype=np.int64)
+        picks = []
+        n_yes = (n + int(rng.integers(2))) // 2
+        for label, want in ((1, n_yes), (0, n - n_yes)):
+            sub = self.by_label[label]
+            if len(sub) == 0:
+                continue
+            key = self.cnt[self.inv[sub]] + rng.random(len(sub)) * 0.5
+            picks.append(sub[np.argsort(key, kind="stable")[: min(want, len(sub))]])
+        out = np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
+        if len(out) < n:  # one side of the pool ran short: fill from the other side
+            rest = np.flatnonzero(~np.isin(self.rows, self.rows[out]))
+            key = self.cnt[self.inv[rest]] + rng.random(len(rest)) * 0.5
+            out = np.concatenate([out, rest[np.argsort(key, kind="stable")[: n - len(out)]]])
+        np.add.at(self.cnt, self.inv[out], 1)
+        return out
+
+    def write_back(self) -> None:
+        for i in np.flatnonzero(self.cnt != self.start):
+            self.used[int(self.uniq[i])] = int(self.cnt[i])
+
+
 def make_hits(asks: dict[int, np.ndarray], *, round_: int, campaign_id: str, campaign_name: str,
               cfg: CrowdSection, gold_pool: pd.DataFrame, gold_used: dict[int, int],
               rng: np.random.Generator) -> tuple[pd.DataFrame, list[HitRequest]]:
@@ -103,11 +143,14 @@ def make_hits(asks: dict[int, np.ndarray], *, round_: int, campaign_id: str, cam
     records = []
     hits = []
     qn = 0
+    picker = _GoldPicker(gold_pool, gold_used) if golds_per_hit else None
     for b, s in enumerate(range(0, len(arr), per_hit)):
         chunk = arr[s:s + per_hit]
-        g = pick_golds(gold_pool, golds_per_hit, gold_used, rng)
-        n_total = len(chunk) + len(g)
-        gold_pos = set(rng.choice(n_total, size=len(g), replace=False).tolist()) if len(g) else set()
+        g_pos = picker.pick(golds_per_hit, rng) if picker is not None else np.zeros(0, dtype=np.int64)
+        g_rows = picker.rows[g_pos].tolist() if picker is not None else []
+        g_labels = picker.labels[g_pos].tolist() if picker is not None else []
+        n_total = len(chunk) + len(g_pos)
+        gold_pos = set(rng.choice(n_total, size=len(g_pos), replace=False).tolist()) if len(g_pos) else set()
         token = hit_token(campaign_id, round_, b)
         ci = gi = 0
         qs = []
@@ -115,11 +158,10 @@ def make_hits(asks: dict[int, np.ndarray], *, round_: int, campaign_id: str, cam
             qid = f"r{round_:05d}q{qn:07d}"
             qn += 1
             if pos in gold_pos:
-                grow = g.iloc[gi]
+                g_row, g_label = g_rows[gi], g_labels[gi]
                 gi += 1
-                rec = (qid, round_, b, pos, int(grow["mask_row"]), -1, True, int(grow["label"]), token,
-                       QuestionKind.GOLD.value)
-                qs.append(Question(qid, int(grow["mask_row"]), True, bool(grow["label"])))
+                rec = (qid, round_, b, pos, g_row, -1, True, g_label, token, QuestionKind.GOLD.value)
+                qs.append(Question(qid, g_row, True, bool(g_label)))
             else:
                 node, mrow = chunk[ci]
                 ci += 1
@@ -130,6 +172,8 @@ def make_hits(asks: dict[int, np.ndarray], *, round_: int, campaign_id: str, cam
         hits.append(HitRequest(token=token, round=round_, batch=b, questions=tuple(qs),
                                assignments=cfg.assignments_per_hit, reward_usd=reward_for(n_total, cfg),
                                campaign=campaign_name))
+    if picker is not None:
+        picker.write_back()
     q = pd.DataFrame(records, columns=QUESTION_COLUMNS)
     q["gold_label"] = q["gold_label"].astype(np.int8)
     return q, hits

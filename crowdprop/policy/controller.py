@@ -157,14 +157,19 @@ def free_splits_and_candidates(forest: Forest, status: np.ndarray, node_quality:
     then return this round's candidates, sorted: best-first within each class (highest
     predicted quality, then larger, then node id), at most ``candidates_per_class`` each."""
     size = forest.end - forest.start
+    # Free splits level by level; after the first pass only the children just opened can be new
+    # low-quality open nodes, so each later pass looks at those alone (not every node again).
+    frontier = np.flatnonzero(status == NODE_OPEN)
     while True:
-        open_ = np.flatnonzero(status == NODE_OPEN)
-        low = open_[(node_quality[open_] < cfg.k_pa) & (size[open_] > cfg.min_cluster_size)
-                    & (forest.left[open_] >= 0)]
+        low = frontier[(node_quality[frontier] < cfg.k_pa) & (size[frontier] > cfg.min_cluster_size)
+                       & (forest.left[frontier] >= 0)]
         if len(low) == 0:
             break
         apply_split(forest, status, low)
         plan.free_splits.extend(low.tolist())
+        kids = np.concatenate([forest.left[low], forest.right[low]])
+        kids = np.unique(kids[kids >= 0])
+        frontier = kids[status[kids] == NODE_OPEN]
     open_ = np.flatnonzero(status == NODE_OPEN)
     if cfg.low_quality == "skip":
         open_ = open_[node_quality[open_] >= cfg.k_pa]
