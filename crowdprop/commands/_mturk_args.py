@@ -17,6 +17,7 @@ def add_mturk_target_args(p, *, title: str = "MTurk runs (crowdprop init --crowd
                    help="an MTurk-compatible endpoint instead of Amazon's (e.g. crowdprop mturk-local)")
     m.add_argument("--profile", metavar="NAME", help="AWS profile of ~/.aws to take credentials from")
     if images:
-        m.add_argument("--images", metavar="DIR", help="folder with the images' files (default: masks on gray)")
+        m.add_argument("--images", metavar="DIR",
+                       help="folder with the images' files (default: the one recorded at init, else masks on gray)")
     m.add_argument("--yes", action="store_true", help="production: do not ask for a typed confirmation")
     return m

@@ -34,17 +34,11 @@ credentials), or [mturk] image_base_url (RUN_DIR/hit_images served at that URL).
 
 
 def register(p):
+    from ._mturk_args import add_mturk_target_args
+
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--rounds", type=int, help="stop after this many rounds")
-    m = p.add_argument_group("MTurk runs (crowdprop init --crowd mturk)")
-    m.add_argument("--target", choices=["sandbox", "production"],
-                   help="where HITs go (default: the run's target, initially the sandbox); "
-                        "production must always be given explicitly")
-    m.add_argument("--endpoint-url", metavar="URL",
-                   help="an MTurk-compatible endpoint instead of Amazon's (e.g. crowdprop mturk-local)")
-    m.add_argument("--profile", metavar="NAME", help="AWS profile of ~/.aws to take credentials from")
-    m.add_argument("--images", metavar="DIR", help="folder with the images' files (default: masks on gray)")
-    m.add_argument("--yes", action="store_true", help="production: do not ask for a typed confirmation")
+    add_mturk_target_args(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the next round's HITs and what they can cost; publish nothing, change nothing")
     p.epilog = EPILOG
