@@ -75,6 +75,40 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+def answer_fields(xml: str, limit: int) -> tuple[list[tuple[str, str | None]], str | None]:
+    """The ``(question id, FreeText or None)`` pairs of a QuestionFormAnswers XML, in order, form
+    fields that are not questions (:data:`PASSTHROUGH_FIELDS`) left out; or no pairs and a
+    one-line reason when the XML is over ``limit`` bytes, malformed, or holds a DTD or entities
+    (refused by defusedxml, never expanded)."""
+    import defusedxml
+    from defusedxml import ElementTree as DET
+    from xml.etree.ElementTree import ParseError
+
+    size = len(xml.encode("utf-8", "replace"))
+    if size > limit:
+        return [], f"oversized answer: {size} bytes (at most {limit})"
+    try:
+        root = DET.fromstring(xml, forbid_dtd=True)
+    except defusedxml.DefusedXmlException as e:
+        return [], f"refused answer XML: {type(e).__name__}"
+    except (ParseError, ValueError) as e:
+        return [], f"malformed answer XML: {e}"
+    out: list[tuple[str, str | None]] = []
+    for node in root:
+        if _local(node.tag) != "Answer":
+            continue
+        qid, value = None, None
+        for child in node:
+            name = _local(child.tag)
+            if name == "QuestionIdentifier":
+                qid = (child.text or "").strip()
+            elif name == "FreeText":
+                value = child.text or ""
+        if qid is not None and qid not in PASSTHROUGH_FIELDS:
+            out.append((qid, value))
+    return out, None
+
+
 def parse_answers(xml: str, asked: Sequence[str] | None, *, max_bytes: int | None = None
                   ) -> tuple[dict[str, bool], str | None]:
     """Parse MTurk QuestionFormAnswers XML and check it against the questions asked.
@@ -95,36 +129,15 @@ def parse_answers(xml: str, asked: Sequence[str] | None, *, max_bytes: int | Non
         answers that could be read and a one-line reason the assignment is flagged.
         DTDs, entities and external references are refused (defusedxml), never expanded.
     """
-    import defusedxml
-    from defusedxml import ElementTree as DET
-    from xml.etree.ElementTree import ParseError
-
     limit = max_bytes if max_bytes is not None else 4096 + 256 * len(asked or ())
-    size = len(xml.encode("utf-8", "replace"))
-    if size > limit:
-        return {}, f"oversized answer: {size} bytes (at most {limit})"
-    try:
-        root = DET.fromstring(xml, forbid_dtd=True)
-    except defusedxml.DefusedXmlException as e:
-        return {}, f"refused answer XML: {type(e).__name__}"
-    except (ParseError, ValueError) as e:
-        return {}, f"malformed answer XML: {e}"
+    fields, error = answer_fields(xml, limit)
+    if error is not None:
+        return {}, error
     answers: dict[str, bool] = {}
     seen: set[str] = set()
     problems: list[str] = []
     known = set(asked) if asked is not None else None
-    for node in root:
-        if _local(node.tag) != "Answer":
-            continue
-        qid, value = None, None
-        for child in node:
-            name = _local(child.tag)
-            if name == "QuestionIdentifier":
-                qid = (child.text or "").strip()
-            elif name == "FreeText":
-                value = child.text or ""
-        if qid is None or qid in PASSTHROUGH_FIELDS:
-            continue
+    for qid, value in fields:
         if known is not None and qid not in known:
             problems.append(f"unknown question id {qid[:40]!r}")
         elif qid in seen:

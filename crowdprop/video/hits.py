@@ -81,7 +81,6 @@ MTURK_ASSIGNMENT_COLUMNS = ["round", "hit", "worker", "questions", "golds", "gol
 """``approved``: the rules' verdict (what counts); ``status``: MTurk's state (``Approved`` is paid:
 ``reward_cents`` and ``fee_cents`` are then the HIT's, else 0); ``settled_by``: ``crowdprop``, or
 ``mturk`` for work MTurk settled on its own."""
-MAX_ANSWER_CHARS = 16
 
 
 # ------------------------------------------------------------------------------------ answers
@@ -94,35 +93,17 @@ def parse_unit_answers(xml: str, offered: Mapping[str, Sequence[int]], *, max_by
     None, or what could be read and a one-line reason the assignment is flagged (an unknown
     question, one answered twice or not at all, a value not offered). DTDs and entities are
     refused (defusedxml), never expanded."""
-    import defusedxml
-    from defusedxml import ElementTree as DET
-    from xml.etree.ElementTree import ParseError
+    from ..crowd.mturk_xml import MAX_ANSWER_CHARS, answer_fields
 
     limit = max_bytes if max_bytes is not None else 4096 + 256 * len(offered)
-    size = len(xml.encode("utf-8", "replace"))
-    if size > limit:
-        return {}, f"oversized answer: {size} bytes (at most {limit})"
-    try:
-        root = DET.fromstring(xml, forbid_dtd=True)
-    except defusedxml.DefusedXmlException as e:
-        return {}, f"refused answer XML: {type(e).__name__}"
-    except (ParseError, ValueError) as e:
-        return {}, f"malformed answer XML: {e}"
+    fields, error = answer_fields(xml, limit)
+    if error is not None:
+        return {}, error
     out: dict[str, int] = {}
     seen: set[str] = set()
     problems: list[str] = []
-    for node in root:
-        if node.tag.rsplit("}", 1)[-1] != "Answer":
-            continue
-        qid, value = None, None
-        for child in node:
-            name = child.tag.rsplit("}", 1)[-1]
-            if name == "QuestionIdentifier":
-                qid = (child.text or "").strip()
-            elif name == "FreeText":
-                value = (child.text or "").strip().lower()
-        if qid is None or qid in ("assignmentId", "workerId", "hitId", "turkSubmitTo"):
-            continue
+    for qid, raw in fields:
+        value = raw.strip().lower() if raw is not None else None
         if qid not in offered:
             problems.append(f"unknown question id {qid[:40]!r}")
         elif qid in seen:
