@@ -12,7 +12,8 @@ def test_wheel_has_templates_sample_and_every_package(tmp_path):
                     "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("crowdprop-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for f in ("crowdprop/hit_templates/hit.html", "crowdprop/report/templates/report.html",
+    for f in ("crowdprop/hit_templates/hit.html", "crowdprop/hit_templates/worker_form.js",
+              "crowdprop/report/templates/report.html",
               "crowdprop/data/sample/predictions.json", "crowdprop/data/sample/gt.json",
               "crowdprop/data/sample/campaign.toml", "crowdprop/data/sample/images/000000000315.jpg",
               "crowdprop/data/make_sample.py", "crowdprop/data/LICENSE.faster_coco_eval.txt"):
