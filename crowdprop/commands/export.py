@@ -35,6 +35,17 @@ def run(args) -> int:
     from ..campaign.store import RunDir
     from ..io import atomic_write_text
 
+    from .video import hand_off, is_video_run_dir
+
+    if is_video_run_dir(args.run_dir):  # crowdprop video's run directory: label PNGs and semantic JSON
+        from ..errors import InputError
+
+        for flag, value in (("--status", args.status), ("--format", args.fmt), ("--image-url", args.image_url),
+                            ("--answers", args.answers), ("--golds", args.golds)):
+            if value:
+                raise InputError("command line", None, flag, "not for video run directories "
+                                                             "(crowdprop video export RUN_DIR [-o DIR])")
+        return hand_off("export", args.run_dir, out=args.output)
     rd = RunDir(args.run_dir).require()
     if args.output or args.status or args.fmt or not (args.answers or args.golds):
         _write_masks(rd, args)

@@ -35,6 +35,13 @@ def run(args) -> int:
 
     from ._checks import check_seed
 
+    from .video import hand_off, is_video_run_dir
+
+    if is_video_run_dir(args.run_dir):  # crowdprop video's run directory: its own report
+        if args.html or args.images is not None or args.seed is not None:
+            raise InputError("command line", None, "--html", "not for video run directories "
+                                                             "(crowdprop video report RUN_DIR --plot PNG)")
+        return hand_off("report", args.run_dir, json=args.json, plot=None)
     rd = RunDir(args.run_dir).require()
     check_seed(args.seed)
     if not args.html and (args.images is not None or args.seed is not None):

@@ -306,6 +306,13 @@ def run(args) -> int:
             args.run_dir, args.watch = args.watch, 10.0  # `status --watch RUN_DIR`
     if args.run_dir is None:
         raise InputError("command line", None, "RUN_DIR", "the run directory is required (crowdprop status RUN_DIR)")
+    from .video import hand_off, is_video_run_dir
+
+    if is_video_run_dir(args.run_dir):  # crowdprop video's run directory: its own status
+        if args.watch is not None:
+            raise InputError("command line", None, "--watch", "not for video run directories "
+                                                              "(crowdprop video status RUN_DIR)")
+        return hand_off("status", args.run_dir, json=args.json)
     check_seconds(args.watch, "--watch")
     tty = sys.stdout.isatty()
     try:

@@ -249,6 +249,14 @@ def run(args) -> int:
     raise AssertionError(cmd)
 
 
+def hand_off(command: str, run_dir: str, **options) -> int:
+    """``crowdprop status|report|export`` on a video run directory: what ``crowdprop video
+    <command>`` does, with its options."""
+    import argparse
+
+    return run(argparse.Namespace(video_command=command, run_dir=run_dir, **options))
+
+
 def is_video_run_dir(path) -> bool:
     """Whether ``path`` holds a video run directory (``campaign.json`` of kind ``video``)."""
     import json

@@ -66,6 +66,19 @@ def test_commands_and_kill_and_resume_mid_finetuning(tmp_path, clip_dir, checkpo
     assert main(["video", "status", str(a), "--json"]) == 0
     st = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert st["round"] == 2 and st["clicks"] == t["clicks"] and st["in_progress"] == []
+    # crowdprop status / report / export on a video run directory do what crowdprop video's do
+    assert main(["status", str(a), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == st
+    assert main(["report", str(a), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == t
+    assert main(["export", str(a), "-o", str(tmp_path / "out2")]) == 0
+    capsys.readouterr()
+    assert np.array_equal(np.asarray(Image.open(sorted((tmp_path / "out2" / "labels").iterdir())[2])), final[2])
+    for argv in (["report", str(a), "--html"], ["export", str(a), "--status", "open"],
+                 ["status", str(a), "--watch", "5"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "not for video run directories" in err[0], argv
 
     # the same campaign killed in round 2 after the fine-tuning checkpoint at step 4, then run again
     b = _init(tmp_path, "b", clip_dir, checkpoint, tiny_config).path
