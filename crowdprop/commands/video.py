@@ -264,7 +264,7 @@ def is_video_run_dir(path) -> bool:
 
     try:
         data = json.loads((Path(path) / "campaign.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # unreadable: the image commands say what is wrong
         return False
     return isinstance(data, dict) and data.get("kind") == "video"
 
