@@ -371,8 +371,6 @@ class Campaign(CrowdWork):
         pc = self.cfg.policy
         share = pc.audit_share
         budget = int(np.ceil(share / (1.0 - share) * state.last_questions)) if share > 0 else 0
-        if share <= 0 or state.final is None:
-            budget = 0
         return plan_audits(state.final, state.source, state.decided_round, round_=r, budget=budget,
                            min_per_stratum=pc.audit_min if share > 0 else 0,
                            rng=np.random.default_rng([self.cfg.campaign.seed, r, 7]))
@@ -391,7 +389,7 @@ class Campaign(CrowdWork):
         from .evidence import noise_means
 
         pc = self.cfg.policy
-        if not pc.verifier or state.yes_p is None:
+        if not pc.verifier:
             return None, None, 0
         train = np.flatnonzero(~np.isnan(state.yes_p))
         if len(train) < pc.verifier_min_answers:
@@ -477,7 +475,7 @@ class Campaign(CrowdWork):
         plan = planned.plan
         assert plan is not None  # only a stopped round has no plan, and it decides nothing
         answers_all = pd.concat([state.answers, ans_df], ignore_index=True) \
-            if state.answers is not None and len(state.answers) else ans_df
+            if len(state.answers) else ans_df
         label_p = labels_for(run, answers_all)
         nodes = np.array(plan.nodes, dtype=np.int64)
         node_quality = self.node_quality
@@ -493,8 +491,8 @@ class Campaign(CrowdWork):
             noise = crowd_noise(answers_all, run.golds)
             sens, spec = noise_means(noise)
             slack = class_slack(self.forest, state.status, state.final, state.source, state.decisions, state.verdict_p,
-                                self.run_dir.masks["category_id"].to_numpy(np.int64), cfg.policy.target_precision,
-                                cfg.policy.credible) if state.final is not None else None
+                                self.run_dir.mask_meta["category_id"].to_numpy(np.int64), cfg.policy.target_precision,
+                                cfg.policy.credible)
             ctx = TargetContext(sens, spec, decided_history(self.forest, state.decisions),
                                 verdict_arrays(verdicts, self.n)[0], bool(ctl["verifier_fitted"]),
                                 float(ctl["risk_tolerance"]), slack)
@@ -532,8 +530,7 @@ class Campaign(CrowdWork):
         controls = planned.extra["controls"].copy()
         verdicts = planned.extra["verdicts"]
         status = state.status.copy()
-        all_dec = pd.concat([state.decisions, decisions], ignore_index=True) if state.decisions is not None \
-            and len(state.decisions) else decisions
+        all_dec = pd.concat([state.decisions, decisions], ignore_index=True) if len(state.decisions) else decisions
         replay_decisions_on(self.forest, status, decisions)
         v_all = pd.concat([self.run_dir.read_rounds("verdicts"), verdicts], ignore_index=True)
         verdict, v_round, v_p = verdict_arrays(v_all, self.n)
@@ -541,7 +538,7 @@ class Campaign(CrowdWork):
                                              node_round=node_rounds(all_dec, self.forest.n_nodes),
                                              verdict_round=v_round, direct_round=direct_rounds(answers_all, self.n))
         audits = pd.concat([state.audits, planned.extra["audits"]], ignore_index=True) \
-            if state.audits is not None and len(state.audits) else planned.extra["audits"]
+            if len(state.audits) else planned.extra["audits"]
         # Only the controlling share of the audits steers (policy.audit: roles); the rest stay an
         # unbiased sample of whatever the controls leave accepted.
         ok = audit_roles(valid_audits(audits, answers_all, final, source, decided), True)[1]

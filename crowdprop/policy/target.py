@@ -107,48 +107,39 @@ def class_slack(forest: Forest, status: np.ndarray, final: np.ndarray, source: n
     probability, direct accepts with :data:`DIRECT_PRECISION`."""
     from scipy import stats
 
+    from .audit import CLUSTER, DIRECT, VERIFIER
     from .controller import NODE_ACCEPTED
 
-    out: dict[int, tuple[float, float]] = {}
     acc = final == 1
     sur = np.zeros(len(final))
     var = np.zeros(len(final))
     if verdict_p is not None:
-        v = acc & (source == 2)
+        v = acc & (source == VERIFIER)
         p = np.nan_to_num(verdict_p[v], nan=target)
         sur[v] = p - target
         var[v] = p * (1 - p)
-    d = acc & (source == 3)
+    d = acc & (source == DIRECT)
     sur[d] = DIRECT_PRECISION - target
     var[d] = DIRECT_PRECISION * (1 - DIRECT_PRECISION)
-    cats = np.unique(category)
-    tot_s = {int(c): 0.0 for c in cats}
-    tot_v = {int(c): 0.0 for c in cats}
-    sums_s = pd.Series(sur).groupby(category).sum()
-    sums_v = pd.Series(var).groupby(category).sum()
-    for c in cats:
-        tot_s[int(c)] += float(sums_s.get(c, 0.0))
-        tot_v[int(c)] += float(sums_v.get(c, 0.0))
+    cats, inv = np.unique(category, return_inverse=True)
+    tot_s = np.bincount(inv, weights=sur, minlength=len(cats))
+    tot_v = np.bincount(inv, weights=var, minlength=len(cats))
     nodes = np.flatnonzero(status == NODE_ACCEPTED)
     if len(nodes) and decisions is not None and len(decisions):
-        last = decisions[decisions["decision"] == "accept"].drop_duplicates("node_id", keep="last")
+        last = decisions[decisions["decision"] == Decision.ACCEPT.value].drop_duplicates("node_id", keep="last")
         last = last.set_index("node_id").reindex(nodes)
-        mean = last["est_mean"].to_numpy(np.float64)
         z = stats.norm.ppf(0.5 + credible / 2.0)
-        sd = (last["est_hi"].to_numpy(np.float64) - last["est_lo"].to_numpy(np.float64)) / (2 * z)
-        ind = (acc & (source == 1)).astype(np.float64)[forest.order]
-        cs = np.concatenate([[0.0], np.cumsum(ind)])
-        n_i = cs[forest.end[nodes]] - cs[forest.start[nodes]]
         # a paper-policy decision (no posterior on the theta scale) counts at the target, unknown spread
-        mean = np.where(np.isnan(mean), target, mean)
-        sd = np.where(np.isnan(sd), 0.1, sd)
-        for c, s_i, v_i in zip(forest.category[nodes].tolist(), (n_i * (mean - target)).tolist(),
-                               ((n_i * sd) ** 2).tolist()):
-            tot_s[int(c)] = tot_s.get(int(c), 0.0) + s_i
-            tot_v[int(c)] = tot_v.get(int(c), 0.0) + v_i
-    for c in tot_s:
-        out[c] = (tot_s[c], tot_v[c])
-    return out
+        mean = np.nan_to_num(last["est_mean"].to_numpy(np.float64), nan=target)
+        sd = np.nan_to_num((last["est_hi"].to_numpy(np.float64) - last["est_lo"].to_numpy(np.float64)) / (2 * z),
+                           nan=0.1)
+        # the masks each accepted cluster labels itself (not its direct answers or verifier verdicts)
+        cs = np.concatenate([[0.0], np.cumsum((acc & (source == CLUSTER))[forest.order])])
+        n_i = cs[forest.end[nodes]] - cs[forest.start[nodes]]
+        ci = np.searchsorted(cats, forest.category[nodes])
+        np.add.at(tot_s, ci, n_i * (mean - target))
+        np.add.at(tot_v, ci, (n_i * sd) ** 2)  # the masks of one cluster move together
+    return {int(c): (float(s_), float(v_)) for c, s_, v_ in zip(cats, tot_s, tot_v)}
 
 
 def set_accept(dec: np.ndarray, mean: np.ndarray, sd: np.ndarray, size: np.ndarray, category: np.ndarray,
