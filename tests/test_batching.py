@@ -1,9 +1,35 @@
-"""HITs from a round's questions (crowdprop.hits.batching): golds picked by array match pick_golds."""
+"""HITs from a round's questions (crowdprop.hits.batching): golds picked by array match their definition."""
 import numpy as np
 import pandas as pd
 
 from crowdprop.config import CrowdSection
-from crowdprop.hits.batching import _GoldPicker, make_hits, pick_golds
+from crowdprop.hits.batching import _GoldPicker, make_hits
+
+
+def pick_golds(pool, n, used, rng):
+    """The definition, one HIT at a time over the pool as a table (how crowdprop picked golds
+    before the array picker): n golds balanced between yes and no, least-used first (ties at
+    random), the rest from the other side when one runs short; ``used`` is updated."""
+    if n <= 0 or len(pool) == 0:
+        return pool.iloc[:0]
+    picks = []
+    n_yes = (n + int(rng.integers(2))) // 2
+    for label, want in ((1, n_yes), (0, n - n_yes)):
+        sub = pool[pool["label"] == label]
+        if len(sub) == 0:
+            continue
+        counts = np.array([used.get(int(r), 0) for r in sub["mask_row"]])
+        idx = np.argsort(counts + rng.random(len(sub)) * 0.5, kind="stable")[: min(want, len(sub))]
+        picks.append(sub.iloc[idx])
+    out = pd.concat(picks) if picks else pool.iloc[:0]
+    if len(out) < n:
+        rest = pool[~pool["mask_row"].isin(out["mask_row"])]
+        counts = np.array([used.get(int(r), 0) for r in rest["mask_row"]])
+        idx = np.argsort(counts + rng.random(len(rest)) * 0.5, kind="stable")[: n - len(out)]
+        out = pd.concat([out, rest.iloc[idx]])
+    for r in out["mask_row"]:
+        used[int(r)] = used.get(int(r), 0) + 1
+    return out
 
 
 def _pool(n_yes, n_no, seed=0):

@@ -54,39 +54,11 @@ def reward_for(n_questions: int, cfg: CrowdSection) -> float:
     return reward_cents_for(n_questions, cfg) / 100
 
 
-def pick_golds(pool: pd.DataFrame, n: int, used: dict[int, int], rng: np.random.Generator) -> pd.DataFrame:
-    """``n`` golds balanced between yes and no, least-used first (ties at random).
-
-    ``pool`` has columns ``mask_row, label`` (label 1 = the mask is correct).
-    ``used`` counts how often each gold was put in a HIT; it is updated.
-    """
-    if n <= 0 or len(pool) == 0:
-        return pool.iloc[:0]
-    picks = []
-    n_yes = (n + int(rng.integers(2))) // 2
-    for label, want in ((1, n_yes), (0, n - n_yes)):
-        sub = pool[pool["label"] == label]
-        if len(sub) == 0:
-            continue
-        counts = np.array([used.get(int(r), 0) for r in sub["mask_row"]])
-        key = counts + rng.random(len(sub)) * 0.5
-        idx = np.argsort(key, kind="stable")[: min(want, len(sub))]
-        picks.append(sub.iloc[idx])
-    out = pd.concat(picks) if picks else pool.iloc[:0]
-    if len(out) < n:  # one side of the pool ran short: fill from the other side
-        rest = pool[~pool["mask_row"].isin(out["mask_row"])]
-        counts = np.array([used.get(int(r), 0) for r in rest["mask_row"]])
-        idx = np.argsort(counts + rng.random(len(rest)) * 0.5, kind="stable")[: n - len(out)]
-        out = pd.concat([out, rest.iloc[idx]])
-    for r in out["mask_row"]:
-        used[int(r)] = used.get(int(r), 0) + 1
-    return out
-
-
 class _GoldPicker:
-    """:func:`pick_golds` for many HITs of one round over one pool: the pool's rows, labels and
-    use counts held as arrays, so a HIT's golds cost no pandas filter and no pass over a dict.
-    Picks exactly what :func:`pick_golds` would (same order, same draws from ``rng``);
+    """Golds for the HITs of one round from one pool (``mask_row, label``; label 1 = the mask is
+    correct): per HIT ``n`` golds balanced between yes and no, least-used first (ties at random);
+    when one side runs short, the rest from the other side. The pool's rows, labels and use
+    counts are held as arrays, so a HIT's golds cost no pandas filter and no pass over a dict;
     :meth:`write_back` puts the counts into the ``used`` dict."""
 
     def __init__(self, pool: pd.DataFrame, used: dict[int, int]):
@@ -99,7 +71,7 @@ class _GoldPicker:
         self.used = used
 
     def pick(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Positions in the pool of ``n`` golds (see :func:`pick_golds`)."""
+        """Positions in the pool of ``n`` golds for one HIT; their use counts go up by one."""
         if n <= 0 or len(self.rows) == 0:
             return np.zeros(0, dtype=np.int64)
         picks = []
