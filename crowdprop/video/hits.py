@@ -294,28 +294,33 @@ class _Books:
     def read(cls, path: Path) -> "_Books":
         b = cls()
         for e in read_jsonl(path):
-            ev = e.get("event")
-            if ev == "start":
-                b.started = float(e["at"])
-            elif ev == "admit" and e["token"] not in b.admitted:
-                b.admitted.append(e["token"])
-            elif ev == "published":
-                b.hit_id[e["token"]] = e["hit_id"]
-            elif ev == "unasked":
-                b.unasked.add(e["token"])
-            elif ev == "received":
-                b.received.setdefault(e["assignment_id"], e)
-            elif ev == "verdict":
-                b.verdict.setdefault(e["assignment_id"], e)
-            elif ev == "settled":
-                b.settled.setdefault(e["assignment_id"], e)
-            elif ev == "block":
-                b.blocked.add(e["worker"])
-            elif ev == "expired":
-                b.expired.add(e["token"])
-            elif ev == "done":
-                b.done.add(e["token"])
+            b.apply(e)
         return b
+
+    def apply(self, e: dict) -> None:
+        """One journal event into the books, as read back or as just written (the first record
+        of an assignment stands)."""
+        ev = e.get("event")
+        if ev == "start":
+            self.started = float(e["at"])
+        elif ev == "admit" and e["token"] not in self.admitted:
+            self.admitted.append(e["token"])
+        elif ev == "published":
+            self.hit_id[e["token"]] = e["hit_id"]
+        elif ev == "unasked":
+            self.unasked.add(e["token"])
+        elif ev == "received":
+            self.received.setdefault(e["assignment_id"], e)
+        elif ev == "verdict":
+            self.verdict.setdefault(e["assignment_id"], e)
+        elif ev == "settled":
+            self.settled.setdefault(e["assignment_id"], e)
+        elif ev == "block":
+            self.blocked.add(e["worker"])
+        elif ev == "expired":
+            self.expired.add(e["token"])
+        elif ev == "done":
+            self.done.add(e["token"])
 
 
 class RoundHits:
@@ -339,26 +344,7 @@ class RoundHits:
     # -- journal
     def _log(self, **event) -> None:
         append_jsonl(self.events, event)
-        b = self.books
-        ev = event["event"]
-        if ev == "admit":
-            b.admitted.append(event["token"])
-        elif ev == "published":
-            b.hit_id[event["token"]] = event["hit_id"]
-        elif ev == "unasked":
-            b.unasked.add(event["token"])
-        elif ev == "received":
-            b.received[event["assignment_id"]] = event
-        elif ev == "verdict":
-            b.verdict[event["assignment_id"]] = event
-        elif ev == "settled":
-            b.settled[event["assignment_id"]] = event
-        elif ev == "block":
-            b.blocked.add(event["worker"])
-        elif ev == "expired":
-            b.expired.add(event["token"])
-        elif ev == "done":
-            b.done.add(event["token"])
+        self.books.apply(event)
 
     def plan_hits(self, plan: pd.DataFrame, golds: pd.DataFrame) -> pd.DataFrame:
         """The round's HITs (journaled ``hits.parquet``, else made from ``plan`` and written)."""
