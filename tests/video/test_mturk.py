@@ -412,3 +412,92 @@ def test_a_local_crowd_stopped_mid_round_asks_the_round_again_with_the_same_answ
     cols = ["round", "worker", "question", "region", "kind", "answer", "approved"]
     assert a.table("answers")[cols].equals(b.table("answers")[cols])
     assert a.metrics()[-1]["cents"] == b.metrics()[-1]["cents"] and np.array_equal(a.pred(), b.pred())
+
+
+def test_a_live_round_expires_its_hits_at_round_timeout(tmp_path, clip_dir, checkpoint, hit_config):
+    """One uninterrupted round on the endpoint: workers do the first two HITs and nobody takes the
+    other two. At ``[crowd] round_timeout_s`` after the round started (the endpoint's clock) the
+    round expires the open HITs on the endpoint, waits for nothing more, and ends: the unanswered
+    label questions get no answer and keep the network's labels, and only the approved work is
+    paid, in integer cents the endpoint's books agree with."""
+    cfg = tmp_path / "timeout.toml"
+    cfg.write_text(hit_config.read_text().replace("rounds = 2", "rounds = 1")
+                   .replace("spammer_share = 0.5", "spammer_share = 0.0")
+                   .replace("poll_interval_s = 0.0", "poll_interval_s = 0.0\nround_timeout_s = 900"))
+    a = tmp_path / "a"
+    local, handle, clock = _endpoint(a)
+    expired_at: dict[str, float] = {}
+    try:
+        init_video(a, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
+                   gt=clip_dir / "gt", config=cfg, crowd={"kind": "mturk", "target": "local",
+                                                          "endpoint_url": handle.url})
+        vr = VideoRun(a).require()
+        c = vr.config
+
+        class FirstTwoHits(EndpointWorkers):
+            """Workers who take the round's first two HITs only (batches 0 and 1)."""
+
+            def _hits(self):
+                return [h for h in super()._hits() if str(h.get("RequesterAnnotation", "")).endswith(
+                    ("-v1-0-0", "-v1-1-0"))]
+
+        workers = FirstTwoHits(local, vh.region_truth(vr), len(vr.classes), c.simulation, c.campaign.seed)
+        idle = []
+
+        def poll(_seconds):  # an idle poll: 100 s pass on the endpoint
+            if not workers.step():
+                idle.append(clock())
+                clock.advance(100)
+
+        start = clock()
+        crowd = vh.connect(vr, vh.resolve_target(vr), client=client_for(handle.url), sleep=poll, clock=clock,
+                           retry_wait_s=0.01)
+        expire = crowd.backend.expire
+
+        def expire_logged(hit_id):
+            expired_at[hit_id] = clock()
+            expire(hit_id)
+
+        crowd.backend.expire = expire_logged
+        run(a, crowd=crowd)
+        crowd.close()
+
+        vr = VideoRun(a).require()
+        assert vr.rounds() == [0, 1]
+        hits = pd.read_parquet(vr.round_dir(1) / "hits.parquet")
+        per = hits.groupby("token").agg(batch=("batch", "first"), hit_id=("hit_id", "first"))
+        assert len(per) == 4 and (hits["attempt"] == 0).all()  # 12 questions, 3 per HIT; nothing asked again
+        answered = set(per.loc[per["batch"] < 2, "hit_id"])
+        unanswered = set(per.loc[per["batch"] >= 2, "hit_id"])
+        # the two HITs nobody took were expired once, at the first poll past the timeout
+        assert set(expired_at) == unanswered
+        for t in expired_at.values():
+            assert start + 900 < t <= start + 900 + 100 + 60  # one idle poll (100 s) and some work time late
+        assert clock() < start + 900 + 100 + 60  # and the round waited for nothing after that
+        for hit_id in unanswered:
+            h = local.call("GetHIT", {"HITId": hit_id})["HIT"]
+            exp = h["Expiration"].timestamp() if hasattr(h["Expiration"], "timestamp") else float(h["Expiration"])
+            assert exp <= clock() and int(h["NumberOfAssignmentsPending"]) == 0
+            assert local.call("ListAssignmentsForHIT", {"HITId": hit_id, "MaxResults": 100})["Assignments"] == []
+        # the answered HITs were approved and paid; the unanswered questions have no answer
+        asg, ans = vr.table("assignments"), vr.table("answers")
+        assert set(asg["hit_id"]) == answered and (asg["status"] == "Approved").all() and len(asg) == 2
+        assert set(ans["hit_id"]) == answered
+        lab = hits.loc[hits["kind"] == "label"]
+        left = lab.loc[lab["hit_id"].isin(unanswered)]
+        assert len(left) == 6 and not set(left["question"]) & set(ans["question"])
+        m = vr.metrics()[-1]
+        assert m["clicks"] == int(((ans["kind"] == "label") & ans["approved"]).sum()) == 6
+        # the unanswered regions keep the network's labels (human labels cover only what was answered)
+        regions = vr.units()["regions"]
+        final = vr.pred()
+        model_pred = np.load(vr.round_dir(1) / "model_pred.npz")["labels"]
+        for reg in set(left["region"]) - set(ans.loc[ans["kind"] == "label", "region"]):
+            assert (final[regions == reg] == model_pred[regions == reg]).all()
+        # money: 2 approved assignments x (5 cents + the 1 cent minimum fee), nothing for the expired HITs
+        led = local.ledger(entries=False)
+        assert m["cents"] == int(asg["reward_cents"].sum() + asg["fee_cents"].sum()) == 2 * (5 + 1)
+        assert round(float(led["spent_usd"]) * 100) == m["cents"] and led["hits_created"] == 4
+        assert led["approvals"] == 2
+    finally:
+        handle.stop()
