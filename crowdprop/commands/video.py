@@ -8,7 +8,7 @@ NAME = "video"
 HELP = "video mode: label every frame of a video from a few crowd clicks (active selection + fine-tuning)"
 ORDER = 40
 
-SUBCOMMANDS = ("init", "run", "status", "report", "export", "replay", "synth", "pretrain")
+SUBCOMMANDS = ("init", "run", "status", "report", "export", "replay", "synth", "pretrain", "gold")
 
 
 def _common_init(p, required: bool):
@@ -22,6 +22,11 @@ def _common_init(p, required: bool):
     p.add_argument("--granularity", choices=["frame", "patch", "superpixel"], help="override [video] granularity")
     p.add_argument("--method", choices=["active", "uncertainty", "random", "keyframe"],
                    help="override [video] method")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where init's per-chunk work (superpixels, flow, the network's labels) runs: local "
+                        "(this process, or --workers processes) or ray (Ray tasks; RAY_ADDRESS or a local Ray)")
+    p.add_argument("--workers", type=int, help="processes (local) or CPUs of a local Ray (default: 1 for local, "
+                                               "this machine's CPUs for ray)")
 
 
 def register(p):
@@ -91,6 +96,9 @@ def register(p):
     q.add_argument("--arch", choices=["smallseg", "lraspp"], default="smallseg")
     q.epilog = "example:\n  crowdprop video pretrain -o net.pt   (the shipped sample's network: --steps 500 --seed 0)"
     p.epilog = "subcommands: " + ", ".join(SUBCOMMANDS) + "; each has --help.\nStart here: crowdprop video replay"
+    from . import video_gold
+
+    video_gold.register(sub, fmt)
 
 
 def _crowd(choice: str) -> dict:
@@ -112,6 +120,14 @@ def _need_extras(need_torch: bool = True) -> None:
             __import__(mod)
         except ImportError:
             raise MissingExtra("video", pkg) from None
+
+
+def _workers(args) -> int | None:
+    from ..errors import InputError
+
+    if args.workers is not None and not 1 <= args.workers <= 1024:
+        raise InputError("command line", None, "--workers", "must be in [1, 1024]")
+    return args.workers
 
 
 def _overrides(args) -> dict:
@@ -140,6 +156,10 @@ def run(args) -> int:
     if cmd is None:
         print("crowdprop video: give a subcommand: " + ", ".join(SUBCOMMANDS) + " (crowdprop video --help)")
         return 2
+    if cmd == "gold":
+        from . import video_gold
+
+        return video_gold.run(args)
     if cmd == "synth":
         _need_extras(need_torch=False)
         from pathlib import Path
@@ -172,7 +192,8 @@ def run(args) -> int:
 
         vr = init_video(args.run_dir, frames=args.frames, labels=args.labels, model=args.model, gt=args.gt,
                         config=args.config, seed=args.seed, overrides=_overrides(args),
-                        crowd=_crowd(args.crowd or ("simulated" if args.gt else "mturk")))
+                        crowd=_crowd(args.crowd or ("simulated" if args.gt else "mturk")),
+                        engine=args.engine, workers=_workers(args))
         m = vr.metrics()[0]
         print(f"video run directory {vr.path}: {vr.campaign['frames']} frames, classes {', '.join(vr.classes)}"
               + ("" if m["miou"] is None else f"; the network's mIoU before any click {m['miou']:.3f}"))
@@ -209,7 +230,8 @@ def run(args) -> int:
         if not args.json:
             print(f"run directory: {run_dir}")
         vr = init_video(run_dir, frames=frames, labels=labels, model=args.model or sample_model_path(), gt=gt,
-                        config=config, seed=args.seed, overrides=_overrides(args), crowd=_crowd(args.crowd))
+                        config=config, seed=args.seed, overrides=_overrides(args), crowd=_crowd(args.crowd),
+                        engine=args.engine, workers=_workers(args))
         run_video(vr.path, progress=None if args.json else _print_round)
         rep = compute(vr)
         write(vr, rep)

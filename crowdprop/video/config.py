@@ -58,6 +58,15 @@ class VideoSection(Section):
     """Fine-tuning steps between checkpoints in the round's journal (resume point)."""
     threads: int = 1
     """torch threads."""
+    flow: str = "dis"
+    """Optical flow between neighbouring frames: ``dis`` or ``farneback`` (OpenCV, no weights) or
+    ``raft`` (torchvision's ``raft_small``)."""
+    flow_weights: str = ""
+    """RAFT's weights: ``""`` torchvision's pretrained ones (needs internet or torch's cache), a
+    checkpoint path, or ``"untrained"`` (random: runs the code path, its flow is noise)."""
+    chunk_frames: int = 64
+    """Frames per stored chunk (frames, unit maps, flows, label maps) and per task of ``--engine``;
+    a multiple of 8 (the inference batch), so results do not depend on it."""
 
     def validate(self, v: _V) -> None:
         v.check(self.granularity in KINDS, "granularity", f"must be one of {', '.join(KINDS)}")
@@ -76,6 +85,9 @@ class VideoSection(Section):
         v.check(self.anchor >= 0, "anchor", "must be >= 0")
         v.check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         v.check(1 <= self.threads <= 256, "threads", "must be in [1, 256]")
+        v.check(self.flow in ("dis", "farneback", "raft"), "flow", "must be dis, farneback or raft")
+        v.check(self.chunk_frames >= 8 and self.chunk_frames % 8 == 0, "chunk_frames",
+                "must be a multiple of 8 (the inference batch), >= 8")
 
 
 MTURK_DEFAULTS: dict[str, Any] = {

@@ -16,13 +16,14 @@ def export(vr, out: str | Path | None = None) -> Path:
     from pycocotools import mask as mask_utils
 
     out = Path(out) if out else vr.path / "export"
-    labels = vr.pred()
+    labels = vr.pred_store()  # read a chunk at a time
     names = vr.campaign["frame_names"]
     (out / "labels").mkdir(parents=True, exist_ok=True)
     images: list[dict] = []
     anns: list[dict] = []
     classes = vr.classes
-    for t, lab in enumerate(labels):
+    for t in range(len(labels)):
+        lab = labels[t]
         stem = Path(names[t]).stem
         fname = f"{t:05d}_{stem}.png" if stem != f"{t:05d}" else f"{stem}.png"
         with atomic_path(out / "labels" / fname) as tmp:

@@ -40,8 +40,114 @@ def _read_image(path: Path, what: str, mode: str) -> np.ndarray:
         raise InputError(path, None, what, f"not a readable image ({type(e).__name__})") from None
 
 
+class FrameSource:
+    """``--frames`` read lazily: :meth:`chunks` yields uint8 ``(n, H, W, 3)`` RGB blocks of at most
+    ``chunk`` frames, a folder's images read one file at a time and a video decoded frame by frame
+    (OpenCV ``VideoCapture``), each checked as :func:`read_frames` checks them; :attr:`names` fills
+    as they are read. A folder's frame count is known before reading (:attr:`count`; None for a
+    video)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(self.path, None, "--frames", "no such file or folder")
+        self.files = _image_files(self.path, "--frames") if self.path.is_dir() else None
+        self.count: int | None = len(self.files) if self.files is not None else None
+        self.names: list[str] = []
+        self.shape: tuple[int, int, int] | None = None
+
+    def _check(self, img: np.ndarray, i: int, where: Path) -> np.ndarray:
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise InputError(where, f"frame {i}", "--frames", f"expected an RGB image, got shape {img.shape}")
+        if self.shape is None:
+            self.shape = (int(img.shape[0]), int(img.shape[1]), int(img.shape[2]))
+        elif img.shape != self.shape:
+            first = self.files[0].name if self.files else "00000"
+            raise InputError(where, f"frame {i}", "size", f"{img.shape[1]}x{img.shape[0]} px, but frame 0 "
+                             f"({first}) is {self.shape[1]}x{self.shape[0]}")
+        return img
+
+    def _frames(self):
+        if self.files is not None:
+            for i, f in enumerate(self.files):
+                yield self._check(_read_image(f, "--frames", "RGB"), i, f), f.name
+            return
+        import cv2
+
+        cap = cv2.VideoCapture(str(self.path))
+        i = 0
+        try:
+            while cap.isOpened():
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                yield self._check(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), i, self.path), f"{i:05d}"
+                i += 1
+        finally:
+            cap.release()
+        if i == 0:
+            raise InputError(self.path, None, "--frames", "unreadable video: OpenCV decoded no frame (not a video, "
+                             "or a codec it lacks); a folder of images works too")
+
+    def chunks(self, chunk: int):
+        block: list[np.ndarray] = []
+        for img, name in self._frames():
+            block.append(img)
+            self.names.append(name)
+            if len(block) == chunk:
+                yield np.stack(block).astype(np.uint8)
+                block = []
+        if block:
+            yield np.stack(block).astype(np.uint8)
+
+
+class GtSource:
+    """``--gt`` read lazily, a block of label maps at a time, checked as :func:`read_gt` checks them."""
+
+    def __init__(self, path: str | os.PathLike, n_classes: int, labels_path, frames: int | None):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise InputError(self.path, None, "--gt", "expected a folder of label maps")
+        self.files = _image_files(self.path, "--gt")
+        self.n_classes = n_classes
+        self.labels_path = labels_path
+        if frames is not None:
+            self.check_count(frames)
+
+    def check_count(self, frames: int) -> None:
+        if len(self.files) != frames:
+            raise InputError(self.path, None, "--gt", f"{len(self.files)} label maps for {frames} frames")
+
+    def read(self, start: int, hw: tuple[int, int], n: int) -> np.ndarray:
+        """uint8 (n, H, W): the label maps of frames ``start .. start + n - 1``."""
+        h, w = hw
+        out = np.zeros((n, h, w), np.uint8)
+        for j in range(n):
+            i = start + j
+            if i >= len(self.files):
+                raise InputError(self.path, None, "--gt", f"{len(self.files)} label maps for more frames (frame {i} "
+                                 "has none)")
+            out[j] = _check_gt(_read_image(self.files[i], "--gt", "L"), self.files[i], i, (h, w), self.n_classes,
+                               self.labels_path)
+        return out
+
+
+def _check_gt(lab: np.ndarray, f: Path, i: int, hw: tuple[int, int], n_classes: int, labels_path) -> np.ndarray:
+    h, w = hw
+    if lab.ndim != 2:
+        raise InputError(f, f"frame {i}", "--gt", f"expected a 2-d label map, got shape {lab.shape}")
+    if lab.shape != (h, w):
+        raise InputError(f, f"frame {i}", "size", f"{lab.shape[1]}x{lab.shape[0]} px, the frames are {w}x{h}")
+    if lab.max() >= n_classes:
+        v = int(lab.max())
+        raise InputError(f, f"frame {i}", "class", f"pixel value {v} is not a class of {labels_path} "
+                         f"(ids 0 .. {n_classes - 1})")
+    return lab
+
+
 def read_frames(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """uint8 (T, H, W, 3) RGB and each frame's name."""
+    """uint8 (T, H, W, 3) RGB and each frame's name (all in memory: small clips; ``crowdprop video
+    init`` streams them with :class:`FrameSource`)."""
     p = Path(path)
     if not p.exists():
         raise InputError(p, None, "--frames", "no such file or folder")

@@ -3,23 +3,38 @@
 Layout::
 
     RUN_DIR/
-      campaign.json        kind "video", classes, frame names, sources, seed
+      campaign.json        kind "video", classes, frame names, sources, seed, the manual labeling's
+                           reference (clicks, mIoU)
       config.json          every key of :class:`crowdprop.video.config.VideoConfig`
-      frames.npz           uint8 (T, H, W, 3), compressed
-      gt.npz               uint8 (T, H, W) ground truth (replay)
-      units.npz            superpixels (global ids), units (global ids), regions (what a question covers)
-      flows.npz            fwd, bwd (float16), occ_fwd, occ_bwd between neighbouring frames
+      frames/              uint8 (T, H, W, 3) as a chunk folder (meta.json, 00000.npz, ...:
+                           ``[video] chunk_frames`` frames a compressed file; :mod:`.rundir`)
+      gt/                  uint8 (T, H, W) ground truth (replay), a chunk folder
+      units/               superpixels (global ids), units (global ids), regions (what a question
+                           covers), a chunk folder; index.npz: each unit's and superpixel's frame
+      flows/               fwd, bwd (float16), occ_fwd, occ_bwd between neighbouring frames (pair t
+                           in the chunk of frame t)
       model/base.pt        the network the campaign started from
       golds.parquet        gold pool: region, frame, truth
-      state/round-00000/   the start: the base network's labels (pred.npz) and metrics.json
-      state/round-0000k/   answers.parquet, assignments.parquet, metrics.json, pred.npz
-                           (the final label maps: human labels over the network's), model.pt,
+      state/round-00000/   the start: the base network's labels (pred/, model_pred/) and metrics.json
+      state/round-0000k/   answers.parquet, assignments.parquet, metrics.json, pred/ (the final
+                           uint8 label maps: human labels over the network's), model_pred/ (the
+                           network's own), both chunk folders, model.pt,
                            hits.parquet (MTurk crowds: every HIT's questions and HIT id)
       journal/round-0000k/ the round in progress: plan.parquet (questions), hits.parquet and
                            events.jsonl (MTurk crowds, :mod:`crowdprop.video.hits`), answers and
                            assignments once the crowd is done (crowd.done), ft.pt (the latest
-                           fine-tuning checkpoint)
+                           fine-tuning checkpoint), pred/ and model_pred/ as they are written
       hit_images/          the worker pages' pictures (MTurk crowds without s3_bucket)
+
+A run directory of the first version (frames.npz, gt.npz, units.npz, flows.npz, pred.npz) is
+still read and continued; the whole arrays are loaded then.
+
+Nothing per pixel of the whole video is held in memory by ``init`` or a round: frames are read
+a chunk at a time, inference, uncertainty and unit embeddings go 8 frames at a time (per-unit
+sums, since units are numbered frame by frame), fine-tuning reads its pairs' frames, labels and
+flows as it draws them, and label maps are written chunk by chunk as they are made. What grows
+with the video: per-unit arrays (uncertainty, the embedding: n_units x width float64) and, for
+``method = "keyframe"``, the propagation (whole-video label and flow arrays).
 
 A round is written into ``state/.round-0000k.tmp`` and renamed ``state/round-0000k``: it exists
 complete or not at all. Every file is replaced atomically (:mod:`crowdprop.io`). A run killed at
@@ -44,32 +59,52 @@ from ..io import atomic_write_text, read_parquet, write_parquet
 from . import config as vconfig
 from .rundir import CROWDS, KIND, VideoRun, save_npz  # noqa: F401  (KIND, VideoRun: part of this API)
 from .crowd import UNKNOWN, run_questions, simulated_workers
-from .units import majority_labels, pixel_uncertainty, pooled, superpixels, unit_maps, unit_truth
+from .units import (class_hist, majority_labels, pixel_uncertainty, pooled, superpixels, truth_from_hist,  # noqa: F401
+                    unit_maps, unit_truth)
 
 log = logging.getLogger(__name__)
 
 GOLD_POOL = 100
 
 
-def miou(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> float:
-    """Mean IoU over the classes present in ``gt`` or ``pred``, pixels of the whole video pooled."""
+def confusion(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> np.ndarray:
+    """int64 (K, K) pixel counts, rows ground truth, columns prediction (add blocks' to pool them)."""
     idx = gt.astype(np.int64).ravel() * n_classes + pred.astype(np.int64).ravel()
-    conf = np.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return np.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def miou_of(conf: np.ndarray) -> float:
+    """Mean IoU from a confusion matrix (:func:`confusion`)."""
     inter = np.diag(conf).astype(np.float64)
     union = conf.sum(0) + conf.sum(1) - np.diag(conf)
     ok = union > 0
     return float((inter[ok] / union[ok]).mean()) if ok.any() else 1.0
 
 
+def miou(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> float:
+    """Mean IoU over the classes present in ``gt`` or ``pred``, pixels of the whole video pooled."""
+    return miou_of(confusion(pred, gt, n_classes))
+
+
+def _blocks(n: int, step: int):
+    return [(s, min(s + step, n)) for s in range(0, n, step)]
+
+
 # -- init ------------------------------------------------------------------------------------------
 def init_video(run_dir: str | os.PathLike, *, frames: str | os.PathLike, labels: str | os.PathLike,
                model: str | os.PathLike | None = None, gt: str | os.PathLike | None = None,
                config: str | os.PathLike | None = None, seed: int | None = None, overrides: dict | None = None,
-               crowd: dict | None = None) -> VideoRun:
+               crowd: dict | None = None, engine: str = "local", workers: int | None = None) -> VideoRun:
     """Check every input, then build the run directory in a temporary folder next to it and
     rename it into place (:func:`crowdprop.staging.staged`: a failed init leaves nothing).
     ``crowd``: ``{"kind": "simulated" | "mturk-local" | "mturk", ...}`` (default simulated; all
-    but ``mturk`` need ``gt``)."""
+    but ``mturk`` need ``gt``).
+
+    Frames are streamed: read ``[video] chunk_frames`` at a time into the run directory's chunk
+    folders, then superpixels, flows and the network's labels are computed a chunk per task of
+    ``engine`` (``local``: in this process, or ``workers`` local processes; ``ray``: Ray tasks,
+    :mod:`crowdprop.engine`); every task depends only on its chunk, so the run directory is the
+    same whichever engine made it."""
     from ..staging import is_free, staged
     from . import inputs
     from . import model as vmodel
@@ -81,61 +116,178 @@ def init_video(run_dir: str | os.PathLike, *, frames: str | os.PathLike, labels:
     if seed is not None:
         ov.setdefault("campaign", {})["seed"] = int(seed)
     cfg = vconfig.load(config, ov)
-    vid, names = inputs.read_frames(frames)
+    src = inputs.FrameSource(frames)
     classes = inputs.read_labels(labels)
     model_path = Path(model) if model else sample_model_path()
     net, ck = vmodel.load(model_path)
     inputs.check_model_classes(labels, classes, list(ck["classes"]), model_path)
-    gt_arr = inputs.read_gt(gt, vid.shape[:3], len(classes), labels) if gt else None
+    gsrc = inputs.GtSource(gt, len(classes), labels, src.count) if gt else None
     crowd = dict(crowd or {"kind": "simulated"})
     if crowd.get("kind") not in CROWDS:
         raise InputError("command line", None, "--crowd", f"must be one of {', '.join(CROWDS)}")
-    if crowd["kind"] != "mturk" and gt_arr is None:
+    if crowd["kind"] != "mturk" and gsrc is None:
         raise InputError(frames, None, "--gt", f"a '{crowd['kind']}' crowd answers from ground truth: pass --gt")
+    if cfg.video.flow == "raft":  # no weights: one line now, before anything is read
+        from .flow import load_raft
+
+        load_raft(cfg.video.flow_weights, where=f"{config or '<defaults>'}: [video] flow_weights")
     sources = {"frames": str(frames), "labels": str(labels), "model": str(model_path), "gt": str(gt) if gt else None}
     with staged(run_dir) as tmp:
-        _write_inputs(tmp, cfg, vid, gt_arr, model_path, len(classes))
-        vr = _write_campaign(tmp, cfg, classes, names, vid.shape, sources, crowd)
-        _set_threads(cfg.video.threads)
-        pred = vmodel.predict(net, vid, features=False).argmax(1).astype(np.uint8)
-        vr.commit_round(0, {"pred.npz": {"labels": pred}, "model_pred.npz": {"labels": pred},
-                            "metrics.json": _metrics(vr, 0, pred, pd.DataFrame(), pd.DataFrame(), {})})
+        shape = _write_frames(tmp, cfg, src, gsrc)
+        (tmp / "model").mkdir()
+        shutil.copyfile(model_path, tmp / "model" / "base.pt")
+        conf0, manual = _write_derived(tmp, cfg, len(classes), engine=engine, workers=workers)
+        vr = _write_campaign(tmp, cfg, classes, src.names, shape, sources, crowd, manual)
+        vr.commit_round(0, {"pred": tmp / "journal-init" / "pred", "model_pred": tmp / "journal-init" / "pred",
+                            "metrics.json": _metrics(vr, 0, conf0, pd.DataFrame(), pd.DataFrame(), {})})
+        shutil.rmtree(tmp / "journal-init")
     return VideoRun(run_dir).require()
 
 
-def _write_inputs(tmp: Path, cfg: vconfig.VideoConfig, vid: np.ndarray, gt_arr: np.ndarray | None,
-                  model_path: Path, n_classes: int) -> None:
-    """frames, ground truth, units, flows, the base network and the gold pool of a new run directory."""
-    from .flow import clip_flows
+def _write_frames(tmp: Path, cfg: vconfig.VideoConfig, src, gsrc) -> tuple[int, int, int]:
+    """Pass 1: frames (and ground truth) into chunk folders, a chunk at a time; (T, H, W)."""
+    from .rundir import ChunkWriter
+
+    c = cfg.video.chunk_frames
+    fw = ChunkWriter(tmp / "frames", c)
+    gw = ChunkWriter(tmp / "gt", c) if gsrc is not None else None
+    t = 0
+    for block in src.chunks(c):
+        fw.append(frames=block)
+        if gw is not None:
+            gw.append(gt=gsrc.read(t, block.shape[1:3], len(block)))
+        t += len(block)
+    if gsrc is not None:
+        gsrc.check_count(t)
+    fw.close()
+    if gw is not None:
+        gw.close()
+    assert src.shape is not None
+    return t, int(src.shape[0]), int(src.shape[1])
+
+
+_TASK_CACHE: dict = {}
+
+
+def _cached(key, make):
+    if key not in _TASK_CACHE:
+        _TASK_CACHE.clear()  # one network (and one RAFT) per worker at a time
+        _TASK_CACHE[key] = make()
+    return _TASK_CACHE[key]
+
+
+def chunk_task(run_tmp: str, i: int, spec: dict) -> dict:
+    """One chunk of init's pass 2 (a top-level function: it runs in engine workers): SLIC
+    superpixels (ids local to each frame), the flows of the pairs starting in the chunk with
+    their occlusion masks, and the network's labels. Reads only the run directory."""
+    from . import model as vmodel
+    from .flow import load_raft, occlusion, pair_flows
+    from .rundir import ChunkedArray
+
+    _set_threads(spec["threads"])
+    frames = ChunkedArray(Path(run_tmp) / "frames", "frames")
+    c, t = frames.chunk, len(frames)
+    s, e = i * c, min((i + 1) * c, t)
+    block = frames[s:min(e + 1, t)]  # and the next chunk's first frame, for the last pair
+    own = block[:e - s]
+    h, w = own.shape[1:3]
+    sp = superpixels(own, n_segments=max(2, round(h * w / spec["superpixel_px"])))
+    raft = _cached(("raft", spec["flow_weights"]), lambda: load_raft(spec["flow_weights"])) \
+        if spec["flow"] == "raft" else None
+    fwd, bwd = pair_flows(block, spec["flow"], raft)
+    occ_f = np.stack([occlusion(fwd[k], bwd[k]) for k in range(len(fwd))]) if len(fwd) else np.zeros((0, h, w), bool)
+    occ_b = np.stack([occlusion(bwd[k], fwd[k]) for k in range(len(fwd))]) if len(fwd) else np.zeros((0, h, w), bool)
+    net = _cached(("net", spec["model"]), lambda: vmodel.load(spec["model"], what="model")[0])
+    pred = np.concatenate([vmodel.predict(net, own[a - s:b - s], features=False).argmax(1).astype(np.uint8)
+                           for a, b in _blocks_from(s, e, 8)])
+    return {"sp": sp, "fwd": fwd.astype(np.float16), "bwd": bwd.astype(np.float16), "occ_fwd": occ_f,
+            "occ_bwd": occ_b, "pred": pred}
+
+
+def _blocks_from(s: int, e: int, step: int):
+    return [(a, min(a + step, e)) for a in range(s, e, step)]
+
+
+def _write_derived(tmp: Path, cfg: vconfig.VideoConfig, n_classes: int, *, engine: str,
+                   workers: int | None) -> tuple[np.ndarray | None, dict]:
+    """Pass 2: unit maps, flows, the network's labels (round 0) and the gold pool, a chunk per task
+    of the engine. Returns round 0's confusion matrix (None without ground truth) and the manual
+    labeling's reference (``clicks``, ``miou``)."""
+    from ..engine import make_engine
+    from .rundir import ChunkedArray, ChunkWriter
 
     v = cfg.video
-    save_npz(tmp / "frames.npz", frames=vid)
-    if gt_arr is not None:
-        save_npz(tmp / "gt.npz", gt=gt_arr)
-    sp_local = superpixels(vid, n_segments=max(2, round(vid.shape[1] * vid.shape[2] / v.superpixel_px)))
-    sp, sp_table = unit_maps("superpixel", shape=vid.shape[:3], superpixel_map=sp_local)
-    um, utable = unit_maps(v.granularity if v.method != "keyframe" else "frame", shape=vid.shape[:3],
-                           patch=v.patch, superpixel_map=sp_local)
-    regions = sp if (v.granularity == "frame" or v.method == "keyframe") else um
-    save_npz(tmp / "units.npz", superpixels=sp, units=um, regions=regions,
-              unit_frame=utable["frame"].to_numpy(), sp_frame=sp_table["frame"].to_numpy())
-    fwd, bwd, occ_f, occ_b = clip_flows(vid)
-    save_npz(tmp / "flows.npz", fwd=fwd.astype(np.float16), bwd=bwd.astype(np.float16), occ_fwd=occ_f,
-              occ_bwd=occ_b)
-    (tmp / "model").mkdir()
-    shutil.copyfile(model_path, tmp / "model" / "base.pt")
+    frames = ChunkedArray(tmp / "frames", "frames")
+    gt = ChunkedArray(tmp / "gt", "gt") if (tmp / "gt").is_dir() else None
+    t, h, w = frames.shape[:3]
+    c = v.chunk_frames
+    frame_like = v.granularity == "frame" or v.method == "keyframe"
+    ukind = v.granularity if v.method != "keyframe" else "frame"
+    spec = {"threads": v.threads, "superpixel_px": v.superpixel_px, "flow": v.flow, "flow_weights": v.flow_weights,
+            "model": str(tmp / "model" / "base.pt")}
+    uw, fw = ChunkWriter(tmp / "units", c), ChunkWriter(tmp / "flows", c)
+    pw = ChunkWriter(tmp / "journal-init" / "pred", c)
+    sp_off = u_off = 0
+    sp_frames: list[np.ndarray] = []
+    u_frames: list[np.ndarray] = []
+    conf = np.zeros((n_classes, n_classes), np.int64) if gt is not None else None
+    sp_hist: list[np.ndarray] = []
+    reg_hist: list[np.ndarray] = []
+    n_chunks = frames.n_chunks
+    with make_engine(engine, 1 if workers is None and engine == "local" else workers) as eng:
+        for i, res in enumerate(eng.map(chunk_task, [(str(tmp), i, spec) for i in range(n_chunks)])):
+            s = i * c
+            n = len(res["sp"])
+            sp, sp_table = unit_maps("superpixel", shape=(n, h, w), superpixel_map=res["sp"], offset=sp_off,
+                                     first_frame=s)
+            um, utable = unit_maps(ukind, shape=(n, h, w), patch=v.patch, superpixel_map=res["sp"], offset=u_off,
+                                   first_frame=s)
+            regions = sp if frame_like else um
+            uw.append(superpixels=sp, units=um, regions=regions)
+            if len(res["fwd"]):
+                fw.append(fwd=res["fwd"], bwd=res["bwd"], occ_fwd=res["occ_fwd"], occ_bwd=res["occ_bwd"])
+            pw.append(labels=res["pred"])
+            if gt is not None and conf is not None:
+                g = gt[s:s + n]
+                conf += confusion(res["pred"], g, n_classes)
+                sp_hist.append(class_hist(sp, g, sp_off, len(sp_table), n_classes))
+                if not frame_like:
+                    reg_hist.append(class_hist(um, g, u_off, len(utable), n_classes))
+            sp_frames.append(sp_table["frame"].to_numpy())
+            u_frames.append(utable["frame"].to_numpy())
+            sp_off += len(sp_table)
+            u_off += len(utable)
+    uw.close()
+    fw.close({"fwd": ((h, w, 2), "float16"), "bwd": ((h, w, 2), "float16"), "occ_fwd": ((h, w), "bool"),
+              "occ_bwd": ((h, w), "bool")})
+    pw.close()
+    sp_frame, unit_frame = np.concatenate(sp_frames), np.concatenate(u_frames)
+    save_npz(tmp / "units" / "index.npz", unit_frame=unit_frame, sp_frame=sp_frame)
+    manual: dict = {"clicks": int(sp_off), "miou": None}
     rng = np.random.default_rng([cfg.campaign.seed, 0])
-    if gt_arr is not None:
-        n_regions = int(regions.max()) + 1
-        truth, _ = unit_truth(regions, gt_arr, n_regions, n_classes, mixed_below=v.mixed_below)
-        rframe = (sp_table["frame"].to_numpy() if regions is sp else utable["frame"].to_numpy())
+    if gt is not None:
+        sph = np.concatenate(sp_hist)
+        manual["miou"] = _manual_miou(ChunkedArray(tmp / "units", "superpixels"), gt, sph.argmax(1), n_classes)
+        hist = sph if frame_like else np.concatenate(reg_hist)
+        n_regions = len(hist)
+        truth, _ = truth_from_hist(hist, v.mixed_below)
+        rframe = sp_frame if frame_like else unit_frame
         pick = np.sort(rng.choice(n_regions, size=min(GOLD_POOL, n_regions), replace=False))
         write_parquet(tmp / "golds.parquet", pd.DataFrame({"region": pick, "frame": rframe[pick],
                                                            "truth": truth[pick], "used": 0}))
+    return conf, manual
+
+
+def _manual_miou(sp, gt, majority: np.ndarray, n_classes: int) -> float:
+    """mIoU of labeling every superpixel with its majority class (full manual labeling)."""
+    conf = np.zeros((n_classes, n_classes), np.int64)
+    for s, e in _blocks(len(sp), sp.chunk if hasattr(sp, "chunk") else len(sp)):
+        conf += confusion(majority[sp[s:e]].astype(np.uint8), gt[s:e], n_classes)
+    return miou_of(conf)
 
 
 def _write_campaign(tmp: Path, cfg: vconfig.VideoConfig, classes: list[str], names: list[str],
-                    shape: tuple[int, ...], sources: dict, crowd: dict) -> VideoRun:
+                    shape: tuple[int, ...], sources: dict, crowd: dict, manual: dict | None = None) -> VideoRun:
     from .. import __version__
     from ..campaign.init import campaign_id
 
@@ -145,7 +297,7 @@ def _write_campaign(tmp: Path, cfg: vconfig.VideoConfig, classes: list[str], nam
         "kind": KIND, "version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
         "classes": classes, "frame_names": names, "frames": int(shape[0]), "height": int(shape[1]),
         "width": int(shape[2]), "sources": sources, "seed": cfg.campaign.seed, "crowd": crowd,
-        "campaign_id": campaign_id(crowd, cfg.campaign.seed)})
+        "campaign_id": campaign_id(crowd, cfg.campaign.seed), **({"manual": manual} if manual else {})})
     return vr.require()
 
 
@@ -164,7 +316,10 @@ def _set_threads(n: int) -> None:
 # -- metrics ---------------------------------------------------------------------------------------
 def manual_reference(vr: VideoRun) -> tuple[int, float | None]:
     """Clicks of labeling every frame by hand (one per superpixel) and that labeling's mIoU."""
-    u = vr.units()
+    m = vr.campaign.get("manual")
+    if isinstance(m, dict):
+        return int(m["clicks"]), m["miou"]
+    u = vr.units()  # a run directory of the first version
     sp = u["superpixels"]
     n = int(sp.max()) + 1
     gt = vr.gt()
@@ -173,8 +328,10 @@ def manual_reference(vr: VideoRun) -> tuple[int, float | None]:
     return n, miou(majority_labels(sp, gt, n, len(vr.classes)), gt, len(vr.classes))
 
 
-def _metrics(vr: VideoRun, r: int, final: np.ndarray, answers: pd.DataFrame, assignments: pd.DataFrame,
-             timing: dict, model_pred: np.ndarray | None = None) -> dict:
+def _metrics(vr: VideoRun, r: int, conf: np.ndarray | None, answers: pd.DataFrame, assignments: pd.DataFrame,
+             timing: dict, conf_model: np.ndarray | None = None) -> dict:
+    """A round's metrics; ``conf``, ``conf_model``: confusion matrices (:func:`confusion`) of the
+    final labels and the network's own against ground truth (None without it)."""
     prev = vr.metrics()[-1] if r > 0 else {"clicks": 0, "clicks_all": 0, "cents": 0, "hits": 0, "rejected": 0}
     lab = answers.loc[(answers["kind"] == "label") & answers["approved"].astype(bool)] if len(answers) else answers
     clicks = int(prev["clicks"]) + int(len(lab))
@@ -182,26 +339,24 @@ def _metrics(vr: VideoRun, r: int, final: np.ndarray, answers: pd.DataFrame, ass
     spent = int(prev["cents"]) + (int(assignments["reward_cents"].sum() + assignments["fee_cents"].sum())
                                   if len(assignments) else 0)
     total, m_manual = manual_reference(vr)
-    gt = vr.gt()
-    k = len(vr.classes)
     out = {"round": r, "clicks": clicks, "clicks_all": clicks_all, "clicks_share": clicks / total,
            "manual_clicks": total, "cents": spent,
            "hits": int(prev["hits"]) + int(len(assignments)),
            "rejected": int(prev["rejected"]) + (int((~assignments["approved"].astype(bool)).sum())
                                                 if len(assignments) else 0),
-           "miou": miou(final, gt, k) if gt is not None else None,
-           "miou_model": (miou(model_pred, gt, k) if gt is not None and model_pred is not None else
-                          (miou(final, gt, k) if gt is not None and r == 0 else None)),
+           "miou": miou_of(conf) if conf is not None else None,
+           "miou_model": (miou_of(conf_model) if conf_model is not None else
+                          (miou_of(conf) if conf is not None and r == 0 else None)),
            "miou_manual": m_manual, "seconds": timing}
     return out
 
 
 # -- the round loop --------------------------------------------------------------------------------
-def human_labels(regions: np.ndarray, answers: pd.DataFrame) -> np.ndarray:
-    """int (T, H, W): the class people gave each pixel's region, -1 where none. Approved answers to
-    a region are votes ("mixed" one of them); an outright winning class labels it, a tie or
-    "mixed" does not."""
-    lut = np.full(int(regions.max()) + 1, -1, np.int64)
+def human_lut(n_regions: int, answers: pd.DataFrame) -> np.ndarray:
+    """int64 (n_regions,): the class people gave each region, -1 where none. Approved answers to a
+    region are votes ("mixed" one of them); an outright winning class labels it, a tie or "mixed"
+    does not."""
+    lut = np.full(int(n_regions), -1, np.int64)
     if len(answers):
         a = answers.loc[(answers["kind"] == "label") & answers["approved"].astype(bool)]
         votes = a.groupby(["region", "answer"]).size().rename("n").reset_index()
@@ -211,22 +366,64 @@ def human_labels(regions: np.ndarray, answers: pd.DataFrame) -> np.ndarray:
         second = top.groupby("region").nth(1).set_index("region")["n"].reindex(first.index).fillna(0)
         win = first.loc[(first["n"] > second) & (first["answer"] >= 0)]
         lut[win.index.to_numpy(np.int64)] = win["answer"].to_numpy(np.int64)
-    return lut[regions]
+    return lut
 
 
-def plan_round(vr: VideoRun, r: int, net, frames: np.ndarray, asked_units: np.ndarray) -> pd.DataFrame:
-    """This round's questions: units chosen by the configured method, expanded to regions."""
+def human_labels(regions: np.ndarray, answers: pd.DataFrame) -> np.ndarray:
+    """int (T, H, W): the class people gave each pixel's region, -1 where none (:func:`human_lut`)."""
+    return human_lut(int(regions.max()) + 1, answers)[regions]
+
+
+def _n_regions(u: dict, v) -> int:
+    frame_like = v.granularity == "frame" or v.method == "keyframe"
+    return len(u["sp_frame"]) if frame_like else len(u["unit_frame"])
+
+
+def unit_stats(net, frames, units, n_units: int, measure: str, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's mean pixel uncertainty and mean backbone feature, inference ``batch`` frames at a
+    time (units are numbered frame by frame, so a batch's units are a contiguous range)."""
     from . import model as vmodel
+
+    unc = np.zeros(n_units)
+    emb: np.ndarray | None = None
+    for s, e in _blocks(len(frames), batch):
+        probs, feats = vmodel.predict(net, frames[s:e], batch=batch)
+        um = units[s:e]
+        lo, hi = int(um.min()), int(um.max()) + 1
+        loc = um - lo
+        unc[lo:hi] = pooled(loc, pixel_uncertainty(probs, measure), hi - lo)
+        f = pooled(loc, feats, hi - lo)
+        if emb is None:
+            emb = np.zeros((n_units, f.shape[1]))
+        emb[lo:hi] = f
+        del probs, feats
+    assert emb is not None
+    return unc, emb
+
+
+def region_truths(regions, gt, n_regions: int, n_classes: int, mixed_below: float) -> np.ndarray:
+    """A careful worker's answer to every region, from ground truth, a block of frames at a time."""
+    hist = np.zeros((n_regions, n_classes), np.int64)
+    step = getattr(regions, "chunk", 64)
+    for s, e in _blocks(len(regions), step):
+        rm = regions[s:e]
+        lo, hi = int(rm.min()), int(rm.max()) + 1
+        hist[lo:hi] += class_hist(rm, gt[s:e], lo, hi - lo, n_classes)
+    return truth_from_hist(hist, mixed_below)[0]
+
+
+def plan_round(vr: VideoRun, r: int, net, frames, asked_units: np.ndarray) -> pd.DataFrame:
+    """This round's questions: units chosen by the configured method, expanded to regions."""
     from .select import keyframes, select
 
     cfg = vr.config
     v = cfg.video
-    u = vr.units()
-    units, regions, sp = u["units"], u["regions"], u["superpixels"]
-    n_units = int(units.max()) + 1
+    u = vr.unit_store()
+    units, regions = u["units"], u["regions"]
+    n_units = len(u["unit_frame"])
     unit_frame = u["unit_frame"]
     frame_like = v.granularity == "frame" or v.method == "keyframe"
-    per_unit = (int(sp.max()) + 1) / len(frames) if frame_like else 1.0
+    per_unit = len(u["sp_frame"]) / len(frames) if frame_like else 1.0
     per_unit *= cfg.crowd.assignments_per_hit  # every assignment's answer is a click
     b = max(1, int(v.clicks_per_round // per_unit))
     cand = np.ones(n_units, bool)
@@ -235,11 +432,10 @@ def plan_round(vr: VideoRun, r: int, net, frames: np.ndarray, asked_units: np.nd
     if v.method == "keyframe":
         chosen = keyframes(len(frames), ~cand, b)
     else:
-        probs, feats = vmodel.predict(net, frames)
-        unc = pooled(units, pixel_uncertainty(probs, v.uncertainty), n_units)
-        emb = pooled(units, feats, n_units)
+        unc, emb = unit_stats(net, frames, units, n_units, v.uncertainty)
         chosen = select(unc, emb, b, rng, method=v.method, candidates=cand)
-    gt = vr.gt()
+        del emb
+    gt = vr.gt_store()
     k = len(vr.classes)
     if frame_like:
         reg = np.flatnonzero(np.isin(u["sp_frame"], chosen))
@@ -248,8 +444,7 @@ def plan_round(vr: VideoRun, r: int, net, frames: np.ndarray, asked_units: np.nd
     else:
         reg, reg_frame, reg_unit = chosen, unit_frame[chosen], chosen
     if gt is not None:
-        truth_all, _ = unit_truth(regions, gt, int(regions.max()) + 1, k, mixed_below=v.mixed_below)
-        truth = truth_all[reg]
+        truth = region_truths(regions, gt, _n_regions(u, v), k, v.mixed_below)[reg]
     else:
         truth = np.full(len(reg), UNKNOWN)
     return pd.DataFrame({"question": np.arange(len(reg), dtype=np.int64), "unit": reg_unit.astype(np.int64),
@@ -257,23 +452,78 @@ def plan_round(vr: VideoRun, r: int, net, frames: np.ndarray, asked_units: np.nd
                          "truth": truth.astype(np.int64)})
 
 
+def _region_choices(net, frames, regions, n_regions: int, batch: int = 8) -> np.ndarray:
+    """:func:`crowdprop.video.hits.region_choices` a batch of frames at a time."""
+    from . import model as vmodel
+    from .hits import region_choices
+
+    out: np.ndarray | None = None
+    for s, e in _blocks(len(frames), batch):
+        rm = regions[s:e]
+        lo, hi = int(rm.min()), int(rm.max()) + 1
+        ch = region_choices(vmodel.predict(net, frames[s:e], features=False, batch=batch), rm - lo, hi - lo)
+        if out is None:
+            out = np.zeros((n_regions, ch.shape[1]), np.int64)
+        out[lo:hi] = ch
+    assert out is not None
+    return out
+
+
+def _write_predictions(net, frames, regions, lut: np.ndarray, gt, folder: Path, n_classes: int, *,
+                       model_pred=None, batch: int = 8) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The network's labels (or ``model_pred``'s, keyframe propagation) and the final ones (people's
+    labels over them) of every frame into ``folder/model_pred`` and ``folder/pred``, a batch of
+    frames at a time; their confusion matrices against ``gt`` (None without)."""
+    from . import model as vmodel
+    from .rundir import ChunkWriter
+
+    chunk = getattr(frames, "chunk", None) or vr_chunk_default()
+    for name in ("pred", "model_pred"):
+        shutil.rmtree(folder / name, ignore_errors=True)
+    pw, mw = ChunkWriter(folder / "pred", chunk), ChunkWriter(folder / "model_pred", chunk)
+    conf = np.zeros((n_classes, n_classes), np.int64) if gt is not None else None
+    conf_m = np.zeros((n_classes, n_classes), np.int64) if gt is not None else None
+    for s, e in _blocks(len(frames), batch):
+        if model_pred is None:
+            mp = vmodel.predict(net, frames[s:e], features=False, batch=batch).argmax(1).astype(np.uint8)
+        else:
+            mp = np.asarray(model_pred[s:e], np.uint8)
+        hum = lut[regions[s:e]]
+        final = np.where(hum >= 0, hum, mp).astype(np.uint8)
+        mw.append(labels=mp)
+        pw.append(labels=final)
+        if gt is not None and conf is not None and conf_m is not None:
+            g = gt[s:e]
+            conf += confusion(final, g, n_classes)
+            conf_m += confusion(mp, g, n_classes)
+    pw.close()
+    mw.close()
+    return conf, conf_m
+
+
+def vr_chunk_default() -> int:
+    return vconfig.VideoSection().chunk_frames
+
+
 def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
     """Do (or finish) round ``r`` and commit it; returns its metrics. ``crowd``: a
     :class:`crowdprop.video.hits.VideoCrowd` that asks the questions as HITs (None: the
-    in-process simulated workers)."""
+    in-process simulated workers). Frames, unit maps, flows and label maps are read from the
+    run directory's chunk folders as they are needed (:class:`crowdprop.video.rundir.ChunkedArray`)."""
     import torch
 
     from . import model as vmodel
-    from .finetune import finetune
+    from .finetune import RegionLabels, finetune
     from .flow import propagate
 
     cfg = vr.config
     v = cfg.video
     _set_threads(v.threads)
     t0 = time.perf_counter()
-    frames = vr.frames()
-    u = vr.units()
+    frames = vr.frame_store()
+    u = vr.unit_store()
     regions = u["regions"]
+    n_regions = _n_regions(u, v)
     jdir = vr.journal_dir(r)
     jdir.mkdir(parents=True, exist_ok=True)
     prev_answers = vr.table("answers")
@@ -297,7 +547,7 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
             golds["used"] = golds["region"].map(used).fillna(0).astype(np.int64)
         spent = int(vr.metrics()[-1]["cents"])
         if crowd is None:
-            if vr.gt() is None:
+            if vr.gt_store() is None:
                 raise StateError(f"{vr.path}: simulated workers answer from ground truth, and this run has none "
                                  "(init with --gt, or --crowd mturk)")
             workers = simulated_workers(cfg.simulation, cfg.campaign.seed)
@@ -306,11 +556,9 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
                                                     spent_cents=spent, history=prev_asg if len(prev_asg) else None,
                                                     n_classes=len(vr.classes))
         else:
-            from .hits import RoundHits, region_choices
+            from .hits import RoundHits
 
-            probs = vmodel.predict(net, frames, features=False)
-            choices = region_choices(probs, regions, int(regions.max()) + 1)
-            del probs
+            choices = _region_choices(net, frames, regions, n_regions)
             answers, assignments = RoundHits(vr, r, crowd, spent_cents=spent,
                                              history=prev_asg if len(prev_asg) else None,
                                              choices=choices).run(plan, golds)
@@ -331,15 +579,21 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
     assignments = read_parquet(jdir / "assignments.parquet")
     all_answers = pd.concat([a for a in (prev_answers, answers) if len(a)], ignore_index=True) \
         if len(prev_answers) or len(answers) else answers
-    human = human_labels(regions, all_answers)
-    fl = vr.flows()
+    lut = human_lut(n_regions, all_answers)
+    gt = vr.gt_store()
+    k = len(vr.classes)
     t1 = time.perf_counter()
     files: dict[str, object] = {}
-    if v.method == "keyframe":
+    if v.method == "keyframe":  # propagation runs over whole-video arrays (not streamed)
+        fl = vr.flows()
+        human = lut[np.asarray(regions)]
         base = vr.pred(0)
         prop, reached = propagate(human, human >= 0, fl["fwd"], fl["bwd"], fl["occ_fwd"], fl["occ_bwd"])
+        del fl, human
         model_pred = np.where(reached, prop, base).astype(np.uint8)
         timing["propagate"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        conf, conf_m = _write_predictions(None, frames, regions, lut, gt, jdir, k, model_pred=model_pred)
     else:
         if v.finetune_from == "base":
             net, ck = vmodel.load(vr.model_path(0), what="model")
@@ -353,24 +607,25 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
             if on_checkpoint is not None:
                 on_checkpoint(step, st)
 
-        finetune(net, frames, human, fl["fwd"], fl["occ_fwd"], steps=v.finetune_steps, lr=v.finetune_lr,
-                 lam=v.consistency, pairs=v.finetune_pairs, seed=cfg.campaign.seed, round_=r, state=state,
-                 balanced=v.balanced, anchor=v.anchor,
+        fl = vr.flow_store()
+        rframe = u["sp_frame"] if (v.granularity == "frame" or v.method == "keyframe") else u["unit_frame"]
+        finetune(net, frames, RegionLabels(lut, regions, rframe), fl["fwd"], fl["occ_fwd"], steps=v.finetune_steps,
+                 lr=v.finetune_lr, lam=v.consistency, pairs=v.finetune_pairs, seed=cfg.campaign.seed, round_=r,
+                 state=state, balanced=v.balanced, anchor=v.anchor,
                  checkpoint_every=v.checkpoint_every, on_checkpoint=save_ck)
         timing["finetune"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        model_pred = vmodel.predict(net, frames, features=False).argmax(1).astype(np.uint8)
+        conf, conf_m = _write_predictions(net, frames, regions, lut, gt, jdir, k)
         timing["inference"] = time.perf_counter() - t2
         mp = jdir / "model.pt"
         vmodel.save(vmodel.checkpoint(net, ck["arch"], ck["classes"], ck.get("width", 32)), mp)
         files["model.pt"] = mp
-    final = np.where(human >= 0, human, model_pred).astype(np.uint8)
     timing["round"] = time.perf_counter() - t0
     if (jdir / "hits.parquet").exists():  # the HITs of an MTurk round, with their HIT ids
         files["hits.parquet"] = read_parquet(jdir / "hits.parquet")
     files.update({"answers.parquet": answers, "assignments.parquet": assignments,
-                  "pred.npz": {"labels": final}, "model_pred.npz": {"labels": model_pred}})
-    metrics = _metrics(vr, r, final, answers, assignments, timing, model_pred)
+                  "pred": jdir / "pred", "model_pred": jdir / "model_pred"})
+    metrics = _metrics(vr, r, conf, answers, assignments, timing, conf_m)
     files["metrics.json"] = metrics
     vr.commit_round(r, files)
     shutil.rmtree(jdir, ignore_errors=True)

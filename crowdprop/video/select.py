@@ -47,7 +47,10 @@ def select(uncertainty: np.ndarray, embeddings: np.ndarray, b: int, rng: np.rand
 
     x = np.asarray(embeddings[half], np.float64)
     km = KMeans(n_clusters=b, n_init=3, random_state=int(rng.integers(2 ** 31 - 1))).fit(x)
-    d = ((x[:, None, :] - km.cluster_centers_[None, :, :]) ** 2).sum(-1)  # (len(half), b)
+    d = np.empty((len(x), b))  # (len(half), b), a block of rows at a time (not (len(half), b, d) at once)
+    rows = max(1, 2 ** 22 // max(1, b * x.shape[1]))
+    for i in range(0, len(x), rows):
+        d[i:i + rows] = ((x[i:i + rows, None, :] - km.cluster_centers_[None, :, :]) ** 2).sum(-1)
     chosen: list[int] = []
     taken = np.zeros(len(half), bool)
     for j in range(b):  # nearest member to each centre, each unit at most once

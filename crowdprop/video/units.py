@@ -29,17 +29,19 @@ def superpixels(frames: np.ndarray, *, n_segments: int, compactness: float = 10.
     return out
 
 
-def _global(local: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
-    """Local per-frame ids (0 .. n_t-1) to global ids, and the unit table."""
+def _global(local: np.ndarray, offset: int = 0, first_frame: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+    """Local per-frame ids (0 .. n_t-1) to global ids (from ``offset``), and the unit table
+    (frames numbered from ``first_frame``): a block of a video at a time gives the same ids as
+    the whole video at once."""
     maps = np.zeros(local.shape, np.int32)
     rows = []
-    offset = 0
-    for t, m in enumerate(local):
+    for t0, m in enumerate(local):
+        t = t0 + first_frame
         counts = np.bincount(m.ravel())
         present = np.flatnonzero(counts)
         remap = np.full(len(counts), -1, np.int64)
         remap[present] = np.arange(len(present)) + offset
-        maps[t] = remap[m]
+        maps[t0] = remap[m]
         rows.append(pd.DataFrame({"unit": remap[present], "frame": t, "pixels": counts[present]}))
         offset += len(present)
     table = pd.concat(rows, ignore_index=True).astype({"unit": "int64", "frame": "int32", "pixels": "int64"})
@@ -47,8 +49,10 @@ def _global(local: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
 
 
 def unit_maps(kind: str, *, shape: tuple[int, int, int], patch: int = 16,
-              superpixel_map: np.ndarray | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-    """Global unit id maps ``(T, H, W)`` and the unit table for granularity ``kind``."""
+              superpixel_map: np.ndarray | None = None, offset: int = 0,
+              first_frame: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+    """Global unit id maps ``(T, H, W)`` and the unit table for granularity ``kind`` (of a block
+    of frames from ``first_frame`` whose first unit id is ``offset``)."""
     t, h, w = shape
     if kind == "frame":
         local = np.zeros(shape, np.int32)
@@ -64,7 +68,7 @@ def unit_maps(kind: str, *, shape: tuple[int, int, int], patch: int = 16,
         local = superpixel_map
     else:
         raise ValueError(f"unit kind must be one of {KINDS}, got {kind!r}")
-    return _global(np.ascontiguousarray(local))
+    return _global(np.ascontiguousarray(local), offset, first_frame)
 
 
 def pooled(maps: np.ndarray, values: np.ndarray, n_units: int) -> np.ndarray:
@@ -96,15 +100,24 @@ def pixel_uncertainty(probs: np.ndarray, measure: str = "entropy") -> np.ndarray
     raise ValueError(f"uncertainty must be 'entropy' or 'margin', got {measure!r}")
 
 
+def class_hist(maps: np.ndarray, labels: np.ndarray, lo: int, n: int, n_classes: int) -> np.ndarray:
+    """int64 ``(n, K)``: pixels of each class in units ``lo .. lo + n - 1`` (``maps`` holds only those)."""
+    return np.bincount((maps.ravel().astype(np.int64) - lo) * n_classes + labels.ravel(),
+                       minlength=n * n_classes).reshape(n, n_classes)
+
+
+def truth_from_hist(hist: np.ndarray, mixed_below: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unit_truth` from a unit x class pixel histogram."""
+    major = hist.argmax(1)
+    share = hist.max(1) / np.maximum(hist.sum(1), 1)
+    return np.where(share >= mixed_below, major, -1).astype(np.int64), share
+
+
 def unit_truth(maps: np.ndarray, labels: np.ndarray, n_units: int, n_classes: int, *,
                mixed_below: float) -> tuple[np.ndarray, np.ndarray]:
     """Majority class of each unit and its share of the unit's pixels; the answer a careful
     worker gives is the class when ``share >= mixed_below``, else "mixed" (-1)."""
-    hist = np.bincount(maps.ravel().astype(np.int64) * n_classes + labels.ravel(),
-                       minlength=n_units * n_classes).reshape(n_units, n_classes)
-    major = hist.argmax(1)
-    share = hist.max(1) / np.maximum(hist.sum(1), 1)
-    return np.where(share >= mixed_below, major, -1).astype(np.int64), share
+    return truth_from_hist(class_hist(maps, labels, 0, n_units, n_classes), mixed_below)
 
 
 def majority_labels(maps: np.ndarray, labels: np.ndarray, n_units: int, n_classes: int) -> np.ndarray:
