@@ -92,6 +92,12 @@ class CrowdWork:
     campaign_id: str
     _round: int
 
+    verify_committed = False
+    """Check the running committed total of :meth:`_publish` against the books before each
+    CreateHIT and after the last (a debug aid the tests turn on; each check reads the journal)."""
+    committed_checks = 0
+    """How many of those checks passed (all campaigns of the process)."""
+
     def _make_plan(self, r: int, state) -> RoundPlanned:  # the policy's side: Campaign._make_plan
         raise NotImplementedError
 
@@ -225,14 +231,27 @@ class CrowdWork:
         can still cost: each slot not settled, at its HIT's reward and fee. ``paid``: what
         :meth:`_paid` returned, when nothing was settled since."""
         base, settled_per_hit = paid if paid is not None else self._paid(r)
-        total = base
+        return base + sum(self._open_cents(hid, info, settled_per_hit) for hid, info in infos.items())
+
+    def _open_cents(self, hit_id: str, info: HitInfo, settled_per_hit: dict[str, int]) -> int:
+        """The most HIT ``hit_id``'s slots not settled can still cost (``settled_per_hit``: the
+        assignments settled in the round's journal, per HIT), at its reward and fee, each with its
+        whole gold bonus."""
+        slots = info.assignments - info.recorded - settled_per_hit.get(hit_id, 0)
+        total = ledger.hit_exposure_cents(info.reward_cents, info.assignments, slots)
         per_gold = self.cfg.crowd.bonus_cents_per_gold_correct
-        for hid, info in infos.items():
-            slots = info.assignments - info.recorded - settled_per_hit.get(hid, 0)
-            total += ledger.hit_exposure_cents(info.reward_cents, info.assignments, slots)
-            if per_gold and slots > 0 and len(info.questions):  # each slot may earn the whole gold bonus
-                total += slots * ledger.max_bonus_cents(per_gold, int(info.questions["is_gold"].astype(bool).sum()))
+        if per_gold and slots > 0 and len(info.questions):  # each slot may earn the whole gold bonus
+            total += slots * ledger.max_bonus_cents(per_gold, int(info.questions["is_gold"].astype(bool).sum()))
         return total
+
+    def _check_committed(self, r: int, infos: dict[str, HitInfo], committed: int) -> None:
+        """With :attr:`verify_committed`: the running total of :meth:`_publish` is what
+        :meth:`_committed_cents` recomputes from the books (paid read again from the journal)."""
+        full = self._committed_cents(r, infos)
+        if committed != full:
+            raise AssertionError(f"round {r}: running committed total {committed} cents, the books say {full} "
+                                 f"({len(infos)} HITs)")
+        CrowdWork.committed_checks += 1
 
     def _paid(self, r: int) -> tuple[int, dict[str, int]]:
         """Cents paid (committed rounds and round ``r``'s journal), and assignments settled in the
@@ -264,14 +283,20 @@ class CrowdWork:
         assert questions is not None  # a plan with HITs has its questions
         q_by_token = {t: g for t, g in questions.groupby("token")} if len(questions) else {}
         held_back = 0
-        paid = self._paid(r)  # nothing is settled while publishing
+        # Nothing is settled while publishing, so what is paid stays as it is, and the most the live
+        # HITs can cost changes only by the HITs added here: a running total, kept as each is added
+        # (summing every live HIT before each CreateHIT took time quadratic in a round's HITs).
+        paid = self._paid(r)
+        settled_per_hit = paid[1]
+        committed = self._committed_cents(r, infos, paid)
         extra = ledger.extra_assignments(run)
         for h in planned.hits:
             if h.token not in created:
                 if held_back:
                     held_back += 1
                     continue
-                committed = self._committed_cents(r, infos, paid)
+                if self.verify_committed:
+                    self._check_committed(r, infos, committed)
                 if committed + self._hit_most_cents(h) > cap:
                     held_back += 1
                     continue
@@ -293,12 +318,19 @@ class CrowdWork:
             if h.token not in known:
                 run.journal_append(r, "published", {"token": h.token, "hit_id": hit_id})
             q = q_by_token.get(h.token, questions.iloc[:0])
-            infos[hit_id] = HitInfo(h.token, hit_id, r, h.batch, h.assignments + extra.get(hit_id, 0), h.reward_cents,
-                                    q.reset_index(drop=True), current=True, expired=hit_id in expired)
+            info = HitInfo(h.token, hit_id, r, h.batch, h.assignments + extra.get(hit_id, 0), h.reward_cents,
+                           q.reset_index(drop=True), current=True, expired=hit_id in expired)
+            before = infos.get(hit_id)
+            if before is not None:  # the same HIT again (a crowd answering an earlier id): replaced in the sum too
+                committed -= self._open_cents(hit_id, before, settled_per_hit)
+            infos[hit_id] = info
+            committed += self._open_cents(hit_id, info, settled_per_hit)
         if held_back:
             log.warning("round %d: %d HIT(s) not published: the budget cap ([campaign] budget_usd = $%.2f) leaves "
                         "no room for them", r, held_back, self.cfg.campaign.budget_usd)
-        if self._committed_cents(r, infos, paid) > cap:
+        if self.verify_committed:
+            self._check_committed(r, infos, committed)
+        if committed > cap:
             recv = run.journal_read(r, "received")
             started = set(recv["hit_id"]) if recv is not None and len(recv) else set()
             idle = [i for i in infos.values() if i.current and not i.expired and i.hit_id not in started]
