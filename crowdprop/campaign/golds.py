@@ -5,6 +5,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,14 +26,17 @@ def _label(path, rec, value) -> int:
     raise InputError(path, rec, "label", f"expected yes/no (1/0, true/false), got {value!r}")
 
 
-def read_gold_file(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``mask_id, label`` pairs from CSV (header ``mask_id,label``) or JSON
-    (a list of objects with ``id`` or ``mask_id`` and ``label``, e.g. COCO results
-    with a yes/no ``label`` added)."""
+def read_records(path: str | os.PathLike, columns: Sequence[str]) -> tuple[Path, str, list[tuple[str, Any]]]:
+    """The records of a gold file: JSON (a list of objects) or CSV whose header holds ``columns``.
+
+    Returns ``(path, "json" | "csv", [(where, record)])``: ``where`` names the record in errors
+    (``record i`` of JSON, ``line n`` of CSV), a JSON record is an object with JSON values, a CSV
+    record a dict of strings. A missing file, malformed JSON, a JSON that is not a list or a
+    record that is not an object, a CSV without those columns or text that is not UTF-8 is an
+    :class:`~crowdprop.errors.InputError` naming the file, the record and the field."""
     p = Path(path)
     if not p.exists():
         raise InputError(p, None, None, "file not found")
-    pairs = []
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(p.read_bytes())
@@ -43,26 +47,37 @@ def read_gold_file(path: str | os.PathLike) -> pd.DataFrame:
         for i, r in enumerate(data):
             if not isinstance(r, dict):
                 raise InputError(p, f"record {i}", None, "expected an object")
+        return p, "json", [(f"record {i}", r) for i, r in enumerate(data)]
+    try:
+        with open(p, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+                raise InputError(p, "line 1", "header", f"expected columns {','.join(columns)}")
+            return p, "csv", [(f"line {line}", r) for line, r in enumerate(reader, start=2)]
+    except UnicodeDecodeError:
+        raise InputError(p, None, None, "not UTF-8 text") from None
+
+
+def read_gold_file(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``mask_id, label`` pairs from CSV (header ``mask_id,label``) or JSON
+    (a list of objects with ``id`` or ``mask_id`` and ``label``, e.g. COCO results
+    with a yes/no ``label`` added)."""
+    p, kind, records = read_records(path, ("mask_id", "label"))
+    pairs = []
+    for where, r in records:
+        if kind == "json":
             key = "mask_id" if "mask_id" in r else "id"
             if key not in r or isinstance(r[key], bool) or not isinstance(r[key], int):
-                raise InputError(p, f"record {i}", "id", "missing or not an integer mask id")
+                raise InputError(p, where, "id", "missing or not an integer mask id")
             if "label" not in r:
-                raise InputError(p, f"record {i}", "label", "missing")
-            pairs.append((r[key], _label(p, f"record {i}", r["label"])))
-    else:
-        try:
-            with open(p, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames is None or not {"mask_id", "label"} <= set(reader.fieldnames):
-                    raise InputError(p, "line 1", "header", "expected columns mask_id,label")
-                for line, r in enumerate(reader, start=2):
-                    try:
-                        mid = int(r["mask_id"])
-                    except (TypeError, ValueError):
-                        raise InputError(p, f"line {line}", "mask_id", f"not an integer: {r['mask_id']!r}") from None
-                    pairs.append((mid, _label(p, f"line {line}", r["label"])))
-        except UnicodeDecodeError:
-            raise InputError(p, None, None, "not UTF-8 text") from None
+                raise InputError(p, where, "label", "missing")
+            pairs.append((r[key], _label(p, where, r["label"])))
+        else:
+            try:
+                mid = int(r["mask_id"])
+            except (TypeError, ValueError):
+                raise InputError(p, where, "mask_id", f"not an integer: {r['mask_id']!r}") from None
+            pairs.append((mid, _label(p, where, r["label"])))
     if not pairs:
         raise InputError(p, None, None, "no golds in the file")
     df = pd.DataFrame(pairs, columns=["mask_id", "label"])

@@ -109,6 +109,17 @@ def passing_percentage(n_questions: int, pass_share: float) -> int:
     return (100 * min(k, n_questions)) // n_questions
 
 
+def checked_test(form: str, key: str, n_questions: int) -> tuple[str, str]:
+    """``(form, key)`` of a qualification test, or :class:`MTurkError` when either passes MTurk's 64 KB."""
+    for what, text in (("Test", form), ("AnswerKey", key)):
+        size = len(text.encode("utf-8"))
+        if size > MAX_TEST_BYTES:
+            raise MTurkError(f"the qualification test's {what} is {size} bytes and MTurk accepts at most "
+                             f"{MAX_TEST_BYTES}; lower [quality] qualification_size ({n_questions}) or use "
+                             "shorter image URLs ([mturk] image_base_url instead of presigned S3 URLs)")
+    return form, key
+
+
 @dataclass(frozen=True)
 class QualificationTest:
     """The campaign's qualification test: gold masks asked as yes/no questions.
@@ -413,14 +424,7 @@ class MTurkBackend:
                                  instructions=(f"Answer {len(items)} yes/no questions like those of the HITs: is the "
                                                "colored region a correct outline of the named object? "
                                                f"Get at least {t.passing_percentage} % right to work on the HITs."))
-        key = answer_key_xml(answers)
-        for what, text in (("Test", form), ("AnswerKey", key)):
-            size = len(text.encode("utf-8"))
-            if size > MAX_TEST_BYTES:
-                raise MTurkError(f"the qualification test's {what} is {size} bytes and MTurk accepts at most "
-                                 f"{MAX_TEST_BYTES}; lower [quality] qualification_size ({len(items)}) or use "
-                                 "shorter image URLs ([mturk] image_base_url instead of presigned S3 URLs)")
-        return form, key
+        return checked_test(form, answer_key_xml(answers), len(items))
 
     def test_qualification_id(self) -> str:
         """The campaign's qualification-test type (created on first use)."""
@@ -428,13 +432,18 @@ class MTurkBackend:
             raise MTurkError("this campaign has no qualification test")
         if "test" not in self._qual_ids:
             form, key = self.test_xml()
+            description, keywords = self.test_type_text()
             self._qualification_type(
                 "test", self.test_type_name, Test=form, AnswerKey=key,
                 TestDurationInSeconds=self.test.duration_s, AutoGranted=False,
-                Description=f"A short test of {len(self.test)} yes/no questions on object outlines, for the HITs "
-                            f"of crowdprop campaign {self.campaign_id}.",
-                Keywords="crowdprop, qualification, segmentation, outline")
+                Description=description, Keywords=keywords)
         return self._qual_ids["test"]
+
+    def test_type_text(self) -> tuple[str, str]:
+        """Description and keywords of the qualification-test type."""
+        n = len(self.test) if self.test is not None else 0
+        return (f"A short test of {n} yes/no questions on object outlines, for the HITs of crowdprop campaign "
+                f"{self.campaign_id}.", "crowdprop, qualification, segmentation, outline")
 
     def campaign_requirements(self) -> list[dict]:
         """QualificationRequirements of the campaign qualifications (empty without ``campaign_id``)."""

@@ -31,40 +31,51 @@ def _x(text: str) -> str:
     return escape(str(text), {'"': "&quot;"})
 
 
-def question_form_xml(items: Sequence[tuple[str, str, str]], *, title: str, instructions: str) -> str:
-    """QuestionForm XML (2017-11-06 schema) of yes/no questions on pictures.
+YES_NO = (("yes", "Yes"), ("no", "No"))
+
+
+def question_form_xml(items: Sequence[tuple[str, str, str]], *, title: str, instructions: str,
+                      question: str = "Is the colored region a correct outline of the {name}?",
+                      selections: Sequence[tuple[str, str]] = YES_NO) -> str:
+    """QuestionForm XML (2017-11-06 schema) of single-choice questions on pictures.
 
     Parameters
     ----------
     items : sequence of (question_id, class_name, image_url), (n,)
     title, instructions
         Shown once above the questions (Overview).
+    question
+        Each question's text; ``{name}`` is its class name.
+    selections : sequence of (SelectionIdentifier, text)
+        The choices of every question (yes/no by default).
     """
     parts = [f'<QuestionForm xmlns="{QUESTION_FORM_NS}">',
              f"<Overview><Title>{_x(title)}</Title><Text>{_x(instructions)}</Text></Overview>"]
+    choices = "".join(f"<Selection><SelectionIdentifier>{_x(sid)}</SelectionIdentifier><Text>{_x(text)}</Text>"
+                      "</Selection>" for sid, text in selections)
     for k, (qid, name, url) in enumerate(items, start=1):
         sub = "png" if url.split("?", 1)[0].lower().endswith(".png") else "jpeg"
         parts.append(
             f"<Question><QuestionIdentifier>{_x(qid)}</QuestionIdentifier><DisplayName>Question {k}</DisplayName>"
             f"<IsRequired>true</IsRequired><QuestionContent>"
-            f"<Text>Is the colored region a correct outline of the {_x(name)}?</Text>"
+            f"<Text>{_x(question.format(name=name))}</Text>"
             f"<Binary><MimeType><Type>image</Type><SubType>{sub}</SubType></MimeType>"
             f"<DataURL>{_x(url)}</DataURL><AltText>highlighted region, question {k}</AltText></Binary>"
             f"</QuestionContent><AnswerSpecification><SelectionAnswer><StyleSuggestion>radiobutton</StyleSuggestion>"
-            f"<Selections><Selection><SelectionIdentifier>yes</SelectionIdentifier><Text>Yes</Text></Selection>"
-            f"<Selection><SelectionIdentifier>no</SelectionIdentifier><Text>No</Text></Selection></Selections>"
-            f"</SelectionAnswer></AnswerSpecification></Question>")
+            f"<Selections>{choices}</Selections></SelectionAnswer></AnswerSpecification></Question>")
     parts.append("</QuestionForm>")
     return "".join(parts)
 
 
-def answer_key_xml(answers: Sequence[tuple[str, bool]]) -> str:
-    """AnswerKey XML (2005-10-01 schema): the right selection of each question scores 1,
-    and the qualification value is the percentage of questions answered right."""
+def answer_key_xml(answers: Sequence[tuple[str, bool | str]]) -> str:
+    """AnswerKey XML (2005-10-01 schema): the right selection of each question (True/False for
+    ``yes``/``no``, or a SelectionIdentifier) scores 1, and the qualification value is the
+    percentage of questions answered right."""
     parts = [f'<AnswerKey xmlns="{ANSWER_KEY_NS}">']
-    for qid, yes in answers:
+    for qid, right in answers:
+        sid = right if isinstance(right, str) else ("yes" if right else "no")
         parts.append(f"<Question><QuestionIdentifier>{_x(qid)}</QuestionIdentifier><AnswerOption>"
-                     f"<SelectionIdentifier>{'yes' if yes else 'no'}</SelectionIdentifier>"
+                     f"<SelectionIdentifier>{_x(sid)}</SelectionIdentifier>"
                      f"<AnswerScore>1</AnswerScore></AnswerOption></Question>")
     parts.append(f"<QualificationValueMapping><PercentageMapping><MaximumSummedScore>{len(answers)}"
                  f"</MaximumSummedScore></PercentageMapping></QualificationValueMapping></AnswerKey>")

@@ -28,6 +28,14 @@ assignment was rejected asked again (up to 3 times), rewards pro rata for short 
 fee from :data:`crowdprop.campaign.ledger.FEES`, every amount in integer cents and checked
 against the cap before each HIT.
 
+**Qualification test** (as for images): before their first HIT a worker answers
+``[quality] qualification_size`` gold regions (:func:`qualification_golds`: drawn once from the
+gold pool with the campaign seed), the same question as the HITs' but choosing among every class
+and "mixed"; who gets fewer than ``qualification_pass`` of them right gets no HIT. On MTurk it
+is the campaign's qualification type with a Test and an AnswerKey
+(:class:`crowdprop.video.hits.VideoBackend`); in process and on a local endpoint the simulated
+workers answer it with the same draws (:func:`qualification_answers`), so the same workers pass.
+
 **Simulated workers** (replay): ``[simulation] workers``, each answering the truth with their
 accuracy (normal ``accuracy`` +/- ``accuracy_spread``; ``sloppy_share`` at
 ``sloppy_accuracy``) and otherwise another option at random; ``spammer_share`` answer at
@@ -100,6 +108,63 @@ def answer(worker: Worker, truth: np.ndarray, n_classes: int, rng: np.random.Gen
     other = rng.integers(0, len(options) - 1, size=len(truth))
     wrong = np.array([options[options != t][o] for t, o in zip(truth, other)], np.int64) if len(truth) else rand
     return np.where(right, truth, wrong).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------ qualification test
+QUALIFICATION_DRAW = 0x7175616C
+"""Stream of a simulated worker's test answers: ``default_rng([seed, worker index, QUALIFICATION_DRAW])``."""
+
+
+def qualification_question(region: int) -> str:
+    """QuestionIdentifier of the test question on gold region ``region``."""
+    return f"region-{int(region)}"
+
+
+def qualification_selection(truth: int) -> str:
+    """The SelectionIdentifier of an answer in the qualification test (a class id, or ``mixed``)."""
+    return "mixed" if int(truth) == MIXED else str(int(truth))
+
+
+def qualification_golds(golds: pd.DataFrame, quality: QualitySection, seed: int) -> pd.DataFrame:
+    """The golds of the campaign's qualification test, in test order: ``[quality] qualification_size``
+    regions of the gold pool (all of them when it is smaller), drawn once with a generator seeded by
+    the campaign seed (the pool in region order, so every process draws the same); empty when
+    the test is off or the pool is empty. Columns ``region, frame, truth``."""
+    cols = ["region", "frame", "truth"]
+    if quality.qualification_size <= 0 or not len(golds):
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
+    pool = golds.sort_values("region", kind="stable").reset_index(drop=True)
+    rng = np.random.default_rng([seed, QUALIFICATION_DRAW])
+    take = np.sort(rng.choice(len(pool), min(quality.qualification_size, len(pool)), replace=False))
+    return pool.loc[take, cols].astype("int64").reset_index(drop=True)
+
+
+def qualification_answers(worker: Worker, index: int, truth: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
+    """A simulated worker's answers to the qualification test (careful answers ``truth``): the same
+    draws in process and on a local endpoint (:class:`crowdprop.video.localcrowd.EndpointWorkers`)."""
+    return answer(worker, np.asarray(truth, np.int64), n_classes,
+                  np.random.default_rng([seed, int(index), QUALIFICATION_DRAW]))
+
+
+def qualification_results(test: pd.DataFrame, workers: list[Worker], n_classes: int,
+                          seed: int) -> dict[str, tuple[int, int]]:
+    """Worker -> (questions, answered right) of the qualification test ``test``
+    (:func:`qualification_golds`); empty when there is no test."""
+    if not len(test):
+        return {}
+    truth = test["truth"].to_numpy(np.int64)
+    return {w.worker: (len(truth), int((qualification_answers(w, i, truth, n_classes, seed) == truth).sum()))
+            for i, w in enumerate(workers)}
+
+
+def qualified_workers(golds: pd.DataFrame, workers: list[Worker], cfg, n_classes: int) -> list[Worker]:
+    """The workers who pass the qualification test (:func:`crowdprop.quality.rules.passes_qualification`
+    at ``[quality] qualification_pass``); everyone when there is no test."""
+    from ..quality.rules import passes_qualification
+
+    test = qualification_golds(golds, cfg.quality, cfg.campaign.seed)
+    res = qualification_results(test, workers, n_classes, cfg.campaign.seed)
+    return [w for w in workers if w.worker not in res or passes_qualification(*res[w.worker], cfg.quality)]
 
 
 def hit_reward_cents(n_questions: int, crowd) -> int:
@@ -177,7 +242,8 @@ def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Wo
                   n_classes: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Ask ``questions`` (columns ``question, region, frame, truth``) through simulated HITs.
 
-    ``golds``: the gold pool (``region, frame, truth``, and ``used``, updated in place).
+    ``golds``: the gold pool (``region, frame, truth``, and ``used``, updated in place); workers who
+    fail the qualification test on it (:func:`qualified_workers`) get no HIT.
     Returns (answers, assignments, cents spent this round). Stops when the next HIT could pass
     the budget cap (what was not asked stays unasked)."""
     crowd, quality = cfg.crowd, cfg.quality
@@ -190,6 +256,11 @@ def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Wo
     spent = 0
     hit = 0
     hist = history if history is not None else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
+    passed = qualified_workers(golds, workers, cfg, n_classes)
+    if len(passed) < len(workers):
+        log.info("round %d: %d of %d simulated workers failed the qualification test", round_,
+                 len(workers) - len(passed), len(workers))
+    workers = passed
     while queue:
         live = [w for w in workers if w.worker not in blocked]
         if not live:

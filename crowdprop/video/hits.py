@@ -8,7 +8,10 @@ The questions, golds, worker rules and pay are those of the simulated crowd (:mo
 workers blocked by :func:`crowdprop.quality.rules.workers_to_block` (a soft block is the
 campaign's ``blocked`` qualification, a hard one CreateWorkerBlock), label questions of a HIT
 whose every assignment was rejected asked again (at most :data:`crowdprop.video.crowd.MAX_ASKS`
-times). The page is ``hit_templates/video_unit.html``; its pictures are served from
+times). With ``[quality] qualification_size > 0`` and a gold pool, the HIT type requires the
+campaign's qualification test (:class:`VideoBackend`: gold regions asked as the HITs ask them,
+graded by MTurk from an AnswerKey, pass mark ``qualification_pass``).
+The page is ``hit_templates/video_unit.html``; its pictures are served from
 ``RUN_DIR/hit_images`` (at ``[mturk] image_base_url``, or at a local endpoint's ``/images/``) or
 uploaded to ``[mturk] s3_bucket``.
 
@@ -52,11 +55,13 @@ import pandas as pd
 
 from ..campaign.ledger import FEES
 from ..crowd.base import BlockKind, HitRequest, Question
+from ..crowd.mturk import MTurkBackend, QualificationTest, checked_test
 from ..errors import InputError, MTurkError, StateError
 from ..io import append_jsonl, read_jsonl, read_parquet, write_parquet
 from ..money import cap_cents
 from ..quality.rules import Verdict, judge_assignment
-from .crowd import MAX_ASKS, MIXED, UNKNOWN, assemble_hit, block_kinds, hit_reward_cents
+from .crowd import (MAX_ASKS, MIXED, UNKNOWN, assemble_hit, block_kinds, hit_reward_cents, qualification_golds,
+                    qualification_question, qualification_selection)
 
 if TYPE_CHECKING:
     from ..crowd.targets import Target
@@ -149,9 +154,6 @@ class VideoPage:
     def class_name(self, category_id: int) -> str:
         return self.classes[int(category_id)]
 
-    def image_url(self, row: Any) -> str:  # the backend's qualification test only (video has none)
-        raise MTurkError("video HITs have no qualification test")
-
     def picture_url(self, frame: int, region: int) -> str:
         from .page import highlight
 
@@ -170,6 +172,58 @@ class VideoPage:
 
     def question_xml(self, html: str, *, token: str | None = None) -> str:
         return self._wrap.question_xml(html, token=token)
+
+
+# ------------------------------------------------------------------------------------ the qualification test
+class VideoBackend(MTurkBackend):
+    """:class:`crowdprop.crowd.mturk.MTurkBackend` whose qualification test asks the video question:
+    ``test_golds`` (``region, frame, truth``: :func:`crowdprop.video.crowd.qualification_golds`)
+    each shown highlighted in its frame, one choice among every class and "mixed", graded by
+    MTurk from an AnswerKey; the test's ``mask_rows`` are the regions, its ``labels`` the
+    answers (a class id or ``MIXED``)."""
+
+    test_golds: pd.DataFrame | None = None
+
+    def test_xml(self) -> tuple[str, str]:
+        from ..crowd.mturk_xml import answer_key_xml, question_form_xml
+
+        t, g = self.test, self.test_golds
+        if t is None or g is None:
+            raise MTurkError("this campaign has no qualification test")
+        page = self.page
+        items = [(qualification_question(int(q.region)), "", page.picture_url(int(q.frame), int(q.region)))
+                 for q in g.itertuples(index=False)]
+        answers = [(qualification_question(int(q.region)), qualification_selection(int(q.truth)))
+                   for q in g.itertuples(index=False)]
+        choices = [(str(k), name) for k, name in enumerate(page.classes)] + [("mixed", "mixed")]
+        form = question_form_xml(
+            items, title="Qualification test: which class is the highlighted region?",
+            question="Which class covers the highlighted region? Choose 'mixed' when no single class "
+                     "covers about four fifths of it.", selections=choices,
+            instructions=(f"Answer {len(items)} questions like those of the HITs: the class of the highlighted "
+                          f"region of a video frame. Get at least {t.passing_percentage} % right to work on "
+                          "the HITs."))
+        return checked_test(form, answer_key_xml(answers), len(items))
+
+    def test_type_text(self) -> tuple[str, str]:
+        n = len(self.test) if self.test is not None else 0
+        return (f"A short test of {n} questions on the class of a highlighted region of a video frame, for "
+                f"the HITs of crowdprop campaign {self.campaign_id}.",
+                "crowdprop, qualification, video, segmentation, class")
+
+
+def qualification(vr: VideoRun) -> tuple[Any, pd.DataFrame]:
+    """The campaign's :class:`crowdprop.crowd.mturk.QualificationTest` and its golds (None and an
+    empty table when ``[quality] qualification_size`` is 0 or there are no golds)."""
+    from .golds import pool
+
+    cfg = vr.config
+    g = qualification_golds(pool(vr), cfg.quality, cfg.campaign.seed)
+    if not len(g):
+        return None, g
+    return QualificationTest(mask_rows=tuple(int(r) for r in g["region"]), labels=tuple(int(t) for t in g["truth"]),
+                             pass_share=cfg.quality.qualification_pass,
+                             duration_s=cfg.mturk.test_duration_s), g
 
 
 # ------------------------------------------------------------------------------------ the crowd
@@ -246,10 +300,12 @@ def connect(vr: VideoRun, where: Target, *, client: Any = None, sleep: Callable[
                                 profile=where.profile, region="us-east-1")
     page = VideoPage(vr.frames(), vr.units()["regions"], vr.classes, target, frame_height=cfg.mturk.frame_height,
                      draw=draw)
-    backend = _mturk.MTurkBackend(client, config=image_config(cfg), mturk=cfg.mturk, page=page, target=where.target,
-                                  guard=_mturk.BudgetGuard(cap_cents(cfg.campaign.budget_usd)),
-                                  retry_wait_s=retry_wait_s, retry_max_wait_s=max(retry_wait_s, 60.0),
-                                  sleep=time.sleep, campaign_id=vr.campaign_id())
+    test, test_golds = qualification(vr)
+    backend = VideoBackend(
+        client, config=image_config(cfg), mturk=cfg.mturk, page=page, target=where.target,
+        guard=_mturk.BudgetGuard(cap_cents(cfg.campaign.budget_usd)), retry_wait_s=retry_wait_s,
+        retry_max_wait_s=max(retry_wait_s, 60.0), sleep=time.sleep, campaign_id=vr.campaign_id(), test=test)
+    backend.test_golds = test_golds
     return VideoCrowd(backend, page, where, sleep=sleep or time.sleep, clock=clock or time.time)
 
 

@@ -7,7 +7,9 @@ person in a browser would, through the endpoint's worker side: it reads each ava
 simulated worker (:func:`crowdprop.video.crowd.simulated_workers`: the same accuracies and
 speeds as the in-process replay), answers each question from ground truth with that worker's
 accuracy (:func:`crowdprop.video.crowd.answer`), and submits the form (``external_submit``).
-The endpoint keeps workers out as MTurk does (blocked, or holding a slot of the HIT already).
+Before any HIT each worker takes the campaign's qualification test on the endpoint's worker side
+(``take_test``; answers drawn as the in-process replay draws them), and the endpoint keeps workers
+out as MTurk does (failed the test, blocked, or holding a slot of the HIT already).
 
 Draws are seeded by the pool seed and the HIT's token (its RequesterAnnotation), so a HIT gets
 the same workers and answers in any process. With a :class:`~crowdprop.mturk_local.ManualClock`
@@ -17,6 +19,7 @@ rules see real durations), and past a HIT's expiry when no worker may take its o
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from datetime import datetime
 from html.parser import HTMLParser
@@ -25,9 +28,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import MTurkError
-from .crowd import MIXED, Worker, answer, simulated_workers
+from .crowd import MIXED, Worker, answer, qualification_answers, qualification_selection, simulated_workers
 
 log = logging.getLogger(__name__)
+
+_REGION_QUESTION = re.compile(r"^region-(\d+)$")
 
 
 class _Questions(HTMLParser):
@@ -80,6 +85,8 @@ class EndpointWorkers:
         self.workers = simulated_workers(sim, seed)
         self.seed = int(seed)
         self.submitted = 0
+        self.tested: set[str] = set()
+        """Qualification types whose test every worker has taken."""
 
     def _hits(self) -> list[dict]:
         out, token = [], None
@@ -90,10 +97,40 @@ class EndpointWorkers:
             if not token:
                 return out
 
+    def take_tests(self) -> int:
+        """Every worker takes, once, each video qualification test the endpoint holds (questions
+        ``region-<id>``, :func:`crowdprop.video.crowd.qualification_question`) through its worker
+        side, answering with :func:`crowdprop.video.crowd.qualification_answers` (the in-process
+        replay's draws); the endpoint grades them from the AnswerKey. Returns the tests taken."""
+        n = 0
+        for t in self.local.tests():
+            qt = t["QualificationTypeId"]
+            if qt in self.tested:
+                continue
+            self.tested.add(qt)
+            _, _, _, items = self.local.test_page(qt)
+            asked = [(it.identifier, int(m.group(1)), {sid for sid, _ in it.selections}) for it in items
+                     if (m := _REGION_QUESTION.match(it.identifier))]
+            if not asked:
+                continue  # not a video test
+            truth = self.truth[[reg for _, reg, _ in asked]]
+            for i, w in enumerate(self.workers):
+                got = qualification_answers(w, i, truth, self.n_classes, self.seed)
+                picks = {qid: qualification_selection(int(a)) for (qid, _, offered), a in zip(asked, got)
+                         if qualification_selection(int(a)) in offered}
+                try:
+                    self.local.take_test(qt, worker_id(w), picks)
+                    n += 1
+                except MTurkError:
+                    continue  # taken before (one try), e.g. by this worker in an earlier process
+        return n
+
     def step(self, _seconds: float = 0.0) -> int:
-        """Do every open slot of every available HIT that a worker may take; move a manual clock past
-        the expiry of HITs nobody may take. Returns the number of assignments submitted. Has the
-        signature of ``time.sleep`` (the campaign calls it between polls)."""
+        """Take any new qualification test (:meth:`take_tests`), then do every open slot of every
+        available HIT that a worker may take (a worker who failed the test may not); move a manual
+        clock past the expiry of HITs nobody may take. Returns the number of assignments submitted.
+        Has the signature of ``time.sleep`` (the campaign calls it between polls)."""
+        self.take_tests()
         done = 0
         stuck_until: float | None = None
         for h in self._hits():

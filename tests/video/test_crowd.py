@@ -15,7 +15,7 @@ N_CLASSES = 4
 def _setup(tmp_path, budget=100.0, assignments=3):
     cfg = load(None, {"crowd": {"questions_per_hit": 12, "golds_per_hit": 3, "assignments_per_hit": assignments,
                                 "reward_usd": 0.10},
-                      "quality": {"soft_block_after": 2, "block_below_accuracy": 0.0},
+                      "quality": {"soft_block_after": 2, "block_below_accuracy": 0.0, "qualification_size": 0},
                       "simulation": {"workers": 12, "accuracy": 0.8, "accuracy_spread": 0.0, "spammer_share": 0.25},
                       "campaign": {"budget_usd": budget}})
     rng = np.random.default_rng(4)
