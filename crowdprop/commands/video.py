@@ -96,7 +96,7 @@ def register(p):
     q.add_argument("--arch", choices=["smallseg", "lraspp"], default="smallseg")
     q.epilog = "example:\n  crowdprop video pretrain -o net.pt   (the shipped sample's network: --steps 500 --seed 0)"
     p.epilog = "subcommands: " + ", ".join(SUBCOMMANDS) + "; each has --help.\nStart here: crowdprop video replay"
-    from . import video_gold
+    from . import _video_gold as video_gold
 
     video_gold.register(sub, fmt)
 
@@ -157,7 +157,7 @@ def run(args) -> int:
         print("crowdprop video: give a subcommand: " + ", ".join(SUBCOMMANDS) + " (crowdprop video --help)")
         return 2
     if cmd == "gold":
-        from . import video_gold
+        from . import _video_gold as video_gold
 
         return video_gold.run(args)
     if cmd == "synth":
