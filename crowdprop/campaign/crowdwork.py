@@ -417,19 +417,26 @@ class CrowdWork:
     # -- settling -------------------------------------------------------------------------------
     def _settle(self, r: int, infos: dict[str, HitInfo], assignments: list[Assignment]):
         """Judge, journal and settle every assignment received; the round's assignments, answers
-        and spend tables (late work included, counted in round ``r``)."""
+        and spend tables (late work included, counted in round ``r``).
+
+        Each HIT's questions are read into arrays once (:class:`_Asked`), not filtered per
+        assignment, and the answers table is assembled from those arrays in one piece."""
         run = self.run_dir
         settled = ledger.journal_settlements(run, r)
-        ass_rows, ans_rows, spend_rows = [], [], []
+        bonuses = ledger.journal_bonuses(run, r)  # an assignment journals only its own: read once
+        asked: dict[str, _Asked] = {}
+        ass_rows, spend_rows = [], []
+        answers = _AnswerColumns(r)
         for a in assignments:
             info = infos.get(a.hit_id)
             if info is None:
                 continue  # a HIT this directory does not own (never happens: polled ids are infos)
-            q = info.questions
-            gold = q[q["is_gold"].astype(bool)]
+            hq = asked.get(a.hit_id)
+            if hq is None:
+                hq = asked[a.hit_id] = _Asked(info.questions)
             n_gold_ok = 0
             if a.flag is None:
-                for qid, lab in zip(gold["question_id"], gold["gold_label"]):
+                for qid, lab in hq.golds:
                     if qid in a.answers and bool(a.answers[qid]) == bool(lab):
                         n_gold_ok += 1
             reward = a.reward_cents if a.reward_cents is not None else info.reward_cents
@@ -439,7 +446,7 @@ class CrowdWork:
             fee = self.fees.assignment_fee_cents(reward, info.assignments)
             rec = settled.get(a.assignment_id)
             if rec is None:
-                ok, reason, feedback = self.judge(a, len(gold), n_gold_ok, len(q), self.cfg)
+                ok, reason, feedback = self.judge(a, len(hq.golds), n_gold_ok, hq.n, self.cfg)
                 rec = {"assignment_id": a.assignment_id, "approve": bool(ok), "judged_ok": bool(ok), "reason": reason,
                        "feedback": feedback, "reward_cents": int(reward), "fee_cents": int(fee), "by": "crowdprop"}
                 if a.status in ("Approved", "Rejected"):  # MTurk settled it before we did
@@ -470,32 +477,35 @@ class CrowdWork:
             settled_by = "mturk" if by_mturk else "crowdprop"
             paid_reward = int(rec.get("reward_cents", reward)) if approved else 0
             paid_fee = int(rec.get("fee_cents", fee)) if approved else 0
-            ass_rows.append((a.assignment_id, a.hit_id, info.token, a.worker_id, r, info.round, len(q), len(gold),
+            ass_rows.append((a.assignment_id, a.hit_id, info.token, a.worker_id, r, info.round, hq.n, len(hq.golds),
                              n_gold_ok, float(a.work_seconds), a.flag, approved, judged_ok, settled_by, reason,
                              sent, paid_reward, paid_fee))
             if approved:
                 spend_rows.append((r, a.assignment_id, "reward", paid_reward))
                 spend_rows.append((r, a.assignment_id, "fee", paid_fee))
-                spend_rows += self._gold_bonus(r, a, n_gold_ok if judged_ok else 0, infos)
-            usable = judged_ok and a.flag is None
-            ans_rows += self._answer_rows(r, a, q, usable)
+                spend_rows += self._gold_bonus(r, a, n_gold_ok if judged_ok else 0, infos, bonuses)
+            answers.add(a, hq, judged_ok and a.flag is None)
         ass_df = pd.DataFrame(ass_rows, columns=ASSIGNMENT_COLUMNS)
         for c in ("flag", "reason", "feedback"):
             ass_df[c] = ass_df[c].astype(object)
-        ans_df = pd.DataFrame(ans_rows, columns=ANSWER_COLUMNS)
-        ans_df["label"] = ans_df["label"].astype(np.int8)
+        ans_df = answers.frame()
         spend_df = pd.DataFrame(spend_rows, columns=SPEND_COLUMNS)
         spend_df["cents"] = spend_df["cents"].astype(np.int64)
         return ass_df, ans_df, spend_df
 
-    def _gold_bonus(self, r: int, a: Assignment, n_gold_ok: int, infos: dict[str, HitInfo]) -> list[tuple]:
+    def _gold_bonus(self, r: int, a: Assignment, n_gold_ok: int, infos: dict[str, HitInfo],
+                    journaled: dict[str, dict] | None = None) -> list[tuple]:
         """Pay ``[crowd] bonus_cents_per_gold_correct`` x golds right for an approved assignment, once:
         journaled (with its UniqueRequestToken) before SendBonus, marked sent after; a resumed round
         sends a journaled bonus again only with the same token and when MTurk lists none for the
-        assignment. Returns its spend rows (bonus, bonus_fee)."""
+        assignment. Returns its spend rows (bonus, bonus_fee). ``journaled``: round ``r``'s
+        :func:`ledger.journal_bonuses` as read before settling (kept up to date here); read now
+        when not given."""
         run = self.run_dir
         per_gold = self.cfg.crowd.bonus_cents_per_gold_correct
-        rec = ledger.journal_bonuses(run, r).get(a.assignment_id)
+        if journaled is None:
+            journaled = ledger.journal_bonuses(run, r)
+        rec = journaled.get(a.assignment_id)
         if rec is None:
             amount = per_gold * int(n_gold_ok)
             if amount <= 0:
@@ -510,6 +520,7 @@ class CrowdWork:
                             "(%s paid or committed)", a.assignment_id, fmt(amount), fmt(cap), fmt(committed))
                 return []
             run.journal_append(r, "bonuses", rec)  # counted in the ledger from here on
+            journaled[a.assignment_id] = rec
         if not rec.get("sent"):
             reason = (f"{rec['golds_right']} check question(s) answered right, "
                       f"{per_gold} cent(s) each. Thank you!")
@@ -518,20 +529,9 @@ class CrowdWork:
                                     amount_cents=int(rec["bonus_cents"]), reason=reason, token=rec["token"],
                                     admitted=True)
             run.journal_append(r, "bonuses", {"assignment_id": a.assignment_id, "sent": True})
+            journaled[a.assignment_id] = rec = {**rec, "sent": True}
         return [(r, a.assignment_id, "bonus", int(rec["bonus_cents"])),
                 (r, a.assignment_id, "bonus_fee", int(rec["fee_cents"]))]
-
-    @staticmethod
-    def _answer_rows(r: int, a: Assignment, q: pd.DataFrame, usable: bool) -> list[tuple]:
-        """One row per question of ``a``'s HIT it answered: the mask the worker was shown."""
-        from .evidence import answer_kinds
-
-        out = []
-        for qid, mrow, is_gold, kind in zip(q["question_id"], q["mask_row"], q["is_gold"], answer_kinds(q)):
-            if qid in a.answers:
-                out.append((qid, r, int(mrow), a.worker_id, a.assignment_id, a.hit_id, int(bool(a.answers[qid])),
-                            bool(is_gold), usable, str(kind)))
-        return out
 
     def _hit_tables(self, r: int, infos: dict[str, HitInfo], ass_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Round ``r``'s hits table (its own HITs) and the HITs found done in it (any round)."""
@@ -563,6 +563,77 @@ class CrowdWork:
         if still:
             log.info("round %d: %d HIT(s) can still receive work; later rounds keep polling them", r, still)
         return {"hits": hits_df, "assignments": ass_df, "answers": ans_df, "spend": spend_df, "hits_done": done_df}
+
+
+class _Asked:
+    """A HIT's questions as settling reads them: its golds (question id, gold label) and, as
+    arrays, what each answer row takes from its question (id, mask row, gold or not, kind)."""
+
+    __slots__ = ("n", "golds", "qids", "index", "mask_row", "is_gold", "kind")
+
+    def __init__(self, q: pd.DataFrame):
+        from .evidence import answer_kinds
+
+        self.n = len(q)
+        gold = q["is_gold"].astype(bool).to_numpy()
+        qids = q["question_id"].tolist()
+        labels = q["gold_label"].tolist() if "gold_label" in q else [None] * self.n
+        self.golds = [(qid, lab) for qid, lab, g in zip(qids, labels, gold) if g]
+        self.qids = qids
+        self.index = np.asarray(qids, dtype=object) if self.n else np.empty(0, dtype=object)
+        self.mask_row = q["mask_row"].to_numpy(np.int64)
+        self.is_gold = q["is_gold"].to_numpy(bool)
+        self.kind = np.asarray([str(k) for k in answer_kinds(q)], dtype=object)
+
+
+class _AnswerColumns:
+    """Round ``r``'s answers table, one row per question of an assignment's HIT it answered (the
+    mask the worker was shown), gathered as arrays per assignment and joined once."""
+
+    def __init__(self, r: int):
+        self.r = r
+        self.parts: list[tuple] = []
+
+    def add(self, a: Assignment, hq: _Asked, usable: bool) -> None:
+        ans = a.answers
+        take: slice | np.ndarray
+        if len(ans) >= hq.n and all(qid in ans for qid in hq.qids):
+            take = slice(None)
+            labels = [bool(ans[qid]) for qid in hq.qids]
+        else:
+            idx = [i for i, qid in enumerate(hq.qids) if qid in ans]
+            if not idx:
+                return
+            take = np.asarray(idx, dtype=np.int64)
+            labels = [bool(ans[hq.qids[i]]) for i in idx]
+        if not labels:
+            return
+        self.parts.append((a, hq, take, np.asarray(labels, dtype=bool).astype(np.int8), usable))
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            df = pd.DataFrame([], columns=ANSWER_COLUMNS)
+            df["label"] = df["label"].astype(np.int8)
+            return df
+        counts = np.asarray([len(p[3]) for p in self.parts], dtype=np.int64)
+        n = int(counts.sum())
+
+        def each(values: list, dtype) -> np.ndarray:
+            arr = np.empty(len(values), dtype=dtype)
+            arr[:] = values
+            return np.repeat(arr, counts)
+        return pd.DataFrame({
+            "question_id": np.concatenate([p[1].index[p[2]] for p in self.parts]),
+            "round": np.full(n, self.r, dtype=np.int64),
+            "mask_row": np.concatenate([p[1].mask_row[p[2]] for p in self.parts]),
+            "worker_id": each([p[0].worker_id for p in self.parts], object),
+            "assignment_id": each([p[0].assignment_id for p in self.parts], object),
+            "hit_id": each([p[0].hit_id for p in self.parts], object),
+            "label": np.concatenate([p[3] for p in self.parts]),
+            "is_gold": np.concatenate([p[1].is_gold[p[2]] for p in self.parts]),
+            "used": each([p[4] for p in self.parts], bool),
+            "kind": np.concatenate([p[1].kind[p[2]] for p in self.parts]),
+        }, columns=ANSWER_COLUMNS)
 
 
 def _never_sent(e: BaseException) -> bool:
