@@ -53,10 +53,13 @@ class SimulatedCrowd:
         key = content_key([q.question_id for q in hit.questions])
         workers = self.pool.pick(key, hit.assignments, exclude=self.blocked)
         ids = []
+        qids = [q.question_id for q in hit.questions]
+        keys = [f"{key}:{qid}" for qid in qids]
+        truth = self.truth[np.fromiter((q.mask_row for q in hit.questions), dtype=np.int64, count=len(qids))]
         for a, w in enumerate(workers):
             wid = self.pool.worker_ids[w]
-            answers = {q.question_id: self.pool.answer(w, f"{key}:{q.question_id}", bool(self.truth[q.mask_row]))
-                       for q in hit.questions}
+            # pool.answer for each question, drawn for the HIT at once (the same answers)
+            answers = dict(zip(qids, self.pool.answers(w, keys, truth)))
             secs = self.pool.seconds(w, key, len(hit.questions))
             aid = f"SIMASG-{hit.token}-{a}"
             self._assignments[aid] = Assignment(assignment_id=aid, hit_id=hit_id, worker_id=wid, answers=answers,
