@@ -240,8 +240,11 @@ def _write_derived(tmp: Path, cfg: vconfig.VideoConfig, n_classes: int, *, engin
             n = len(res["sp"])
             sp, sp_table = unit_maps("superpixel", shape=(n, h, w), superpixel_map=res["sp"], offset=sp_off,
                                      first_frame=s)
-            um, utable = unit_maps(ukind, shape=(n, h, w), patch=v.patch, superpixel_map=res["sp"], offset=u_off,
-                                   first_frame=s)
+            if ukind == "superpixel":  # the same numbering
+                um, utable = sp, sp_table
+            else:
+                um, utable = unit_maps(ukind, shape=(n, h, w), patch=v.patch, superpixel_map=res["sp"],
+                                       offset=u_off, first_frame=s)
             regions = sp if frame_like else um
             uw.append(superpixels=sp, units=um, regions=regions)
             if len(res["fwd"]):

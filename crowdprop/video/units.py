@@ -34,17 +34,21 @@ def _global(local: np.ndarray, offset: int = 0, first_frame: int = 0) -> tuple[n
     (frames numbered from ``first_frame``): a block of a video at a time gives the same ids as
     the whole video at once."""
     maps = np.zeros(local.shape, np.int32)
-    rows = []
+    ids: list[np.ndarray] = []
+    frames: list[np.ndarray] = []
+    pixels: list[np.ndarray] = []
     for t0, m in enumerate(local):
-        t = t0 + first_frame
         counts = np.bincount(m.ravel())
         present = np.flatnonzero(counts)
         remap = np.full(len(counts), -1, np.int64)
         remap[present] = np.arange(len(present)) + offset
         maps[t0] = remap[m]
-        rows.append(pd.DataFrame({"unit": remap[present], "frame": t, "pixels": counts[present]}))
+        ids.append(remap[present])
+        frames.append(np.full(len(present), t0 + first_frame, np.int32))
+        pixels.append(counts[present])
         offset += len(present)
-    table = pd.concat(rows, ignore_index=True).astype({"unit": "int64", "frame": "int32", "pixels": "int64"})
+    table = pd.DataFrame({"unit": np.concatenate(ids).astype(np.int64), "frame": np.concatenate(frames),
+                          "pixels": np.concatenate(pixels).astype(np.int64)})
     return maps, table
 
 
