@@ -122,3 +122,25 @@ def test_without_torch_video_says_what_to_install(monkeypatch, capsys, tmp_path)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'crowdprop[detect]'" in err[0] and "torch" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_active_on_many_units_matches_the_whole_distance_matrix():
+    """The nearest member of each centre is found a block of rows at a time (a long video's
+    uncertain half does not fit len(half) x b x width at once); the picks are those of the whole
+    matrix."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(3)
+    n, b = 5000, 40
+    emb, unc = rng.normal(size=(n, 64)), rng.random(n)
+    got = select(unc, emb, b, np.random.default_rng(9))
+    half = np.lexsort((np.arange(n), -unc))[:(n + 1) // 2]
+    assert 2 ** 22 // (b * 64) < len(half)  # more than one block of rows
+    km = KMeans(n_clusters=b, n_init=3, random_state=int(np.random.default_rng(9).integers(2 ** 31 - 1))).fit(emb[half])
+    d = ((emb[half][:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)
+    taken, want = np.zeros(len(half), bool), []
+    for j in range(b):
+        i = next(i for i in np.argsort(d[:, j], kind="stable") if not taken[i])
+        taken[i] = True
+        want.append(half[i])
+    assert np.array_equal(got, np.sort(want)) and len(got) == b
