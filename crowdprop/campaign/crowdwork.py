@@ -70,12 +70,18 @@ class HitInfo:
     batch: int
     assignments: int
     reward_cents: int
-    questions: pd.DataFrame
+    asked: _Asked
+    """Its questions (in the HIT's order), as arrays."""
     current: bool
     """Published in the round in progress (else a HIT of an earlier round still open)."""
     recorded: int = 0
     """Assignments of it recorded in committed rounds."""
     expired: bool = False
+
+    @property
+    def questions(self) -> pd.DataFrame:
+        """Its rows of the questions table (made when asked for)."""
+        return self.asked.frame()
 
 
 class CrowdWork:
@@ -216,7 +222,7 @@ class CrowdWork:
             q = q.sort_values("position", kind="stable") if "position" in q else q
             out[h["hit_id"]] = HitInfo(h["token"], h["hit_id"], int(h["round"]), int(h["batch"]),
                                        int(h["assignments"]) + extra.get(h["hit_id"], 0), int(reward),
-                                       q.reset_index(drop=True), current=False,
+                                       _Asked.of(q.reset_index(drop=True)), current=False,
                                        recorded=int(counts.get(h["hit_id"], 0)), expired=bool(h.get("expired", False)))
         return out
 
@@ -240,8 +246,8 @@ class CrowdWork:
         slots = info.assignments - info.recorded - settled_per_hit.get(hit_id, 0)
         total = ledger.hit_exposure_cents(info.reward_cents, info.assignments, slots)
         per_gold = self.cfg.crowd.bonus_cents_per_gold_correct
-        if per_gold and slots > 0 and len(info.questions):  # each slot may earn the whole gold bonus
-            total += slots * ledger.max_bonus_cents(per_gold, int(info.questions["is_gold"].astype(bool).sum()))
+        if per_gold and slots > 0 and info.asked.n:  # each slot may earn the whole gold bonus
+            total += slots * ledger.max_bonus_cents(per_gold, len(info.asked.golds))
         return total
 
     def _check_committed(self, r: int, infos: dict[str, HitInfo], committed: int) -> None:
@@ -281,7 +287,7 @@ class CrowdWork:
         guard = self.backend.guard
         questions = planned.questions
         assert questions is not None  # a plan with HITs has its questions
-        q_by_token = {t: g for t, g in questions.groupby("token")} if len(questions) else {}
+        table = _QuestionArrays(questions)  # read once; each HIT takes its rows
         held_back = 0
         # Nothing is settled while publishing, so what is paid stays as it is, and the most the live
         # HITs can cost changes only by the HITs added here: a running total, kept as each is added
@@ -317,9 +323,8 @@ class CrowdWork:
                 raise StateError(f"backend returned HIT {hit_id} for token {h.token}, journal says {known[h.token]}")
             if h.token not in known:
                 run.journal_append(r, "published", {"token": h.token, "hit_id": hit_id})
-            q = q_by_token.get(h.token, questions.iloc[:0])
             info = HitInfo(h.token, hit_id, r, h.batch, h.assignments + extra.get(hit_id, 0), h.reward_cents,
-                           q.reset_index(drop=True), current=True, expired=hit_id in expired)
+                           table.hit(h.token), current=True, expired=hit_id in expired)
             before = infos.get(hit_id)
             if before is not None:  # the same HIT again (a crowd answering an earlier id): replaced in the sum too
                 committed -= self._open_cents(hit_id, before, settled_per_hit)
@@ -419,21 +424,18 @@ class CrowdWork:
         """Judge, journal and settle every assignment received; the round's assignments, answers
         and spend tables (late work included, counted in round ``r``).
 
-        Each HIT's questions are read into arrays once (:class:`_Asked`), not filtered per
-        assignment, and the answers table is assembled from those arrays in one piece."""
+        Each HIT's questions are arrays (:class:`_Asked`), not filtered per assignment, and the
+        answers table is assembled from them in one piece."""
         run = self.run_dir
         settled = ledger.journal_settlements(run, r)
         bonuses = ledger.journal_bonuses(run, r)  # an assignment journals only its own: read once
-        asked: dict[str, _Asked] = {}
         ass_rows, spend_rows = [], []
         answers = _AnswerColumns(r)
         for a in assignments:
             info = infos.get(a.hit_id)
             if info is None:
                 continue  # a HIT this directory does not own (never happens: polled ids are infos)
-            hq = asked.get(a.hit_id)
-            if hq is None:
-                hq = asked[a.hit_id] = _Asked(info.questions)
+            hq = info.asked
             n_gold_ok = 0
             if a.flag is None:
                 for qid, lab in hq.golds:
@@ -536,7 +538,7 @@ class CrowdWork:
     def _hit_tables(self, r: int, infos: dict[str, HitInfo], ass_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Round ``r``'s hits table (its own HITs) and the HITs found done in it (any round)."""
         per_hit = ass_df.groupby("hit_id").size().to_dict() if len(ass_df) else {}
-        hits = pd.DataFrame([(i.token, i.hit_id, r, i.batch, len(i.questions), i.assignments, i.reward_cents,
+        hits = pd.DataFrame([(i.token, i.hit_id, r, i.batch, i.asked.n, i.assignments, i.reward_cents,
                               int(per_hit.get(h, 0)), bool(i.expired)) for h, i in infos.items() if i.current],
                             columns=HIT_COLUMNS)
         known = self._books | set(ass_df["assignment_id"])
@@ -565,25 +567,63 @@ class CrowdWork:
         return {"hits": hits_df, "assignments": ass_df, "answers": ans_df, "spend": spend_df, "hits_done": done_df}
 
 
-class _Asked:
-    """A HIT's questions as settling reads them: its golds (question id, gold label) and, as
-    arrays, what each answer row takes from its question (id, mask row, gold or not, kind)."""
-
-    __slots__ = ("n", "golds", "qids", "index", "mask_row", "is_gold", "kind")
+class _QuestionArrays:
+    """A questions table read into arrays once: what settling and the answers table take from
+    each question (id, mask row, gold or not, gold label, kind), and each HIT's rows by token
+    (in the table's order, as a groupby gives them)."""
 
     def __init__(self, q: pd.DataFrame):
         from .evidence import answer_kinds
 
-        self.n = len(q)
-        gold = q["is_gold"].astype(bool).to_numpy()
-        qids = q["question_id"].tolist()
-        labels = q["gold_label"].tolist() if "gold_label" in q else [None] * self.n
-        self.golds = [(qid, lab) for qid, lab, g in zip(qids, labels, gold) if g]
-        self.qids = qids
-        self.index = np.asarray(qids, dtype=object) if self.n else np.empty(0, dtype=object)
-        self.mask_row = q["mask_row"].to_numpy(np.int64)
-        self.is_gold = q["is_gold"].to_numpy(bool)
-        self.kind = np.asarray([str(k) for k in answer_kinds(q)], dtype=object)
+        self.table = q
+        n = len(q)
+        self.qid = q["question_id"].to_numpy(dtype=object) if n else np.empty(0, dtype=object)
+        self.mask_row = q["mask_row"].to_numpy(np.int64) if n else np.empty(0, np.int64)
+        self.is_gold = q["is_gold"].astype(bool).to_numpy() if n else np.empty(0, bool)
+        self.gold_label = (q["gold_label"].to_numpy(dtype=object) if "gold_label" in q
+                           else np.full(n, None, dtype=object))
+        self.kind = np.asarray([str(k) for k in answer_kinds(q)], dtype=object) if n else np.empty(0, object)
+        self._rows: dict = {}
+        if n and "token" in q:
+            codes, tokens = pd.factorize(q["token"], sort=False)
+            order = np.argsort(codes, kind="stable")
+            bounds = np.cumsum(np.bincount(codes[codes >= 0], minlength=len(tokens)))
+            starts = np.concatenate([[0], bounds[:-1]])
+            self._rows = {t: order[a:b] for t, a, b in zip(tokens, starts, bounds)}
+
+    def hit(self, token: str) -> _Asked:
+        """The questions of the HIT with this token (none when the table has none of it)."""
+        return _Asked(self, self._rows.get(token, np.empty(0, np.int64)))
+
+
+class _Asked:
+    """A HIT's questions as settling reads them: its golds (question id, gold label) and, as
+    arrays, what each answer row takes from its question (id, mask row, gold or not, kind)."""
+
+    __slots__ = ("n", "golds", "qids", "index", "mask_row", "is_gold", "kind", "_table", "_rows")
+
+    def __init__(self, table: _QuestionArrays, rows: np.ndarray):
+        self._table, self._rows = table, rows
+        self.n = len(rows)
+        self.index = table.qid[rows]
+        self.qids = self.index.tolist()
+        self.mask_row = table.mask_row[rows]
+        self.is_gold = table.is_gold[rows]
+        self.kind = table.kind[rows]
+        g = np.flatnonzero(self.is_gold)
+        self.golds = list(zip(self.index[g].tolist(), table.gold_label[rows[g]].tolist()))
+
+    @classmethod
+    def of(cls, q: pd.DataFrame) -> _Asked:
+        """All the rows of ``q``, in its order."""
+        return cls(_QuestionArrays(q), np.arange(len(q)))
+
+    def frame(self) -> pd.DataFrame:
+        """The HIT's rows of its questions table, indexed from 0."""
+        t = self._table.table
+        if len(self._rows) == len(t) and np.array_equal(self._rows, np.arange(len(t))):
+            return t.reset_index(drop=True)
+        return t.iloc[self._rows].reset_index(drop=True)
 
 
 class _AnswerColumns:

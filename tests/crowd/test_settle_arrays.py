@@ -173,7 +173,7 @@ def test_answer_columns_for_partial_flagged_and_empty_work():
         Assignment("A3", "H1", "W3", {}, 3.0),
         Assignment("A4", "H1", "W4", {"q5": True}, 3.0, flag="unknown question"),
     ]
-    hq = _Asked(q)
+    hq = _Asked.of(q)
     assert hq.golds == [("q1", 1), ("q4", 0)] and hq.n == 6
     cols = _AnswerColumns(4)
     rows = []
@@ -188,3 +188,21 @@ def test_answer_columns_for_partial_flagged_and_empty_work():
     empty = pd.DataFrame([], columns=ANSWER_COLUMNS)
     empty["label"] = empty["label"].astype(np.int8)
     pd.testing.assert_frame_equal(_AnswerColumns(1).frame(), empty)
+
+
+def test_each_hit_takes_its_rows_of_the_rounds_questions_as_a_groupby_gives_them():
+    from crowdprop.campaign.crowdwork import _QuestionArrays
+
+    rs = np.random.default_rng(2)
+    tokens = rs.choice(["t-a", "t-b", "t-c"], size=40)
+    q = pd.DataFrame({"question_id": [f"q{i}" for i in range(40)], "mask_row": rs.integers(0, 99, 40),
+                      "is_gold": rs.random(40) < 0.3, "gold_label": rs.integers(0, 2, 40).astype(np.int8),
+                      "kind": "cluster", "token": tokens}, index=np.arange(100, 140))
+    table = _QuestionArrays(q)
+    for t, g in q.groupby("token"):
+        hq = table.hit(t)
+        pd.testing.assert_frame_equal(hq.frame(), g.reset_index(drop=True))
+        assert hq.qids == g["question_id"].tolist() and hq.n == len(g)
+        assert hq.golds == list(zip(g.loc[g["is_gold"], "question_id"], g.loc[g["is_gold"], "gold_label"]))
+    none = table.hit("t-z")
+    assert none.n == 0 and none.golds == [] and list(none.frame().columns) == list(q.columns)
