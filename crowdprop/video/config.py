@@ -67,6 +67,16 @@ class VideoSection(Section):
     chunk_frames: int = 64
     """Frames per stored chunk (frames, unit maps, flows, label maps) and per task of ``--engine``;
     a multiple of 8 (the inference batch), so results do not depend on it."""
+    vote: str = "fixed"
+    """``fixed``: every region answered by ``[crowd] assignments_per_hit`` workers. ``adaptive``
+    (simulated crowds): after those answers, a region is asked again, one more worker at a time,
+    while its answers disagree or its only answer comes from a worker whose gold accuracy is
+    under ``vote_trust``, up to ``vote_max`` answers."""
+    vote_max: int = 3
+    """Most answers per region with ``vote = "adaptive"``."""
+    vote_trust: float = 0.9
+    """A lone answer stands when its worker's gold accuracy, (right + 1) / (golds + 2) over every
+    gold they answered, is at least this."""
 
     def validate(self, v: _V) -> None:
         v.check(self.granularity in KINDS, "granularity", f"must be one of {', '.join(KINDS)}")
@@ -88,6 +98,9 @@ class VideoSection(Section):
         v.check(self.flow in ("dis", "farneback", "raft"), "flow", "must be dis, farneback or raft")
         v.check(self.chunk_frames >= 8 and self.chunk_frames % 8 == 0, "chunk_frames",
                 "must be a multiple of 8 (the inference batch), >= 8")
+        v.check(self.vote in ("fixed", "adaptive"), "vote", "must be fixed or adaptive")
+        v.check(1 <= self.vote_max <= 9, "vote_max", "must be in [1, 9]")
+        v.check(0.0 <= self.vote_trust <= 1.0, "vote_trust", "must be in [0, 1]")
 
 
 MTURK_DEFAULTS: dict[str, Any] = {

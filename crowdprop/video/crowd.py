@@ -18,6 +18,12 @@ that wins outright labels every pixel of the region, a tie or "mixed" labels not
 assignment per HIT that is the one answer. Human labels override the network on the pixels
 they cover.
 
+**Adaptive vote** (``[video] vote = "adaptive"``, simulated crowds): after the first
+``assignments_per_hit`` answers, a region is asked once more (of a worker who has not answered
+it) while its approved answers disagree, or while its one answer comes from a worker whose gold
+accuracy ``(right + 1) / (golds + 2)`` is under ``vote_trust``, up to ``vote_max`` answers
+(:func:`ask_again`). Every answer is a click.
+
 **HITs and quality** are the image workflow's: ``[crowd] questions_per_hit`` questions of which
 ``golds_per_hit`` are golds (regions with a known answer, least used first, at random
 positions), ``assignments_per_hit`` assignments by distinct workers, each judged by
@@ -237,6 +243,33 @@ def assemble_hit(questions: pd.DataFrame, golds: pd.DataFrame, n_gold: int, rng:
     return HitSlots(kind.astype(str), region, frame, truth, qid)
 
 
+def worker_accuracy(assignments: pd.DataFrame) -> pd.Series:
+    """Gold accuracy per worker, ``(right + 1) / (golds + 2)`` over every gold they answered."""
+    if not len(assignments):
+        return pd.Series(dtype=np.float64)
+    g = assignments.groupby(assignments["worker"].astype(str))[["golds", "golds_correct"]].sum()
+    return (g["golds_correct"].astype(np.float64) + 1) / (g["golds"].astype(np.float64) + 2)
+
+
+def ask_again(questions: pd.DataFrame, answers: pd.DataFrame, assignments: pd.DataFrame,
+              video) -> tuple[list[int], dict[int, set[str]]]:
+    """The adaptive vote (``[video] vote = "adaptive"``): positions in ``questions`` to ask once more,
+    and who answered each (they are not asked it again). A question with approved answers and fewer
+    than ``vote_max`` of them is asked again when they disagree, or when its one answer comes from
+    a worker whose gold accuracy (:func:`worker_accuracy`) is under ``vote_trust``."""
+    lab = answers.loc[answers["kind"] == "label"]
+    pos = pd.Series(np.arange(len(questions)), index=questions["question"].to_numpy(np.int64))
+    ok = lab.loc[lab["approved"].astype(bool)]
+    per = ok.groupby("question").agg(n=("answer", "size"), distinct=("answer", "nunique"),
+                                     worker=("worker", "first"))
+    acc = worker_accuracy(assignments)
+    lone = (per["n"] == 1) & (per["worker"].map(acc).fillna(0.5) < video.vote_trust)
+    need = per.index[(per["n"] < video.vote_max) & ((per["distinct"] > 1) | lone)]
+    who = lab.groupby("question")["worker"].agg(lambda w: set(map(str, w)))
+    again = sorted(int(pos[q]) for q in need)
+    return again, {int(pos[q]): who[q] for q in need}
+
+
 def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Worker], cfg, *, round_: int,
                   rng: np.random.Generator, spent_cents: int, history: pd.DataFrame | None,
                   n_classes: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
@@ -250,9 +283,8 @@ def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Wo
     cap = cap_cents(cfg.campaign.budget_usd)
     blocked = blocked_workers(history, quality)
     per_hit = crowd.questions_per_hit - crowd.golds_per_hit
-    queue = list(range(len(questions)))
-    asks = np.zeros(len(questions), np.int64)
-    answers, assigns = [], []
+    answers: list[pd.DataFrame] = []
+    assigns: list[dict] = []
     spent = 0
     hit = 0
     hist = history if history is not None else pd.DataFrame(columns=ASSIGNMENT_COLUMNS)
@@ -261,48 +293,82 @@ def run_questions(questions: pd.DataFrame, golds: pd.DataFrame, workers: list[Wo
         log.info("round %d: %d of %d simulated workers failed the qualification test", round_,
                  len(workers) - len(passed), len(workers))
     workers = passed
-    while queue:
-        live = [w for w in workers if w.worker not in blocked]
-        if not live:
-            log.warning("round %d: every simulated worker is blocked; %d questions unasked", round_, len(queue))
+
+    def ask(queue: list[int], n_assign: int, exclude: dict[int, set[str]] | None) -> bool:
+        """Ask the questions at positions ``queue`` in HITs of ``n_assign`` assignments; with
+        ``exclude``, a HIT goes to workers who answered none of its questions. False when it
+        stopped early (budget, or nobody left to ask)."""
+        nonlocal blocked, spent, hit
+        asks = np.zeros(len(questions), np.int64)
+        while queue:
+            live = [w for w in workers if w.worker not in blocked]
+            if not live:
+                log.warning("round %d: every simulated worker is blocked; %d questions unasked", round_, len(queue))
+                return False
+            if exclude is None:
+                take, queue = queue[:per_hit], queue[per_hit:]
+            else:  # as many as leave a worker who answered none of them
+                take, rest, out = [], [], set[str]()
+                for i in queue:
+                    if len(take) < per_hit and sum(w.worker not in out | exclude[i] for w in live) >= n_assign:
+                        take.append(i)
+                        out |= exclude[i]
+                    else:
+                        rest.append(i)
+                if not take:
+                    log.info("round %d: no worker left who has not answered %d question(s); not asked again",
+                             round_, len(queue))
+                    return True
+                queue = rest
+                live = [w for w in live if w.worker not in out]
+            n_gold = min(crowd.golds_per_hit, len(golds))
+            n_q = len(take) + n_gold
+            reward = hit_reward_cents(n_q, crowd)
+            fee = FEES.assignment_fee_cents(reward, n_assign)
+            if spent_cents + spent + reward + fee > cap:
+                log.info("round %d: budget cap reached; %d questions unasked", round_, len(take) + len(queue))
+                return False
+            hit += 1
+            s = assemble_hit(questions.iloc[take], golds, n_gold, rng)
+            kind, region, frame, truth, qid = s.kind, s.region, s.frame, s.truth, s.question
+            n_asg = min(n_assign, len(live))
+            who = rng.choice(len(live), size=n_asg, replace=False)  # distinct workers per HIT
+            any_paid = False
+            for wi in who:
+                w = live[int(wi)]
+                if any_paid or wi != who[0]:  # each further assignment is checked against the cap too
+                    if spent_cents + spent + reward + fee > cap:
+                        break
+                got = answer(w, truth, n_classes, rng)
+                seconds = float(n_q * w.seconds * rng.lognormal(0, 0.2))
+                ok_gold = int(((got == truth) & (kind == "gold")).sum())
+                verdict = judge_assignment(n_gold, ok_gold, seconds, n_q, quality)
+                paid = verdict.approve
+                any_paid |= paid
+                spent += (reward + fee) if paid else 0
+                assigns.append({"round": round_, "hit": hit, "worker": w.worker, "questions": n_q, "golds": n_gold,
+                                "golds_correct": ok_gold, "seconds": seconds, "approved": paid,
+                                "reason": verdict.reason or "", "reward_cents": reward if paid else 0,
+                                "fee_cents": fee if paid else 0})
+                answers.append(pd.DataFrame({"round": round_, "hit": hit, "worker": w.worker, "question": qid,
+                                             "region": region, "frame": frame, "kind": kind, "answer": got,
+                                             "truth": np.where(kind == "gold", truth, UNKNOWN), "approved": paid}))
+            if not any_paid:
+                asks[take] += 1
+                queue += [i for i in take if asks[i] < MAX_ASKS]
+            blocked = blocked_workers(pd.concat([hist, pd.DataFrame(assigns)], ignore_index=True), quality)
+        return True
+
+    going = ask(list(range(len(questions))), crowd.assignments_per_hit, None)
+    v = getattr(cfg, "video", None)
+    for _ in range(v.vote_max if v is not None and v.vote == "adaptive" else 0):  # a pass adds <= 1 answer each
+        if not going or not answers:
             break
-        take, queue = queue[:per_hit], queue[per_hit:]
-        n_gold = min(crowd.golds_per_hit, len(golds))
-        n_q = len(take) + n_gold
-        reward = hit_reward_cents(n_q, crowd)
-        fee = FEES.assignment_fee_cents(reward, crowd.assignments_per_hit)
-        if spent_cents + spent + reward + fee > cap:
-            log.info("round %d: budget cap reached; %d questions unasked", round_, len(take) + len(queue))
+        again, exclude = ask_again(questions, pd.concat(answers, ignore_index=True),
+                                   pd.concat([hist, pd.DataFrame(assigns)], ignore_index=True), v)
+        if not again:
             break
-        hit += 1
-        s = assemble_hit(questions.iloc[take], golds, n_gold, rng)
-        kind, region, frame, truth, qid = s.kind, s.region, s.frame, s.truth, s.question
-        n_asg = min(crowd.assignments_per_hit, len(live))
-        who = rng.choice(len(live), size=n_asg, replace=False)  # distinct workers per HIT
-        any_paid = False
-        for wi in who:
-            w = live[int(wi)]
-            if any_paid or wi != who[0]:  # each further assignment is checked against the cap too
-                if spent_cents + spent + reward + fee > cap:
-                    break
-            got = answer(w, truth, n_classes, rng)
-            seconds = float(n_q * w.seconds * rng.lognormal(0, 0.2))
-            ok_gold = int(((got == truth) & (kind == "gold")).sum())
-            verdict = judge_assignment(n_gold, ok_gold, seconds, n_q, quality)
-            paid = verdict.approve
-            any_paid |= paid
-            spent += (reward + fee) if paid else 0
-            assigns.append({"round": round_, "hit": hit, "worker": w.worker, "questions": n_q, "golds": n_gold,
-                            "golds_correct": ok_gold, "seconds": seconds, "approved": paid,
-                            "reason": verdict.reason or "", "reward_cents": reward if paid else 0,
-                            "fee_cents": fee if paid else 0})
-            answers.append(pd.DataFrame({"round": round_, "hit": hit, "worker": w.worker, "question": qid,
-                                         "region": region, "frame": frame, "kind": kind, "answer": got,
-                                         "truth": np.where(kind == "gold", truth, UNKNOWN), "approved": paid}))
-        if not any_paid:
-            asks[take] += 1
-            queue += [i for i in take if asks[i] < MAX_ASKS]
-        blocked = blocked_workers(pd.concat([hist, pd.DataFrame(assigns)], ignore_index=True), quality)
+        going = ask(again, 1, exclude)
     ans = pd.concat(answers, ignore_index=True) if answers else pd.DataFrame(columns=ANSWER_COLUMNS)
     asg = pd.DataFrame(assigns, columns=ASSIGNMENT_COLUMNS)
     return ans.astype({"answer": "int64"}) if len(ans) else ans, asg, spent

@@ -293,6 +293,9 @@ def connect(vr: VideoRun, where: Target, *, client: Any = None, sleep: Callable[
     from ..crowd.factory import quiet_botocore
 
     cfg = vr.config
+    if cfg.video.vote != "fixed":
+        raise InputError(vr.path / "config.json", "[video]", "vote", "'adaptive' is built for the simulated crowd "
+                         "only; HITs on MTurk ask every region of [crowd] assignments_per_hit workers (vote = fixed)")
     target = image_target(vr, where)
     if client is None:
         quiet_botocore()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from crowdprop.campaign.ledger import FEES
 from crowdprop.video.config import load
@@ -69,3 +70,49 @@ def test_budget_cap_stops_hits(tmp_path):
     per = hit_reward_cents(12, cfg.crowd) + FEES.assignment_fee_cents(hit_reward_cents(12, cfg.crowd), 1)
     assert 40 + spent + per > 100  # it stopped because the next HIT would pass the cap
     assert ans.loc[ans["kind"] == "label", "question"].nunique() < len(questions)
+
+
+def test_ask_again_where_answers_disagree_or_the_lone_worker_is_not_trusted():
+    from crowdprop.video.crowd import ask_again, worker_accuracy
+
+    cfg = load(None, {"video": {"vote": "adaptive", "vote_max": 3, "vote_trust": 0.9}})
+    questions = pd.DataFrame({"question": [10, 11, 12, 13, 14, 15], "region": np.arange(6), "frame": 0, "truth": 0})
+    rows = [(10, "good", 1, True),                       # one answer, trusted worker: stands
+            (11, "new", 1, True),                        # one answer, worker with few golds: again
+            (12, "good", 1, True), (12, "good2", 2, True),   # two that disagree: again
+            (13, "good", 1, True), (13, "good2", 1, True),   # two that agree: stand
+            (14, "good", 1, True), (14, "good2", 2, True), (14, "new", 3, True),  # three: vote_max reached
+            (15, "good", 1, False)]                      # only a rejected answer: the rules re-ask it, not the vote
+    ans = pd.DataFrame([{"question": q, "worker": w, "answer": a, "approved": ok, "kind": "label"}
+                        for q, w, a, ok in rows])
+    asg = pd.DataFrame({"worker": ["good", "good2", "new"], "golds": [20, 20, 2], "golds_correct": [20, 19, 2]})
+    acc = worker_accuracy(asg)
+    assert acc["good"] == pytest.approx(21 / 22) and acc["new"] == pytest.approx(3 / 4)
+    again, exclude = ask_again(questions, ans, asg, cfg.video)
+    assert again == [1, 2]  # positions of questions 11 and 12
+    assert exclude == {1: {"new"}, 2: {"good", "good2"}}
+    cfg.video.vote_trust = 0.7
+    assert ask_again(questions, ans, asg, cfg.video)[0] == [2]
+
+
+def test_adaptive_vote_asks_fewer_than_three_and_labels_better_than_one(tmp_path):
+    """80 %-accurate workers: the adaptive vote asks a region again only where needed, never of the
+    same worker, and its labels are more often right than one answer's, for fewer clicks than three."""
+    out = {}
+    for name, apH, vote in (("one", 1, "fixed"), ("three", 3, "fixed"), ("adaptive", 1, "adaptive")):
+        cfg, questions, golds, truth = _setup(tmp_path, assignments=apH)
+        cfg.video.vote, cfg.video.vote_trust = vote, 0.8  # 80 % workers with 6 golds of 6 right are trusted
+        cfg.simulation.spammer_share = 0.0
+        workers = simulated_workers(cfg.simulation, seed=0)
+        ans, asg, spent = run_questions(questions, golds, workers, cfg, round_=1, rng=np.random.default_rng(0),
+                                        spent_cents=0, history=None, n_classes=N_CLASSES)
+        lab = ans.loc[(ans["kind"] == "label") & ans["approved"]]
+        labels = human_labels(np.arange(200).reshape(1, 1, 200), ans)[0, 0]
+        done = labels >= 0
+        out[name] = {"clicks": len(lab), "right": int((labels[done] == truth[done]).sum()), "spent": spent,
+                     "per_region": lab.groupby("question").size()}
+        assert not lab.duplicated(["question", "worker"]).any()  # nobody answers a region twice
+    one, three, ad = out["one"], out["three"], out["adaptive"]
+    assert ad["per_region"].max() <= 3 and (ad["per_region"] > 1).any() and (ad["per_region"] == 1).any()
+    assert one["clicks"] < ad["clicks"] < three["clicks"] and ad["spent"] < three["spent"]
+    assert ad["right"] >= one["right"] + 8 and ad["right"] >= three["right"]  # 136 against 125 and 134

@@ -285,6 +285,10 @@ def test_an_mturk_run_is_refused_without_where_to_publish(tmp_path, clip_dir, ch
     (a / "config.json").write_text(json.dumps(conf))
     with pytest.raises(InputError, match="s3_bucket"):  # nowhere to serve the pictures from
         vh.image_target(VideoRun(a).require(), Target("sandbox"))
+    conf["video"]["vote"] = "adaptive"  # the adaptive vote is the simulated crowd's only
+    (a / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(InputError, match=r"config.json: \[video\]: field 'vote': 'adaptive' is built for the"):
+        vh.connect(VideoRun(a).require(), Target("sandbox"))
 
 
 def test_the_budget_cap_and_hard_blocks_on_the_endpoint(tmp_path, clip_dir, checkpoint, hit_config):
