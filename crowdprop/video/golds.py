@@ -15,8 +15,9 @@ a real campaign (``--crowd mturk`` without ``--gt``) starts with none. Golds com
 
 A bad record is one line naming the file, the record and the field (exit code 2), and nothing
 is imported. The file reader is the image workflow's (:func:`crowdprop.campaign.golds.read_records`).
-Imported golds join the pool (an imported region replaces the pool's answer for it) from the next
-round on; they are used in HITs and in the qualification test as ground-truth golds are.
+Imported golds join the pool (an imported region replaces the pool's answer for it) under the run
+directory's lock (refused in one line while a run holds it) and are used from the next round on,
+in HITs and in the qualification test, as ground-truth golds are.
 """
 from __future__ import annotations
 
