@@ -81,7 +81,7 @@ def test_on_the_endpoint_a_worker_who_fails_cannot_accept_and_one_who_passes_can
     from .test_mturk import _endpoint, client_for
 
     cfgp = tmp_path / "q.toml"
-    cfgp.write_text("[video]\nrounds = 1\nclicks_per_round = 12\nfinetune_steps = 2\ncheckpoint_every = 0\n"
+    cfgp.write_text("[video]\nrounds = 2\nclicks_per_round = 12\nfinetune_steps = 2\ncheckpoint_every = 0\n"
                     "superpixel_px = 40\n[crowd]\nquestions_per_hit = 4\ngolds_per_hit = 1\nreward_usd = 0.05\n"
                     "poll_interval_s = 0.0\n[simulation]\nworkers = 6\naccuracy = 1.0\naccuracy_spread = 0.0\n"
                     "spammer_share = 0.5\n[quality]\nqualification_size = 8\nqualification_pass = 0.75\n"
@@ -127,9 +127,17 @@ def test_on_the_endpoint_a_worker_who_fails_cannot_accept_and_one_who_passes_can
 
         crowd = vh.connect(vr, vh.resolve_target(vr), client=client_for(handle.url), sleep=people_then_workers,
                            clock=clock, retry_wait_s=0.01)
-        run(a, crowd=crowd)
+        run(a, crowd=crowd, rounds=1)
         crowd.close()
         assert seen["right"] == 100 and seen["wrong"] == 0
+        # a later process (another backend and other simulated workers) finds the test type by name and
+        # creates none; nobody takes the test twice
+        workers = EndpointWorkers(local, truth, len(vr.classes), cfg.simulation, cfg.campaign.seed)
+        crowd = vh.connect(vr, vh.resolve_target(vr), client=client_for(handle.url), sleep=workers.step,
+                           clock=clock, retry_wait_s=0.01)
+        run(a, crowd=crowd)
+        crowd.close()
+        assert VideoRun(a).require().rounds() == [0, 1, 2]
 
         # the qualification type: a Test of the 8 gold regions, required by the campaign's HIT type
         client = client_for(handle.url)
@@ -138,6 +146,7 @@ def test_on_the_endpoint_a_worker_who_fails_cannot_accept_and_one_who_passes_can
                                                            MaxResults=100)["QualificationTypes"]
                if q["Name"] == name]
         assert len(qts) == 1 and qts[0]["TestDurationInSeconds"] == cfg.mturk.test_duration_s
+        assert len(local.tests()) == 1
         qt = qts[0]["QualificationTypeId"]
         assert [f"region-{r}" for r in golds["region"]] == [it.identifier for it in local.test_page(qt)[3]]
         reqs = client.get_hit(HITId=seen["hit"])["HIT"]["QualificationRequirements"]
