@@ -212,13 +212,26 @@ class VideoBackend(MTurkBackend):
                 "crowdprop, qualification, video, segmentation, class")
 
 
-def qualification(vr: VideoRun) -> tuple[Any, pd.DataFrame]:
+QUALIFICATION = "qualification.parquet"
+"""RUN_DIR file of the qualification test's golds, written when an MTurk crowd first needs the test:
+the test MTurk holds (found by name in later processes) stays the one graded, whatever golds are
+imported later."""
+
+
+def qualification(vr: VideoRun, *, keep: bool = False) -> tuple[Any, pd.DataFrame]:
     """The campaign's :class:`crowdprop.crowd.mturk.QualificationTest` and its golds (None and an
-    empty table when ``[quality] qualification_size`` is 0 or there are no golds)."""
+    empty table when ``[quality] qualification_size`` is 0 or there are no golds): the ones kept in
+    :data:`QUALIFICATION`, else drawn from the pool (and kept with ``keep``)."""
     from .golds import pool
 
     cfg = vr.config
-    g = qualification_golds(pool(vr), cfg.quality, cfg.campaign.seed)
+    p = vr.path / QUALIFICATION
+    if p.exists():
+        g = read_parquet(p)
+    else:
+        g = qualification_golds(pool(vr), cfg.quality, cfg.campaign.seed)
+        if keep and len(g):
+            write_parquet(p, g)
     if not len(g):
         return None, g
     return QualificationTest(mask_rows=tuple(int(r) for r in g["region"]), labels=tuple(int(t) for t in g["truth"]),
@@ -303,7 +316,7 @@ def connect(vr: VideoRun, where: Target, *, client: Any = None, sleep: Callable[
                                 profile=where.profile, region="us-east-1")
     page = VideoPage(vr.frames(), vr.units()["regions"], vr.classes, target, frame_height=cfg.mturk.frame_height,
                      draw=draw)
-    test, test_golds = qualification(vr)
+    test, test_golds = qualification(vr, keep=True)
     backend = VideoBackend(
         client, config=image_config(cfg), mturk=cfg.mturk, page=page, target=where.target,
         guard=_mturk.BudgetGuard(cap_cents(cfg.campaign.budget_usd)), retry_wait_s=retry_wait_s,

@@ -200,5 +200,13 @@ def test_a_campaign_with_imported_golds_publishes_hits_with_golds(tmp_path, clip
         asg = vr.table("assignments")
         assert len(asg) == 4 and asg["approved"].all() and (asg["golds"] == 1).all()
         assert (asg["golds_correct"] == 1).all() and set(asg["worker"]) == {"ATRUSTED"}
+        # the test MTurk holds stays the campaign's test when more golds come
+        more = tmp_path / "more.csv"
+        rest = sorted(set(range(int(regions.max()) + 1)) - set(picked.tolist()))[:30]
+        more.write_text("frame,region,class\n" + "".join(
+            f"{int(np.flatnonzero((regions == r).any((1, 2)))[0])},{r},{'mixed' if truth[r] == MIXED else truth[r]}\n"
+            for r in rest))
+        assert main(["video", "gold", "import", str(a), str(more)]) == 0 and len(pool(vr)) == 40
+        pd.testing.assert_frame_equal(vh.qualification(vr)[1], test_golds)
     finally:
         handle.stop()
