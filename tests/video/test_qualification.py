@@ -72,6 +72,9 @@ def test_in_process_workers_who_fail_get_no_hit():
 
 
 def test_on_the_endpoint_a_worker_who_fails_cannot_accept_and_one_who_passes_can(tmp_path, clip_dir, checkpoint):
+    import urllib.parse
+    import urllib.request
+
     pytest.importorskip("torch")
     from crowdprop.video import hits as vh
     from crowdprop.video.golds import pool
@@ -110,7 +113,19 @@ def test_on_the_endpoint_a_worker_who_fails_cannot_accept_and_one_who_passes_can
                 right = {it.identifier: vh.qualification_selection(truth[int(it.identifier.split("-")[1])])
                          for it in items}
                 wrong = {k: ("mixed" if v != "mixed" else "0") for k, v in right.items()}
-                seen["right"] = local.take_test(t["QualificationTypeId"], "APASSES", right)
+                # the person who passes takes it on the endpoint's page, as in a browser: a radio button per
+                # class and one for "mixed", each question's picture linked
+                url = f"{handle.url}/qualifications/{t['QualificationTypeId']}"
+                page = urllib.request.urlopen(url + "?workerId=APASSES").read().decode()
+                assert page.count("type='radio'") == len(items) * (len(vr.classes) + 1)
+                assert page.count("<img src=") == len(items) and "/images/video-f" in page
+                assert all(f"> {c}</label>" in page for c in [*vr.classes, "mixed"])
+                form = urllib.parse.urlencode([("workerId", "APASSES"), *right.items()]).encode()
+                urllib.request.urlopen(url, data=form).read()
+                seen["right"] = next(q["IntegerValue"] for q in local.call(
+                    "ListWorkersWithQualificationType", {"QualificationTypeId": t["QualificationTypeId"],
+                                                          "MaxResults": 100})["Qualifications"]
+                    if q["WorkerId"] == "APASSES")
                 seen["wrong"] = local.take_test(t["QualificationTypeId"], "AFAILS", wrong)
                 hit = next(h for h in local.call("ListHITs", {"MaxResults": 100})["HITs"]
                            if h["HITStatus"] == "Assignable")
