@@ -34,8 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 OLD_COMMIT = "be970b2"
 """The last commit whose video mode held every frame in memory."""
-OLD_FILES = [f"crowdprop/video/{m}.py" for m in ("config", "export", "finetune", "flow", "inputs", "run", "rundir",
-                                                   "select", "units")]
+OLD_FILES = [f"crowdprop/video/{m}.py" for m in ("export", "finetune", "flow", "inputs", "run", "rundir", "select",
+                                                   "units")]
+"""Streaming's files (config.py stays: its new keys are only read by the new code)."""
 
 CHILD = r"""
 import json, resource, sys, time
@@ -144,6 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--old-frames", type=int, nargs="*", default=[500, 2000],
                     help="sizes the old in-memory code runs at too")
     ap.add_argument("--no-old", action="store_true")
+    ap.add_argument("--no-new", action="store_true", help="only the old code (e.g. to add its rows later)")
     ap.add_argument("--old-src", help="folder holding the old crowdprop package")
     ap.add_argument("--engine", default="local", choices=["local", "ray"])
     ap.add_argument("--workers", type=int)
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
         video = make_video(tmp / f"video-{n}", n)
         cfg = config(video)
         print(f"# {n} frames made in {time.perf_counter() - t0:.0f} s", flush=True)
-        impls = [("new", ROOT, True)]
+        impls = [] if a.no_new else [("new", ROOT, True)]
         if old_src is not None and n in a.old_frames:
             impls.append(("old", old_src, False))
         for name, src, new in impls:
