@@ -68,10 +68,10 @@ class VideoSection(Section):
     """Frames per stored chunk (frames, unit maps, flows, label maps) and per task of ``--engine``;
     a multiple of 8 (the inference batch), so results do not depend on it."""
     vote: str = "fixed"
-    """``fixed``: every region answered by ``[crowd] assignments_per_hit`` workers. ``adaptive``
-    (simulated crowds): after those answers, a region is asked again, one more worker at a time,
-    while its answers disagree or its only answer comes from a worker whose gold accuracy is
-    under ``vote_trust``, up to ``vote_max`` answers."""
+    """``fixed``: every region answered by ``[crowd] assignments_per_hit`` workers. ``adaptive``:
+    after those answers, a region is asked again, one more worker at a time, while its answers
+    disagree or its only answer comes from a worker whose gold accuracy is under ``vote_trust``,
+    up to ``vote_max`` answers (on MTurk its HIT gets one more assignment)."""
     vote_max: int = 3
     """Most answers per region with ``vote = "adaptive"``."""
     vote_trust: float = 0.9

@@ -18,11 +18,13 @@ that wins outright labels every pixel of the region, a tie or "mixed" labels not
 assignment per HIT that is the one answer. Human labels override the network on the pixels
 they cover.
 
-**Adaptive vote** (``[video] vote = "adaptive"``, simulated crowds): after the first
-``assignments_per_hit`` answers, a region is asked once more (of a worker who has not answered
-it) while its approved answers disagree, or while its one answer comes from a worker whose gold
-accuracy ``(right + 1) / (golds + 2)`` is under ``vote_trust``, up to ``vote_max`` answers
-(:func:`ask_again`). Every answer is a click.
+**Adaptive vote** (``[video] vote = "adaptive"``): after the first ``assignments_per_hit``
+answers, a region is asked once more (of a worker who has not answered it) while its approved
+answers disagree, or while its one answer comes from a worker whose gold accuracy
+``(right + 1) / (golds + 2)`` is under ``vote_trust``, up to ``vote_max`` answers
+(:func:`ask_again`). Every answer is a click. The simulated crowd asks just those regions again
+in new HITs; on MTurk (:mod:`.hits`) the HIT holding them gets one more assignment, which MTurk
+gives to a worker who has not done that HIT (its other regions get an answer more too).
 
 **HITs and quality** are the image workflow's: ``[crowd] questions_per_hit`` questions of which
 ``golds_per_hit`` are golds (regions with a known answer, least used first, at random
@@ -259,7 +261,7 @@ def ask_again(questions: pd.DataFrame, answers: pd.DataFrame, assignments: pd.Da
     a worker whose gold accuracy (:func:`worker_accuracy`) is under ``vote_trust``."""
     lab = answers.loc[answers["kind"] == "label"]
     pos = pd.Series(np.arange(len(questions)), index=questions["question"].to_numpy(np.int64))
-    ok = lab.loc[lab["approved"].astype(bool)]
+    ok = lab.loc[lab["approved"].astype(bool)].drop_duplicates(["question", "worker"])  # a worker votes once
     per = ok.groupby("question").agg(n=("answer", "size"), distinct=("answer", "nunique"),
                                      worker=("worker", "first"))
     acc = worker_accuracy(assignments)

@@ -29,7 +29,9 @@ A round's crowd work is journaled in ``journal/round-0000k/`` before each step a
     and its answers as read), ``verdict`` (the rules' judgment), ``settled`` (the state MTurk
     holds after the approval or rejection, or the one it set on its own), ``block`` (written once
     the block went through: blocking again is harmless), ``expired`` (likewise, after
-    ``[crowd] round_timeout_s``), ``done`` (nothing more can arrive for a HIT).
+    ``[crowd] round_timeout_s``), ``done`` (nothing more can arrive for a HIT), ``extend`` (the
+    adaptive vote asks one more assignment of a done HIT: open again; CreateAdditionalAssignmentsForHIT
+    follows with the event's request token) and ``extended`` (MTurk took it).
 
 A process killed anywhere and run again reads the journal: a HIT admitted without a HIT id is
 published again under its token (MTurk hands back the HIT made before: nothing is created or
@@ -306,9 +308,6 @@ def connect(vr: VideoRun, where: Target, *, client: Any = None, sleep: Callable[
     from ..crowd.factory import quiet_botocore
 
     cfg = vr.config
-    if cfg.video.vote != "fixed":
-        raise InputError(vr.path / "config.json", "[video]", "vote", "'adaptive' is built for the simulated crowd "
-                         "only; HITs on MTurk ask every region of [crowd] assignments_per_hit workers (vote = fixed)")
     target = image_target(vr, where)
     if client is None:
         quiet_botocore()
@@ -361,6 +360,14 @@ class _Books:
     expired: set[str] = field(default_factory=set)
     done: set[str] = field(default_factory=set)
     started: float | None = None
+    extend: dict[str, str] = field(default_factory=dict)
+    """Request token of each assignment added to a HIT by the adaptive vote -> the HIT's token."""
+    extended: set[str] = field(default_factory=set)
+    """Those requests MTurk has taken."""
+
+    def extra(self, token: str) -> int:
+        """Assignments the adaptive vote added to the HIT ``token``."""
+        return sum(1 for t in self.extend.values() if t == token)
 
     @classmethod
     def read(cls, path: Path) -> "_Books":
@@ -393,6 +400,11 @@ class _Books:
             self.expired.add(e["token"])
         elif ev == "done":
             self.done.add(e["token"])
+        elif ev == "extend":  # an assignment more: the HIT is open again
+            self.extend[e["request"]] = e["token"]
+            self.done.discard(e["token"])
+        elif ev == "extended":
+            self.extended.add(e["request"])
 
 
 class RoundHits:
@@ -447,6 +459,10 @@ class RoundHits:
         reward = int(h["reward_cents"].iloc[0])
         return reward + FEES.assignment_fee_cents(reward, int(h["assignments"].iloc[0]))
 
+    def _slots(self, token: str, h: pd.DataFrame) -> int:
+        """Assignments the HIT ``token`` asks for: its own and those the adaptive vote added."""
+        return int(h["assignments"].iloc[0]) + self.books.extra(token)
+
     def _paid_cents(self) -> int:
         return sum(int(s["cents"]) for s in self.books.settled.values())
 
@@ -462,7 +478,7 @@ class RoundHits:
             if tok in b.done or tok not in by_token:
                 continue
             h = by_token[tok]
-            exposure += max(0, int(h["assignments"].iloc[0]) - settled_per.get(tok, 0)) * self._unit_cents(h)
+            exposure += max(0, self._slots(tok, h) - settled_per.get(tok, 0)) * self._unit_cents(h)
         return self.spent_before + self._paid_cents() + exposure
 
     # -- the loop
@@ -480,6 +496,7 @@ class RoundHits:
             order = sorted(by_token, key=lambda t: (int(by_token[t]["attempt"].iloc[0]),
                                                     int(by_token[t]["batch"].iloc[0])))
             progress = self._publish(order, by_token, cap)
+            progress |= self._send_extends()
             open_ = [t for t in order if t in self.books.hit_id and t not in self.books.done]
             if self.books.started is not None and self.crowd.clock() - self.books.started > \
                     self.cfg.crowd.round_timeout_s:
@@ -498,6 +515,8 @@ class RoundHits:
                     self._log(event="done", token=t)
                     progress = True
             if all(t in self.books.done or t in self.books.unasked for t in hits["token"].unique()):
+                if self._vote(plan, hits, by_token, cap):
+                    continue
                 break
             if not progress:
                 self.crowd.sleep(self.cfg.crowd.poll_interval_s)
@@ -529,6 +548,59 @@ class RoundHits:
                              reward_usd=int(h["reward_cents"].iloc[0]) / 100, campaign=self.vr.campaign_id())
             hit_id = self.crowd.backend.publish(req)
             self._log(event="published", token=t, hit_id=hit_id)
+            did = True
+        return did
+
+    # -- the adaptive vote
+    def _vote(self, plan: pd.DataFrame, hits: pd.DataFrame, by_token: dict[str, pd.DataFrame], cap: int) -> bool:
+        """``[video] vote = "adaptive"``, once every HIT is done: one more assignment on each HIT
+        holding a region :func:`crowdprop.video.crowd.ask_again` asks again (MTurk gives a HIT's
+        assignments to distinct workers, so the region's earlier workers are kept out), while the
+        HIT has fewer than ``vote_max`` and the cap allows; journaled before it is sent. Returns
+        whether any HIT was extended (the loop then collects again)."""
+        from .crowd import ask_again
+
+        v = self.cfg.video
+        b = self.books
+        if v.vote != "adaptive":
+            return False
+        ans, asg = self._answer_tables(hits)
+        if not len(ans):
+            return False
+        hist = asg if self.history is None or not len(self.history) else pd.concat(
+            [self.history[["worker", "golds", "golds_correct"]], asg[["worker", "golds", "golds_correct"]]],
+            ignore_index=True)
+        again, _ = ask_again(plan, ans, hist, v)
+        if not again:
+            return False
+        need = set(plan["question"].to_numpy(np.int64)[again].tolist())
+        token_of = {hid: t for t, hid in b.hit_id.items()}
+        ok = ans.loc[(ans["kind"] == "label") & ans["approved"].astype(bool) & ans["question"].isin(need)]
+        did = False
+        for t in sorted({token_of[h] for h in ok["hit_id"] if h in token_of}):
+            h = by_token[t]
+            if t in b.expired or self._slots(t, h) >= v.vote_max:
+                continue
+            unit = self._unit_cents(h)
+            if self._committed_cents(by_token) + unit > cap:
+                log.info("round %d: the vote's next assignment of HIT %s would pass the cap; not asked", self.r, t)
+                continue
+            self._log(event="extend", token=t, request=f"{t}-x{b.extra(t)}"[-64:], cents=unit)
+            did = True
+        if did:
+            self._send_extends()
+        return did
+
+    def _send_extends(self) -> bool:
+        """Send every journaled assignment request MTurk has not taken yet (again after a stop: MTurk
+        knows the request token and adds nothing twice)."""
+        b = self.books
+        did = False
+        for req, t in list(b.extend.items()):
+            if req in b.extended:
+                continue
+            state = self.crowd.backend.extend(b.hit_id[t], 1, req)
+            self._log(event="extended", request=req, state=state)
             did = True
         return did
 
@@ -612,7 +684,7 @@ class RoundHits:
         mine = {aid for aid, rec in b.received.items() if rec["token"] == token}
         if any(aid not in b.settled for aid in mine):
             return False, None
-        if len(mine) < int(h["assignments"].iloc[0]):
+        if len(mine) < self._slots(token, h):
             st = self.crowd.backend.hit_state(hit_id)
             if not st["gone"]:
                 if st["pending"] or st["available"]:
@@ -641,6 +713,11 @@ class RoundHits:
     def _tables(self, hits: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         b = self.books
         write_parquet(self.jdir / HITS, hits.assign(hit_id=[b.hit_id.get(t, "") for t in hits["token"]]))
+        return self._answer_tables(hits)
+
+    def _answer_tables(self, hits: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The round's answers and assignments as the journal has them."""
+        b = self.books
         by_qid = hits.set_index("question_id")
         answers, assigns = [], []
         for aid, rec in b.received.items():

@@ -285,10 +285,6 @@ def test_an_mturk_run_is_refused_without_where_to_publish(tmp_path, clip_dir, ch
     (a / "config.json").write_text(json.dumps(conf))
     with pytest.raises(InputError, match="s3_bucket"):  # nowhere to serve the pictures from
         vh.image_target(VideoRun(a).require(), Target("sandbox"))
-    conf["video"]["vote"] = "adaptive"  # the adaptive vote is the simulated crowd's only
-    (a / "config.json").write_text(json.dumps(conf))
-    with pytest.raises(InputError, match=r"config.json: \[video\]: field 'vote': 'adaptive' is built for the"):
-        vh.connect(VideoRun(a).require(), Target("sandbox"))
 
 
 def test_the_budget_cap_and_hard_blocks_on_the_endpoint(tmp_path, clip_dir, checkpoint, hit_config):
@@ -506,5 +502,69 @@ def test_a_live_round_expires_its_hits_at_round_timeout(tmp_path, clip_dir, chec
         assert m["cents"] == int(asg["reward_cents"].sum() + asg["fee_cents"].sum()) == 2 * (5 + 1)
         assert round(float(led["spent_usd"]) * 100) == m["cents"] and led["hits_created"] == 4
         assert led["approvals"] == 2
+    finally:
+        handle.stop()
+
+
+@pytest.mark.parametrize("killed", [False, True])
+def test_the_adaptive_vote_adds_assignments_to_hits_on_the_endpoint(tmp_path, clip_dir, checkpoint, hit_config,
+                                                                    killed):
+    """[video] vote = adaptive on MTurk: once a round's HITs are done, a HIT holding a region whose answers
+    disagree (or whose lone answer's worker is not trusted) gets one more assignment
+    (CreateAdditionalAssignmentsForHIT: MTurk gives it to a worker who has not done the HIT), up to
+    vote_max; at the end no region the rule would ask again sits in a HIT with room left, and the
+    endpoint's books and the run's agree in integer cents. ``killed``: the controller dies right after
+    its first CreateAdditionalAssignmentsForHIT went through, and run again adds nothing twice."""
+    from crowdprop.video.crowd import ask_again
+
+    cfg = tmp_path / "vote.toml"
+    cfg.write_text(hit_config.read_text().replace("rounds = 2", "rounds = 1\nvote = \"adaptive\"\nvote_max = 3\n"
+                                                  "vote_trust = 0.8")
+                   .replace("spammer_share = 0.5", "spammer_share = 0.0").replace("accuracy = 1.0", "accuracy = 0.8"))
+    a = tmp_path / "a"
+    local, handle, clock = _endpoint(a)
+    try:
+        init_video(a, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
+                   gt=clip_dir / "gt", config=cfg, crowd={"kind": "mturk", "target": "local",
+                                                          "endpoint_url": handle.url})
+        vr = VideoRun(a).require()
+        c = _crowd(vr, handle, local, clock)
+        if killed:
+            extend = c.backend.extend
+
+            def extend_then_die(hit_id, n, token):
+                extend(hit_id, n, token)
+                raise Crash
+
+            c.backend.extend = extend_then_die
+            with pytest.raises(Crash):
+                run(a, crowd=c)
+            c.close()
+            c = _crowd(vr, handle, local, clock)
+        run(a, crowd=c)
+        c.close()
+        vr = VideoRun(a).require()
+        v = vr.config.video
+        asg, ans = vr.table("assignments"), vr.table("answers")
+        hits = pd.read_parquet(vr.round_dir(1) / "hits.parquet")
+        per = asg.groupby("hit_id")["worker"].agg(["size", "nunique"])
+        assert (per["size"] == per["nunique"]).all()  # a HIT's assignments are distinct workers
+        assert per["size"].max() <= 3 and (per["size"] > 1).any()  # some HITs voted on, none past vote_max
+        # what was added is on the endpoint: every HIT's MaxAssignments is the assignments it got
+        for hit_id, n in per["size"].items():
+            assert local.call("GetHIT", {"HITId": hit_id})["HIT"]["MaxAssignments"] == n
+        # the rule is at rest: whatever it would still ask sits in a HIT that has vote_max assignments
+        plan = hits.loc[hits["kind"] == "label", ["question", "region", "frame"]].drop_duplicates("question")
+        plan = plan.assign(truth=-2).sort_values("question").reset_index(drop=True)
+        again, _ = ask_again(plan, ans, asg, v)
+        full = set(per.index[per["size"] >= v.vote_max])
+        q_hit = ans.loc[ans["kind"] == "label"].groupby("question")["hit_id"].agg(set)
+        assert all(q_hit[q] <= full for q in plan["question"].to_numpy()[again])
+        # money: every approved assignment, extra ones included, in integer cents on both books
+        led = local.ledger(entries=False)
+        assert round(float(led["spent_usd"]) * 100) == vr.metrics()[-1]["cents"] == \
+            int(asg["reward_cents"].sum() + asg["fee_cents"].sum())
+        assert led["approvals"] == int((asg["status"] == "Approved").sum())
+        assert led["hits_created"] == hits["token"].nunique()
     finally:
         handle.stop()
