@@ -579,8 +579,9 @@ class RoundHits:
         did = False
         for t in sorted({token_of[h] for h in ok["hit_id"] if h in token_of}):
             h = by_token[t]
-            if t in b.expired or self._slots(t, h) >= v.vote_max:
-                continue
+            if t in b.expired or b.hit_id[t] in getattr(self.crowd.backend, "gone", ()) or \
+                    self._slots(t, h) >= v.vote_max:
+                continue  # off the market, or voted on enough
             unit = self._unit_cents(h)
             if self._committed_cents(by_token) + unit > cap:
                 log.info("round %d: the vote's next assignment of HIT %s would pass the cap; not asked", self.r, t)
