@@ -160,3 +160,44 @@ def test_bad_chunk_size_is_one_line(tmp_path, long_clip, checkpoint, capsys):
                  "--config", str(p)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "chunk_frames" in err[0] and "multiple of 8" in err[0]
+
+
+def _to_first_version(vr: VideoRun) -> None:
+    """Rewrite a run directory (round 0 only) in the first version's layout: whole-array .npz files."""
+    import shutil
+
+    from crowdprop.video.rundir import save_npz
+
+    p = vr.path
+    u = vr.units()
+    fl = {k: np.asarray(v) for k, v in vr.flow_store().items()}
+    save_npz(p / "frames.npz", frames=vr.frames())
+    save_npz(p / "gt.npz", gt=vr.gt())
+    save_npz(p / "units.npz", **u)
+    save_npz(p / "flows.npz", **fl)
+    for name in ("pred", "model_pred"):
+        save_npz(vr.round_dir(0) / f"{name}.npz", labels=np.asarray(vr.pred_store(0, name)))
+        shutil.rmtree(vr.round_dir(0) / name)
+    for name in ("frames", "gt", "units", "flows"):
+        shutil.rmtree(p / name)
+    camp = dict(vr.campaign)
+    camp.pop("manual")
+    vr.write_campaign(camp)
+
+
+def test_a_first_version_run_directory_is_continued_the_same(tmp_path, long_clip, checkpoint):
+    _, clip_dir = long_clip
+    cfg = _config(tmp_path, 8)
+    a = _init(tmp_path, "new", clip_dir, checkpoint, cfg)
+    b = _init(tmp_path, "first", clip_dir, checkpoint, cfg)
+    _to_first_version(VideoRun(b.path).require())
+    assert (b.path / "frames.npz").exists() and not (b.path / "frames").exists()
+    run(a.path)
+    run(b.path)
+    a, b = VideoRun(a.path).require(), VideoRun(b.path).require()
+    assert (b.round_dir(1) / "pred").is_dir() and (b.round_dir(0) / "pred.npz").exists()  # new rounds: chunks
+    assert np.array_equal(a.pred(1), b.pred(1)) and np.array_equal(a.pred(0), b.pred(0))
+    ma, mb = dict(a.metrics()[1]), dict(b.metrics()[1])
+    ma.pop("seconds"), mb.pop("seconds")
+    assert ma == mb and ma["miou_manual"] is not None
+    assert a.table("answers").equals(b.table("answers"))
