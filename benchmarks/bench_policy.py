@@ -58,8 +58,21 @@ def run_one(base: RunDir | Path, work: Path, label: str, pname: str, seed: int, 
     t0 = time.perf_counter()
     Campaign(rd, simulated_backend(rd), progress=False).run()
     wall = time.perf_counter() - t0
-    t = compute_report(rd)["total"]
+    rep = compute_report(rd)
+    t = rep["total"]
+    # Masks left open, and how many of them are correct (replay truth), for the cost of finishing
+    # the data set by asking each open mask once (--finish).
+    import pandas as pd
+
+    labels = pd.read_parquet(d / "labels.parquet", columns=["mask_row", "label"])
+    iou = pd.read_parquet(d / "masks.parquet", columns=["gt_iou"])["gt_iou"].fillna(0.0).to_numpy()
+    correct = iou > rd.config.campaign.correct_iou
+    open_rows = labels.loc[labels["label"] == "open", "mask_row"].to_numpy()
+    t["open_correct"] = int(correct[open_rows].sum())
     shutil.rmtree(d)
+    # The campaign's course: non-gold questions asked so far (audits included), masks accepted and
+    # their true precision after each round, for the comparison at equal spend (--at-paper-budget).
+    t["curve"] = [(r["cum_questions"], r["accepted"], r.get("true_precision")) for r in rep["rounds"]]
     t["wall"] = wall
     t["seed"] = seed
     return t
@@ -108,6 +121,67 @@ def coverage(rows) -> None:
               f"{' / '.join(by):>40}")
 
 
+def at_budget(curve: list, q: float) -> tuple[float, float | None]:
+    """Masks accepted, and their true precision, once ``q`` non-gold questions were asked: the
+    round that reached ``q`` counted in proportion (linear between round ends; a campaign that
+    ended before it counts as it ended)."""
+    prev_q, prev_acc, prev_p = 0.0, 0.0, None
+    for cq, acc, p in curve:
+        if cq >= q:
+            f = (q - prev_q) / (cq - prev_q) if cq > prev_q else 1.0
+            a = prev_acc + f * (acc - prev_acc)
+            if p is None or prev_p is None:
+                return a, p if f >= 0.5 else prev_p
+            return a, (prev_acc * prev_p + (a - prev_acc) * p) / a if a else None
+        prev_q, prev_acc, prev_p = cq, acc, p
+    return prev_acc, prev_p
+
+
+def budget_table(rows, reference: str = "paper") -> None:
+    """Each policy stopped when it has asked as many non-gold questions as ``reference`` asked in
+    its whole campaign (same data, same seed): masks accepted by then and their true precision."""
+    print(f"{'data':>12} {'policy':>7} {'seeds':>5} {'budget q':>8} {'accepted':>8} {'vs ' + reference:>9} "
+          f"{'true':>6} {reference + ' true':>10}")
+    ref = {(label, t["seed"]): t for label, p, t in rows if p == reference}
+    agg: dict = {}
+    for label, pname, t in rows:
+        if pname != reference and (label, t["seed"]) in ref:
+            agg.setdefault((label, pname), []).append((t, ref[(label, t["seed"])]))
+    for (label, pname), pairs in agg.items():
+        got = [at_budget(t["curve"], r["questions"]) for t, r in pairs]
+        acc = np.mean([a for a, _ in got])
+        ratio = np.mean([a / r["accepted"] for (a, _), (_, r) in zip(got, pairs) if r["accepted"]])
+        tp = np.mean([p for _, p in got if p is not None])
+        rtp = np.mean([r["true_precision"] for _, r in pairs if r.get("true_precision") is not None])
+        q = np.mean([r["questions"] for _, r in pairs])
+        print(f"{label:>12} {pname:>7} {len(pairs):>5} {q:>8.0f} {acc:>8.0f} {ratio:>8.2f}x {tp:>6.3f} {rtp:>10.3f}")
+
+
+def finish_table(rows, sens: float = 0.95) -> None:
+    """The data set finished: every mask a policy left open asked once more (one question each,
+    accepted on a "yes" from a worker right ``sens`` of the time, as the replays' simulated
+    workers are). Questions to decide every mask, masks accepted in the end, masks per question,
+    and the finished set's true precision, per data set and policy (mean over seeds)."""
+    print(f"{'data':>12} {'policy':>7} {'seeds':>5} {'questions':>9} {'accepted':>8} {'masks/q':>7} {'true':>6}")
+    agg: dict = {}
+    for label, pname, t in rows:
+        agg.setdefault((label, pname), []).append(t)
+    for (label, pname), ts in agg.items():
+        q, acc, mpq, tp = [], [], [], []
+        for t in ts:
+            wrong_open = t["open"] - t["open_correct"]
+            extra_ok, extra_bad = sens * t["open_correct"], (1 - sens) * wrong_open
+            a = t["accepted"] + extra_ok + extra_bad
+            qq = t["questions"] + t["open"]
+            q.append(qq)
+            acc.append(a)
+            mpq.append(a / qq if qq else 0.0)
+            if t.get("true_precision") is not None and a:
+                tp.append((t["accepted"] * t["true_precision"] + extra_ok) / a)
+        print(f"{label:>12} {pname:>7} {len(ts):>5} {np.mean(q):>9.0f} {np.mean(acc):>8.0f} {np.mean(mpq):>7.2f} "
+              f"{np.mean(tp) if tp else float('nan'):>6.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
@@ -116,6 +190,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--no-sample", action="store_true")
     ap.add_argument("--coverage", action="store_true")
+    ap.add_argument("--finish", action="store_true",
+                    help="also print what finishing the data set costs: each mask a policy left open asked once")
+    ap.add_argument("--at-budget-of", metavar="POLICY",
+                    help="also print each policy's accepted masks and true precision when it had asked as many "
+                         "questions as POLICY did in its whole campaign (same seed)")
     ap.add_argument("--policies", nargs="*", default=list(POLICIES))
     ap.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=POLICY:KEY=VALUE,...",
@@ -170,6 +249,12 @@ def main() -> None:
         if args.coverage:
             print()
             coverage(rows)
+        if args.finish:
+            print()
+            finish_table(rows)
+        if args.at_budget_of:
+            print()
+            budget_table(rows, args.at_budget_of)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
