@@ -17,7 +17,12 @@ next run), then, each in its own process:
 * ``crowdprop report --html``, ``crowdprop export``, ``crowdprop status``: seconds;
 * with --ray, ``init --engine ray`` on a local Ray with --workers CPUs: its time over the
   local engine's, and whether the two run directories are the same byte for byte
-  (campaign.json's creation time aside).
+  (campaign.json's creation time aside);
+* with --tile K, a second row for K copies of the new run directory before its first round
+  (``benchmarks/tile_rundir.py``: K times the masks, each copy its own classes): the same
+  ``crowdprop run`` figures, ``export`` and ``status`` (not ``report --html``, which at 10M
+  masks takes more than ten minutes). Ten copies of 1M masks time the rounds of a 10M-mask
+  campaign without making and initialising a 10M synthetic set (an hour and ten minutes).
 
 The machine's load average is printed with each row: on a shared machine wall seconds
 grow with it.
@@ -25,6 +30,7 @@ grow with it.
     python benchmarks/bench_scale.py                              # 100k
     python benchmarks/bench_scale.py --sizes 100000 1000000 --ray
     python benchmarks/bench_scale.py --sizes 10000000 --classes 300 --rounds 3
+    python benchmarks/bench_scale.py --sizes 1000000 --rounds 3 --tile 10   # + rounds at 10M
 """
 from __future__ import annotations
 
@@ -190,7 +196,22 @@ def _same_bytes(a: Path, b: Path) -> bool:
     return True
 
 
-def _one(n: int, a) -> dict:
+def _run_row(run: Path, a, row: dict, *, html: bool = True) -> None:
+    """Time ``crowdprop run --rounds`` on ``run`` (then report, export, status) into ``row``."""
+    used: dict = {}
+    t, peak = _cli("run", str(run), "--rounds", str(a.rounds), cpu=used)
+    row["rounds_per_s"] = a.rounds / t
+    row["run_s"] = t
+    row["run_cpu"] = used["cpu"]
+    row["first_round"], row["round_s"] = _round_times(run)
+    row["run_gb"] = peak / 2**30
+    if html:
+        row["report_html"], _ = _cli("report", str(run), "--html")
+    row["export"], _ = _cli("export", str(run), "-o", str(run.parent / f"{run.name}-accepted.json"))
+    row["status"], _ = _cli("status", str(run))
+
+
+def _one(n: int, a) -> list[dict]:
     import shutil
 
     root = Path(a.data)
@@ -208,22 +229,24 @@ def _one(n: int, a) -> dict:
         row["ray_ratio"] = ray_stages["init"] / stages["init"]
         row["ray_same"] = _same_bytes(work / "local", work / "ray")
         shutil.rmtree(work / "ray")
-    used: dict = {}
-    t, peak = _cli("run", str(work / "local"), "--rounds", str(a.rounds), cpu=used)
-    row["rounds_per_s"] = a.rounds / t
-    row["run_s"] = t
-    row["run_cpu"] = used["cpu"]
-    row["first_round"], row["round_s"] = _round_times(work / "local")
-    row["run_gb"] = peak / 2**30
-    row["report_html"], _ = _cli("report", str(work / "local"), "--html")
-    row["export"], _ = _cli("export", str(work / "local"), "-o", str(work / "accepted.json"))
-    row["status"], _ = _cli("status", str(work / "local"))
+    rows = [row]
+    if a.tile > 1:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from tile_rundir import tile_run_dir
+
+        tile_run_dir(work / "local", work / "tiled", a.tile)
+        rows.append({"masks": n * a.tile, "classes": a.classes * a.tile, "load": os.getloadavg()[0],
+                     "tiled": f"{a.tile} x {n:,}"})
+    _run_row(work / "local", a, row)
+    if a.tile > 1:
+        rows[1]["load"] = os.getloadavg()[0]
+        _run_row(work / "tiled", a, rows[1], html=False)
     if not a.keep:
         shutil.rmtree(work)
-    return row
+    return rows
 
 
-COLUMNS = [("masks", "masks"), ("classes", "classes"), ("load", "load avg"), ("parse", "parse alone CPU s"),
+COLUMNS = [("masks", "masks"), ("classes", "classes"), ("tiled", "tiled"), ("load", "load avg"), ("parse", "parse alone CPU s"),
            ("gt", "gt s"), ("predictions", "predictions s"), ("match", "match s"), ("features", "features s"),
            ("trees", "trees s"), ("write", "write s"), ("init", "init s"), ("init_cpu", "init CPU s"),
            ("init_main_cpu", "main process CPU s"), ("init_gb", "init peak GB"),
@@ -241,13 +264,15 @@ def main() -> None:
     ap.add_argument("--ray", action="store_true", help="also init with --engine ray and compare")
     ap.add_argument("--data", default="bench-scale-data", help="where synthetic sets and run directories go")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
+    ap.add_argument("--tile", type=int, default=1, metavar="K",
+                    help="also time the rounds of K copies of each new run directory (tile_rundir.py)")
     ap.add_argument("--_init", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._init:
         d, run, engine, workers = a._init
         print(json.dumps(_init_child(Path(d), Path(run), engine, int(workers))))
         return
-    rows = [_one(n, a) for n in a.sizes]
+    rows = [r for n in a.sizes for r in _one(n, a)]
     cols = [(k, h) for k, h in COLUMNS if any(k in r for r in rows)]
     print("| " + " | ".join(h for _, h in cols) + " |")
     print("|" + "---|" * len(cols))
