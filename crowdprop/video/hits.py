@@ -79,7 +79,8 @@ HIT_IMAGES = "hit_images"
 HIT_COLUMNS = ["token", "batch", "attempt", "slot", "question_id", "question", "region", "frame", "kind", "truth",
                "choices", "reward_cents", "assignments"]
 """``question``: the plan row of a label slot (-1 for a gold); ``truth``: a gold's answer (else
-:data:`crowdprop.video.crowd.UNKNOWN`); ``choices``: the class ids offered, in order, comma-separated."""
+:data:`crowdprop.video.crowd.UNKNOWN`); ``choices``: the class ids on the page's keys 1-9, in order,
+comma-separated (its "Other class" list offers the campaign's other classes)."""
 MTURK_ANSWER_COLUMNS = ["round", "hit", "worker", "question", "region", "frame", "kind", "answer", "truth",
                         "approved", "assignment_id", "hit_id"]
 MTURK_ASSIGNMENT_COLUMNS = ["round", "hit", "worker", "questions", "golds", "golds_correct", "seconds", "approved",
@@ -91,12 +92,13 @@ MTURK_ASSIGNMENT_COLUMNS = ["round", "hit", "worker", "questions", "golds", "gol
 
 
 # ------------------------------------------------------------------------------------ answers
-def parse_unit_answers(xml: str, offered: Mapping[str, Sequence[int]], *, max_bytes: int | None = None
-                       ) -> tuple[dict[str, int], str | None]:
+def parse_unit_answers(xml: str, offered: Mapping[str, Sequence[int]], *, max_bytes: int | None = None,
+                       n_classes: int | None = None) -> tuple[dict[str, int], str | None]:
     """Read MTurk's QuestionFormAnswers XML of a video HIT.
 
-    ``offered``: question id -> the class ids its page offered. An answer is one of them (its
-    id as text) or ``mixed`` (:data:`crowdprop.video.crowd.MIXED`). Returns the answers and
+    ``offered``: question id -> the class ids on its keys. An answer is one of them (its id as
+    text), with ``n_classes`` any class id below it (the page's "Other class" list offers every
+    class of the campaign), or ``mixed`` (:data:`crowdprop.video.crowd.MIXED`). Returns the answers and
     None, or what could be read and a one-line reason the assignment is flagged (an unknown
     question, one answered twice or not at all, a value not offered). DTDs and entities are
     refused (defusedxml), never expanded."""
@@ -118,7 +120,7 @@ def parse_unit_answers(xml: str, offered: Mapping[str, Sequence[int]], *, max_by
         elif value == "mixed":
             out[qid] = MIXED
         elif value is not None and len(value) <= MAX_ANSWER_CHARS and value.isdigit() \
-                and int(value) in set(offered[qid]):
+                and (int(value) < n_classes if n_classes is not None else int(value) in set(offered[qid])):
             out[qid] = int(value)
         else:
             problems.append(f"answer {str(value)[:20]!r} to {qid[:40]!r} was not offered")
@@ -419,7 +421,8 @@ class RoundHits:
         self.spent_before = int(spent_cents)
         self.history = history
         self.choices = choices
-        """Class ids offered per region, most probable first (at most 9)."""
+        """Class ids on the keys per region, most probable first (at most 9); the page's "Other
+        class" list offers the rest."""
         self.books = _Books.read(self.events)
         soft, hard = block_kinds(history, self.cfg.quality)
         self.blocked_before = soft | hard
@@ -623,7 +626,7 @@ class RoundHits:
             aid = a["AssignmentId"]
             status = a.get("AssignmentStatus", "Submitted")
             if aid not in b.received:
-                answers, flag = parse_unit_answers(a.get("Answer") or "", offered)
+                answers, flag = parse_unit_answers(a.get("Answer") or "", offered, n_classes=len(self.vr.classes))
                 accept, submit = _seconds(a.get("AcceptTime")), _seconds(a.get("SubmitTime"))
                 self._log(event="received", assignment_id=aid, hit_id=hit_id, token=token,
                           worker=a.get("WorkerId", ""), answers=answers, flag=flag,

@@ -1,6 +1,9 @@
 """The worker page of video mode (``hit_templates/video_unit.html``): each question shows one
 region highlighted in its frame (the rest darkened, a yellow edge) and the classes in the order
-of the network's mean probability over the region (keys 1-9), then "mixed" (key 0 or M).
+of the network's mean probability over the region (keys 1-9), then "mixed" (key 0 or M). When
+the campaign has classes beyond a question's nine, one "Other class" list on the page (key O, or a
+tap: a filter box and a button per class, by name) offers them; the choice fills the question's
+"other" radio button, whose value is that class id, so the form has the same fields either way.
 Submitted answers are the class id, or ``mixed``. Pictures are inline PNG data URIs unless
 ``image_url`` gives their address: MTurk's HTMLQuestion is limited to 64 KB, which a few
 inline pictures fill, so a real HIT serves them (:func:`highlight` draws them)."""
@@ -44,7 +47,7 @@ def render_hit(frames: np.ndarray, regions: np.ndarray, questions: pd.DataFrame,
     optionally ``qid``, the form field name, else ``q<question>``, and ``choices``, the class ids
     offered in order, else ordered by ``probs``); ``probs`` (T, K, H, W) orders the choices
     (``None``: class id order); ``image_url(frame, region)`` the picture's address (``None``: inline)."""
-    qs = []
+    qs: list[dict] = []
     for q in questions.to_dict("records"):
         t, reg = int(q["frame"]), int(q["region"])
         mask = regions[t] == reg
@@ -60,6 +63,19 @@ def render_hit(frames: np.ndarray, regions: np.ndarray, questions: pd.DataFrame,
             url = "data:image/png;base64," + base64.b64encode(highlight(frames[t], mask, scale=scale)).decode("ascii")
         qs.append({"qid": str(q["qid"]) if q.get("qid") is not None else f"q{int(q['question'])}", "frame": t,
                    "region": reg, "url": url, "width": frames.shape[2] * scale, "height": frames.shape[1] * scale,
-                   "choices": [{"id": c, "name": classes[c]} for c in order[:MAX_KEYED]]})
+                   "choices": [{"id": c, "name": classes[c]} for c in order[:MAX_KEYED]],
+                   "keyed": ",".join(str(c) for c in order[:MAX_KEYED])})
+    return _render(qs, classes)
+
+
+def other_classes(classes: list[str]) -> list[dict]:
+    """The "Other class" list: every class by name (case-insensitive, ties by id); the page hides
+    those on the current question's keys."""
+    return [{"id": c, "name": classes[c]} for c in sorted(range(len(classes)), key=lambda c: (classes[c].lower(), c))]
+
+
+def _render(qs: list[dict], classes: list[str]) -> str:
+    unkeyed = any(len(set(q["keyed"].split(","))) < len(classes) for q in qs)
     env = _environment(templates_dir())
-    return env.get_template("video_unit.html").render(questions=qs, n=len(qs))
+    return env.get_template("video_unit.html").render(questions=qs, n=len(qs),
+                                                      others=other_classes(classes) if unkeyed else [])
