@@ -2,8 +2,9 @@
 region highlighted in its frame (the rest darkened, a yellow edge) and the classes in the order
 of the network's mean probability over the region (keys 1-9), then "mixed" (key 0 or M). When
 the campaign has classes beyond a question's nine, one "Other class" list on the page (key O, or a
-tap: a filter box and a button per class, by name) offers them; the choice fills the question's
-"other" radio button, whose value is that class id, so the form has the same fields either way.
+tap: a filter box and a button per class, by name) offers them; the choice checks the question's
+"other" radio button (the page's script makes it), whose value is that class id, so the form has
+the same fields either way and the page grows only by the list, not per question.
 Submitted answers are the class id, or ``mixed``. Pictures are inline PNG data URIs unless
 ``image_url`` gives their address: MTurk's HTMLQuestion is limited to 64 KB, which a few
 inline pictures fill, so a real HIT serves them (:func:`highlight` draws them)."""
@@ -63,8 +64,7 @@ def render_hit(frames: np.ndarray, regions: np.ndarray, questions: pd.DataFrame,
             url = "data:image/png;base64," + base64.b64encode(highlight(frames[t], mask, scale=scale)).decode("ascii")
         qs.append({"qid": str(q["qid"]) if q.get("qid") is not None else f"q{int(q['question'])}", "frame": t,
                    "region": reg, "url": url, "width": frames.shape[2] * scale, "height": frames.shape[1] * scale,
-                   "choices": [{"id": c, "name": classes[c]} for c in order[:MAX_KEYED]],
-                   "keyed": ",".join(str(c) for c in order[:MAX_KEYED])})
+                   "choices": [{"id": c, "name": classes[c]} for c in order[:MAX_KEYED]]})
     return _render(qs, classes)
 
 
@@ -75,7 +75,7 @@ def other_classes(classes: list[str]) -> list[dict]:
 
 
 def _render(qs: list[dict], classes: list[str]) -> str:
-    unkeyed = any(len(set(q["keyed"].split(","))) < len(classes) for q in qs)
+    unkeyed = any(len({c["id"] for c in q["choices"]}) < len(classes) for q in qs)
     env = _environment(templates_dir())
     return env.get_template("video_unit.html").render(questions=qs, n=len(qs),
                                                       others=other_classes(classes) if unkeyed else [])
