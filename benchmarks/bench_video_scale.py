@@ -3,7 +3,8 @@ against the in-memory implementation it replaced, where that one can run.
 
     python benchmarks/bench_video_scale.py                        # 500, 2000, 10000 frames
     python benchmarks/bench_video_scale.py --frames 500 2000 --old-frames 500 2000
-    python benchmarks/bench_video_scale.py --engine ray --workers 2 --frames 2000 --no-old
+    python benchmarks/bench_video_scale.py --engine ray --workers 2 --frames 2000 --no-old   # init's and
+                                                                # the round's inference on Ray
 
 A video of N frames at the sample's size (48 x 48 px) is made of held-out synthetic clips of
 100 frames each (``crowdprop.video.synth``, a cut every 100 frames), written as a folder of PNGs
@@ -52,7 +53,7 @@ vr = init_video(args["run_dir"], frames=args["frames"], labels=args["labels"], g
 t_init, c_init = time.perf_counter() - t0, time.process_time() - c0
 rss_init = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t1, c1 = time.perf_counter(), time.process_time()
-m = run(vr.path, rounds=1)[0]
+m = run(vr.path, rounds=1, **kw)[0]
 t_round, c_round = time.perf_counter() - t1, time.process_time() - c1
 vr = VideoRun(vr.path).require()
 rd = vr.round_dir(1)

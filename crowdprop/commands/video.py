@@ -22,9 +22,13 @@ def _common_init(p, required: bool):
     p.add_argument("--granularity", choices=["frame", "patch", "superpixel"], help="override [video] granularity")
     p.add_argument("--method", choices=["active", "uncertainty", "random", "keyframe"],
                    help="override [video] method")
+    _engine_args(p, "init's per-chunk work (superpixels, flow, the network's labels)")
+
+
+def _engine_args(p, what: str) -> None:
     p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="where init's per-chunk work (superpixels, flow, the network's labels) runs: local "
-                        "(this process, or --workers processes) or ray (Ray tasks; RAY_ADDRESS or a local Ray)")
+                   help=f"where {what} runs: local (this process, or --workers processes) or ray (Ray tasks; "
+                        "RAY_ADDRESS or a local Ray)")
     p.add_argument("--workers", type=int, help="processes (local) or CPUs of a local Ray (default: 1 for local, "
                                                "this machine's CPUs for ray)")
 
@@ -47,6 +51,7 @@ def register(p):
     q = sub.add_parser("run", help="run or continue the rounds (select, ask, fine-tune)", formatter_class=fmt)
     q.add_argument("run_dir", metavar="RUN_DIR")
     q.add_argument("--rounds", type=int, help="at most this many more rounds")
+    _engine_args(q, "the rounds' inference (selection's and the final labels; fine-tuning stays in this process)")
     add_mturk_target_args(q, title="MTurk runs (crowdprop video init --crowd mturk)", images=False)
     q.epilog = ("examples:\n  crowdprop video run runs/clip --rounds 2\n"
                 "  crowdprop video run runs/clip --endpoint-url http://127.0.0.1:8443   (an MTurk run on "
@@ -125,9 +130,10 @@ def _need_extras(need_torch: bool = True) -> None:
 def _workers(args) -> int | None:
     from ..errors import InputError
 
-    if args.workers is not None and not 1 <= args.workers <= 1024:
+    workers = getattr(args, "workers", None)
+    if workers is not None and not 1 <= workers <= 1024:
         raise InputError("command line", None, "--workers", "must be in [1, 1024]")
-    return args.workers
+    return workers
 
 
 def _overrides(args) -> dict:
@@ -232,7 +238,7 @@ def run(args) -> int:
         vr = init_video(run_dir, frames=frames, labels=labels, model=args.model or sample_model_path(), gt=gt,
                         config=config, seed=args.seed, overrides=_overrides(args), crowd=_crowd(args.crowd),
                         engine=args.engine, workers=_workers(args))
-        run_video(vr.path, progress=None if args.json else _print_round)
+        run_video(vr.path, progress=None if args.json else _print_round, engine=args.engine, workers=_workers(args))
         rep = compute(vr)
         write(vr, rep)
         print(json.dumps(rep, indent=1) if args.json else format_table(rep))
@@ -317,7 +323,8 @@ def run_video_dir(args) -> int:
         if any(v is not None for v in opts.values()) or getattr(args, "yes", False):
             raise StateError(f"{vr.path}: its crowd is '{vr.crowd_kind()}'; --target/--endpoint-url/--profile/--yes "
                              "apply to MTurk runs only (crowdprop video init --crowd mturk)")
-        run_video(vr.path, rounds=args.rounds, progress=_print_round)
+        run_video(vr.path, rounds=args.rounds, progress=_print_round, engine=getattr(args, "engine", "local"),
+                  workers=_workers(args))
         return 0
     from ..video import hits
 
@@ -337,7 +344,8 @@ def run_video_dir(args) -> int:
         hits.record_target(vr, where)
         print(f"{vr.path}: publishing on {where.describe()}", flush=True)
         try:
-            run_video(vr.path, rounds=args.rounds, progress=_print_round, crowd=crowd)
+            run_video(vr.path, rounds=args.rounds, progress=_print_round, crowd=crowd,
+                      engine=getattr(args, "engine", "local"), workers=_workers(args))
         except KeyboardInterrupt:
             live = hits.open_hits(vr)
             if live:

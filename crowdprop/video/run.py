@@ -169,11 +169,12 @@ def _write_frames(tmp: Path, cfg: vconfig.VideoConfig, src, gsrc) -> tuple[int, 
 _TASK_CACHE: dict = {}
 
 
-def _cached(key, make):
-    if key not in _TASK_CACHE:
-        _TASK_CACHE.clear()  # one network (and one RAFT) per worker at a time
-        _TASK_CACHE[key] = make()
-    return _TASK_CACHE[key]
+def _cached(slot: str, key, make):
+    """One object per ``slot`` ("net", "raft") in a worker, made again when its key changes."""
+    have = _TASK_CACHE.get(slot)
+    if have is None or have[0] != key:
+        have = _TASK_CACHE[slot] = (key, make())
+    return have[1]
 
 
 def chunk_task(run_tmp: str, i: int, spec: dict) -> dict:
@@ -192,12 +193,12 @@ def chunk_task(run_tmp: str, i: int, spec: dict) -> dict:
     own = block[:e - s]
     h, w = own.shape[1:3]
     sp = superpixels(own, n_segments=max(2, round(h * w / spec["superpixel_px"])))
-    raft = _cached(("raft", spec["flow_weights"]), lambda: load_raft(spec["flow_weights"])) \
+    raft = _cached("raft", spec["flow_weights"], lambda: load_raft(spec["flow_weights"])) \
         if spec["flow"] == "raft" else None
     fwd, bwd = pair_flows(block, spec["flow"], raft)
     occ_f = np.stack([occlusion(fwd[k], bwd[k]) for k in range(len(fwd))]) if len(fwd) else np.zeros((0, h, w), bool)
     occ_b = np.stack([occlusion(bwd[k], fwd[k]) for k in range(len(fwd))]) if len(fwd) else np.zeros((0, h, w), bool)
-    net = _cached(("net", spec["model"]), lambda: vmodel.load(spec["model"], what="model")[0])
+    net = _cached("net", _model_key(Path(spec["model"])), lambda: vmodel.load(spec["model"], what="model")[0])
     pred = np.concatenate([vmodel.predict(net, own[a - s:b - s], features=False).argmax(1).astype(np.uint8)
                            for a, b in _blocks_from(s, e, 8)])
     return {"sp": sp, "fwd": fwd.astype(np.float16), "bwd": bwd.astype(np.float16), "occ_fwd": occ_f,
@@ -404,6 +405,74 @@ def unit_stats(net, frames, units, n_units: int, measure: str, batch: int = 8) -
     return unc, emb
 
 
+def round_task(run_dir: str, model_key: tuple, i: int, spec: dict) -> dict:
+    """One chunk of a round's inference (a top-level function: it runs in engine workers): the
+    chunk's units' uncertainty and embeddings (``spec["what"] == "stats"``) or the network's
+    labels (``"labels"``), in the same 8-frame batches as in process. ``model_key``: the
+    network's checkpoint path and its modification time (the cache key)."""
+    from . import model as vmodel
+    from .rundir import ChunkedArray
+
+    _set_threads(spec["threads"])
+    frames = ChunkedArray(Path(run_dir) / "frames", "frames")
+    s, e = i * frames.chunk, min((i + 1) * frames.chunk, len(frames))
+    net = _cached("net", model_key, lambda: vmodel.load(model_key[0], what="model")[0])
+    own = frames[s:e]
+    if spec["what"] == "labels":
+        return {"labels": np.concatenate([vmodel.predict(net, own[a:b], features=False).argmax(1).astype(np.uint8)
+                                          for a, b in _blocks(len(own), 8)])}
+    um = ChunkedArray(Path(run_dir) / "units", "units")[s:e]
+    lo = int(um.min())
+    unc, emb = unit_stats(net, own, um - lo, int(um.max()) + 1 - lo, spec["measure"])
+    return {"lo": lo, "unc": unc, "emb": emb}
+
+
+def _on_engine(engine, frames) -> bool:
+    """Whether a round's inference goes to ``engine``'s workers: a Ray or multi-process engine,
+    and a run directory with chunk folders."""
+    from ..engine import Engine
+    from .rundir import ChunkedArray
+
+    return engine is not None and type(engine) is not Engine and isinstance(frames, ChunkedArray)
+
+
+def _model_key(path: Path) -> tuple:
+    return (str(path), Path(path).stat().st_mtime_ns)
+
+
+def _unit_stats_on(engine, vr: VideoRun, model_path: Path, n_units: int, measure: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unit_stats` a chunk per engine task."""
+    frames = vr.frame_store()
+    spec = {"threads": vr.config.video.threads, "what": "stats", "measure": measure}
+    unc = np.zeros(n_units)
+    emb: np.ndarray | None = None
+    key = _model_key(model_path)
+    for res in engine.map(round_task, [(str(vr.path), key, i, spec) for i in range(frames.n_chunks)]):
+        lo, n = int(res["lo"]), len(res["unc"])
+        unc[lo:lo + n] = res["unc"]
+        if emb is None:
+            emb = np.zeros((n_units, res["emb"].shape[1]))
+        emb[lo:lo + n] = res["emb"]
+    assert emb is not None
+    return unc, emb
+
+
+class _InOrder:
+    """Engine results (``{"labels": ...}`` a chunk each, in order) read as ``a[s:e]`` in increasing
+    blocks that do not cross a chunk."""
+
+    def __init__(self, results):
+        self.it = iter(results)
+        self.start = 0
+        self.cur = np.zeros(0, np.uint8)
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        while sl.start >= self.start + len(self.cur):
+            self.start += len(self.cur)
+            self.cur = next(self.it)["labels"]
+        return self.cur[sl.start - self.start:sl.stop - self.start]
+
+
 def region_truths(regions, gt, n_regions: int, n_classes: int, mixed_below: float) -> np.ndarray:
     """A careful worker's answer to every region, from ground truth, a block of frames at a time."""
     hist = np.zeros((n_regions, n_classes), np.int64)
@@ -415,8 +484,11 @@ def region_truths(regions, gt, n_regions: int, n_classes: int, mixed_below: floa
     return truth_from_hist(hist, mixed_below)[0]
 
 
-def plan_round(vr: VideoRun, r: int, net, frames, asked_units: np.ndarray) -> pd.DataFrame:
-    """This round's questions: units chosen by the configured method, expanded to regions."""
+def plan_round(vr: VideoRun, r: int, net, frames, asked_units: np.ndarray, *, engine=None,
+               model_path: Path | None = None) -> pd.DataFrame:
+    """This round's questions: units chosen by the configured method, expanded to regions
+    (the network's inference on ``engine``'s workers when it has any, ``net`` being the
+    checkpoint at ``model_path``)."""
     from .select import keyframes, select
 
     cfg = vr.config
@@ -435,7 +507,10 @@ def plan_round(vr: VideoRun, r: int, net, frames, asked_units: np.ndarray) -> pd
     if v.method == "keyframe":
         chosen = keyframes(len(frames), ~cand, b)
     else:
-        unc, emb = unit_stats(net, frames, units, n_units, v.uncertainty)
+        if _on_engine(engine, frames) and model_path is not None:
+            unc, emb = _unit_stats_on(engine, vr, model_path, n_units, v.uncertainty)
+        else:
+            unc, emb = unit_stats(net, frames, units, n_units, v.uncertainty)
         chosen = select(unc, emb, b, rng, method=v.method, candidates=cand)
         del emb
     gt = vr.gt_store()
@@ -508,11 +583,13 @@ def vr_chunk_default() -> int:
     return vconfig.VideoSection().chunk_frames
 
 
-def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
+def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None, engine=None) -> dict:
     """Do (or finish) round ``r`` and commit it; returns its metrics. ``crowd``: a
     :class:`crowdprop.video.hits.VideoCrowd` that asks the questions as HITs (None: the
     in-process simulated workers). Frames, unit maps, flows and label maps are read from the
-    run directory's chunk folders as they are needed (:class:`crowdprop.video.rundir.ChunkedArray`)."""
+    run directory's chunk folders as they are needed (:class:`crowdprop.video.rundir.ChunkedArray`).
+    ``engine`` (:mod:`crowdprop.engine`): a Ray or multi-process engine runs the round's inference
+    (selection's and the final labels) a chunk per task; fine-tuning stays here."""
     import torch
 
     from . import model as vmodel
@@ -538,7 +615,7 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
         else:
             asked = (prev_answers.loc[prev_answers["kind"] == "label", "unit"].to_numpy(np.int64)
                      if len(prev_answers) else np.zeros(0, np.int64))
-            plan = plan_round(vr, r, net, frames, np.unique(asked))
+            plan = plan_round(vr, r, net, frames, np.unique(asked), engine=engine, model_path=vr.model_path(r - 1))
             write_parquet(jdir / "plan.parquet", plan)
         timing["select"] = time.perf_counter() - t0
         golds = read_parquet(vr.path / "golds.parquet") if (vr.path / "golds.parquet").exists() else \
@@ -617,12 +694,18 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
                  state=state, balanced=v.balanced, anchor=v.anchor,
                  checkpoint_every=v.checkpoint_every, on_checkpoint=save_ck)
         timing["finetune"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        conf, conf_m = _write_predictions(net, frames, regions, lut, gt, jdir, k)
-        timing["inference"] = time.perf_counter() - t2
         mp = jdir / "model.pt"
         vmodel.save(vmodel.checkpoint(net, ck["arch"], ck["classes"], ck.get("width", 32)), mp)
         files["model.pt"] = mp
+        t2 = time.perf_counter()
+        if _on_engine(engine, frames):
+            spec = {"threads": v.threads, "what": "labels"}
+            labels = _InOrder(engine.map(round_task, [(str(vr.path), _model_key(mp), i, spec)
+                                                      for i in range(frames.n_chunks)]))
+            conf, conf_m = _write_predictions(None, frames, regions, lut, gt, jdir, k, model_pred=labels)
+        else:
+            conf, conf_m = _write_predictions(net, frames, regions, lut, gt, jdir, k)
+        timing["inference"] = time.perf_counter() - t2
     timing["round"] = time.perf_counter() - t0
     if (jdir / "hits.parquet").exists():  # the HITs of an MTurk round, with their HIT ids
         files["hits.parquet"] = read_parquet(jdir / "hits.parquet")
@@ -635,13 +718,16 @@ def run_round(vr: VideoRun, r: int, *, on_checkpoint=None, crowd=None) -> dict:
     return metrics
 
 
-def run(run_dir, *, rounds: int | None = None, on_checkpoint=None, progress=None, crowd=None) -> list[dict]:
+def run(run_dir, *, rounds: int | None = None, on_checkpoint=None, progress=None, crowd=None,
+        engine: str = "local", workers: int | None = None) -> list[dict]:
     """Continue a video campaign up to ``[video] rounds`` (or ``rounds`` more); returns the new
     rounds' metrics.
 
     ``crowd``: a :class:`crowdprop.video.hits.VideoCrowd` (left open). None: the run's own crowd,
     the in-process simulated workers, or for ``mturk-local`` a local endpoint started here and
-    stopped at the end; an ``mturk`` run needs one (:func:`crowdprop.video.hits.connect`)."""
+    stopped at the end; an ``mturk`` run needs one (:func:`crowdprop.video.hits.connect`).
+    ``engine``, ``workers``: where the rounds' inference runs (:func:`run_round`; ``local`` with
+    one worker: in this process)."""
     vr = VideoRun(run_dir).require()
     out = []
     with vr.lock():
@@ -654,12 +740,15 @@ def run(run_dir, *, rounds: int | None = None, on_checkpoint=None, progress=None
         elif crowd is None and kind == "mturk":
             raise StateError(f"{vr.path}: its crowd is MTurk; run it with crowdprop video run (or crowdprop run), "
                              "which say where to publish")
+        from ..engine import make_engine
+
+        eng = make_engine(engine, 1 if workers is None and engine == "local" else workers)
         try:
             last = vr.rounds()[-1]
             end = vr.config.video.rounds if rounds is None else min(vr.config.video.rounds, last + rounds)
             for r in range(last + 1, end + 1):
                 before = vr.metrics()[-1]["clicks_all"]
-                m = run_round(vr, r, on_checkpoint=on_checkpoint, crowd=crowd)
+                m = run_round(vr, r, on_checkpoint=on_checkpoint, crowd=crowd, engine=eng)
                 out.append(m)
                 if progress:
                     progress(m)
@@ -667,6 +756,7 @@ def run(run_dir, *, rounds: int | None = None, on_checkpoint=None, progress=None
                     log.info("round %d asked nothing (budget or units used up); stopping", r)
                     break
         finally:
+            eng.close()
             if own is not None:
                 own.close()
     return out

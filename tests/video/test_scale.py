@@ -124,15 +124,47 @@ def test_streamed_and_whole_clip_runs_are_the_same(tmp_path, long_clip, checkpoi
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_local_processes_and_ray_give_the_same_run_directory(tmp_path, long_clip, checkpoint):
+def test_local_processes_and_ray_give_the_same_run_directory_and_rounds(tmp_path, long_clip, checkpoint):
     pytest.importorskip("ray")
     _, clip_dir = long_clip
     cfg = _config(tmp_path, 8)
     a = _init(tmp_path, "local", clip_dir, checkpoint, cfg)
     b = _init(tmp_path, "procs", clip_dir, checkpoint, cfg, engine="local", workers=2)
     c = _init(tmp_path, "ray", clip_dir, checkpoint, cfg, engine="ray", workers=2)
+    # a round's inference (selection's and the final labels) on the same engines
+    run(a.path)
+    run(b.path, engine="local", workers=2)
+    run(c.path, engine="ray", workers=2)
+    a, b, c = (VideoRun(x.path).require() for x in (a, b, c))
+    assert a.rounds() == [0, 1] and a.metrics()[1]["clicks"] > 0
     _same_run(a, b)
     _same_run(a, c)
+
+
+def test_a_rounds_inference_goes_to_the_engine(tmp_path, long_clip, checkpoint):
+    """A round given a worker engine sends selection's inference and the final labels to it, a
+    chunk per task (here an engine that records its tasks and runs them in process)."""
+    from crowdprop.engine import Engine
+    from crowdprop.video import run as vrun
+
+    tasks: list[tuple] = []
+
+    class Recording(Engine):
+        def map(self, fn, items):
+            for item in items:
+                tasks.append((fn.__name__, item[2], item[3].get("what")))
+                yield fn(*item)
+
+    _, clip_dir = long_clip
+    cfg = _config(tmp_path, 8)
+    a = _init(tmp_path, "a", clip_dir, checkpoint, cfg)
+    b = _init(tmp_path, "b", clip_dir, checkpoint, cfg)
+    run(a.path)
+    vb = VideoRun(b.path).require()
+    with vb.lock():
+        vrun.run_round(vb, 1, engine=Recording())
+    assert tasks == [("round_task", i, "stats") for i in range(3)] + [("round_task", i, "labels") for i in range(3)]
+    _same_run(VideoRun(a.path).require(), VideoRun(b.path).require())
 
 
 def test_engine_options_on_the_command_line(tmp_path, long_clip, checkpoint, capsys):
@@ -143,6 +175,8 @@ def test_engine_options_on_the_command_line(tmp_path, long_clip, checkpoint, cap
             "--gt", str(clip_dir / "gt"), "--model", str(checkpoint), "--config", _config(tmp_path, 8)]
     assert main(base[:2] + [str(tmp_path / "w2")] + base[2:] + ["--engine", "local", "--workers", "2"]) == 0
     assert VideoRun(tmp_path / "w2").require().campaign["frames"] == FRAMES
+    assert main(["video", "run", str(tmp_path / "w2"), "--engine", "local", "--workers", "2"]) == 0
+    assert VideoRun(tmp_path / "w2").require().rounds() == [0, 1]
     capsys.readouterr()
     assert main(base[:2] + [str(tmp_path / "w0")] + base[2:] + ["--workers", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
