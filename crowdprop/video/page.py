@@ -1,8 +1,8 @@
 """The worker page of video mode (``hit_templates/video_unit.html``): each question shows one
 region highlighted in its frame (the rest darkened, a yellow edge) and the classes in the order
 of the network's mean probability over the region (keys 1-9), then "mixed" (key 0 or M). When
-the campaign has classes beyond a question's nine, one "Other class" list on the page (key O, or a
-tap: a filter box and a button per class, by name) offers them; the choice checks the question's
+the campaign has classes beyond a question's nine, one "Other class" list on the page (key / or O, or
+a tap: a filter box and a button per class, by name) offers them; the choice checks the question's
 "other" radio button (the page's script makes it), whose value is that class id, so the form has
 the same fields either way and the page grows only by the list, not per question.
 Submitted answers are the class id, or ``mixed``. Pictures are inline PNG data URIs unless
