@@ -116,6 +116,14 @@ def _endpoint(run_dir):
     return local, serve(local), clock
 
 
+def _init_on_endpoint(run_dir, handle, clip_dir, checkpoint, config):
+    """``crowdprop video init`` of the test clip for the local endpoint ``handle``; its VideoRun."""
+    init_video(run_dir, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
+               gt=clip_dir / "gt", config=config, crowd={"kind": "mturk", "target": "local",
+                                                         "endpoint_url": handle.url})
+    return VideoRun(run_dir).require()
+
+
 def _crowd(vr, handle, local, clock):
     cfg = vr.config
     workers = EndpointWorkers(local, vh.region_truth(vr), len(vr.classes), cfg.simulation, cfg.campaign.seed)
@@ -296,10 +304,7 @@ def test_the_budget_cap_and_hard_blocks_on_the_endpoint(tmp_path, clip_dir, chec
     a = tmp_path / "a"
     local, handle, clock = _endpoint(a)
     try:
-        init_video(a, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
-                   gt=clip_dir / "gt", config=cfg, crowd={"kind": "mturk", "target": "local",
-                                                          "endpoint_url": handle.url})
-        vr = VideoRun(a).require()
+        vr = _init_on_endpoint(a, handle, clip_dir, checkpoint, cfg)
         c = _crowd(vr, handle, local, clock)
         run(a, crowd=c)
         c.close()
@@ -332,10 +337,7 @@ def test_a_person_does_the_hits_through_the_endpoints_pages(tmp_path, clip_dir, 
     local, handle, clock = _endpoint(a)
     seen = []
     try:
-        init_video(a, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
-                   gt=clip_dir / "gt", config=cfg, crowd={"kind": "mturk", "target": "local",
-                                                          "endpoint_url": handle.url})
-        vr = VideoRun(a).require()
+        vr = _init_on_endpoint(a, handle, clip_dir, checkpoint, cfg)
         truth = vh.region_truth(vr)
 
         class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -430,10 +432,7 @@ def test_a_live_round_expires_its_hits_at_round_timeout(tmp_path, clip_dir, chec
     local, handle, clock = _endpoint(a)
     expired_at: dict[str, float] = {}
     try:
-        init_video(a, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
-                   gt=clip_dir / "gt", config=cfg, crowd={"kind": "mturk", "target": "local",
-                                                          "endpoint_url": handle.url})
-        vr = VideoRun(a).require()
+        vr = _init_on_endpoint(a, handle, clip_dir, checkpoint, cfg)
         c = vr.config
 
         class FirstTwoHits(EndpointWorkers):
@@ -524,10 +523,7 @@ def test_the_adaptive_vote_adds_assignments_to_hits_on_the_endpoint(tmp_path, cl
     a = tmp_path / "a"
     local, handle, clock = _endpoint(a)
     try:
-        init_video(a, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
-                   gt=clip_dir / "gt", config=cfg, crowd={"kind": "mturk", "target": "local",
-                                                          "endpoint_url": handle.url})
-        vr = VideoRun(a).require()
+        vr = _init_on_endpoint(a, handle, clip_dir, checkpoint, cfg)
         c = _crowd(vr, handle, local, clock)
         if killed:
             extend = c.backend.extend

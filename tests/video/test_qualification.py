@@ -79,9 +79,9 @@ def test_on_the_endpoint_a_worker_who_fails_cannot_accept_and_one_who_passes_can
     from crowdprop.video import hits as vh
     from crowdprop.video.golds import pool
     from crowdprop.video.localcrowd import EndpointWorkers, page_regions, worker_id
-    from crowdprop.video.run import VideoRun, init_video, run
+    from crowdprop.video.run import VideoRun, run
 
-    from .test_mturk import _endpoint, client_for
+    from .test_mturk import _endpoint, _init_on_endpoint, client_for
 
     cfgp = tmp_path / "q.toml"
     cfgp.write_text("[video]\nrounds = 2\nclicks_per_round = 12\nfinetune_steps = 2\ncheckpoint_every = 0\n"
@@ -92,10 +92,7 @@ def test_on_the_endpoint_a_worker_who_fails_cannot_accept_and_one_who_passes_can
     a = tmp_path / "a"
     local, handle, clock = _endpoint(a)
     try:
-        init_video(a, frames=clip_dir / "frames", labels=clip_dir / "labels.json", model=checkpoint,
-                   gt=clip_dir / "gt", config=cfgp, crowd={"kind": "mturk", "target": "local",
-                                                          "endpoint_url": handle.url})
-        vr = VideoRun(a).require()
+        vr = _init_on_endpoint(a, handle, clip_dir, checkpoint, cfgp)
         cfg = vr.config
         truth = vh.region_truth(vr)
         test, golds = vh.qualification(vr)
