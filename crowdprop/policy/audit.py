@@ -174,11 +174,70 @@ def audited_precision(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataF
     ``audits_ok`` from :func:`valid_audits`; ``noise`` = Beta parameters
     ``(a_sens, b_sens, a_spec, b_spec)`` of the crowd's sensitivity and specificity.
     With ``label = 0`` it is the share of correct masks among the rejected ones.
+    For many groups at once (classes) see :func:`audit_stats_by_group` and
+    :func:`estimate_from_stats`: the same numbers and draws without a pass over every
+    mask per group.
     """
-    keep = final == label
+    group = np.zeros(len(final), dtype=np.int64)
     if subset is not None:
-        keep &= subset
-    n_total = int(keep.sum())
+        group[~np.asarray(subset, dtype=bool)] = 1
+    stats = audit_stats_by_group(final, source, audits_ok, group, 2 if subset is not None else 1, label=label)
+    return estimate_from_stats(stats, 0, noise, credible=credible, rng=rng, draws=draws)
+
+
+@dataclass
+class AuditStats:
+    """Per group and decision source, what :func:`estimate_from_stats` needs: every array is
+    ``(n_groups, 4)``, indexed by source code (column 0, open masks, unused).
+
+    masks : masks with the label asked for; audits : their valid audits;
+    phi_hat : Hajek yes-rate ``sum(w y) / sum(w)`` of those audits (NaN: none);
+    n_eff : effective sample size ``(sum w)^2 / sum w^2`` (NaN: none)."""
+    masks: np.ndarray
+    audits: np.ndarray
+    phi_hat: np.ndarray
+    n_eff: np.ndarray
+
+
+def audit_stats_by_group(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataFrame, group: np.ndarray,
+                         n_groups: int, *, label: int = 1) -> AuditStats:
+    """:class:`AuditStats` of the masks with ``final == label`` for each group (``group``: per
+    mask row, a code in ``[0, n_groups)``) in one pass over the masks and one over the audits.
+
+    The audits of one (group, source) are a contiguous slice after a stable sort, in the order
+    they have in ``audits_ok``, so the sums are the ones a filter per group gives, bit for bit."""
+    group = np.asarray(group, dtype=np.int64)
+    keep = np.asarray(final) == label
+    masks = np.bincount(group[keep] * 4 + np.asarray(source)[keep].astype(np.int64),
+                        minlength=4 * n_groups).reshape(n_groups, 4)
+    audits = np.zeros((n_groups, 4), dtype=np.int64)
+    phi_hat = np.full((n_groups, 4), np.nan)
+    n_eff = np.full((n_groups, 4), np.nan)
+    if len(audits_ok):
+        a_ok = audits_ok[audits_ok["label"] == label]
+        rows = a_ok["mask_row"].to_numpy(np.int64)
+        key = group[rows] * 4 + a_ok["source"].to_numpy(np.int64)
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        w = a_ok["weight"].to_numpy(np.float64)[order]
+        wy = w * a_ok["yes"].to_numpy(np.float64)[order]
+        w2 = w ** 2
+        cells, first, count = np.unique(key, return_index=True, return_counts=True)
+        for k, i, m in zip(cells.tolist(), first.tolist(), count.tolist()):
+            g, s = divmod(k, 4)
+            sw = w[i:i + m].sum()
+            audits[g, s] = m
+            phi_hat[g, s] = float(wy[i:i + m].sum() / sw)
+            n_eff[g, s] = float(sw ** 2 / w2[i:i + m].sum())
+    return AuditStats(masks, audits, phi_hat, n_eff)
+
+
+def estimate_from_stats(stats: AuditStats, g: int, noise: tuple[float, float, float, float], *,
+                        credible: float = 0.95, rng: np.random.Generator, draws: int = 4000) -> Estimate:
+    """:func:`audited_precision` of group ``g`` from its :class:`AuditStats`: the same draws from
+    ``rng`` in the same order (sensitivity, specificity, then one per source with masks)."""
+    n_by = stats.masks[g]
+    n_total = int(n_by.sum())
     if n_total == 0:
         return Estimate(float("nan"), float("nan"), float("nan"), 0, 0, {})
     sens = rng.beta(noise[0], noise[1], draws)
@@ -188,28 +247,23 @@ def audited_precision(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataF
     acc = np.zeros(draws)
     by_source: dict[str, dict] = {}
     n_aud = 0
-    a_ok = audits_ok[audits_ok["label"] == label] if len(audits_ok) else audits_ok
-    if subset is not None and len(a_ok):
-        a_ok = a_ok[subset[a_ok["mask_row"].to_numpy(np.int64)]]
     for s, name in SOURCE_NAMES.items():
-        n_s = int((keep & (source == s)).sum())
+        n_s = int(n_by[s])
         if n_s == 0:
             continue
-        g = a_ok[a_ok["source"] == s] if len(a_ok) else a_ok
-        if len(g) == 0:
+        m = int(stats.audits[g, s])
+        if m == 0:
             theta = rng.uniform(0.0, 1.0, draws)
             by_source[name] = {"masks": n_s, "audits": 0, "est": None, "lo": None, "hi": None}
         else:
-            w = g["weight"].to_numpy(np.float64)
-            y = g["yes"].to_numpy(np.float64)
-            phi_hat = float((w * y).sum() / w.sum())
-            n_eff = float(w.sum() ** 2 / (w ** 2).sum())
+            phi_hat = float(stats.phi_hat[g, s])
+            n_eff = float(stats.n_eff[g, s])
             phi = rng.beta(phi_hat * n_eff + 0.5, (1.0 - phi_hat) * n_eff + 0.5, draws)
             theta = np.clip((phi - (1.0 - spec)) / youden, 0.0, 1.0)
             lo, hi = np.quantile(theta, [tail, 1.0 - tail])
-            by_source[name] = {"masks": n_s, "audits": int(len(g)), "est": float(theta.mean()),
+            by_source[name] = {"masks": n_s, "audits": m, "est": float(theta.mean()),
                                "lo": float(lo), "hi": float(hi)}
-            n_aud += len(g)
+            n_aud += m
         acc += n_s * theta
     prec = acc / n_total
     lo, hi = np.quantile(prec, [tail, 1.0 - tail])
@@ -223,13 +277,22 @@ def short_classes(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataFrame
     lower bound at ``confidence`` both under it, on at least ``min_audits`` audits (with fewer,
     every lower bound is under the target and acting on it would stop every class before it
     could be measured). ``category``: class per mask row; ``classes``: the ones to check."""
-    out = []
+    out: list[tuple[int, Estimate]] = []
     credible = 2.0 * confidence - 1.0
-    for c in classes:
-        sub = category == c
-        e = audited_precision(final, source, audits_ok, noise, subset=sub, credible=credible, rng=rng)
+    classes = [int(c) for c in classes]
+    if not classes:
+        return out
+    # one pass for all classes (group i: classes[i]; the rest: the last group), then each class's
+    # draws from the shared rng in the order of ``classes``, as one audited_precision call per class
+    uniq, first = np.unique(np.asarray(classes, dtype=np.int64), return_index=True)
+    category = np.asarray(category, dtype=np.int64)
+    pos = np.clip(np.searchsorted(uniq, category), 0, len(uniq) - 1)
+    group = np.where(uniq[pos] == category, first[pos], len(classes))
+    stats = audit_stats_by_group(final, source, audits_ok, group, len(classes) + 1)
+    for i, c in enumerate(classes):
+        e = estimate_from_stats(stats, int(first[np.searchsorted(uniq, c)]), noise, credible=credible, rng=rng)
         if e.n_audits >= min_audits and e.lo < target and e.mean < target:
-            out.append((int(c), e))
+            out.append((c, e))
     return out
 
 

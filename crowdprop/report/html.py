@@ -14,7 +14,8 @@ per class (:func:`class_table`)
     :func:`crowdprop.policy.controller.mask_status`) grouped by ``category_id``;
     questions = non-gold answers in usable work on the class's masks; estimated
     precision = :func:`~crowdprop.report.summary.precision_estimate` restricted to
-    the class's accepted clusters and directly answered masks.
+    the class's accepted clusters and directly answered masks, computed for all classes in
+    one pass (:func:`~crowdprop.report.summary.precision_estimates_by_class`).
 costs (:func:`cost_breakdown`)
     spend tables (rewards, fees, bonuses); the gold share of the dollars; rejected
     (unpaid) assignments and the reward they would have earned.
@@ -42,9 +43,8 @@ import pandas as pd
 from ..campaign.loop import load_state
 from ..campaign.store import RunDir
 from ..io import atomic_write_text
-from ..schema import NODE_INACTIVE
 from . import figures
-from .summary import compute_report, precision_estimate
+from .summary import compute_report, precision_estimates_by_class
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,6 @@ def class_table(run: RunDir, *, status: np.ndarray, label_p: np.ndarray, final: 
     """
     cfg = run.config
     masks = run.masks
-    forest = run.forest
     cat = masks["category_id"].to_numpy(np.int64)
     iou = masks["gt_iou"].to_numpy(np.float64)
     correct = iou > cfg.campaign.correct_iou
@@ -114,26 +113,35 @@ def class_table(run: RunDir, *, status: np.ndarray, label_p: np.ndarray, final: 
     else:
         q_per_cat = pd.Series(dtype=np.int64)
     names = _category_names(run)
+    # grouped by class in one pass: counts by bincount, the estimates by
+    # precision_estimates_by_class (the same numbers as a precision_estimate call per class)
+    uniq, code = np.unique(cat, return_inverse=True)
+    k = len(uniq)
+    lab = np.where(final == 1, 0, np.where(final == 0, 1, 2))
+    by_label = np.bincount(code * 3 + lab, minlength=3 * k).reshape(k, 3)
+    acc_all = final == 1
+    if replay:
+        n_correct = np.bincount(code[acc_all], weights=correct[acc_all].astype(np.float64), minlength=k)
+        # mean IoU per class: the accepted masks' IoUs in row order, cut by class (np.mean's sum per segment)
+        acc_rows = np.flatnonzero(acc_all)
+        acc_rows = acc_rows[np.argsort(code[acc_rows], kind="stable")]
+        acc_iou = iou[acc_rows]
+        seg = np.searchsorted(code[acc_rows], np.arange(k + 1))
+    with_est = [int(c) for c, n_acc in zip(uniq.tolist(), by_label[:, 0].tolist()) if n_acc] if len(decisions) else []
+    ests = precision_estimates_by_class(run, status, decisions, label_p, final, with_est,
+                                        credible=cfg.policy.credible, seed=cfg.campaign.seed, answers=answers)
     rows = []
-    for c in np.unique(cat):
-        in_c = cat == c
-        acc = in_c & (final == 1)
-        st = status.copy()
-        st[forest.category != c] = NODE_INACTIVE
-        lp = np.where(in_c, label_p, np.nan)
-        fi = np.where(in_c, final, -1).astype(np.int8)
-        if acc.any() and len(decisions):
-            est, lo, hi = precision_estimate(run, st, decisions, lp, fi, credible=cfg.policy.credible,
-                                             seed=cfg.campaign.seed, answers=answers)
-        else:
-            est = lo = hi = float("nan")
+    nan3 = (float("nan"), float("nan"), float("nan"))
+    for i, c in enumerate(uniq.tolist()):
+        n_acc = int(by_label[i, 0])
+        est, lo, hi = ests.get(int(c), nan3)
         rows.append({
-            "category_id": int(c), "name": names.get(int(c), str(int(c))), "masks": int(in_c.sum()),
-            "accepted": int(acc.sum()), "rejected": int((in_c & (final == 0)).sum()),
-            "open": int((in_c & (final < 0)).sum()), "questions": int(q_per_cat.get(c, 0)),
+            "category_id": int(c), "name": names.get(int(c), str(int(c))), "masks": int(by_label[i].sum()),
+            "accepted": n_acc, "rejected": int(by_label[i, 1]),
+            "open": int(by_label[i, 2]), "questions": int(q_per_cat.get(c, 0)),
             "est_precision": est, "est_precision_lo": lo, "est_precision_hi": hi,
-            "true_precision": float(correct[acc].mean()) if replay and acc.any() else float("nan"),
-            "mean_iou": float(iou[acc].mean()) if replay and acc.any() else float("nan"),
+            "true_precision": float(n_correct[i] / n_acc) if replay and n_acc else float("nan"),
+            "mean_iou": float(acc_iou[seg[i]:seg[i + 1]].mean()) if replay and n_acc else float("nan"),
         })
     df = pd.DataFrame(rows, columns=CLASS_COLUMNS)
     return df.sort_values(["masks", "category_id"], ascending=[False, True], kind="stable").reset_index(drop=True)

@@ -41,7 +41,8 @@ from ..campaign.evidence import (answer_kinds, crowd_noise, direct_rounds, node_
 from ..campaign.loop import labels_for, replay_decisions
 from ..campaign.ledger import spend_cents, spent_by_kind
 from ..campaign.store import RunDir
-from ..policy.audit import SOURCE_NAMES, audit_roles, audited_precision, valid_audits
+from ..policy.audit import (SOURCE_NAMES, audit_roles, audit_stats_by_group, audited_precision,
+                            estimate_from_stats, valid_audits)
 from ..policy.controller import initial_status, mask_labels
 from ..schema import NODE_ACCEPTED, QuestionKind
 
@@ -119,6 +120,110 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
     tail = (1 - credible) / 2
     lo, hi = np.quantile(prec, [tail, 1 - tail])
     return float(prec.mean()), float(lo), float(hi)
+
+
+def precision_estimates_by_class(run: RunDir, status: np.ndarray, decisions: pd.DataFrame, label_p: np.ndarray,
+                                 final: np.ndarray, classes, *, credible: float = 0.95, seed: int = 0,
+                                 answers: pd.DataFrame | None = None) -> dict[int, tuple[float, float, float]]:
+    """:func:`precision_estimate` of each class in ``classes``, restricted to the class: its
+    accepted clusters (nodes of ``forest.category`` c) and its masks' labels, as if every other
+    node were inactive and every other mask unasked and open.
+
+    The same numbers as one call per class with the other classes masked out, without a pass
+    over every node, mask and decision per class: the accepted clusters' counts, Beta parameters
+    and the directly answered masks are computed once and cut into contiguous per-class
+    segments (in the order a per-class call sees them, so the sums are the same bit for bit);
+    each class then draws from its own ``default_rng([seed, 99])`` as a per-class call does.
+    A cluster's members are the masks of its class (the trees are built per class).
+    Returns ``{class: (mean, lo, hi)}``.
+    """
+    forest = run.forest
+    cfg = run.config.policy
+    cat = run.masks["category_id"].to_numpy(np.int64)
+    classes = [int(c) for c in classes]
+    acc_nodes = np.flatnonzero(status == NODE_ACCEPTED)
+    node_cat = np.asarray(forest.category, dtype=np.int64)[acc_nodes]
+    counts = np.zeros(0, dtype=np.int64)
+    a = b = np.zeros(0)
+    if len(acc_nodes):
+        last = decisions[decisions["decision"] == "accept"].drop_duplicates("node_id", keep="last")
+        last = last.set_index("node_id").loc[acc_nodes]
+        has_direct = ~np.isnan(label_p)[forest.order]
+        cd = np.concatenate([[0], np.cumsum(has_direct)])
+        counts = (forest.end[acc_nodes] - forest.start[acc_nodes]) - (cd[forest.end[acc_nodes]]
+                                                                      - cd[forest.start[acc_nodes]])
+        yes = last["yes"].to_numpy(np.float64)
+        n = last["n_labeled"].to_numpy(np.float64)
+        a = cfg.prior_a + yes
+        b = cfg.prior_b + (n - yes)
+    # per accepted node, the terms summed per class; nodes sorted by class (stable: by node id within)
+    mean_t = counts * a / (a + b)
+    var_t = counts ** 2 * a * b / ((a + b) ** 2 * (a + b + 1))
+    order = np.argsort(node_cat, kind="stable")
+    node_cat, counts, mean_t, var_t = node_cat[order], counts[order], mean_t[order], var_t[order]
+    n_lo = np.searchsorted(node_cat, classes, side="left")
+    n_hi = np.searchsorted(node_cat, classes, side="right")
+    # directly answered accepted masks, sorted by class (by row within)
+    direct_rows = np.flatnonzero(~np.isnan(label_p) & (final == 1))
+    d_order = np.argsort(cat[direct_rows], kind="stable")
+    direct_rows = direct_rows[d_order]
+    d_cat = cat[direct_rows]
+    d_lo = np.searchsorted(d_cat, classes, side="left")
+    d_hi = np.searchsorted(d_cat, classes, side="right")
+    raw = run.config.quality.aggregation in ("raw", "mv")
+    noise = None
+    plain_yes = plain_n = pd.Series(dtype=np.float64)
+    if raw and answers is not None:
+        noise = crowd_noise(answers, run.golds)
+        kinds = answer_kinds(answers)
+        plain = answers[answers["used"].astype(bool) & ~np.isin(kinds, [QuestionKind.GOLD.value,
+                                                                         QuestionKind.AUDIT.value])]
+        rows = plain["mask_row"].to_numpy(np.int64)
+        inside = ~np.isnan(label_p[rows])
+        pc = pd.Series(cat[rows][inside])
+        labels = plain["label"].to_numpy()[inside]
+        plain_n = pc.value_counts()
+        plain_yes = pd.Series(labels.astype(np.float64)).groupby(pc.to_numpy()).sum()
+    p_direct = label_p[direct_rows]
+    p_var = p_direct * (1 - p_direct)
+    S = 4000
+    tail = (1 - credible) / 2
+    out: dict[int, tuple[float, float, float]] = {}
+    for i, c in enumerate(classes):
+        cnt = counts[n_lo[i]:n_hi[i]]
+        n_clusters = float(cnt.sum())
+        n_direct = int(d_hi[i] - d_lo[i])
+        total = n_clusters + n_direct
+        if total == 0:
+            out[c] = (float("nan"), float("nan"), float("nan"))
+            continue
+        rng = np.random.default_rng([seed, 99])
+        if noise is not None:
+            sens = rng.beta(noise[0], noise[1], S)
+            spec = rng.beta(noise[2], noise[3], S)
+        else:
+            sens = spec = np.ones(S)
+        youden = np.maximum(sens + spec - 1.0, 1e-3)
+        mu = float(mean_t[n_lo[i]:n_hi[i]].sum())
+        var = float(var_t[n_lo[i]:n_hi[i]].sum())
+        phi_sum = rng.normal(mu, np.sqrt(var), S) if var > 0 else np.full(S, mu)
+        theta_sum = np.clip((phi_sum - (1.0 - spec) * n_clusters) / youden, 0.0, n_clusters)
+        if n_direct:
+            if noise is not None:
+                m = int(plain_n.get(c, 0))
+                y = float(plain_yes.get(c, 0.0) / m) if m else 0.5
+                pi = np.clip((y - (1.0 - spec)) / youden, 0.01, 0.99)
+                ppv = sens * pi / (sens * pi + (1.0 - spec) * (1.0 - pi))
+                direct_sum = rng.binomial(n_direct, ppv).astype(np.float64)
+            else:
+                p_sum = p_direct[d_lo[i]:d_hi[i]].sum()
+                direct_sum = rng.normal(p_sum, np.sqrt(p_var[d_lo[i]:d_hi[i]].sum()), S)
+        else:
+            direct_sum = np.zeros(S)
+        prec = np.clip((theta_sum + direct_sum) / total, 0.0, 1.0)
+        lo, hi = np.quantile(prec, [tail, 1 - tail])
+        out[c] = (float(prec.mean()), float(lo), float(hi))
+    return out
 
 
 def compute_report(run: RunDir) -> dict:
@@ -259,20 +364,29 @@ def _sources_and_classes(run: RunDir, final, source, ok, noise, correct, seed: i
         names = dict(zip(ctab["id"].astype(np.int64), ctab["name"].astype(str)))
     classes: list[dict[str, Any]] = []
     conf = 2 * cfg.target_confidence - 1.0
-    for c in np.unique(cats):
-        sub = cats == c
-        acc = int(((final == 1) & sub).sum())
-        rec = {"category_id": int(c), "name": names.get(int(c), str(c)), "masks": int(sub.sum()), "accepted": acc,
-               "rejected": int(((final == 0) & sub).sum()), "open": int(((final < 0) & sub).sum())}
+    # grouped by class in one pass (counts by bincount, audit sums by sorted segments); each
+    # class's draws come from its own generator as before, so the figures are the same
+    uniq, code = np.unique(cats, return_inverse=True)
+    k = len(uniq)
+    lab = np.where(final == 1, 0, np.where(final == 0, 1, 2))
+    by_label = np.bincount(code * 3 + lab, minlength=3 * k).reshape(k, 3)
+    stats = audit_stats_by_group(final, source, ok, code, k)
+    if correct is not None:
+        acc_mask = final == 1
+        n_correct = np.bincount(code[acc_mask], weights=correct[acc_mask].astype(np.float64), minlength=k)
+    for i, c in enumerate(uniq.tolist()):
+        acc = int(by_label[i, 0])
+        rec = {"category_id": int(c), "name": names.get(int(c), str(c)), "masks": int(by_label[i].sum()),
+               "accepted": acc, "rejected": int(by_label[i, 1]), "open": int(by_label[i, 2])}
         if acc:
             rng = np.random.default_rng([seed, 97, int(c) % (2**31)])
-            e = audited_precision(final, source, ok, noise, subset=sub, credible=cfg.credible, rng=rng)
-            low = audited_precision(final, source, ok, noise, subset=sub, credible=conf, rng=rng)
+            e = estimate_from_stats(stats, i, noise, credible=cfg.credible, rng=rng)
+            low = estimate_from_stats(stats, i, noise, credible=conf, rng=rng)
             unaudited = any(v["audits"] == 0 for v in e.by_source.values())
             rec.update({"est_precision": e.mean, "est_precision_lo": e.lo, "est_precision_hi": e.hi,
                         "audits": e.n_audits, "certified_precision": None if unaudited else low.lo})
             if correct is not None:
-                rec["true_precision"] = float(correct[(final == 1) & sub].mean())
+                rec["true_precision"] = float(n_correct[i] / acc)
         classes.append(rec)
     return by_source, classes
 
