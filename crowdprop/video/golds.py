@@ -71,7 +71,7 @@ class _Frames:
         self.n_frames = int(vr.campaign["frames"])
         self.height, self.width = int(vr.campaign["height"]), int(vr.campaign["width"])
         self.classes = list(vr.classes)
-        self.regions = vr.units()["regions"]
+        self.regions = vr.unit_store()["regions"]  # read a chunk at a time
         self.frame_units = vr.config.video.granularity == "frame" or vr.config.video.method == "keyframe"
         self._ids: dict[int, np.ndarray] = {}
 

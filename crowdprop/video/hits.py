@@ -137,7 +137,7 @@ class VideoPage:
     HIT's pictures into the image target (once each) and renders ``video_unit.html``;
     ``question_xml`` wraps it as an HTMLQuestion (refused past 64 KB before CreateHIT)."""
 
-    def __init__(self, frames: np.ndarray, regions: np.ndarray, classes: list[str], target: Any, *,
+    def __init__(self, frames: Any, regions: Any, classes: list[str], target: Any, *,
                  frame_height: int = 0, scale: int = 4, draw: bool = True):
         from ..hits.render import PageRenderer
 
@@ -315,8 +315,9 @@ def connect(vr: VideoRun, where: Target, *, client: Any = None, sleep: Callable[
         quiet_botocore()
         client = _mturk.connect(None if where.target == "local" else where.target, endpoint_url=where.endpoint_url,
                                 profile=where.profile, region="us-east-1")
-    page = VideoPage(vr.frames(), vr.units()["regions"], vr.classes, target, frame_height=cfg.mturk.frame_height,
-                     draw=draw)
+    # the pictures are drawn from the run directory's chunk stores, a chunk at a time
+    page = VideoPage(vr.frame_store(), vr.unit_store()["regions"], vr.classes, target,
+                     frame_height=cfg.mturk.frame_height, draw=draw)
     test, test_golds = qualification(vr, keep=True)
     backend = VideoBackend(
         client, config=image_config(cfg), mturk=cfg.mturk, page=page, target=where.target,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -41,10 +41,11 @@ def choice_order(probs_region_mean: np.ndarray) -> list[int]:
     return [int(i) for i in np.lexsort((np.arange(len(probs_region_mean)), -probs_region_mean))]
 
 
-def render_hit(frames: np.ndarray, regions: np.ndarray, questions: pd.DataFrame, classes: list[str],
+def render_hit(frames: Any, regions: Any, questions: pd.DataFrame, classes: list[str],
                probs: np.ndarray | None, *, scale: int = 4,
                image_url: Callable[[int, int], str] | None = None) -> str:
-    """HTML of one HIT. ``questions``: rows with ``question``, ``frame``, ``region`` (and
+    """HTML of one HIT. ``frames`` and ``regions``: arrays or the run directory's lazy chunk
+    stores (indexed by frame). ``questions``: rows with ``question``, ``frame``, ``region`` (and
     optionally ``qid``, the form field name, else ``q<question>``, and ``choices``, the class ids
     offered in order, else ordered by ``probs``); ``probs`` (T, K, H, W) orders the choices
     (``None``: class id order); ``image_url(frame, region)`` the picture's address (``None``: inline)."""
