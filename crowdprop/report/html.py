@@ -44,7 +44,7 @@ from ..campaign.loop import load_state
 from ..campaign.store import RunDir
 from ..io import atomic_write_text
 from . import figures
-from .summary import compute_report, precision_estimates_by_class
+from .summary import class_codes, compute_report, precision_estimates_by_class
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def class_table(run: RunDir, *, status: np.ndarray, label_p: np.ndarray, final: 
     names = _category_names(run)
     # grouped by class in one pass: counts by bincount, the estimates by
     # precision_estimates_by_class (the same numbers as a precision_estimate call per class)
-    uniq, code = np.unique(cat, return_inverse=True)
+    uniq, code = class_codes(cat)
     k = len(uniq)
     lab = np.where(final == 1, 0, np.where(final == 0, 1, 2))
     by_label = np.bincount(code * 3 + lab, minlength=3 * k).reshape(k, 3)
@@ -304,12 +304,10 @@ def sample_gallery(run: RunDir, final: np.ndarray, *, rng: np.random.Generator, 
     images = run.table("images")
     store = OverlayStore(_NoTarget(), images=images, image_root=image_root, out_px=out_px, min_crop=64, fmt="jpeg",
                          source=run.path / "images.parquet")  # thumbnails decode neither mask nor image whole
-    files = {} if images is None else dict(zip(images["id"].astype(int), images["file_name"].astype(str)))
-    urls = {} if images is None or "coco_url" not in images else \
-        dict(zip(images["id"].astype(int), images["coco_url"].fillna("").astype(str)))
     names = _category_names(run)
     cat = masks["category_id"].to_numpy(np.int64)
-    cats, counts = np.unique(cat, return_counts=True)
+    cats, code = class_codes(cat)
+    counts = np.bincount(code, minlength=len(cats))
     order = np.lexsort((cats, -counts))[:max_classes]
     picks: list[tuple[int, dict[str, np.ndarray]]] = []
     for c in cats[order]:
@@ -321,6 +319,16 @@ def sample_gallery(run: RunDir, final: np.ndarray, *, rng: np.random.Generator, 
             rows_of[key] = rows
         picks.append((int(c), rows_of))
     total = sum(len(rows) for _, rows_of in picks for rows in rows_of.values())
+    # file names and URLs of the pictured masks' images only (not a dict of every image)
+    files: dict[int, str] = {}
+    urls: dict[int, str] = {}
+    if images is not None and total:
+        picked = np.concatenate([rows for _, rows_of in picks for rows in rows_of.values()]).astype(np.int64)
+        ids = masks["image_id"].to_numpy(np.int64)[picked]
+        img = images[images["id"].astype(np.int64).isin(ids)]
+        files = dict(zip(img["id"].astype(int), img["file_name"].astype(str)))
+        if "coco_url" in images:
+            urls = dict(zip(img["id"].astype(int), img["coco_url"].fillna("").astype(str)))
     out = []
     with tqdm(total=total, desc="report gallery", unit="mask", leave=False,
               disable=None if progress is None else not progress) as bar:

@@ -47,6 +47,19 @@ from ..policy.controller import initial_status, mask_labels
 from ..schema import NODE_ACCEPTED, QuestionKind
 
 
+def class_codes(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(cats, return_inverse=True)`` for class ids: by a lookup table when the ids are
+    small non-negative integers (no sort of every mask), else by ``np.unique``."""
+    cats = np.asarray(cats, dtype=np.int64)
+    if len(cats) and cats.min() >= 0 and cats.max() < max(4 * len(cats), 1 << 20):
+        present = np.bincount(cats) > 0
+        uniq = np.flatnonzero(present)
+        lookup = np.cumsum(present) - 1
+        return uniq.astype(np.int64), lookup[cats].astype(np.intp)
+    uniq, code = np.unique(cats, return_inverse=True)
+    return uniq, code.reshape(-1)
+
+
 def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame, label_p: np.ndarray,
                        final: np.ndarray, *, credible: float = 0.95, seed: int = 0,
                        answers: pd.DataFrame | None = None):
@@ -366,7 +379,7 @@ def _sources_and_classes(run: RunDir, final, source, ok, noise, correct, seed: i
     conf = 2 * cfg.target_confidence - 1.0
     # grouped by class in one pass (counts by bincount, audit sums by sorted segments); each
     # class's draws come from its own generator as before, so the figures are the same
-    uniq, code = np.unique(cats, return_inverse=True)
+    uniq, code = class_codes(cats)
     k = len(uniq)
     lab = np.where(final == 1, 0, np.where(final == 0, 1, 2))
     by_label = np.bincount(code * 3 + lab, minlength=3 * k).reshape(k, 3)
