@@ -153,14 +153,14 @@ def reopen_unlabeled_verified(forest, status: np.ndarray, label_p: np.ndarray,
     """A cluster verified mask by mask whose labels were withdrawn (its worker was
     blocked later) becomes a candidate again, so those masks are asked again. A member
     settled by a verifier verdict counts as labeled."""
-    from ..policy.controller import label_sums
+    from ..policy.controller import label_counts
     from ..schema import NODE_OPEN, NODE_VERIFIED
 
     ver = np.flatnonzero(status == NODE_VERIFIED)
     if len(ver) == 0:
         return
     settled = label_p if verdict is None else np.where(verdict >= 0, 1.0, label_p)
-    n_lab, _ = label_sums(forest, settled, ver)
+    n_lab = label_counts(forest, settled, ver)
     status[ver[n_lab < (forest.end - forest.start)[ver]]] = NODE_OPEN
 
 

@@ -52,6 +52,27 @@ def label_sums(forest: Forest, label_p: np.ndarray, nodes: np.ndarray) -> tuple[
     return n, np.clip(cy[e] - cy[s], 0.0, n)
 
 
+def label_counts(forest: Forest, label_p: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Number of labeled members of each node in ``nodes`` (float, as the first array of
+    :func:`label_sums`, which it equals exactly: counts are integers). When the nodes hold
+    few members it counts only theirs, not a prefix sum over every mask (at 10M masks a
+    candidate set or the verified clusters hold a small share of them)."""
+    nodes = np.asarray(nodes, dtype=np.int64)
+    s, e = forest.start[nodes], forest.end[nodes]
+    sizes = (e - s).astype(np.int64)
+    total = int(sizes.sum())
+    n = len(forest.order)
+    if total <= n // 4:
+        off = np.concatenate([[0], np.cumsum(sizes)])
+        pos = np.repeat(s.astype(np.int64) - off[:-1], sizes) + np.arange(total, dtype=np.int64)
+        has = ~np.isnan(np.asarray(label_p, dtype=np.float64)[forest.order[pos]])
+        c = np.concatenate([[0], np.cumsum(has, dtype=np.int64)])
+        return (c[off[1:]] - c[off[:-1]]).astype(np.float64)
+    has = ~np.isnan(np.asarray(label_p, dtype=np.float64))
+    cn = np.concatenate([[0], np.cumsum(has[forest.order], dtype=np.int64)])
+    return (cn[e] - cn[s]).astype(np.float64)
+
+
 def predicted_quality(masks: pd.DataFrame, how: str) -> np.ndarray:
     """Per-mask predicted quality in [0, 1] (``PolicySection.quality``)."""
     score = masks["score"].to_numpy(np.float64)
@@ -117,7 +138,7 @@ def _sample_rows(forest: Forest, node: int, need: int, label_p: np.ndarray, cfg:
     if cfg.sampling == "stratified" and forest.left[node] >= 0:
         kids = [int(forest.left[node]), int(forest.right[node])]
         sizes = np.array([forest.end[c] - forest.start[c] for c in kids], dtype=np.float64)
-        n_lab, _ = label_sums(forest, label_p, np.array(kids))
+        n_lab = label_counts(forest, label_p, np.array(kids))
         target_total = need + n_lab.sum()
         target = target_total * sizes / sizes.sum()
         base = np.floor(target).astype(int)
@@ -193,7 +214,7 @@ def plan_round(forest: Forest, status: np.ndarray, node_quality: np.ndarray, lab
     chosen = free_splits_and_candidates(forest, status, node_quality, cfg, plan)
     if len(chosen) == 0:
         return plan
-    n_lab, _ = label_sums(forest, label_p, chosen)
+    n_lab = label_counts(forest, label_p, chosen)
     for node, have in zip(chosen.tolist(), n_lab.tolist()):
         sz = int(size[node])
         if sz <= cfg.min_cluster_size or forest.left[node] < 0:
