@@ -20,8 +20,7 @@ next run), then, each in its own process:
   (campaign.json's creation time aside);
 * with --tile K, a second row for K copies of the new run directory before its first round
   (``benchmarks/tile_rundir.py``: K times the masks, each copy its own classes): the same
-  ``crowdprop run`` figures, ``export`` and ``status`` (not ``report --html``, which at 10M
-  masks takes more than ten minutes). Ten copies of 1M masks time the rounds of a 10M-mask
+  ``crowdprop run`` figures, ``report --html``, ``export`` and ``status``. Ten copies of 1M masks time the rounds of a 10M-mask
   campaign without making and initialising a 10M synthetic set (an hour and ten minutes).
 
 The machine's load average is printed with each row: on a shared machine wall seconds
@@ -240,7 +239,7 @@ def _one(n: int, a) -> list[dict]:
     _run_row(work / "local", a, row)
     if a.tile > 1:
         rows[1]["load"] = os.getloadavg()[0]
-        _run_row(work / "tiled", a, rows[1], html=False)
+        _run_row(work / "tiled", a, rows[1])
     if not a.keep:
         shutil.rmtree(work)
     return rows
