@@ -64,6 +64,10 @@ PLAN_CLASSES: dict[str, type] = {f"{c.__module__}:{c.__qualname__}": c for c in 
 imports what a file names."""
 
 
+_PLAIN = (int, float, str, bool, type(None))
+"""Types :func:`encode` gives back as they are (exactly these: not their subclasses, nor numpy scalars)."""
+
+
 def encode(obj):
     """JSON-ready form of a plan object: dataclasses, dicts with int keys, numpy arrays and scalars."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -79,7 +83,9 @@ def encode(obj):
     if isinstance(obj, dict):
         return {"__dict__": [[encode(k), encode(v)] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
-        return {"__list__": [encode(x) for x in obj], "tuple": isinstance(obj, tuple)}
+        # a list of plain scalars (a round's free splits: 400,000 node ids at 10M masks) is its own encoding
+        items = list(obj) if all(type(x) in _PLAIN for x in obj) else [encode(x) for x in obj]
+        return {"__list__": items, "tuple": isinstance(obj, tuple)}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise TypeError(f"cannot journal a {type(obj).__name__} in a round's plan")
@@ -103,9 +109,13 @@ def decode(obj):
     return obj
 
 
+_QUESTION_FIELDS = tuple(f.name for f in dataclasses.fields(Question))
+
+
 def _hit_record(hit: HitRequest) -> dict:
     rec = {f.name: getattr(hit, f.name) for f in dataclasses.fields(hit) if f.name != "questions"}
-    rec["questions"] = [dataclasses.asdict(q) for q in hit.questions]
+    # what dataclasses.asdict gives for a Question (scalar fields), without its deep copy of each
+    rec["questions"] = [{k: getattr(q, k) for k in _QUESTION_FIELDS} for q in hit.questions]
     return rec
 
 
