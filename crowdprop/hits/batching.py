@@ -105,49 +105,69 @@ def make_hits(asks: dict[int, np.ndarray], *, round_: int, campaign_id: str, cam
 
     Returns the questions table (:data:`QUESTION_COLUMNS`) and one :class:`HitRequest` per HIT.
     """
-    rows = [(int(node), int(r)) for node in sorted(asks) for r in asks[node]]
-    if not rows:
+    keys = sorted(asks)
+    parts = [np.asarray(asks[k]).astype(np.int64).reshape(-1) for k in keys]
+    total = sum(len(v) for v in parts)
+    if total == 0:
         return pd.DataFrame(columns=QUESTION_COLUMNS), []
-    arr = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    arr = np.column_stack([np.repeat(np.array(keys, dtype=np.int64), [len(v) for v in parts]),
+                           np.concatenate(parts)])
     arr = arr[rng.permutation(len(arr))]
     golds_per_hit = cfg.golds_per_hit if len(gold_pool) else 0
     per_hit = cfg.questions_per_hit - golds_per_hit
-    records = []
     hits = []
+    cols: dict[str, list] = {c: [] for c in ("batch", "position", "mask_row", "node_id", "is_gold", "gold_label")}
+    tokens: list[str] = []
     qn = 0
     picker = _GoldPicker(gold_pool, gold_used) if golds_per_hit else None
+    reward = {}
     for b, s in enumerate(range(0, len(arr), per_hit)):
         chunk = arr[s:s + per_hit]
         g_pos = picker.pick(golds_per_hit, rng) if picker is not None else np.zeros(0, dtype=np.int64)
-        g_rows = picker.rows[g_pos].tolist() if picker is not None else []
-        g_labels = picker.labels[g_pos].tolist() if picker is not None else []
         n_total = len(chunk) + len(g_pos)
-        gold_pos = set(rng.choice(n_total, size=len(g_pos), replace=False).tolist()) if len(g_pos) else set()
+        # golds at random positions, in the order picked; the chunk's questions fill the rest in order
+        is_gold = np.zeros(n_total, dtype=bool)
+        if len(g_pos):
+            is_gold[rng.choice(n_total, size=len(g_pos), replace=False)] = True
+        mrow = np.empty(n_total, dtype=np.int64)
+        node = np.full(n_total, -1, dtype=np.int64)
+        label = np.full(n_total, -1, dtype=np.int64)
+        mrow[~is_gold] = chunk[:, 1]
+        node[~is_gold] = chunk[:, 0]
+        if picker is not None and len(g_pos):
+            mrow[is_gold] = picker.rows[g_pos]
+            label[is_gold] = picker.labels[g_pos]
         token = hit_token(campaign_id, round_, b)
-        ci = gi = 0
-        qs = []
-        for pos in range(n_total):
-            qid = f"r{round_:05d}q{qn:07d}"
-            qn += 1
-            if pos in gold_pos:
-                g_row, g_label = g_rows[gi], g_labels[gi]
-                gi += 1
-                rec = (qid, round_, b, pos, g_row, -1, True, g_label, token, QuestionKind.GOLD.value)
-                qs.append(Question(qid, g_row, True, bool(g_label)))
-            else:
-                node, mrow = chunk[ci]
-                ci += 1
-                rec = (qid, round_, b, pos, int(mrow), int(node), False, -1, token,
-                       NODE_KIND.get(int(node), QuestionKind.CLUSTER.value))
-                qs.append(Question(qid, int(mrow), False, None))
-            records.append(rec)
-        hits.append(HitRequest(token=token, round=round_, batch=b, questions=tuple(qs),
-                               assignments=cfg.assignments_per_hit, reward_usd=reward_for(n_total, cfg),
+        qids = [f"r{round_:05d}q{k:07d}" for k in range(qn, qn + n_total)]
+        qn += n_total
+        qs = tuple(Question(qid, m, True, bool(lab)) if g else Question(qid, m, False, None)
+                   for qid, m, g, lab in zip(qids, mrow.tolist(), is_gold.tolist(), label.tolist()))
+        cols["batch"].append(np.full(n_total, b, dtype=np.int64))
+        cols["position"].append(np.arange(n_total, dtype=np.int64))
+        cols["mask_row"].append(mrow)
+        cols["node_id"].append(node)
+        cols["is_gold"].append(is_gold)
+        cols["gold_label"].append(label)
+        tokens.append(token)
+        if n_total not in reward:
+            reward[n_total] = reward_for(n_total, cfg)
+        hits.append(HitRequest(token=token, round=round_, batch=b, questions=qs,
+                               assignments=cfg.assignments_per_hit, reward_usd=reward[n_total],
                                campaign=campaign_name))
     if picker is not None:
         picker.write_back()
-    q = pd.DataFrame(records, columns=QUESTION_COLUMNS)
-    q["gold_label"] = q["gold_label"].astype(np.int8)
+    n_q = [len(h.questions) for h in hits]
+    data = {c: np.concatenate(v) for c, v in cols.items()}
+    kind = np.full(qn, QuestionKind.CLUSTER.value, dtype=object)
+    for node_id, name in NODE_KIND.items():
+        kind[data["node_id"] == node_id] = name
+    kind[data["is_gold"]] = QuestionKind.GOLD.value
+    q = pd.DataFrame({"question_id": [qs_.question_id for h in hits for qs_ in h.questions],
+                      "round": np.full(qn, round_, dtype=np.int64), "batch": data["batch"],
+                      "position": data["position"], "mask_row": data["mask_row"], "node_id": data["node_id"],
+                      "is_gold": data["is_gold"], "gold_label": data["gold_label"].astype(np.int8),
+                      "token": np.repeat(np.array(tokens, dtype=object), n_q), "kind": kind},
+                     columns=QUESTION_COLUMNS)
     return q, hits
 
 
