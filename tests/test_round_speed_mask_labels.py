@@ -85,7 +85,8 @@ def test_mask_labels_are_what_they_were(forest, seed):
     direct_round = rng.integers(0, 9, n).astype(np.int64)
     for args in [(status, label_p), (status, label_p, verdict),
                  (status, label_p, verdict, node_round, verdict_round, direct_round),
-                 (status, label_p, None, node_round)]:
+                 (status, label_p, None, node_round),
+                 (status, label_p, verdict.astype(np.int64), node_round, verdict_round.astype(np.int32), None)]:
         got = mask_labels(forest, *args)
         want = _mask_labels_before(forest, *args)
         assert (got[0] == 1).any() and (got[0] == 0).any()

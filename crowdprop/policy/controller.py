@@ -314,11 +314,10 @@ def mask_labels(forest: Forest, status: np.ndarray, label_p: np.ndarray, verdict
     n = len(forest.order)
     acc = np.flatnonzero(status == NODE_ACCEPTED)
     rej = np.flatnonzero(status == NODE_REJECTED)
-    final = np.full(n, -1, dtype=np.int8)
-    source = np.zeros(n, dtype=np.int8)
     # Coverage by accepted and rejected nodes and the sum of their rounds, in tree order, packed
     # into one code per position (round * 4 + 2 * rejected + accepted) and moved to mask rows
-    # through forest.order once (a scatter over every mask is what costs here).
+    # through forest.order once (a scatter over every mask is what costs here); then each later
+    # source overrides the earlier one (verdict, then direct answer) in whole-array passes.
     code = (_range_sum(forest, acc, np.ones(len(acc), dtype=np.int64), n) > 0).astype(np.int64)
     code += 2 * (_range_sum(forest, rej, np.ones(len(rej), dtype=np.int64), n) > 0)
     if node_round is not None:
@@ -326,24 +325,23 @@ def mask_labels(forest: Forest, status: np.ndarray, label_p: np.ndarray, verdict
         code += 4 * _range_sum(forest, dec, node_round[dec].astype(np.int64), n)
     by_row = np.empty(n, dtype=np.int64)
     by_row[forest.order] = code
-    in_acc = (by_row & 1).astype(bool)
-    in_rej = (by_row & 2).astype(bool)
-    final[in_acc] = 1
-    final[in_rej] = 0
-    source[in_acc | in_rej] = 1
-    rnd = np.where(in_acc | in_rej, by_row >> 2, 0)
+    cover = by_row & 3  # 0 none, 1 accepted, 2 rejected, 3 both (rejected wins)
+    final = np.array([-1, 1, 0, 0], dtype=np.int8)[cover]
+    source = (cover > 0).astype(np.int8)
+    rnd = np.where(cover > 0, by_row >> 2, 0)
     if verdict is not None:
         # A cluster is sampled and decided on its members without a verdict, so a verdict
         # stands inside a decided cluster.
         has_v = verdict >= 0
-        final[has_v] = verdict[has_v]
+        final = np.where(has_v, verdict, final).astype(np.int8, copy=False)
         source[has_v] = 2
         if verdict_round is not None:
-            rnd[has_v] = verdict_round[has_v]
-    direct = ~np.isnan(label_p)
-    final[direct] = (label_p[direct] >= 0.5).astype(np.int8)
+            rnd = np.where(has_v, verdict_round, rnd).astype(np.int64, copy=False)
+    p = np.asarray(label_p)
+    direct = ~np.isnan(p)
+    final = np.where(direct, p >= 0.5, final).astype(np.int8, copy=False)
     source[direct] = 3
     if direct_round is not None:
-        rnd[direct] = direct_round[direct]
+        rnd = np.where(direct, direct_round, rnd).astype(np.int64, copy=False)
     rnd[final < 0] = 0
     return final, source, rnd
