@@ -47,16 +47,27 @@ def raw_yes(answers: pd.DataFrame, n: int, kinds: set[str]) -> np.ndarray:
     sel = answers["used"].astype(bool).to_numpy() & np.isin(k, list(kinds))
     rows = answers["mask_row"].to_numpy(np.int64)[sel]
     lab = answers["label"].to_numpy(np.float64)[sel]
-    cnt = np.bincount(rows, minlength=n)
-    yes = np.bincount(rows, weights=lab, minlength=n)
-    has = cnt > 0
-    out[has] = yes[has] / cnt[has]
+    # counted over the rows answered, not bins for every mask (the same sums, added in the same order)
+    asked, inv = np.unique(rows, return_inverse=True)
+    cnt = np.bincount(inv, minlength=len(asked))
+    yes = np.bincount(inv, weights=lab, minlength=len(asked))
+    out[asked] = yes / cnt
+    return out
+
+
+def _asked(answers: pd.DataFrame, n: int, kinds: set[str]) -> np.ndarray:
+    """Per mask row, whether it has a usable answer of the given kinds (where :func:`raw_yes` is not NaN)."""
+    out = np.zeros(n, dtype=bool)
+    if answers is None or len(answers) == 0:
+        return out
+    sel = answers["used"].astype(bool).to_numpy() & np.isin(answer_kinds(answers), list(kinds))
+    out[answers["mask_row"].to_numpy(np.int64)[sel]] = True
     return out
 
 
 def cluster_labels(label_p: np.ndarray, answers: pd.DataFrame) -> np.ndarray:
     """``label_p`` where the mask was asked as a cluster sample or at random, NaN elsewhere."""
-    asked = ~np.isnan(raw_yes(answers, len(label_p), {QuestionKind.CLUSTER.value, QuestionKind.RANDOM.value}))
+    asked = _asked(answers, len(label_p), {QuestionKind.CLUSTER.value, QuestionKind.RANDOM.value})
     return np.where(asked, label_p, np.nan)
 
 

@@ -87,10 +87,11 @@ def aggregate_labels(answers: pd.DataFrame, n: int, *, method: str = "raw",
         return out
     rows = plain["mask_row"].to_numpy(np.int64)
     if method == "raw":
-        cnt = np.bincount(rows, minlength=n)
-        yes = np.bincount(rows, weights=plain["label"].to_numpy(np.float64), minlength=n)
-        has = cnt > 0
-        out[has] = yes[has] / cnt[has]
+        # counted over the rows answered, not bins for every mask (the same sums, in the same order)
+        asked, inv = np.unique(rows, return_inverse=True)
+        cnt = np.bincount(inv, minlength=len(asked))
+        yes = np.bincount(inv, weights=plain["label"].to_numpy(np.float64), minlength=len(asked))
+        out[asked] = yes / cnt
         return out
     from ..quality import make_estimator
 
