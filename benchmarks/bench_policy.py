@@ -188,6 +188,7 @@ def main() -> None:
     ap.add_argument("--generators", nargs="*", default=["modes", "mixed"])
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run: FIRST_SEED .. FIRST_SEED + SEEDS - 1")
     ap.add_argument("--no-sample", action="store_true")
     ap.add_argument("--coverage", action="store_true")
     ap.add_argument("--finish", action="store_true",
@@ -219,7 +220,7 @@ def main() -> None:
             preds, gt, cfg = sample_paths()
             base = init_run(work / "sample", predictions=preds, gt=gt, config_path=cfg, crowd={"kind": "simulated"})
             for p in args.policies:
-                for s in range(args.seeds):
+                for s in range(args.first_seed, args.first_seed + args.seeds):
                     rows.append(("sample", p, run_one(base, work, "sample", p, s, POLICIES[p])))
             fmt(rows)
         for gen in args.generators:
@@ -230,7 +231,7 @@ def main() -> None:
                                 features=src / "features.npy", crowd={"kind": "simulated"})
                 label = f"{gen} {n // 1000}k" if n < 1_000_000 else f"{gen} {n // 1_000_000}M"
                 print(f"# {label}: made and initialised in {time.perf_counter() - t0:.0f} s", flush=True)
-                jobs = [(p, s) for p in args.policies for s in range(args.seeds)]
+                jobs = [(p, s) for p in args.policies for s in range(args.first_seed, args.first_seed + args.seeds)]
                 if args.jobs > 1:
                     from concurrent.futures import ProcessPoolExecutor
 
