@@ -60,6 +60,28 @@ def class_codes(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq, code.reshape(-1)
 
 
+def _accepted_cluster_terms(run: RunDir, status: np.ndarray, decisions: pd.DataFrame, label_p: np.ndarray):
+    """The accepted clusters (node ids), how many of each one's members are not answered
+    directly (``n_c``), and the Beta posterior ``(a, b)`` of its last accept decision's answers."""
+    forest = run.forest
+    cfg = run.config.policy
+    acc_nodes = np.flatnonzero(status == NODE_ACCEPTED)
+    counts = np.zeros(0, dtype=np.int64)
+    a = b = np.zeros(0)
+    if len(acc_nodes):
+        last = decisions[decisions["decision"] == "accept"].drop_duplicates("node_id", keep="last")
+        last = last.set_index("node_id").loc[acc_nodes]
+        has_direct = ~np.isnan(label_p)[forest.order]
+        cd = np.concatenate([[0], np.cumsum(has_direct)])
+        counts = (forest.end[acc_nodes] - forest.start[acc_nodes]) - (cd[forest.end[acc_nodes]]
+                                                                      - cd[forest.start[acc_nodes]])
+        yes = last["yes"].to_numpy(np.float64)
+        n = last["n_labeled"].to_numpy(np.float64)
+        a = cfg.prior_a + yes
+        b = cfg.prior_b + (n - yes)
+    return acc_nodes, counts, a, b
+
+
 def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame, label_p: np.ndarray,
                        final: np.ndarray, *, credible: float = 0.95, seed: int = 0,
                        answers: pd.DataFrame | None = None):
@@ -76,22 +98,8 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
     labels are already posterior probabilities and are used as they are.
     Monte Carlo over (sens, spec) and a normal approximation of the sum over clusters.
     """
-    forest = run.forest
-    cfg = run.config.policy
-    acc_nodes = np.flatnonzero(status == NODE_ACCEPTED)
+    _, counts, a, b = _accepted_cluster_terms(run, status, decisions, label_p)
     direct = ~np.isnan(label_p) & (final == 1)
-    counts = np.zeros(0)
-    a = b = np.zeros(0)
-    if len(acc_nodes):
-        last = decisions[decisions["decision"] == "accept"].drop_duplicates("node_id", keep="last")
-        last = last.set_index("node_id").loc[acc_nodes]
-        has_direct = ~np.isnan(label_p)[forest.order]
-        cd = np.concatenate([[0], np.cumsum(has_direct)])
-        counts = (forest.end[acc_nodes] - forest.start[acc_nodes]) - (cd[forest.end[acc_nodes]] - cd[forest.start[acc_nodes]])
-        yes = last["yes"].to_numpy(np.float64)
-        n = last["n_labeled"].to_numpy(np.float64)
-        a = cfg.prior_a + yes
-        b = cfg.prior_b + (n - yes)
     n_clusters = float(counts.sum())
     n_direct = int(direct.sum())
     total = n_clusters + n_direct
@@ -150,25 +158,10 @@ def precision_estimates_by_class(run: RunDir, status: np.ndarray, decisions: pd.
     A cluster's members are the masks of its class (the trees are built per class).
     Returns ``{class: (mean, lo, hi)}``.
     """
-    forest = run.forest
-    cfg = run.config.policy
     cat = run.masks["category_id"].to_numpy(np.int64)
     classes = [int(c) for c in classes]
-    acc_nodes = np.flatnonzero(status == NODE_ACCEPTED)
-    node_cat = np.asarray(forest.category, dtype=np.int64)[acc_nodes]
-    counts = np.zeros(0, dtype=np.int64)
-    a = b = np.zeros(0)
-    if len(acc_nodes):
-        last = decisions[decisions["decision"] == "accept"].drop_duplicates("node_id", keep="last")
-        last = last.set_index("node_id").loc[acc_nodes]
-        has_direct = ~np.isnan(label_p)[forest.order]
-        cd = np.concatenate([[0], np.cumsum(has_direct)])
-        counts = (forest.end[acc_nodes] - forest.start[acc_nodes]) - (cd[forest.end[acc_nodes]]
-                                                                      - cd[forest.start[acc_nodes]])
-        yes = last["yes"].to_numpy(np.float64)
-        n = last["n_labeled"].to_numpy(np.float64)
-        a = cfg.prior_a + yes
-        b = cfg.prior_b + (n - yes)
+    acc_nodes, counts, a, b = _accepted_cluster_terms(run, status, decisions, label_p)
+    node_cat = np.asarray(run.forest.category, dtype=np.int64)[acc_nodes]
     # per accepted node, the terms summed per class; nodes sorted by class (stable: by node id within)
     mean_t = counts * a / (a + b)
     var_t = counts ** 2 * a * b / ((a + b) ** 2 * (a + b + 1))

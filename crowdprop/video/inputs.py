@@ -240,14 +240,5 @@ def read_gt(path: str | os.PathLike, shape: tuple[int, int, int], n_classes: int
         raise InputError(p, None, "--gt", f"{len(files)} label maps for {t} frames")
     out = np.zeros(shape, np.uint8)
     for i, f in enumerate(files):
-        lab = _read_image(f, "--gt", "L")
-        if lab.ndim != 2:
-            raise InputError(f, f"frame {i}", "--gt", f"expected a 2-d label map, got shape {lab.shape}")
-        if lab.shape != (h, w):
-            raise InputError(f, f"frame {i}", "size", f"{lab.shape[1]}x{lab.shape[0]} px, the frames are {w}x{h}")
-        if lab.max() >= n_classes:
-            v = int(lab.max())
-            raise InputError(f, f"frame {i}", "class", f"pixel value {v} is not a class of {labels_path} "
-                             f"(ids 0 .. {n_classes - 1})")
-        out[i] = lab
+        out[i] = _check_gt(_read_image(f, "--gt", "L"), f, i, (h, w), n_classes, labels_path)
     return out
