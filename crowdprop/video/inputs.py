@@ -102,7 +102,8 @@ class FrameSource:
 
 
 class GtSource:
-    """``--gt`` read lazily, a block of label maps at a time, checked as :func:`read_gt` checks them."""
+    """``--gt`` read lazily, a block of label maps at a time, each checked by :func:`_check_gt`
+    (2-d, the frames' size, pixel values that are classes)."""
 
     def __init__(self, path: str | os.PathLike, n_classes: int, labels_path, frames: int | None):
         self.path = Path(path)
@@ -227,18 +228,3 @@ def check_model_classes(labels_path, names: list[str], model_classes: list[str],
     if len(names) != len(model_classes):
         extra = names[len(model_classes)]
         raise InputError(labels_path, None, "classes", f"class {extra!r} is not one the model {model_path} predicts")
-
-
-def read_gt(path: str | os.PathLike, shape: tuple[int, int, int], n_classes: int, labels_path) -> np.ndarray:
-    """uint8 (T, H, W) class ids from a folder of label maps matching the frames."""
-    p = Path(path)
-    if not p.is_dir():
-        raise InputError(p, None, "--gt", "expected a folder of label maps")
-    files = _image_files(p, "--gt")
-    t, h, w = shape
-    if len(files) != t:
-        raise InputError(p, None, "--gt", f"{len(files)} label maps for {t} frames")
-    out = np.zeros(shape, np.uint8)
-    for i, f in enumerate(files):
-        out[i] = _check_gt(_read_image(f, "--gt", "L"), f, i, (h, w), n_classes, labels_path)
-    return out
