@@ -52,3 +52,14 @@ def tiny_config(tmp_path) -> Path:
                  "superpixel_px = 40\npatch = 8\n[crowd]\nquestions_per_hit = 8\ngolds_per_hit = 1\n"
                  "reward_usd = 0.05\n[simulation]\nworkers = 4\naccuracy = 1.0\naccuracy_spread = 0.0\n")
     return p
+
+
+@pytest.fixture(scope="module")
+def shifted(tiny_clip):
+    """The clip's first frame and it translated by d = (3, 2) px: (a, b, d)."""
+    import cv2
+
+    a = tiny_clip.frames[0]
+    d = (3.0, 2.0)  # b[x] = a[x - d], so a[x] is b[x + d]
+    b = cv2.warpAffine(a, np.float32([[1, 0, d[0]], [0, 1, d[1]]]), a.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
+    return a, b, d

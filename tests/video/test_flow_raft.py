@@ -18,16 +18,6 @@ from crowdprop.video.flow import farneback_flow, load_raft, occlusion, raft_flow
 pytestmark = pytest.mark.detect
 
 
-@pytest.fixture(scope="module")
-def shifted(tiny_clip):
-    import cv2
-
-    a = tiny_clip.frames[0]
-    d = (3.0, 2.0)  # b[x] = a[x - d], so a[x] is b[x + d]
-    b = cv2.warpAffine(a, np.float32([[1, 0, d[0]], [0, 1, d[1]]]), a.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
-    return a, b, d
-
-
 class ConstantFlow(torch.nn.Module):
     """Stands in for RAFT: the flow of a translation by ``d`` (px of the frames it is given)."""
 

@@ -66,16 +66,6 @@ def test_units_uncertainty_and_truth():
     assert truth[0] == 1 and truth[1] == 0
 
 
-@pytest.fixture(scope="module")
-def shifted(tiny_clip):
-    import cv2
-
-    a = tiny_clip.frames[0]
-    d = (3.0, 2.0)  # b[x] = a[x - d], so a[x] is b[x + d]
-    b = cv2.warpAffine(a, np.float32([[1, 0, d[0]], [0, 1, d[1]]]), a.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
-    return a, b, d
-
-
 def test_flow_of_a_known_translation(shifted):
     a, b, d = shifted
     f = dis_flow(a, b)
