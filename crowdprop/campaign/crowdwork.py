@@ -78,11 +78,6 @@ class HitInfo:
     """Assignments of it recorded in committed rounds."""
     expired: bool = False
 
-    @property
-    def questions(self) -> pd.DataFrame:
-        """Its rows of the questions table (made when asked for)."""
-        return self.asked.frame()
-
 
 class CrowdWork:
     """Publishing, polling and settling for :class:`~crowdprop.campaign.loop.Campaign` (a mixin)."""

@@ -1,9 +1,11 @@
 """Settling by arrays (CrowdWork._settle with _Asked and _AnswerColumns) gives what settling
 assignment by assignment gave: the same approvals, rejections, feedback, spend and answers.
 
-``reference_settle`` and ``reference_answer_rows`` below are the code it replaced (a pandas filter of
-the HIT's questions and a row tuple per answer for every assignment), kept as the definition the
-new code is checked against: whole campaigns run with each, and every round table compared.
+``reference_answer_rows`` below is the code it replaced (a row tuple per answer for every
+assignment, from a pandas copy of the HIT's questions), kept as the definition the new code is
+checked against: whole campaigns run with each (``RowByRow`` in place of ``_AnswerColumns``) and
+every round table compared; each HIT's questions and golds as arrays are checked against a
+pandas groupby and filter of the round's questions.
 """
 from __future__ import annotations
 
@@ -14,93 +16,31 @@ import pandas as pd
 import pytest
 
 from conftest import GT_JSON, RESULTS_JSON
-from crowdprop.campaign import ledger
-from crowdprop.campaign.crowdwork import (ANSWER_COLUMNS, ASSIGNMENT_COLUMNS, AUTO_NOTE, SPEND_COLUMNS, HitInfo,
-                                          _AnswerColumns, _Asked)
+from crowdprop.campaign import crowdwork
+from crowdprop.campaign.crowdwork import ANSWER_COLUMNS, _AnswerColumns, _Asked
 from crowdprop.campaign.init import init_run
 from crowdprop.campaign.loop import Campaign
 from crowdprop.campaign.store import RunDir
 from crowdprop.crowd.base import Assignment
 from crowdprop.crowd.factory import simulated_backend
-from crowdprop.money import fmt
-
-log = __import__("logging").getLogger("crowdprop.campaign.crowdwork")
 
 
 # ---------------------------------------------------------------- the code settling replaced
-def reference_settle(self, r: int, infos: dict[str, HitInfo], assignments: list[Assignment]):
-    """Judge, journal and settle every assignment received; the round's assignments, answers
-    and spend tables (late work included, counted in round ``r``)."""
-    run = self.run_dir
-    settled = ledger.journal_settlements(run, r)
-    ass_rows, ans_rows, spend_rows = [], [], []
-    for a in assignments:
-        info = infos.get(a.hit_id)
-        if info is None:
-            continue  # a HIT this directory does not own (never happens: polled ids are infos)
-        q = info.questions
-        gold = q[q["is_gold"].astype(bool)]
-        n_gold_ok = 0
-        if a.flag is None:
-            for qid, lab in zip(gold["question_id"], gold["gold_label"]):
-                if qid in a.answers and bool(a.answers[qid]) == bool(lab):
-                    n_gold_ok += 1
-        reward = a.reward_cents if a.reward_cents is not None else info.reward_cents
-        if reward != info.reward_cents:
-            log.warning("HIT %s: MTurk reports a reward of %s, published with %s; MTurk's figure is recorded",
-                        a.hit_id, fmt(reward), fmt(info.reward_cents))
-        fee = self.fees.assignment_fee_cents(reward, info.assignments)
-        rec = settled.get(a.assignment_id)
-        if rec is None:
-            ok, reason, feedback = self.judge(a, len(gold), n_gold_ok, len(q), self.cfg)
-            rec = {"assignment_id": a.assignment_id, "approve": bool(ok), "judged_ok": bool(ok), "reason": reason,
-                   "feedback": feedback, "reward_cents": int(reward), "fee_cents": int(fee), "by": "crowdprop"}
-            if a.status in ("Approved", "Rejected"):  # MTurk settled it before we did
-                rec.update(approve=a.status == "Approved", by="mturk",
-                           reason=(AUTO_NOTE if a.status == "Approved" else "rejected outside crowdprop")
-                           + ("" if ok else f"; the rules would have rejected it: {reason}"))
-            run.journal_append(r, "settled", rec)
-        final = ledger.final_state(rec)
-        sent = None  # the message the worker gets with our approval or rejection
-        if rec.get("by") != "mturk":
-            approve = bool(rec["approve"])
-            sent = rec.get("feedback") if approve else (rec.get("reason") or "rejected")
-            state = self.backend.settle(a.assignment_id, approve, sent)
-            state = state or ("Approved" if approve else "Rejected")
-            if state != final:
-                note = AUTO_NOTE if state == "Approved" else "rejected on MTurk before crowdprop's approval"
-                log.warning("assignment %s: crowdprop decided to %s it, MTurk holds it %s (%s); recorded as "
-                            "MTurk holds it", a.assignment_id, "approve" if approve else "reject", state, note)
-                run.journal_append(r, "settled", {"assignment_id": a.assignment_id, "final": state, "note": note})
-                rec = {**rec, "final": state, "note": note}
-                final = state
-        approved = final == "Approved"
-        judged_ok = bool(rec.get("judged_ok", rec.get("approve")))
-        reason = rec.get("reason")
-        if rec.get("note") and rec["note"] not in (reason or ""):
-            reason = f"{reason}; {rec['note']}" if reason else rec["note"]
-        by_mturk = rec.get("by") == "mturk" or (rec.get("final") == "Approved" and not rec["approve"])
-        settled_by = "mturk" if by_mturk else "crowdprop"
-        paid_reward = int(rec.get("reward_cents", reward)) if approved else 0
-        paid_fee = int(rec.get("fee_cents", fee)) if approved else 0
-        ass_rows.append((a.assignment_id, a.hit_id, info.token, a.worker_id, r, info.round, len(q), len(gold),
-                         n_gold_ok, float(a.work_seconds), a.flag, approved, judged_ok, settled_by, reason,
-                         sent, paid_reward, paid_fee))
-        if approved:
-            spend_rows.append((r, a.assignment_id, "reward", paid_reward))
-            spend_rows.append((r, a.assignment_id, "fee", paid_fee))
-            spend_rows += self._gold_bonus(r, a, n_gold_ok if judged_ok else 0, infos)
-        usable = judged_ok and a.flag is None
-        ans_rows += reference_answer_rows(r, a, q, usable)
-    ass_df = pd.DataFrame(ass_rows, columns=ASSIGNMENT_COLUMNS)
-    for c in ("flag", "reason", "feedback"):
-        ass_df[c] = ass_df[c].astype(object)
-    ans_df = pd.DataFrame(ans_rows, columns=ANSWER_COLUMNS)
-    ans_df["label"] = ans_df["label"].astype(np.int8)
-    spend_df = pd.DataFrame(spend_rows, columns=SPEND_COLUMNS)
-    spend_df["cents"] = spend_df["cents"].astype(np.int64)
-    return ass_df, ans_df, spend_df
+class RowByRow:
+    """The answers table as settling built it before: a row tuple per answer, assignment by
+    assignment, from a pandas copy of the HIT's questions (stands in for ``_AnswerColumns``)."""
 
+    def __init__(self, r: int):
+        self.r = r
+        self.rows: list[tuple] = []
+
+    def add(self, a: Assignment, hq: _Asked, usable: bool) -> None:
+        self.rows += reference_answer_rows(self.r, a, hq.frame(), usable)
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows, columns=ANSWER_COLUMNS)
+        df["label"] = df["label"].astype(np.int8)
+        return df
 
 
 def reference_answer_rows(r: int, a: Assignment, q: pd.DataFrame, usable: bool) -> list[tuple]:
@@ -138,7 +78,7 @@ def _campaign(base: RunDir, dest, monkeypatch, reference: bool) -> RunDir:
     rd = RunDir(shutil.copytree(base.path, dest))
     with monkeypatch.context() as m:
         if reference:
-            m.setattr(Campaign, "_settle", reference_settle)
+            m.setattr(crowdwork, "_AnswerColumns", RowByRow)
         Campaign(rd, simulated_backend(rd), progress=False).run(max_rounds=4)
     return RunDir(rd.path)
 
