@@ -38,21 +38,27 @@ def answer_kinds(answers: pd.DataFrame) -> np.ndarray:
     return np.where(answers["is_gold"].astype(bool), QuestionKind.GOLD.value, QuestionKind.CLUSTER.value)
 
 
-def raw_yes(answers: pd.DataFrame, n: int, kinds: set[str]) -> np.ndarray:
-    """Per mask row, the share of usable answers of the given kinds saying correct (NaN: none)."""
+def share_per_row(rows: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Per mask row (``n`` of them), the mean of ``labels`` over its entries in ``rows`` (NaN: none).
+    Counted over the rows answered, not bins for every mask (the same sums, added in the same order)."""
     out = np.full(n, np.nan)
-    if answers is None or len(answers) == 0:
-        return out
-    k = answer_kinds(answers)
-    sel = answers["used"].astype(bool).to_numpy() & np.isin(k, list(kinds))
-    rows = answers["mask_row"].to_numpy(np.int64)[sel]
-    lab = answers["label"].to_numpy(np.float64)[sel]
-    # counted over the rows answered, not bins for every mask (the same sums, added in the same order)
     asked, inv = np.unique(rows, return_inverse=True)
     cnt = np.bincount(inv, minlength=len(asked))
-    yes = np.bincount(inv, weights=lab, minlength=len(asked))
+    yes = np.bincount(inv, weights=np.asarray(labels, dtype=np.float64), minlength=len(asked))
     out[asked] = yes / cnt
     return out
+
+
+def _usable_of_kinds(answers: pd.DataFrame, kinds: set[str]) -> np.ndarray:
+    return answers["used"].astype(bool).to_numpy() & np.isin(answer_kinds(answers), list(kinds))
+
+
+def raw_yes(answers: pd.DataFrame, n: int, kinds: set[str]) -> np.ndarray:
+    """Per mask row, the share of usable answers of the given kinds saying correct (NaN: none)."""
+    if answers is None or len(answers) == 0:
+        return np.full(n, np.nan)
+    sel = _usable_of_kinds(answers, kinds)
+    return share_per_row(answers["mask_row"].to_numpy(np.int64)[sel], answers["label"].to_numpy(np.float64)[sel], n)
 
 
 def _asked(answers: pd.DataFrame, n: int, kinds: set[str]) -> np.ndarray:
@@ -60,8 +66,7 @@ def _asked(answers: pd.DataFrame, n: int, kinds: set[str]) -> np.ndarray:
     out = np.zeros(n, dtype=bool)
     if answers is None or len(answers) == 0:
         return out
-    sel = answers["used"].astype(bool).to_numpy() & np.isin(answer_kinds(answers), list(kinds))
-    out[answers["mask_row"].to_numpy(np.int64)[sel]] = True
+    out[answers["mask_row"].to_numpy(np.int64)[_usable_of_kinds(answers, kinds)]] = True
     return out
 
 

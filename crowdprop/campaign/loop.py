@@ -27,7 +27,7 @@ from ..hits.batching import make_hits
 from ..policy.controller import (apply_decisions, apply_split, decide, initial_status, mask_labels, mask_status,
                                  node_mean, plan_round, predicted_quality)
 from ..schema import KIND_NODE, NODE_ACCEPTED, NODE_OPEN, Decision, QuestionKind
-from .evidence import CONTROL_COLUMNS, VERDICT_COLUMNS, answer_kinds
+from .evidence import CONTROL_COLUMNS, VERDICT_COLUMNS, answer_kinds, share_per_row
 from . import ledger
 from .crowdwork import ANSWER_COLUMNS, ASSIGNMENT_COLUMNS, HIT_COLUMNS, HITS_DONE_COLUMNS, SPEND_COLUMNS, CrowdWork  # noqa: F401
 from . import roundplan as rp
@@ -85,14 +85,8 @@ def aggregate_labels(answers: pd.DataFrame, n: int, *, method: str = "raw",
     plain = usable[~usable["is_gold"].astype(bool)]
     if len(plain) == 0:
         return out
-    rows = plain["mask_row"].to_numpy(np.int64)
     if method == "raw":
-        # counted over the rows answered, not bins for every mask (the same sums, in the same order)
-        asked, inv = np.unique(rows, return_inverse=True)
-        cnt = np.bincount(inv, minlength=len(asked))
-        yes = np.bincount(inv, weights=plain["label"].to_numpy(np.float64), minlength=len(asked))
-        out[asked] = yes / cnt
-        return out
+        return share_per_row(plain["mask_row"].to_numpy(np.int64), plain["label"].to_numpy(np.float64), n)
     from ..quality import make_estimator
 
     data = pd.DataFrame({"task": usable["mask_row"].to_numpy(np.int64), "worker": usable["worker_id"].astype(str),
@@ -104,7 +98,7 @@ def aggregate_labels(answers: pd.DataFrame, n: int, *, method: str = "raw",
         gold = gold[gold["task"].isin(data["task"])]
     est = make_estimator(method).fit(data, gold=gold if gold is not None and len(gold) else None)
     probas = est.probas_
-    asked = np.unique(rows)
+    asked = np.unique(plain["mask_row"].to_numpy(np.int64))
     out[asked] = probas.reindex(asked).to_numpy(np.float64)
     return out
 
