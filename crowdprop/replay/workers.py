@@ -142,14 +142,13 @@ class WorkerPool:
 
     def answer(self, worker: int, question_key: str, truth: bool) -> bool:
         """One worker's yes/no to one question whose true answer is ``truth``."""
-        rng = rng_for("answer", self.seed, self.worker_ids[worker], question_key)
-        if self.kind[worker] == "spammer":
-            return bool(rng.random() < 0.5)
-        correct = rng.random() < self.accuracy[worker]
-        return bool(truth if correct else not truth)
+        return self.answers(worker, [question_key], [truth])[0]
 
     def answers(self, worker: int, question_keys: list[str], truth) -> list[bool]:
-        """:meth:`answer` for many questions of one worker at once (the same answers)."""
+        """One worker's yes/no to each question (``truth``: their true answers), from the first
+        draw of ``rng_for("answer", seed, worker id, key)`` per question: a spammer says yes under
+        0.5, another worker is right under their accuracy. The draws are made for all the
+        questions at once (:func:`first_random`)."""
         if not question_keys:
             return []
         wid = self.worker_ids[worker]

@@ -1,10 +1,10 @@
 """The simulated crowd answers a HIT's questions at once, with the same answers as one by one.
 
-Every simulated answer is ``pool.answer(worker, key, truth)``: the first draw of a generator
-seeded by a hash of (seed, worker, question key). ``WorkerPool.answers`` computes those draws
-for many keys without building a generator each (``first_random``); replays must give the
-answers, and so the numbers, they gave before, so it is checked against ``default_rng`` bit for
-bit and against ``pool.answer`` for every kind of worker.
+Every simulated answer is the first draw of a generator seeded by a hash of (seed, worker,
+question key): ``reference_answer`` below, the code ``WorkerPool.answer`` was. ``WorkerPool.answers``
+(which ``answer`` now calls) computes those draws for many keys without building a generator each
+(``first_random``); replays must give the answers, and so the numbers, they gave before, so it is
+checked against ``default_rng`` bit for bit and against ``reference_answer`` for every kind of worker.
 """
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ import numpy as np
 from crowdprop.config import SimulationSection
 from crowdprop.crowd.base import HitRequest, Question, content_key
 from crowdprop.crowd.simulated import SimulatedCrowd
-from crowdprop.replay.workers import WorkerPool, _key_seed, first_random
+from crowdprop.replay.workers import WorkerPool, _key_seed, first_random, rng_for
+
+
+def reference_answer(pool: WorkerPool, worker: int, key: str, truth: bool) -> bool:
+    """One answer as the simulated workers gave it before answers were drawn in batches."""
+    rng = rng_for("answer", pool.seed, pool.worker_ids[worker], key)
+    if pool.kind[worker] == "spammer":
+        return bool(rng.random() < 0.5)
+    return bool(truth if rng.random() < pool.accuracy[worker] else not truth)
 
 
 def test_first_random_is_default_rngs_first_draw_bit_for_bit():
@@ -35,7 +43,7 @@ def _pool() -> WorkerPool:
     return WorkerPool.build(cfg, seed=11)
 
 
-def test_answers_are_pool_answer_for_every_kind_of_worker():
+def test_answers_are_the_reference_answers_for_every_kind_of_worker():
     pool = _pool()
     assert {"ordinary", "spammer", "sloppy"} <= set(pool.kind)
     rs = np.random.default_rng(3)
@@ -44,7 +52,9 @@ def test_answers_are_pool_answer_for_every_kind_of_worker():
     n_yes = 0
     for w in range(len(pool)):
         got = pool.answers(w, keys, truth)
-        assert got == [pool.answer(w, k, bool(t)) for k, t in zip(keys, truth)]
+        want = [reference_answer(pool, w, k, bool(t)) for k, t in zip(keys, truth)]
+        assert got == want
+        assert [pool.answer(w, k, bool(t)) for k, t in zip(keys[:5], truth[:5])] == want[:5]
         assert all(type(x) is bool for x in got)
         n_yes += sum(got)
     assert 0 < n_yes < len(pool) * len(keys)
@@ -63,5 +73,5 @@ def test_a_simulated_hit_gets_the_answers_it_got_question_by_question():
     for a in got:
         w = pool.index(a.worker_id)
         assert list(a.answers) == [q.question_id for q in qs]  # in the HIT's order
-        assert a.answers == {q.question_id: pool.answer(w, f"{key}:{q.question_id}", bool(truth[q.mask_row]))
-                             for q in qs}
+        assert a.answers == {q.question_id: reference_answer(pool, w, f"{key}:{q.question_id}",
+                                                             bool(truth[q.mask_row])) for q in qs}
