@@ -100,41 +100,58 @@ def precision_estimate(run: RunDir, status: np.ndarray, decisions: pd.DataFrame,
     """
     _, counts, a, b = _accepted_cluster_terms(run, status, decisions, label_p)
     direct = ~np.isnan(label_p) & (final == 1)
-    n_clusters = float(counts.sum())
     n_direct = int(direct.sum())
+    raw = run.config.quality.aggregation in ("raw", "mv")
+    noise = crowd_noise(answers, run.golds) if raw and answers is not None else None
+    y = None
+    if n_direct and noise is not None:
+        assert answers is not None
+        kinds = answer_kinds(answers)
+        plain = answers[answers["used"].astype(bool) & ~np.isin(kinds, [QuestionKind.GOLD.value,
+                                                                         QuestionKind.AUDIT.value])]
+        # the yes-rate of the masks in scope (label_p is NaN outside it, e.g. other classes)
+        plain = plain[~np.isnan(label_p[plain["mask_row"].to_numpy(np.int64)])]
+        y = float(plain["label"].mean()) if len(plain) else 0.5
+    p = label_p[direct]
+    return _precision_draws(np.random.default_rng([seed, 99]), noise,
+                            mu=float((counts * a / (a + b)).sum()),
+                            var=float((counts ** 2 * a * b / ((a + b) ** 2 * (a + b + 1))).sum()),
+                            n_clusters=float(counts.sum()), n_direct=n_direct, yes_rate=y,
+                            p_sum=p.sum(), p_var=(p * (1 - p)).sum(), credible=credible)
+
+
+def _precision_draws(rng: np.random.Generator, noise, *, mu: float, var: float, n_clusters: float, n_direct: int,
+                     yes_rate: float | None, p_sum: float, p_var: float, credible: float,
+                     draws: int = 4000) -> tuple[float, float, float]:
+    """The Monte Carlo of :func:`precision_estimate`: (mean, lo, hi) of the accepted masks'
+    precision from accepted clusters (``mu``, ``var``: mean and variance of ``sum_c n_c phi_c``
+    over ``n_clusters`` masks) and ``n_direct`` masks accepted on their own answers. With
+    ``noise`` (Beta parameters of the crowd's sensitivity and specificity; raw answers) worker
+    error is removed per draw and a direct accept is correct with the positive predictive value
+    of an answer at ``yes_rate``; without it the labels are probabilities (``p_sum``, ``p_var``:
+    their sum and sum of ``p (1 - p)``). NaN when there is nothing accepted."""
     total = n_clusters + n_direct
     if total == 0:
         return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng([seed, 99])
-    S = 4000
-    raw = run.config.quality.aggregation in ("raw", "mv")
-    if raw and answers is not None:
-        s_a, s_b, p_a, p_b = crowd_noise(answers, run.golds)
-        sens = rng.beta(s_a, s_b, S)
-        spec = rng.beta(p_a, p_b, S)
+    S = draws
+    if noise is not None:
+        sens = rng.beta(noise[0], noise[1], S)
+        spec = rng.beta(noise[2], noise[3], S)
     else:
         sens = spec = np.ones(S)
     youden = np.maximum(sens + spec - 1.0, 1e-3)
     # clusters: sum_c n_c phi_c ~ Normal, then the noise correction per draw
-    mu = float((counts * a / (a + b)).sum())
-    var = float((counts ** 2 * a * b / ((a + b) ** 2 * (a + b + 1))).sum())
     phi_sum = rng.normal(mu, np.sqrt(var), S) if var > 0 else np.full(S, mu)
     theta_sum = np.clip((phi_sum - (1.0 - spec) * n_clusters) / youden, 0.0, n_clusters)
     # direct answers
     if n_direct:
-        if raw and answers is not None:
-            kinds = answer_kinds(answers)
-            plain = answers[answers["used"].astype(bool) & ~np.isin(kinds, [QuestionKind.GOLD.value,
-                                                                             QuestionKind.AUDIT.value])]
-            # the yes-rate of the masks in scope (label_p is NaN outside it, e.g. other classes)
-            plain = plain[~np.isnan(label_p[plain["mask_row"].to_numpy(np.int64)])]
-            y = float(plain["label"].mean()) if len(plain) else 0.5
-            pi = np.clip((y - (1.0 - spec)) / youden, 0.01, 0.99)
+        if noise is not None:
+            assert yes_rate is not None  # given with noise whenever there are direct accepts
+            pi = np.clip((yes_rate - (1.0 - spec)) / youden, 0.01, 0.99)
             ppv = sens * pi / (sens * pi + (1.0 - spec) * (1.0 - pi))
             direct_sum = rng.binomial(n_direct, ppv).astype(np.float64)
         else:
-            p = label_p[direct]
-            direct_sum = rng.normal(p.sum(), np.sqrt((p * (1 - p)).sum()), S)
+            direct_sum = rng.normal(p_sum, np.sqrt(p_var), S)
     else:
         direct_sum = np.zeros(S)
     prec = np.clip((theta_sum + direct_sum) / total, 0.0, 1.0)
@@ -192,43 +209,18 @@ def precision_estimates_by_class(run: RunDir, status: np.ndarray, decisions: pd.
         plain_yes = pd.Series(labels.astype(np.float64)).groupby(pc.to_numpy()).sum()
     p_direct = label_p[direct_rows]
     p_var = p_direct * (1 - p_direct)
-    S = 4000
-    tail = (1 - credible) / 2
     out: dict[int, tuple[float, float, float]] = {}
     for i, c in enumerate(classes):
-        cnt = counts[n_lo[i]:n_hi[i]]
-        n_clusters = float(cnt.sum())
         n_direct = int(d_hi[i] - d_lo[i])
-        total = n_clusters + n_direct
-        if total == 0:
-            out[c] = (float("nan"), float("nan"), float("nan"))
-            continue
-        rng = np.random.default_rng([seed, 99])
-        if noise is not None:
-            sens = rng.beta(noise[0], noise[1], S)
-            spec = rng.beta(noise[2], noise[3], S)
-        else:
-            sens = spec = np.ones(S)
-        youden = np.maximum(sens + spec - 1.0, 1e-3)
-        mu = float(mean_t[n_lo[i]:n_hi[i]].sum())
-        var = float(var_t[n_lo[i]:n_hi[i]].sum())
-        phi_sum = rng.normal(mu, np.sqrt(var), S) if var > 0 else np.full(S, mu)
-        theta_sum = np.clip((phi_sum - (1.0 - spec) * n_clusters) / youden, 0.0, n_clusters)
-        if n_direct:
-            if noise is not None:
-                m = int(plain_n.get(c, 0))
-                y = float(plain_yes.get(c, 0.0) / m) if m else 0.5
-                pi = np.clip((y - (1.0 - spec)) / youden, 0.01, 0.99)
-                ppv = sens * pi / (sens * pi + (1.0 - spec) * (1.0 - pi))
-                direct_sum = rng.binomial(n_direct, ppv).astype(np.float64)
-            else:
-                p_sum = p_direct[d_lo[i]:d_hi[i]].sum()
-                direct_sum = rng.normal(p_sum, np.sqrt(p_var[d_lo[i]:d_hi[i]].sum()), S)
-        else:
-            direct_sum = np.zeros(S)
-        prec = np.clip((theta_sum + direct_sum) / total, 0.0, 1.0)
-        lo, hi = np.quantile(prec, [tail, 1 - tail])
-        out[c] = (float(prec.mean()), float(lo), float(hi))
+        y = None
+        if noise is not None and n_direct:
+            m = int(plain_n.get(c, 0))
+            y = float(plain_yes.get(c, 0.0) / m) if m else 0.5
+        out[c] = _precision_draws(np.random.default_rng([seed, 99]), noise,
+                                  mu=float(mean_t[n_lo[i]:n_hi[i]].sum()), var=float(var_t[n_lo[i]:n_hi[i]].sum()),
+                                  n_clusters=float(counts[n_lo[i]:n_hi[i]].sum()), n_direct=n_direct, yes_rate=y,
+                                  p_sum=p_direct[d_lo[i]:d_hi[i]].sum(), p_var=p_var[d_lo[i]:d_hi[i]].sum(),
+                                  credible=credible)
     return out
 
 
