@@ -44,7 +44,7 @@ from ..campaign.loop import load_state
 from ..campaign.store import RunDir
 from ..io import atomic_write_text
 from . import figures
-from .summary import class_codes, compute_report, precision_estimates_by_class
+from .summary import class_codes, compute_report, labels_by_class, precision_estimates_by_class
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ def class_table(run: RunDir, *, status: np.ndarray, label_p: np.ndarray, final: 
     # precision_estimates_by_class (the same numbers as a precision_estimate call per class)
     uniq, code = class_codes(cat)
     k = len(uniq)
-    lab = np.where(final == 1, 0, np.where(final == 0, 1, 2))
-    by_label = np.bincount(code * 3 + lab, minlength=3 * k).reshape(k, 3)
+    by_label = labels_by_class(code, k, final)
     acc_all = final == 1
     if replay:
         n_correct = np.bincount(code[acc_all], weights=correct[acc_all].astype(np.float64), minlength=k)

@@ -60,6 +60,12 @@ def class_codes(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq, code.reshape(-1)
 
 
+def labels_by_class(code: np.ndarray, k: int, final: np.ndarray) -> np.ndarray:
+    """``(k, 3)`` counts per class code (:func:`class_codes`): accepted, rejected, open masks."""
+    lab = np.where(final == 1, 0, np.where(final == 0, 1, 2))
+    return np.bincount(code * 3 + lab, minlength=3 * k).reshape(k, 3)
+
+
 def _accepted_cluster_terms(run: RunDir, status: np.ndarray, decisions: pd.DataFrame, label_p: np.ndarray):
     """The accepted clusters (node ids), how many of each one's members are not answered
     directly (``n_c``), and the Beta posterior ``(a, b)`` of its last accept decision's answers."""
@@ -366,8 +372,7 @@ def _sources_and_classes(run: RunDir, final, source, ok, noise, correct, seed: i
     # class's draws come from its own generator as before, so the figures are the same
     uniq, code = class_codes(cats)
     k = len(uniq)
-    lab = np.where(final == 1, 0, np.where(final == 0, 1, 2))
-    by_label = np.bincount(code * 3 + lab, minlength=3 * k).reshape(k, 3)
+    by_label = labels_by_class(code, k, final)
     stats = audit_stats_by_group(final, source, ok, code, k)
     if correct is not None:
         acc_mask = final == 1
