@@ -198,6 +198,11 @@ def main() -> None:
                          "questions as POLICY did in its whole campaign (same seed)")
     ap.add_argument("--policies", nargs="*", default=list(POLICIES))
     ap.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
+    ap.add_argument("--save", metavar="FILE",
+                    help="append each finished run to FILE (one JSON line: data set, policy, figures) as it ends, "
+                         "so a long benchmark stopped midway keeps what it ran")
+    ap.add_argument("--load", metavar="FILE", nargs="+",
+                    help="print the tables from runs saved with --save (one or more files) instead of running")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=POLICY:KEY=VALUE,...",
                     help="a policy with [policy] keys changed, e.g. "
                          "'lenient=target:verifier_reject=0.3,verifier_margin=0.0'; name it in --policies")
@@ -213,15 +218,26 @@ def main() -> None:
             except ValueError:
                 spec[k] = val
         POLICIES[name] = spec
+    if args.load:
+        rows = [tuple(json.loads(line)) for f in args.load for line in Path(f).read_text().splitlines() if line]
+        tables(rows, args)
+        return
     work = Path(tempfile.mkdtemp(prefix="crowdprop-bench-policy-"))
     rows = []
+
+    def done(label: str, pname: str, t: dict) -> None:
+        rows.append((label, pname, t))
+        if args.save:
+            with open(args.save, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps([label, pname, t], default=float) + "\n")
+
     try:
         if not args.no_sample:
             preds, gt, cfg = sample_paths()
             base = init_run(work / "sample", predictions=preds, gt=gt, config_path=cfg, crowd={"kind": "simulated"})
             for p in args.policies:
                 for s in range(args.first_seed, args.first_seed + args.seeds):
-                    rows.append(("sample", p, run_one(base, work, "sample", p, s, POLICIES[p])))
+                    done("sample", p, run_one(base, work, "sample", p, s, POLICIES[p]))
             fmt(rows)
         for gen in args.generators:
             for n in args.sizes:
@@ -238,26 +254,30 @@ def main() -> None:
                     with ProcessPoolExecutor(args.jobs) as ex:
                         futs = [ex.submit(run_one, base.path, work, label, p, s, POLICIES[p]) for p, s in jobs]
                         for (p, s), fut in zip(jobs, futs):
-                            rows.append((label, p, fut.result()))
+                            done(label, p, fut.result())
                             print(f"#   {p} seed {s}: {rows[-1][2]['wall']:.0f} s", flush=True)
                 else:
                     for p, s in jobs:
-                        rows.append((label, p, run_one(base, work, label, p, s, POLICIES[p])))
+                        done(label, p, run_one(base, work, label, p, s, POLICIES[p]))
                         print(f"#   {p} seed {s}: {rows[-1][2]['wall']:.0f} s", flush=True)
                 shutil.rmtree(base.path)
-        print()
-        fmt(rows)
-        if args.coverage:
-            print()
-            coverage(rows)
-        if args.finish:
-            print()
-            finish_table(rows)
-        if args.at_budget_of:
-            print()
-            budget_table(rows, args.at_budget_of)
+        tables(rows, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def tables(rows, args) -> None:
+    print()
+    fmt(rows)
+    if args.coverage:
+        print()
+        coverage(rows)
+    if args.finish:
+        print()
+        finish_table(rows)
+    if args.at_budget_of:
+        print()
+        budget_table(rows, args.at_budget_of)
 
 
 if __name__ == "__main__":
