@@ -106,20 +106,3 @@ def test_target_resume_after_a_kill_gives_the_same_verdicts_and_audits(mixed, tm
         a, b = ref.read_rounds(name), rd2.read_rounds(name)
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False)
     assert len(ref.read_rounds("verdicts")) > 0
-
-
-def test_a_rounds_active_questions_grow_with_the_verifiers_answers(mixed, tmp_path):
-    """Active questions are at most max(50, the answers the verifier was fitted on) a round. With
-    clusters of up to 120 masks checked mask by mask, round 2's pool holds far more masks than
-    round 1's answers: the cap is what sets its size, and later rounds stay under it."""
-    rd = _run(tmp_path, mixed, "target", min_cluster_size=120)
-    Campaign(rd, simulated_backend(rd), progress=False).run()
-    c = rd.read_rounds("controls").set_index("round")
-    q = rd.read_rounds("questions")
-    active = q[q["kind"] == "active"].groupby("round").size().reindex(c.index, fill_value=0)
-    cap = np.maximum(50, c["verifier_train"].to_numpy())
-    fitted = c["verifier_fitted"].to_numpy()
-    assert fitted.sum() >= 3
-    assert (active.to_numpy()[fitted] <= cap[fitted]).all()
-    first = int(np.flatnonzero(fitted)[0])
-    assert active.iloc[first] == cap[first] > 100
