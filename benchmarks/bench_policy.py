@@ -3,6 +3,8 @@
     python benchmarks/bench_policy.py                       # sample, 10k and 100k of both generators
     python benchmarks/bench_policy.py --sizes 10000 --seeds 20 --coverage --jobs 3
     python benchmarks/bench_policy.py --sizes 1000000 --generators modes --seeds 1
+    python benchmarks/bench_policy.py --sizes 1000000 --seeds 1 --save runs.jsonl   # each run kept as it ends
+    python benchmarks/bench_policy.py --load runs.jsonl --finish                     # the tables from saved runs
 
 Every policy runs on a copy of one initialised run directory per data set (trees do not
 depend on the policy), same seeds, simulated workers 95 % accurate, in process. Columns:
@@ -222,6 +224,7 @@ def main() -> None:
         rows = [tuple(json.loads(line)) for f in args.load for line in Path(f).read_text().splitlines() if line]
         tables(rows, args)
         return
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     work = Path(tempfile.mkdtemp(prefix="crowdprop-bench-policy-"))
     rows = []
 
@@ -236,7 +239,7 @@ def main() -> None:
             preds, gt, cfg = sample_paths()
             base = init_run(work / "sample", predictions=preds, gt=gt, config_path=cfg, crowd={"kind": "simulated"})
             for p in args.policies:
-                for s in range(args.first_seed, args.first_seed + args.seeds):
+                for s in seeds:
                     done("sample", p, run_one(base, work, "sample", p, s, POLICIES[p]))
             fmt(rows)
         for gen in args.generators:
@@ -247,7 +250,7 @@ def main() -> None:
                                 features=src / "features.npy", crowd={"kind": "simulated"})
                 label = f"{gen} {n // 1000}k" if n < 1_000_000 else f"{gen} {n // 1_000_000}M"
                 print(f"# {label}: made and initialised in {time.perf_counter() - t0:.0f} s", flush=True)
-                jobs = [(p, s) for p in args.policies for s in range(args.first_seed, args.first_seed + args.seeds)]
+                jobs = [(p, s) for p in args.policies for s in seeds]
                 if args.jobs > 1:
                     from concurrent.futures import ProcessPoolExecutor
 
