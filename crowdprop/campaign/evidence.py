@@ -38,6 +38,16 @@ def answer_kinds(answers: pd.DataFrame) -> np.ndarray:
     return np.where(answers["is_gold"].astype(bool), QuestionKind.GOLD.value, QuestionKind.CLUSTER.value)
 
 
+def own_answers(answers: pd.DataFrame | None) -> int:
+    """Usable answers to the verifier's own questions (active and random): what it has learned
+    from single masks it chose, not from cluster samples."""
+    if answers is None or len(answers) == 0:
+        return 0
+    k = answer_kinds(answers)
+    used = answers["used"].astype(bool).to_numpy()
+    return int((used & np.isin(k, [QuestionKind.ACTIVE.value, QuestionKind.RANDOM.value])).sum())
+
+
 def share_per_row(rows: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Per mask row (``n`` of them), the mean of ``labels`` over its entries in ``rows`` (NaN: none).
     Counted over the rows answered, not bins for every mask (the same sums, added in the same order)."""

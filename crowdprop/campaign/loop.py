@@ -133,6 +133,11 @@ CLASS_MIN_AUDITS = 10
 """Audits of a class's accepted masks before the controller acts on that class's estimate."""
 NO_CANDIDATES = "no candidates left"
 """Stop reason of a campaign whose tree has nothing left worth asking about (recorded in campaign.json)."""
+NO_PROGRESS = "no progress: a round would ask nothing and decide nothing"
+"""Stop reason of a campaign whose next round would ask no question, split nothing for free,
+settle no mask and only wait: the round after it would be the same (recorded in campaign.json)."""
+STOP_REASONS = (NO_CANDIDATES, NO_PROGRESS)
+"""Stop reasons that end a campaign with masks still open (``status`` calls it finished)."""
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
@@ -282,7 +287,7 @@ class Campaign(CrowdWork):
                 outcome = self.run_round(r, state, settle_only=past)
                 if outcome is not None:
                     reason = outcome
-                    if outcome == NO_CANDIDATES:
+                    if outcome in STOP_REASONS:
                         # Recorded so that status can say the campaign is over with masks still open.
                         data = dict(self.run_dir.campaign)
                         data["stopped"] = {"reason": outcome, "after_round": r - 1}
@@ -353,11 +358,27 @@ class Campaign(CrowdWork):
         n_asked = sum(len(v) for v in asks.values())
         if not plan.nodes and n_asked == 0:  # free splits alone are not recorded: a later run plans them again
             return RoundPlanned(plan, None, [], stop=NO_CANDIDATES)
+        if n_asked == 0 and not plan.free_splits and len(extra["verdicts"]) == 0 \
+                and self._only_waits(r, state, RoundPlanned(plan, None, [], extra=extra)):
+            return RoundPlanned(plan, None, [], stop=NO_PROGRESS)
         gold_used = dict(state.gold_used)
         questions, hits = make_hits(asks, round_=r, campaign_id=self.campaign_id,
                                     campaign_name=cfg.campaign.name, cfg=cfg.crowd, gold_pool=run.golds,
                                     gold_used=gold_used, rng=rng)
         return RoundPlanned(plan, questions, hits, extra=extra)
+
+    def _only_waits(self, r: int, state: CampaignState, planned: RoundPlanned) -> bool:
+        """Whether a round that asks nothing would only decide "wait" (then nothing changes, and
+        every later round would be the same one again)."""
+        answers = state.answers.iloc[:0] if len(state.answers) else _empty(ANSWER_COLUMNS)
+        out = self._decide(r, state, planned, answers, quiet=True)
+        if not (out["decisions"]["decision"] == Decision.WAIT.value).all() or len(out.get("verdicts", ())):
+            return False
+        if "controls" in out:  # the audits' controls would change the next round
+            now, nxt = planned.extra["controls"].iloc[0], out["controls"].iloc[0]
+            return bool(now["verifier_threshold"] == nxt["verifier_threshold"]
+                        and now["risk_tolerance"] == nxt["risk_tolerance"])
+        return True
 
     def _plan_audits(self, r: int, state: CampaignState) -> pd.DataFrame:
         """Audits of the masks decided in round ``r - 1`` without a direct answer (every policy)."""
@@ -407,7 +428,7 @@ class Campaign(CrowdWork):
     def _plan_target(self, r: int, state: CampaignState, status: np.ndarray, rng: np.random.Generator):
         from ..policy.target import TargetContext, decided_history, plan_target, settled_mask
         from ..policy.verifier import active_questions
-        from .evidence import noise_means
+        from .evidence import noise_means, own_answers
 
         pc = self.cfg.policy
         thr, tol = self._controls(state)
@@ -417,7 +438,7 @@ class Campaign(CrowdWork):
         sens, spec = noise_means(state.noise)
         verdict = state.verdict.copy()
         verdicts = _empty(VERDICT_COLUMNS)
-        if fitted:
+        if fitted and own_answers(state.answers) >= pc.verifier_settle_after:
             # Settle masks one by one: open masks without an answer or verdict, anywhere or (scope
             # "small") in small open clusters after this round's free splits.
             if pc.verifier_scope == "all":
@@ -463,8 +484,9 @@ class Campaign(CrowdWork):
         return plan, {"verdicts": verdicts, "controls": controls}
 
     def _decide(self, r: int, state: CampaignState, planned: RoundPlanned,
-                ans_df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        """Labels with this round's answers, then the decisions: the tables the round commits."""
+                ans_df: pd.DataFrame, *, quiet: bool = False) -> dict[str, pd.DataFrame]:
+        """Labels with this round's answers, then the decisions: the tables the round commits.
+        ``quiet``: a probe (:meth:`_only_waits`), which logs nothing."""
         cfg = self.cfg
         run = self.run_dir
         plan = planned.plan
@@ -491,8 +513,9 @@ class Campaign(CrowdWork):
             ctx = TargetContext(sens, spec, decided_history(self.forest, state.decisions),
                                 verdict_arrays(verdicts, self.n)[0], bool(ctl["verifier_fitted"]),
                                 float(ctl["risk_tolerance"]), slack)
+            asked = np.array([len(plan.asks.get(int(x), ())) > 0 for x in nodes], dtype=bool)
             dec = decide_target(self.forest, nodes, label_p, cluster_labels(label_p, answers_all), ctx, cfg.policy,
-                                node_quality)
+                                node_quality, asked)
         else:
             dec = decide(self.forest, nodes, label_p, cfg.policy, node_quality)
         free_nodes = np.array(plan.free_splits, dtype=np.int64)
@@ -508,10 +531,11 @@ class Campaign(CrowdWork):
         decisions = decisions[DECISION_COLUMNS]
         out = {"decisions": decisions}
         if cfg.policy.name == "target":
-            out.update(self._audit_controls(r, state, planned, answers_all, label_p, decisions, noise))
+            out.update(self._audit_controls(r, state, planned, answers_all, label_p, decisions, noise, quiet))
         return out
 
-    def _audit_controls(self, r, state, planned, answers_all, label_p, decisions, noise) -> dict[str, pd.DataFrame]:
+    def _audit_controls(self, r, state, planned, answers_all, label_p, decisions, noise,
+                        quiet: bool = False) -> dict[str, pd.DataFrame]:
         """Act on audits: when a source's audited lower bound falls under the target, raise the
         verifier's threshold (withdrawing its accepts under the new one) or halve the cluster
         risk tolerance and re-open the accepted clusters that no longer pass with their audits;
@@ -616,7 +640,7 @@ class Campaign(CrowdWork):
             back = reopen_failing(left[self.forest.category[left] == c], max(tol / 2.0, pc.risk_tolerance / 8.0))
             notes.append(f"class {c} audited {ce.mean:.3f} [{ce.lo:.3f}, {ce.hi:.3f}] < target: "
                          f"{len(back)} accepted clusters re-opened")
-        for note in notes:
+        for note in notes if not quiet else ():
             log.info("round %d: %s", r, note)
         nxt = controls.copy()
         nxt["verifier_threshold"] = thr

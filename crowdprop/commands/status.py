@@ -177,6 +177,7 @@ def collect_status(run, *, now: float | None = None) -> dict:
     import numpy as np
 
     from ..campaign.ledger import spent_cents
+    from ..campaign.loop import STOP_REASONS
     from ..money import cap_cents
 
     now = time.time() if now is None else float(now)
@@ -222,7 +223,7 @@ def collect_status(run, *, now: float | None = None) -> dict:
     out["rate_per_round"] = rate
     out["round_seconds"] = round_s
     stopped = run.campaign.get("stopped") or {}
-    nothing_left = stopped.get("reason") == "no candidates left" and stopped.get("after_round") == last
+    nothing_left = stopped.get("reason") in STOP_REASONS and stopped.get("after_round") == last
     finished = (open_ == 0 or nothing_left or last >= cfg.campaign.max_rounds
                 or out["cents"] >= cap_cents(cfg.campaign.budget_usd))
     out["finished"] = bool(finished and out["in_progress"] is None)

@@ -211,10 +211,17 @@ def plan_target(forest: Forest, status: np.ndarray, node_quality: np.ndarray, la
 
 
 def decide_target(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cluster_p: np.ndarray,
-                  ctx: TargetContext, cfg: PolicySection, node_quality: np.ndarray) -> pd.DataFrame:
+                  ctx: TargetContext, cfg: PolicySection, node_quality: np.ndarray,
+                  asked: np.ndarray | None = None) -> pd.DataFrame:
     """Decisions for the round's candidates, in the columns of :func:`controller.decide`.
 
     ``est_mean/lo/hi`` are the posterior of the cluster's precision (theta), worker error removed.
+
+    ``asked``: per node, whether the round's plan asked it anything. A large cluster the plan
+    asked nothing cannot wait (waiting means more answers, and its plan gave it none, so it
+    would wait unasked round after round): it takes the decision the plan made, on the prior of
+    the clusters decided before, and splits where that too would wait. The two can differ: the
+    round's decisions learn their prior from this round's clusters as well.
     """
     from scipy import stats
 
@@ -250,6 +257,13 @@ def decide_target(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cluste
             dec = set_accept(dec, mean[big], sd, size, forest.category[nodes[big]], ready, ctx.slack,
                              target=cfg.target_precision, confidence=cfg.target_confidence,
                              floor=cfg.accept_floor, size_cap=cfg.risk_size_cap)
+        if asked is not None:
+            stuck = (dec == WAIT) & ~np.asarray(asked, dtype=bool)[big]
+            if stuck.any():
+                b_nodes = nodes[big][stuck]
+                plan_dec = _cluster_decisions(forest, b_nodes, label_p, cluster_p, ctx, cfg)[0]
+                dec = dec.copy()
+                dec[stuck] = np.where(plan_dec == WAIT, Decision.SPLIT.value, plan_dec)
         out[big] = dec
     return pd.DataFrame({"node_id": nodes, "decision": out.astype(str), "n_labeled": n_out.astype(np.int64),
                          "yes": y_out, "est_mean": mean, "est_lo": lo, "est_hi": hi,

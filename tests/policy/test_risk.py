@@ -182,3 +182,42 @@ def test_set_level_acceptance_spends_a_class_surplus_on_clusters_its_own_answers
     # not ready (too few answers): left waiting
     assert set_accept(dec, mean, sd, size, cat, np.zeros(5, dtype=bool), {1: (160.0, 40.0)}, **kw).tolist() \
         == dec.tolist()
+
+
+def test_a_large_cluster_asked_nothing_this_round_does_not_wait():
+    """The round's decisions learn their prior from the round's own clusters, the plan from the
+    clusters decided before: a cluster the plan chose not to ask (its plan decision was made)
+    could be told to wait at the end of the round, and then wait unasked for ever. It takes the
+    plan's decision instead, and splits where that would wait too."""
+    from crowdprop.config import PolicySection
+    from crowdprop.policy.target import TargetContext, decide_target
+    from crowdprop.tree.build import build_forest
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 8)) * 50
+    emb = np.repeat(centres, 100, axis=0) + rng.normal(size=(4000, 8)) * 0.1
+    f = build_forest(np.zeros(4000, np.int64), emb.astype(np.float32), rng=np.random.default_rng(0))
+    blobs = np.flatnonzero((f.end - f.start) == 100)
+    label_p = np.full(4000, np.nan)
+    for i, node in enumerate(blobs.tolist()):
+        m = f.members(node)
+        if i == 0:
+            label_p[m[:15]] = 1.0  # lucky: the concurrent prior says wait, the plan's accept
+        elif i == 1:
+            label_p[m[:3]] = 1.0  # too few answers: both priors say wait
+        else:
+            label_p[m[:15]] = (np.arange(15) < 8).astype(float)
+    cfg = PolicySection(name="target")
+    empty = pd.DataFrame({"category_id": [], "band": [], "yes": [], "n_labeled": []})
+    ctx = TargetContext(0.95, 0.95, empty, np.full(4000, -1, np.int8), False, 0.01)
+
+    def decide(asked):
+        out = decide_target(f, blobs, label_p, label_p, ctx, cfg, np.ones(f.n_nodes), asked)
+        return out.set_index("node_id")["decision"]
+
+    d = decide(np.ones(len(blobs), bool))  # both were asked this round: more answers are coming
+    assert d[blobs[0]] == "wait" and d[blobs[1]] == "wait"
+    d = decide(np.zeros(len(blobs), bool))
+    assert d[blobs[0]] == "accept"
+    assert d[blobs[1]] == "split"
+    assert (d[blobs[2:]] == "split").all()  # unchanged: these were decided anyway

@@ -106,3 +106,60 @@ def test_target_resume_after_a_kill_gives_the_same_verdicts_and_audits(mixed, tm
         a, b = ref.read_rounds(name), rd2.read_rounds(name)
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False)
     assert len(ref.read_rounds("verdicts")) > 0
+
+
+def test_a_campaign_whose_next_round_would_change_nothing_stops(mixed, tmp_path, monkeypatch):
+    """A round that would ask nothing, split nothing, settle no mask and only wait is the same
+    round for ever: the campaign stops there (recorded, and `status` calls it finished) instead
+    of running empty rounds up to max_rounds."""
+    import crowdprop.policy.target as target
+    from crowdprop.campaign.loop import NO_PROGRESS
+    from crowdprop.commands.status import collect_status
+
+    real_plan, real_decide = target.plan_target, target.decide_target
+
+    def plan_nothing(*a, **kw):  # every candidate chosen, nothing asked
+        plan, pool = real_plan(*a, **kw)
+        plan.asks = {n: np.zeros(0, np.int64) for n in plan.nodes}
+        return plan, pool[:0]
+
+    def only_wait(*a, **kw):
+        out = real_decide(*a, **kw)
+        out["decision"] = "wait"
+        return out
+
+    monkeypatch.setattr(target, "plan_target", plan_nothing)
+    monkeypatch.setattr(target, "decide_target", only_wait)
+    rd = _run(tmp_path, mixed, "target")
+    res = Campaign(rd, simulated_backend(rd), progress=False).run()
+    assert res.stop_reason == NO_PROGRESS
+    # round 1 applies the free splits (progress), round 2 would change nothing and is not run
+    assert rd.rounds() == [1] and res.rounds_run == 1
+    assert len(rd.read_rounds("questions")) == 0
+    assert RunDir(rd.path).campaign["stopped"] == {"reason": NO_PROGRESS, "after_round": 1}
+    st = collect_status(RunDir(rd.path))
+    assert st["finished"] and st["open"] > 0
+
+
+def test_the_verifier_settles_masks_only_after_answers_to_its_own_questions(mixed, tmp_path):
+    """Fitted on cluster samples alone, the verifier has not seen the masks it would settle (at
+    1M it accepted masks 27-58 % correct): it settles none before `verifier_settle_after`
+    answers to its own (active and random) questions, and with 0 from the round it is fitted."""
+    from crowdprop.campaign.evidence import own_answers
+
+    def first_verdict_round(rd):
+        v = rd.read_rounds("verdicts")
+        return int(v["round"].min()) if len(v) else None
+
+    gated = _run(tmp_path / "g", mixed, "target", verifier_min_answers=60, verifier_settle_after=150)
+    Campaign(gated, simulated_backend(gated), progress=False).run(max_rounds=8)
+    free = _run(tmp_path / "f", mixed, "target", verifier_min_answers=60, verifier_settle_after=0)
+    Campaign(free, simulated_backend(free), progress=False).run(max_rounds=8)
+    ctl = free.read_rounds("controls")
+    fitted = int(ctl.loc[ctl["verifier_fitted"].astype(bool), "round"].min())
+    assert first_verdict_round(free) == fitted
+    rg = first_verdict_round(gated)
+    assert rg is not None and rg > fitted
+    ans = gated.read_rounds("answers")
+    assert own_answers(ans[ans["round"] < rg]) >= 150  # enough own answers before it settled
+    assert own_answers(ans[ans["round"] < rg - 1]) < 150  # and it settled as soon as it had them
