@@ -220,3 +220,35 @@ def test_free_splits_looking_only_at_newly_opened_children_split_what_a_full_res
     assert len(expected) > 20
     assert plan.free_splits == expected
     assert np.array_equal(status, reference)
+
+
+def test_all_small_adds_every_small_open_node_beyond_the_cap_and_keeps_the_capped_choice():
+    """The target policy's per-mask pool: with ``all_small`` every small open node of K_pa quality
+    is a candidate, however many a class has; the capped best-first choice is kept as it was
+    (large nodes stay capped), and a small node under K_pa is still skipped."""
+    from crowdprop.policy.controller import RoundPlan, apply_split, free_splits_and_candidates
+
+    rng = np.random.default_rng(5)
+    n = 800
+    f = build_forest(rng.integers(0, 2, n).astype(np.int64), rng.normal(size=(n, 4)).astype(np.float32),
+                     rng=np.random.default_rng(0))
+    nq = node_mean(f, 0.5 + 0.5 * rng.random(n))
+    cfg = PolicySection(k=4, min_cluster_size=6, k_pa=0.7, candidates_per_class=5)
+    size = f.end - f.start
+    status = initial_status(f)
+    for _ in range(6):  # open the trees a few levels down: many open nodes, small and large
+        op = np.flatnonzero((status == NODE_OPEN) & (f.left >= 0) & (size > cfg.min_cluster_size))
+        apply_split(f, status, op)
+    capped = free_splits_and_candidates(f, status.copy(), nq, cfg, RoundPlan())
+    s2 = status.copy()
+    both = free_splits_and_candidates(f, s2, nq, cfg, RoundPlan(), all_small=True)
+    open_ = np.flatnonzero(s2 == NODE_OPEN)
+    small_ok = open_[((size[open_] <= cfg.min_cluster_size) | (f.left[open_] < 0)) & (nq[open_] >= cfg.k_pa)]
+    per_class = np.bincount(f.category[small_ok], minlength=2)
+    assert per_class.min() > cfg.candidates_per_class  # the cap would have left most of them out
+    assert np.bincount(f.category[capped], minlength=2).max() <= cfg.candidates_per_class
+    assert np.array_equal(both, np.union1d(capped, small_ok))
+    big = both[(size[both] > cfg.min_cluster_size) & (f.left[both] >= 0)]
+    assert np.isin(big, capped).all()
+    low_small = open_[((size[open_] <= cfg.min_cluster_size) | (f.left[open_] < 0)) & (nq[open_] < cfg.k_pa)]
+    assert len(low_small) and not np.isin(low_small, both).any()

@@ -173,10 +173,15 @@ def _uniform(forest: Forest, node: int, need: int, label_p: np.ndarray, rng: np.
 
 
 def free_splits_and_candidates(forest: Forest, status: np.ndarray, node_quality: np.ndarray, cfg: PolicySection,
-                               plan: RoundPlan) -> np.ndarray:
+                               plan: RoundPlan, *, all_small: bool = False) -> np.ndarray:
     """Split open nodes under K_pa without asking (in place, recorded in ``plan.free_splits``),
     then return this round's candidates, sorted: best-first within each class (highest
-    predicted quality, then larger, then node id), at most ``candidates_per_class`` each."""
+    predicted quality, then larger, then node id), at most ``candidates_per_class`` each.
+
+    ``all_small``: also every other small open node (at most ``min_cluster_size`` masks, or a
+    leaf) of K_pa quality, beyond the cap: the target policy's per-mask pool, whose questions
+    are rationed by ``active_share`` instead (capped, a campaign of 1M masks ends in hundreds
+    of rounds of about a hundred questions)."""
     size = forest.end - forest.start
     # Free splits level by level; after the first pass only the children just opened can be new
     # low-quality open nodes, so each later pass looks at those alone (not every node again).
@@ -199,7 +204,11 @@ def free_splits_and_candidates(forest: Forest, status: np.ndarray, node_quality:
     frame = pd.DataFrame({"node": open_, "cat": forest.category[open_], "q": node_quality[open_],
                           "size": size[open_]})
     frame = frame.sort_values(["cat", "q", "size", "node"], ascending=[True, False, False, True], kind="stable")
-    return np.sort(frame.groupby("cat", sort=True).head(cfg.candidates_per_class)["node"].to_numpy())
+    chosen = frame.groupby("cat", sort=True).head(cfg.candidates_per_class)["node"].to_numpy()
+    if all_small:
+        small = open_[(size[open_] <= cfg.min_cluster_size) | (forest.left[open_] < 0)]
+        chosen = np.union1d(chosen, small)
+    return np.sort(chosen)
 
 
 def plan_round(forest: Forest, status: np.ndarray, node_quality: np.ndarray, label_p: np.ndarray,

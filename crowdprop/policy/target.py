@@ -183,7 +183,8 @@ def plan_target(forest: Forest, status: np.ndarray, node_quality: np.ndarray, la
     """
     plan = RoundPlan()
     pool: list[np.ndarray] = []
-    chosen = free_splits_and_candidates(forest, status, node_quality, cfg, plan)
+    # with a verifier, small candidates only feed the active pool (rationed by active_share)
+    chosen = free_splits_and_candidates(forest, status, node_quality, cfg, plan, all_small=ctx.fitted)
     if len(chosen) == 0:
         return plan, np.zeros(0, dtype=np.int64)
     settled = settled_mask(label_p, ctx.verdict)
