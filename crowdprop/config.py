@@ -83,7 +83,8 @@ class PolicySection(Section):
     or ``auto``: sqrt(score x pred_iou) when the detector gave pred_iou (the same
     ranking as the product, on the scale K_pa is compared with), else score."""
     candidates_per_class: int = 64
-    """At most this many clusters per class are asked about in one round."""
+    """At most this many clusters per class are asked about in one round (the target policy's
+    small clusters, once its verifier is fitted, feed its per-mask pool beyond this)."""
     batch: int = 5
     """Sequential policy: masks asked per cluster per round."""
     credible: float = 0.95
