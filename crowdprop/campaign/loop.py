@@ -470,6 +470,10 @@ class Campaign(CrowdWork):
         if fitted and len(pool):
             # A pool this small is asked whole: halving it round after round only adds rounds.
             n_active = len(pool) if len(pool) <= SMALL_POOL else int(np.ceil(pc.active_share * len(pool)))
+            # No more than the verifier has answers: a round's active questions grow with what it has
+            # learned (round 2 of a 1M campaign would otherwise ask half of every small cluster's
+            # masks on a verifier fitted on round 1's few hundred answers).
+            n_active = min(n_active, max(SMALL_POOL, int(n_train)))
             idx, _ = active_questions(X[pool], p[pool], n_active, 0, rng)
             plan.asks[KIND_NODE[QuestionKind.ACTIVE]] = pool[idx]
             asked = np.concatenate([v for v in plan.asks.values() if len(v)] or [np.zeros(0, np.int64)])

@@ -198,6 +198,10 @@ class Verifier:
         return np.clip((np.asarray(p_yes) - (1.0 - spec)) / j, 0.0, 1.0)
 
 
+MAX_KMEANS = 2000
+"""Active questions beyond this many are the most uncertain masks, without k-means."""
+
+
 def active_questions(X: np.ndarray, p: np.ndarray, n_active: int, n_random: int,
                      rng: np.random.Generator, *, max_fit: int = 20000) -> tuple[np.ndarray, np.ndarray]:
     """Indices (into ``X``/``p``) to ask: ``n_active`` chosen for uncertainty and
@@ -205,7 +209,7 @@ def active_questions(X: np.ndarray, p: np.ndarray, n_active: int, n_random: int,
 
     The most uncertain half (largest ``p (1 - p)``) is clustered with k-means into
     ``n_active`` groups in the standardized feature space; the member nearest each
-    centre is asked.
+    centre is asked. Beyond :data:`MAX_KMEANS` questions, the ``n_active`` most uncertain.
     """
     m = len(p)
     n_active = int(min(n_active, m))
@@ -215,6 +219,8 @@ def active_questions(X: np.ndarray, p: np.ndarray, n_active: int, n_random: int,
         half = np.argsort(-unc, kind="stable")[: max(n_active, (m + 1) // 2)]
         if len(half) <= n_active:
             chosen = np.sort(half)
+        elif n_active > MAX_KMEANS:
+            chosen = np.sort(half[:n_active])  # the most uncertain: k-means over so many groups costs too much
         else:
             from sklearn.cluster import MiniBatchKMeans
 

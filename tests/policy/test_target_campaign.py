@@ -163,3 +163,20 @@ def test_the_verifier_settles_masks_only_after_answers_to_its_own_questions(mixe
     ans = gated.read_rounds("answers")
     assert own_answers(ans[ans["round"] < rg]) >= 150  # enough own answers before it settled
     assert own_answers(ans[ans["round"] < rg - 1]) < 150  # and it settled as soon as it had them
+
+
+def test_a_rounds_active_questions_grow_with_the_verifiers_answers(mixed, tmp_path):
+    """Active questions are at most max(50, the answers the verifier was fitted on) a round. With
+    clusters of up to 120 masks checked mask by mask, round 2's pool holds far more masks than
+    round 1's answers: the cap is what sets its size, and later rounds stay under it."""
+    rd = _run(tmp_path, mixed, "target", min_cluster_size=120)
+    Campaign(rd, simulated_backend(rd), progress=False).run()
+    c = rd.read_rounds("controls").set_index("round")
+    q = rd.read_rounds("questions")
+    active = q[q["kind"] == "active"].groupby("round").size().reindex(c.index, fill_value=0)
+    cap = np.maximum(50, c["verifier_train"].to_numpy())
+    fitted = c["verifier_fitted"].to_numpy()
+    assert fitted.sum() >= 3
+    assert (active.to_numpy()[fitted] <= cap[fitted]).all()
+    first = int(np.flatnonzero(fitted)[0])
+    assert active.iloc[first] == cap[first] > 100

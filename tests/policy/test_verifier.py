@@ -104,3 +104,18 @@ def test_active_questions_pick_uncertain_centroids_and_random_rest():
         d = ((X[blob] - c) ** 2).sum(1)
         assert ((X[a] - c) ** 2).sum() <= np.sort(d)[3]
     assert not set(rnd.tolist()) & set(act.tolist())
+
+
+def test_active_questions_beyond_the_kmeans_limit_are_the_most_uncertain(monkeypatch):
+    from crowdprop.policy import verifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    p = rng.random(40)
+    top = np.sort(np.argsort(-(p * (1 - p)), kind="stable")[:5])
+    monkeypatch.setattr(verifier, "MAX_KMEANS", 3)
+    chosen, rnd = verifier.active_questions(X, p, 5, 0, np.random.default_rng(1))
+    assert np.array_equal(chosen, top) and len(rnd) == 0
+    monkeypatch.setattr(verifier, "MAX_KMEANS", 2000)
+    chosen, _ = verifier.active_questions(X, p, 5, 0, np.random.default_rng(1))
+    assert len(chosen) == 5 and not np.array_equal(chosen, top)  # k-means picks for diversity too
