@@ -227,6 +227,7 @@ def collect_status(run, *, now: float | None = None) -> dict:
     finished = (open_ == 0 or nothing_left or last >= cfg.campaign.max_rounds
                 or out["cents"] >= cap_cents(cfg.campaign.budget_usd))
     out["finished"] = bool(finished and out["in_progress"] is None)
+    out["stopped"] = stopped.get("reason") if nothing_left else None
     if open_ == 0:
         out["rounds_left"], out["eta_seconds"] = 0, 0.0
     elif rate and rate > 0 and round_s is not None:
@@ -283,6 +284,8 @@ def format_status(st: dict, *, now: float | None = None) -> str:
                  f"({100.0 * st['decided'] / n:.1f} % decided)")
     if st["open"] == 0:
         lines.append("to finish: nothing left open")
+    elif st.get("stopped") and st["finished"]:
+        lines.append(f"to finish: nothing more to ask ({st['stopped']}); {st['open']} masks stay open")
     elif st["eta_seconds"] is None:
         lines.append("to finish: unknown (needs a committed round)")
     else:

@@ -58,6 +58,8 @@ def test_status_of_a_finished_run(sample_run, capsys):
     assert f"round: {n_rounds} committed" in text
     assert f"masks: {decided} decided, {open_} open of {len(final)}" in text
     assert f"spend: ${spend['cents'].sum() / 100:.2f} of $" in text
+    assert st["stopped"] == "no candidates left"
+    assert f"to finish: nothing more to ask (no candidates left); {open_} masks stay open" in text
 
 
 def test_status_of_a_round_in_progress(killed, capsys):
