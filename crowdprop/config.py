@@ -125,7 +125,8 @@ class PolicySection(Section):
     before it settles any mask. Until then it has learned from cluster samples only, not from
     the masks of the small clusters it would settle: at 1M masks a verifier fitted on round
     1's cluster samples accepted tens of thousands of masks in round 2 at a true precision of
-    0.27-0.58. 0 lets it settle as soon as it is fitted."""
+    0.27-0.58. At most 5 % of the masks (a small set asks few such questions). 0 lets it
+    settle as soon as it is fitted."""
     verifier_margin: float = 0.02
     """The verifier accepts a mask when its calibrated probability is at least
     target_precision + this margin (audits raise it when the verifier falls short)."""

@@ -48,6 +48,17 @@ def own_answers(answers: pd.DataFrame | None) -> int:
     return int((used & np.isin(k, [QuestionKind.ACTIVE.value, QuestionKind.RANDOM.value])).sum())
 
 
+SETTLE_SHARE = 0.05
+"""On small sets the verifier's settle gate is at most this share of the masks (rounded up)."""
+
+
+def settle_after(setting: int, n_masks: int) -> int:
+    """Answers to its own questions the verifier needs before it settles masks: ``setting``
+    (``[policy] verifier_settle_after``), at most :data:`SETTLE_SHARE` of the masks, so that a
+    small set (the 997-mask sample asks 85 such questions in its whole campaign) is not left open."""
+    return int(min(setting, np.ceil(SETTLE_SHARE * n_masks)))
+
+
 def share_per_row(rows: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Per mask row (``n`` of them), the mean of ``labels`` over its entries in ``rows`` (NaN: none).
     Counted over the rows answered, not bins for every mask (the same sums, added in the same order)."""

@@ -428,7 +428,7 @@ class Campaign(CrowdWork):
     def _plan_target(self, r: int, state: CampaignState, status: np.ndarray, rng: np.random.Generator):
         from ..policy.target import TargetContext, decided_history, plan_target, settled_mask
         from ..policy.verifier import active_questions
-        from .evidence import noise_means, own_answers
+        from .evidence import noise_means, own_answers, settle_after
 
         pc = self.cfg.policy
         thr, tol = self._controls(state)
@@ -438,7 +438,7 @@ class Campaign(CrowdWork):
         sens, spec = noise_means(state.noise)
         verdict = state.verdict.copy()
         verdicts = _empty(VERDICT_COLUMNS)
-        if fitted and own_answers(state.answers) >= pc.verifier_settle_after:
+        if fitted and own_answers(state.answers) >= settle_after(pc.verifier_settle_after, self.n):
             # Settle masks one by one: open masks without an answer or verdict, anywhere or (scope
             # "small") in small open clusters after this round's free splits.
             if pc.verifier_scope == "all":

@@ -180,3 +180,14 @@ def test_a_rounds_active_questions_grow_with_the_verifiers_answers(mixed, tmp_pa
     assert (active.to_numpy()[fitted] <= cap[fitted]).all()
     first = int(np.flatnonzero(fitted)[0])
     assert active.iloc[first] == cap[first] > 100
+
+
+def test_the_settle_gate_shrinks_with_a_small_set():
+    """At most 5 % of the masks: the 997-mask sample asks 85 questions of its own in its whole
+    campaign, so a gate of 100 would leave its low-quality clusters open."""
+    from crowdprop.campaign.evidence import settle_after
+
+    assert settle_after(100, 997) == 50
+    assert settle_after(100, 1_999) == 100 and settle_after(100, 1_000_000) == 100
+    assert settle_after(150, 4_000) == 150  # the campaign test above keeps its own gate
+    assert settle_after(0, 997) == 0
