@@ -517,7 +517,7 @@ class Campaign(CrowdWork):
             ctx = TargetContext(sens, spec, decided_history(self.forest, state.decisions),
                                 verdict_arrays(verdicts, self.n)[0], bool(ctl["verifier_fitted"]),
                                 float(ctl["risk_tolerance"]), slack)
-            asked = np.array([len(plan.asks.get(int(x), ())) > 0 for x in nodes], dtype=bool)
+            asked = np.isin(nodes, [k for k, v in plan.asks.items() if len(v)])
             dec = decide_target(self.forest, nodes, label_p, cluster_labels(label_p, answers_all), ctx, cfg.policy,
                                 node_quality, asked)
         else:

@@ -220,9 +220,10 @@ def decide_target(forest: Forest, nodes: np.ndarray, label_p: np.ndarray, cluste
 
     ``asked``: per node, whether the round's plan asked it anything. A large cluster the plan
     asked nothing cannot wait (waiting means more answers, and its plan gave it none, so it
-    would wait unasked round after round): it takes the decision the plan made, on the prior of
-    the clusters decided before, and splits where that too would wait. The two can differ: the
-    round's decisions learn their prior from this round's clusters as well.
+    would wait unasked round after round): it is decided as the plan decides, on the prior of
+    the clusters decided before (with the crowd's noise as it stands now), and splits where that
+    too would wait. The two priors can differ: the round's decisions learn theirs from this
+    round's clusters as well.
     """
     from scipy import stats
 
