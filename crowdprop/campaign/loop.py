@@ -381,7 +381,8 @@ class Campaign(CrowdWork):
         return True
 
     def _plan_audits(self, r: int, state: CampaignState) -> pd.DataFrame:
-        """Audits of the masks decided in round ``r - 1`` without a direct answer (every policy)."""
+        """Audits of the masks decided before round ``r`` without a direct answer (every policy),
+        the budget going to the strata furthest under their share (:func:`~crowdprop.policy.audit.plan_audits`)."""
         from ..policy.audit import plan_audits
 
         pc = self.cfg.policy
@@ -389,7 +390,7 @@ class Campaign(CrowdWork):
         budget = int(np.ceil(share / (1.0 - share) * state.last_questions)) if share > 0 else 0
         return plan_audits(state.final, state.source, state.decided_round, round_=r, budget=budget,
                            min_per_stratum=pc.audit_min if share > 0 else 0,
-                           rng=np.random.default_rng([self.cfg.campaign.seed, r, 7]))
+                           rng=np.random.default_rng([self.cfg.campaign.seed, r, 7]), audited=state.audits)
 
     def _controls(self, state: CampaignState) -> tuple[float, float]:
         """The verifier's accept threshold and the risk tolerance in force (audits adjust them)."""

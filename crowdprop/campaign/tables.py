@@ -194,7 +194,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("label", I8, "its label then: 1 accepted, 0 rejected"),
         ("decided_round", I64, "the round that decided it"),
         ("frame", I64, "size of its stratum (masks of that source and label decided in that round)"),
-        ("weight", F64, "sampling weight: frame / audits drawn from the stratum"),
+        ("weight", F64, "sampling weight when drawn: frame / audits drawn from the stratum (estimates recompute it)"),
     ],
     "verdicts": [
         _ROUND,

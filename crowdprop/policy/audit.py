@@ -15,20 +15,24 @@ source : (n,) int8
 decided_round : (n,) int32
     The round whose decisions gave the mask its current label (0: open).
 stratum
-    (source, label) of the masks decided in one round. In round ``r`` the masks
-    decided in round ``r - 1`` are the sampling frame; stratum ``h`` of size ``N_h``
-    gets ``n_h`` audits drawn uniformly without replacement, each with weight
-    ``N_h / n_h``.
+    (decided round, source, label): the masks one round decided one way. In round
+    ``r`` every mask decided before ``r`` is in the sampling frame; the round's audits
+    go to the strata furthest under their share of all audits (a stratum's share is
+    its size), drawn uniformly without replacement among its masks not audited yet.
+    A stratum decided early, when a round's few questions set a small budget, is
+    topped up by later rounds.
 estimator
     Per source, the Hajek estimate of the yes-rate of its accepted masks,
     ``phi = sum(w y) / sum(w)`` over the audits of masks still labeled as when they
-    were drawn, with the effective sample size ``(sum w)^2 / sum w^2``; worker error
-    is removed with the crowd's gold-measured sensitivity and specificity,
-    ``theta = (phi - (1 - spec)) / (sens + spec - 1)``. The accepted set's precision
-    is ``sum_s N_s theta_s / sum_s N_s``; its interval is Monte Carlo over Beta
-    posteriors of every phi, sens and spec. A source with accepted masks and no
-    audit yet contributes ``theta ~ U(0, 1)``: unaudited masks widen the interval
-    instead of being trusted.
+    were drawn, each weighted by its stratum's size *now* over the stratum's valid
+    audits (post-stratified: a stratum whose masks the controls re-opened speaks for
+    the masks it still has), with the effective sample size ``(sum w)^2 / sum w^2``;
+    worker error is removed with the crowd's gold-measured sensitivity and
+    specificity, ``theta = (phi - (1 - spec)) / (sens + spec - 1)``. The accepted set's
+    precision is ``sum_s N_s theta_s / sum_s N_s`` at the point estimates; its interval
+    is Monte Carlo over Beta posteriors of every phi, sens and spec. A source with
+    accepted masks and no audit yet counts as 1/2 with ``theta ~ U(0, 1)`` in the
+    draws: unaudited masks widen the interval instead of being trusted.
 
 roles
     A policy that acts on audits (the ``target`` policy re-opens clusters whose audits
@@ -85,7 +89,7 @@ def audit_roles(ok: pd.DataFrame, acts: bool) -> tuple[pd.DataFrame, pd.DataFram
     if not acts or len(ok) == 0:
         return ok, ok.iloc[:0]
     ctl = control_role(ok["round"].to_numpy(np.int64), ok["mask_row"].to_numpy(np.int64))
-    key = ["round", "source", "label"]
+    key = ["decided_round", "source", "label"]
     n_all = ok.groupby(key)["mask_row"].transform("size").to_numpy(np.float64)
 
     def part(sel: np.ndarray) -> pd.DataFrame:
@@ -97,40 +101,88 @@ def audit_roles(ok: pd.DataFrame, acts: bool) -> tuple[pd.DataFrame, pd.DataFram
     return part(~ctl), part(ctl)
 
 
-def plan_audits(final: np.ndarray, source: np.ndarray, decided_round: np.ndarray, *, round_: int,
-                budget: int, min_per_stratum: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Draw this round's audit sample from the masks decided in the previous round.
+VALID_COLUMNS = ["round", "mask_row", "source", "label", "decided_round", "weight", "yes"]
 
-    Strata: (source, label) over masks with ``decided_round == round_ - 1`` whose label
-    did not come from their own answer... except accepted direct masks, which are
-    audited with a second, independent answer. ``budget`` audits are shared out in
-    proportion to stratum size (rejected strata weighted by
-    :data:`REJECT_AUDIT_WEIGHT`), at least ``min_per_stratum`` each, at most the stratum.
-    Returns :data:`AUDIT_COLUMNS` (``frame`` = stratum size, ``weight`` = frame / drawn).
+
+def stratum_key(source, label, decided_round) -> np.ndarray:
+    """One integer per (decided round, source, label): the audit strata."""
+    return ((np.asarray(decided_round, dtype=np.int64) * 4 + np.asarray(source, dtype=np.int64)) * 2
+            + np.asarray(label, dtype=np.int64))
+
+
+def current_strata(final: np.ndarray, source: np.ndarray, decided_round: np.ndarray) -> np.ndarray:
+    """Masks per stratum key (:func:`stratum_key`) as they are labeled now (open masks count nowhere)."""
+    final = np.asarray(final)
+    decided = (final == 0) | (final == 1)
+    return np.bincount(stratum_key(np.asarray(source)[decided], final[decided],
+                                   np.asarray(decided_round)[decided]))
+
+
+def plan_audits(final: np.ndarray, source: np.ndarray, decided_round: np.ndarray, *, round_: int,
+                budget: int, min_per_stratum: int, rng: np.random.Generator,
+                audited: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Draw this round's audit sample from every mask decided before it without its own answer.
+
+    Strata: (decided round, source, label) over masks decided in rounds ``< round_`` whose
+    label did not come from their own answer... except accepted direct masks, which are
+    audited with a second, independent answer. Each stratum's share of all audits is its size
+    as labeled now (rejected strata weighted by :data:`REJECT_AUDIT_WEIGHT`); ``budget`` audits
+    go to the strata in proportion to how far their audits so far (``audited``: every audit
+    planned before, whose mask is still in the stratum it was drawn from) fall short of that
+    share once this round's are added. So a stratum decided in an early round, when the round's
+    few questions set a small budget, keeps getting audits in later rounds until it has its
+    share, instead of keeping the handful it got once. The strata decided in round
+    ``round_ - 1`` get at least ``min_per_stratum`` each; no stratum gets more than its masks not
+    audited yet. Returns :data:`AUDIT_COLUMNS` (``frame`` = stratum size now, ``weight`` =
+    frame / drawn this round; the estimator recomputes weights, :func:`valid_audits`).
     """
-    prev = round_ - 1
-    frames = []
-    for s in (CLUSTER, VERIFIER, DIRECT):
-        for lab in (1, 0):
-            if s == DIRECT and lab == 0:
-                continue
-            rows = np.flatnonzero((decided_round == prev) & (source == s) & (final == lab))
-            if len(rows):
-                frames.append((s, lab, rows))
-    if not frames or budget <= 0:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                             zip(AUDIT_COLUMNS, ["int64", "int64", "int8", "int8", "int64", "int64", "float64"])})
-    size = np.array([len(f[2]) for f in frames], dtype=np.float64)
-    wt = np.array([1.0 if f[1] == 1 else REJECT_AUDIT_WEIGHT for f in frames])
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                          zip(AUDIT_COLUMNS, ["int64", "int64", "int8", "int8", "int64", "int64", "float64"])})
+    final = np.asarray(final)
+    source = np.asarray(source).astype(np.int64)
+    decided_round = np.asarray(decided_round).astype(np.int64)
+    frame = (((final == 1) & np.isin(source, (CLUSTER, VERIFIER, DIRECT)))
+             | ((final == 0) & np.isin(source, (CLUSTER, VERIFIER)))) & (decided_round < round_)
+    rows = np.flatnonzero(frame)
+    if not len(rows) or budget <= 0:
+        return empty
+    keys = stratum_key(source[rows], final[rows], decided_round[rows])
+    order = np.argsort(keys, kind="stable")
+    rows, keys = rows[order], keys[order]
+    strata, first, size = np.unique(keys, return_index=True, return_counts=True)
+    # audits so far of masks still in their stratum, per stratum
+    done = np.zeros(len(rows), dtype=bool)
+    if audited is not None and len(audited):
+        a_rows = audited["mask_row"].to_numpy(np.int64)
+        a_key = stratum_key(audited["source"], audited["label"], audited["decided_round"])
+        now = np.full(len(final), -1, dtype=np.int64)
+        now[rows] = keys
+        mine = now[a_rows] == a_key
+        pos = np.full(len(final), -1, dtype=np.int64)
+        pos[rows] = np.arange(len(rows))
+        done[pos[a_rows[mine]]] = True
+    have = np.add.reduceat(done.astype(np.int64), first)
+    free = size - have
+    lab = strata % 2
+    wt = np.where(lab == 1, 1.0, REJECT_AUDIT_WEIGHT)
     share = size * wt / (size * wt).sum()
-    take = np.maximum(np.round(share * budget), min_per_stratum).astype(np.int64)
-    take = np.minimum(take, size.astype(np.int64))
+    want = np.maximum(share * (have.sum() + budget) - have, 0.0)
+    take = want / want.sum() * budget if want.sum() > 0 else np.zeros(len(strata))
+    newest = strata // 8 == round_ - 1
+    take = np.where(newest, np.maximum(np.round(take), min_per_stratum), np.round(take)).astype(np.int64)
+    take = np.minimum(take, free)
     out = []
-    for (s, lab, rows), n_h in zip(frames, take):
-        pick = np.sort(rng.choice(rows, size=int(n_h), replace=False))
-        out.append(pd.DataFrame({"round": round_, "mask_row": pick.astype(np.int64), "source": np.int8(s),
-                                 "label": np.int8(lab), "decided_round": np.int64(prev),
-                                 "frame": np.int64(len(rows)), "weight": len(rows) / float(n_h)}))
+    for k, i, m, n_h in zip(strata.tolist(), first.tolist(), size.tolist(), take.tolist()):
+        if n_h <= 0:
+            continue
+        cand = rows[i:i + m][~done[i:i + m]]
+        pick = np.sort(rng.choice(cand, size=int(n_h), replace=False))
+        d, rest = divmod(k, 8)
+        out.append(pd.DataFrame({"round": round_, "mask_row": pick.astype(np.int64), "source": np.int8(rest // 2),
+                                 "label": np.int8(rest % 2), "decided_round": np.int64(d),
+                                 "frame": np.int64(m), "weight": m / float(n_h)}))
+    if not out:
+        return empty
     return pd.concat(out, ignore_index=True)[AUDIT_COLUMNS]
 
 
@@ -150,19 +202,32 @@ class Estimate:
 
 def valid_audits(audits: pd.DataFrame, answers: pd.DataFrame, final: np.ndarray, source: np.ndarray,
                  decided_round: np.ndarray) -> pd.DataFrame:
-    """Answered audits of masks still labeled as when they were drawn: ``round, mask_row, source,
-    label, weight, yes`` (``yes``: the share of usable audit answers saying correct)."""
+    """Answered audits of masks still labeled as when they were drawn: :data:`VALID_COLUMNS`
+    (``yes``: the share of usable audit answers saying correct).
+
+    ``weight`` is post-stratified: a stratum's masks as labeled *now* over its valid audits, the
+    same for each audit of the stratum. The weight stored when an audit was drawn (its frame then
+    over the audits drawn) goes stale as the controls re-open masks of the stratum and as later
+    rounds audit it again: a stratum that lost most of its masks would keep its old weight and
+    speak for masks no longer in the accepted set."""
     if audits is None or len(audits) == 0 or answers is None or len(answers) == 0:
-        return pd.DataFrame(columns=["round", "mask_row", "source", "label", "weight", "yes"])
+        return pd.DataFrame(columns=VALID_COLUMNS)
     a = answers[answers["used"].astype(bool) & (answers["kind"] == "audit")]
     if len(a) == 0:
-        return pd.DataFrame(columns=["round", "mask_row", "source", "label", "weight", "yes"])
+        return pd.DataFrame(columns=VALID_COLUMNS)
     yes = a.groupby(["round", "mask_row"])["label"].mean().rename("yes").reset_index()
     m = audits.merge(yes, on=["round", "mask_row"], how="inner")
     rows = m["mask_row"].to_numpy(np.int64)
     still = ((source[rows] == m["source"].to_numpy()) & (final[rows] == m["label"].to_numpy())
              & (decided_round[rows] == m["decided_round"].to_numpy()))
-    return m.loc[still, ["round", "mask_row", "source", "label", "weight", "yes"]].reset_index(drop=True)
+    m = m.loc[still].reset_index(drop=True)
+    key = stratum_key(m["source"], m["label"], m["decided_round"])
+    if len(m):
+        size = current_strata(final, source, decided_round)
+        _, inv, count = np.unique(key, return_inverse=True, return_counts=True)
+        m["weight"] = size[key] / count[inv].astype(np.float64)
+    m["decided_round"] = m["decided_round"].astype(np.int64)
+    return m[VALID_COLUMNS]
 
 
 def audited_precision(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataFrame,
@@ -243,8 +308,16 @@ def estimate_from_stats(stats: AuditStats, g: int, noise: tuple[float, float, fl
     sens = rng.beta(noise[0], noise[1], draws)
     spec = rng.beta(noise[2], noise[3], draws)
     youden = np.maximum(sens + spec - 1.0, 0.05)
+    # The point estimate is the design-based one (the Hajek yes-rate corrected with the golds'
+    # mean sensitivity and specificity); the mean of the draws would be pulled toward 1/2 by
+    # the Beta's prior. A source's corrected rate is clipped to [0, 1] only where it is shown:
+    # summed unclipped, a source near 1 on a few dozen audits (its noisy rate over 1 a third of
+    # the time) does not pull the accepted set's estimate down by a point; the total is clipped.
+    sens_m, spec_m = noise[0] / (noise[0] + noise[1]), noise[2] / (noise[2] + noise[3])
+    youden_m = max(sens_m + spec_m - 1.0, 0.05)
     tail = (1.0 - credible) / 2.0
     acc = np.zeros(draws)
+    point = 0.0
     by_source: dict[str, dict] = {}
     n_aud = 0
     for s, name in SOURCE_NAMES.items():
@@ -254,20 +327,23 @@ def estimate_from_stats(stats: AuditStats, g: int, noise: tuple[float, float, fl
         m = int(stats.audits[g, s])
         if m == 0:
             theta = rng.uniform(0.0, 1.0, draws)
+            theta_hat = 0.5
             by_source[name] = {"masks": n_s, "audits": 0, "est": None, "lo": None, "hi": None}
         else:
             phi_hat = float(stats.phi_hat[g, s])
             n_eff = float(stats.n_eff[g, s])
             phi = rng.beta(phi_hat * n_eff + 0.5, (1.0 - phi_hat) * n_eff + 0.5, draws)
-            theta = np.clip((phi - (1.0 - spec)) / youden, 0.0, 1.0)
-            lo, hi = np.quantile(theta, [tail, 1.0 - tail])
-            by_source[name] = {"masks": n_s, "audits": m, "est": float(theta.mean()),
+            theta = (phi - (1.0 - spec)) / youden
+            theta_hat = (phi_hat - (1.0 - spec_m)) / youden_m
+            lo, hi = np.clip(np.quantile(theta, [tail, 1.0 - tail]), 0.0, 1.0)
+            by_source[name] = {"masks": n_s, "audits": m, "est": min(max(theta_hat, 0.0), 1.0),
                                "lo": float(lo), "hi": float(hi)}
             n_aud += m
         acc += n_s * theta
-    prec = acc / n_total
+        point += n_s * theta_hat
+    prec = np.clip(acc / n_total, 0.0, 1.0)
     lo, hi = np.quantile(prec, [tail, 1.0 - tail])
-    return Estimate(float(prec.mean()), float(lo), float(hi), n_total, n_aud, by_source)
+    return Estimate(min(max(point / n_total, 0.0), 1.0), float(lo), float(hi), n_total, n_aud, by_source)
 
 
 def short_classes(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataFrame,

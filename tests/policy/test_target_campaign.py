@@ -34,7 +34,9 @@ def _run(tmp, src, policy: str, seed: int = 0, **over):
 
 @pytest.fixture(scope="module")
 def paper_done(mixed, tmp_path_factory):
-    rd = _run(tmp_path_factory.mktemp("p"), mixed, "paper")
+    # a third of the questions on audits, so that one seed's estimate is within a couple of
+    # points (the share of seeds whose interval covers is measured in benchmarks/bench_policy.py)
+    rd = _run(tmp_path_factory.mktemp("p"), mixed, "paper", audit_share=0.3)
     Campaign(rd, simulated_backend(rd), progress=False).run()
     return rd
 
@@ -65,10 +67,13 @@ def test_audit_answers_do_not_label_their_masks(paper_done):
     only_audited = np.setdiff1d(aud["mask_row"].unique(), ans.loc[ans["kind"] != "audit", "mask_row"].unique())
     assert len(only_audited) > 0
     assert np.isnan(st.label_p[only_audited]).all()
-    # every audit was drawn from the previous round's decisions, uniformly within its stratum
+    # every audit was drawn from decisions of earlier rounds, uniformly within its stratum; later
+    # rounds top up the strata of early ones, and never audit a mask twice in one stratum
     audits = paper_done.read_rounds("audits")
-    assert (audits["decided_round"] == audits["round"] - 1).all()
-    for (r, s, lab), g in audits.groupby(["round", "source", "label"]):
+    assert (audits["decided_round"] < audits["round"]).all()
+    assert (audits["decided_round"] < audits["round"] - 1).any()
+    assert not audits.duplicated(["mask_row", "decided_round", "source", "label"]).any()
+    for (r, d, s, lab), g in audits.groupby(["round", "decided_round", "source", "label"]):
         assert g["weight"].sum() == pytest.approx(g["frame"].iloc[0])
 
 

@@ -37,8 +37,10 @@ def _reference_audited_precision(final, source, audits_ok, noise, *, subset=None
     sens = rng.beta(noise[0], noise[1], draws)
     spec = rng.beta(noise[2], noise[3], draws)
     youden = np.maximum(sens + spec - 1.0, 0.05)
+    sens_m, spec_m = noise[0] / (noise[0] + noise[1]), noise[2] / (noise[2] + noise[3])
     tail = (1.0 - credible) / 2.0
     acc = np.zeros(draws)
+    point = 0.0
     by_source: dict[str, dict] = {}
     n_aud = 0
     a_ok = audits_ok[audits_ok["label"] == label] if len(audits_ok) else audits_ok
@@ -51,6 +53,7 @@ def _reference_audited_precision(final, source, audits_ok, noise, *, subset=None
         g = a_ok[a_ok["source"] == s] if len(a_ok) else a_ok
         if len(g) == 0:
             theta = rng.uniform(0.0, 1.0, draws)
+            theta_hat = 0.5
             by_source[name] = {"masks": n_s, "audits": 0, "est": None, "lo": None, "hi": None}
         else:
             w = g["weight"].to_numpy(np.float64)
@@ -58,15 +61,17 @@ def _reference_audited_precision(final, source, audits_ok, noise, *, subset=None
             phi_hat = float((w * y).sum() / w.sum())
             n_eff = float(w.sum() ** 2 / (w ** 2).sum())
             phi = rng.beta(phi_hat * n_eff + 0.5, (1.0 - phi_hat) * n_eff + 0.5, draws)
-            theta = np.clip((phi - (1.0 - spec)) / youden, 0.0, 1.0)
-            lo, hi = np.quantile(theta, [tail, 1.0 - tail])
-            by_source[name] = {"masks": n_s, "audits": int(len(g)), "est": float(theta.mean()),
+            theta = (phi - (1.0 - spec)) / youden
+            theta_hat = (phi_hat - (1.0 - spec_m)) / max(sens_m + spec_m - 1.0, 0.05)
+            lo, hi = np.clip(np.quantile(theta, [tail, 1.0 - tail]), 0.0, 1.0)
+            by_source[name] = {"masks": n_s, "audits": int(len(g)), "est": min(max(theta_hat, 0.0), 1.0),
                                "lo": float(lo), "hi": float(hi)}
             n_aud += len(g)
         acc += n_s * theta
-    prec = acc / n_total
+        point += n_s * theta_hat
+    prec = np.clip(acc / n_total, 0.0, 1.0)
     lo, hi = np.quantile(prec, [tail, 1.0 - tail])
-    return Estimate(float(prec.mean()), float(lo), float(hi), n_total, n_aud, by_source)
+    return Estimate(min(max(point / n_total, 0.0), 1.0), float(lo), float(hi), n_total, n_aud, by_source)
 
 
 def _reference_classes(run, final, source, ok, noise, correct, seed):
