@@ -191,7 +191,7 @@ def test_budget_cap_stops_cleanly(tmp_path):
 
 def test_spammers_and_sloppy_workers_do_not_cost_precision(tmp_path):
     """20 % spammers and 10 % sloppy (75 %) workers: over 4 seeds the precision of accepted
-    masks stays within a point of clean replays with the same seeds, and no spammer
+    masks is no more than a point under clean replays with the same seeds, and no spammer
     works more than 3 HITs or goes unblocked past their third."""
     from crowdprop.replay.workers import WorkerPool
 
@@ -215,7 +215,7 @@ def test_spammers_and_sloppy_workers_do_not_cost_precision(tmp_path):
                 if len(rounds) >= 3:  # blocked by the round of their third HIT at the latest
                     assert w in blocks and blocks[w] <= rounds[2]
                 assert len(rounds) <= 3
-    assert abs(np.mean(prec["spam"]) - np.mean(prec["clean"])) <= 0.01
+    assert np.mean(prec["spam"]) >= np.mean(prec["clean"]) - 0.01
 
 
 def test_blocked_workers_answers_stop_counting(tmp_path):

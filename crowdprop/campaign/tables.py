@@ -193,7 +193,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("source", I8, "how the audited mask had been decided: 1 cluster, 2 verifier, 3 direct"),
         ("label", I8, "its label then: 1 accepted, 0 rejected"),
         ("decided_round", I64, "the round that decided it"),
-        ("frame", I64, "size of its stratum (masks of that source and label decided in that round)"),
+        ("frame", I64, "size of its stratum when drawn (masks of that source and label decided in that round)"),
         ("weight", F64, "sampling weight when drawn: frame / audits drawn from the stratum (estimates recompute it)"),
     ],
     "verdicts": [
