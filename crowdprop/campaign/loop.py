@@ -130,7 +130,8 @@ def replay_decisions_on(forest, status: np.ndarray, decisions: pd.DataFrame) -> 
 SMALL_POOL = 50
 """Target policy: an active pool of at most this many masks is asked whole."""
 CLASS_MIN_AUDITS = 10
-"""Audits of a class's accepted masks before the controller acts on that class's estimate."""
+"""Controlling audits of a class's, or a source's, accepted masks before the controller acts on
+that class's or source's estimate."""
 NO_CANDIDATES = "no candidates left"
 """Stop reason of a campaign whose tree has nothing left worth asking about (recorded in campaign.json)."""
 NO_PROGRESS = "no progress: a round would ask nothing and decide nothing"
@@ -545,7 +546,8 @@ class Campaign(CrowdWork):
         verifier's threshold (withdrawing its accepts under the new one) or halve the cluster
         risk tolerance and re-open the accepted clusters that no longer pass with their audits;
         per class likewise. ``noise``: the crowd's noise with this round's golds, from _decide."""
-        from ..policy.audit import CLUSTER, VERIFIER, audit_roles, audited_precision, short_classes, valid_audits
+        from ..policy.audit import (CLUSTER, VERIFIER, audit_roles, audited_precision, short_classes, short_source,
+                                    valid_audits)
         from ..policy.risk import risk_decision
         from ..policy.target import decided_history
         from .evidence import direct_rounds, node_rounds, verdict_arrays
@@ -573,12 +575,8 @@ class Campaign(CrowdWork):
         tol = float(controls["risk_tolerance"].iloc[0])
         notes = []
         extra_dec = []
-        # A source is tightened when its audited lower bound is under the target and so is its
-        # estimate: with a handful of audits the lower bound alone is always under the target,
-        # and acting on it would shut every source down before it could be measured.
         def short(src):
-            return bool(src and src["lo"] is not None and src["lo"] < pc.target_precision
-                        and src["est"] < pc.target_precision)
+            return short_source(src, pc.target_precision, CLASS_MIN_AUDITS)
 
         vs = est.by_source.get("verifier")
         if vs is not None and short(vs):

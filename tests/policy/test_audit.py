@@ -252,3 +252,15 @@ def test_a_source_near_one_on_few_audits_does_not_pull_the_estimate_down():
     assert abs(np.mean(err)) < 0.004
     assert np.mean(clipped) < -0.005
     assert cover / 300 >= 0.9
+
+
+def test_a_source_is_short_only_on_enough_audits_with_both_its_estimate_and_bound_under_the_target():
+    from crowdprop.policy.audit import short_source
+
+    two_noes = {"masks": 500, "audits": 2, "est": 0.0, "lo": 0.0, "hi": 0.6}
+    assert not short_source(two_noes, 0.9, 10)  # two answers do not shut a source down
+    assert short_source({**two_noes, "audits": 10}, 0.9, 10)
+    assert not short_source({"masks": 500, "audits": 40, "est": 0.93, "lo": 0.85, "hi": 0.98}, 0.9, 10)
+    assert short_source({"masks": 500, "audits": 40, "est": 0.86, "lo": 0.78, "hi": 0.93}, 0.9, 10)
+    assert not short_source({"masks": 500, "audits": 0, "est": None, "lo": None, "hi": None}, 0.9, 0)
+    assert not short_source(None, 0.9, 10)
