@@ -53,6 +53,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..campaign.evidence import noise_means
+
 OPEN_SOURCE, CLUSTER, VERIFIER, DIRECT = 0, 1, 2, 3
 SOURCE_NAMES = {CLUSTER: "cluster", VERIFIER: "verifier", DIRECT: "direct"}
 AUDIT_COLUMNS = ["round", "mask_row", "source", "label", "decided_round", "frame", "weight"]
@@ -155,12 +157,11 @@ def plan_audits(final: np.ndarray, source: np.ndarray, decided_round: np.ndarray
     if audited is not None and len(audited):
         a_rows = audited["mask_row"].to_numpy(np.int64)
         a_key = stratum_key(audited["source"], audited["label"], audited["decided_round"])
-        now = np.full(len(final), -1, dtype=np.int64)
-        now[rows] = keys
-        mine = now[a_rows] == a_key
         pos = np.full(len(final), -1, dtype=np.int64)
         pos[rows] = np.arange(len(rows))
-        done[pos[a_rows[mine]]] = True
+        at = pos[a_rows]
+        mine = (at >= 0) & (keys[at] == a_key)
+        done[at[mine]] = True
     have = np.add.reduceat(done.astype(np.int64), first)
     free = size - have
     lab = strata % 2
@@ -313,7 +314,7 @@ def estimate_from_stats(stats: AuditStats, g: int, noise: tuple[float, float, fl
     # the Beta's prior. A source's corrected rate is clipped to [0, 1] only where it is shown:
     # summed unclipped, a source near 1 on a few dozen audits (its noisy rate over 1 a third of
     # the time) does not pull the accepted set's estimate down by a point; the total is clipped.
-    sens_m, spec_m = noise[0] / (noise[0] + noise[1]), noise[2] / (noise[2] + noise[3])
+    sens_m, spec_m = noise_means(noise)
     youden_m = max(sens_m + spec_m - 1.0, 0.05)
     tail = (1.0 - credible) / 2.0
     acc = np.zeros(draws)
@@ -367,7 +368,7 @@ def short_classes(final: np.ndarray, source: np.ndarray, audits_ok: pd.DataFrame
     stats = audit_stats_by_group(final, source, audits_ok, group, len(classes) + 1)
     for i, c in enumerate(classes):
         e = estimate_from_stats(stats, int(first[np.searchsorted(uniq, c)]), noise, credible=credible, rng=rng)
-        if e.n_audits >= min_audits and e.lo < target and e.mean < target:
+        if short_source(e.as_dict(), target, min_audits):
             out.append((c, e))
     return out
 

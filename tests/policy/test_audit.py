@@ -186,10 +186,15 @@ def test_later_rounds_top_up_the_strata_an_early_round_audited_too_little():
     assert not set(a["mask_row"]) & set(early["mask_row"])
     # weights: each round's stratum now, over the audits drawn from it this round
     assert a.loc[a["decided_round"] == 1, "weight"].iloc[0] == pytest.approx(6000 / per[1])
-    # a stratum that already has more than its share gets nothing but the newest round's minimum
-    many = plan_audits(final, source, decided, round_=3, budget=10, min_per_stratum=3, rng=rng,
+    # ten more: each stratum's share of 316 less what it has (237 - 230 and 79 - 76)
+    more = plan_audits(final, source, decided, round_=3, budget=10, min_per_stratum=3, rng=rng,
                        audited=pd.concat([early, a]))
-    assert (many["decided_round"] == 2).sum() >= 3
+    assert more.groupby("decided_round").size().to_dict() == {1: 7, 2: 3}
+    # a stratum over its share gets nothing once it is no longer the newest (no minimum then)
+    extra = plan_audits(final, source, np.where(decided == 2, 2, 9), round_=3, budget=200, min_per_stratum=3, rng=rng)
+    later = plan_audits(final, source, decided, round_=4, budget=50, min_per_stratum=3, rng=rng,
+                        audited=pd.concat([early, a, extra]))
+    assert later.groupby("decided_round").size().to_dict() == {1: 50}
 
 
 def test_a_stratum_the_controls_thinned_speaks_only_for_the_masks_it_still_has():
