@@ -14,6 +14,7 @@ committed rounds), the same decisions. See :mod:`.crowdwork` for the crowd's sid
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -38,6 +39,20 @@ log = logging.getLogger(__name__)
 
 DECISION_COLUMNS = ["round", "node_id", "decision", "free", "n_labeled", "yes", "est_mean", "est_lo",
                     "est_hi", "quality", "size", "category_id"]
+
+
+def news_of(notes: list[str], previous: str) -> list[bool]:
+    """Per control note of a round, whether it tells the log something new against the previous
+    round's notes (``previous``, joined with "; "): a class still short of the target with
+    nothing left to re-open says the same thing round after round, and is logged at DEBUG after
+    the first time (the controls table keeps every note)."""
+    out = []
+    for note in notes:
+        m = re.match(r"class (\d+) audited .* (\d+) accepted clusters re-opened$", note)
+        repeat = m is not None and m.group(2) == "0" and any(
+            p.startswith(f"class {m.group(1)} audited ") for p in previous.split("; "))
+        out.append(not repeat)
+    return out
 
 
 @dataclass
@@ -643,8 +658,9 @@ class Campaign(CrowdWork):
             back = reopen_failing(left[self.forest.category[left] == c], max(tol / 2.0, pc.risk_tolerance / 8.0))
             notes.append(f"class {c} audited {ce.mean:.3f} [{ce.lo:.3f}, {ce.hi:.3f}] < target: "
                          f"{len(back)} accepted clusters re-opened")
-        for note in notes if not quiet else ():
-            log.info("round %d: %s", r, note)
+        news = news_of(notes, str((state.controls or {}).get("note") or ""))
+        for note, is_news in zip(notes, news) if not quiet else ():
+            log.log(logging.INFO if is_news else logging.DEBUG, "round %d: %s", r, note)
         nxt = controls.copy()
         nxt["verifier_threshold"] = thr
         nxt["risk_tolerance"] = tol

@@ -196,3 +196,24 @@ def test_the_settle_gate_shrinks_with_a_small_set():
     assert settle_after(100, 1_999) == 100 and settle_after(100, 1_000_000) == 100
     assert settle_after(150, 4_000) == 150  # the campaign test above keeps its own gate
     assert settle_after(0, 997) == 0
+
+
+def test_a_class_still_short_with_nothing_to_reopen_is_logged_once():
+    """The controls table keeps every note; the log tells what is new: a class short of the target
+    whose accepted clusters all still pass says so once, not every round after."""
+    from crowdprop.campaign.loop import news_of
+
+    prev = ("cluster audited lower bound 0.850 < target: tolerance -> 0.005, 2 accepted clusters re-opened; "
+            "class 4 audited 0.879 [0.619, 1.000] < target: 0 accepted clusters re-opened")
+    notes = ["class 4 audited 0.880 [0.627, 1.000] < target: 0 accepted clusters re-opened",  # the same again
+             "class 14 audited 0.870 [0.600, 1.000] < target: 0 accepted clusters re-opened",  # new class
+             "class 7 audited 0.850 [0.700, 0.950] < target: 0 accepted clusters re-opened",
+             "cluster audited lower bound 0.850 < target: tolerance -> 0.0025, 0 accepted clusters re-opened"]
+    assert news_of(notes, prev) == [False, True, True, True]
+    # something re-opened is news even for a class that was short before
+    assert news_of(["class 4 audited 0.800 [0.600, 0.900] < target: 3 accepted clusters re-opened"], prev) == [True]
+    # the first round with controls has no previous note
+    assert news_of(notes[:1], "") == [True]
+    # "class 4" is not "class 14": a repeat needs the same class
+    assert news_of(["class 4 audited 0.9 [0.6, 1.0] < target: 0 accepted clusters re-opened"],
+                   "class 14 audited 0.9 [0.6, 1.0] < target: 0 accepted clusters re-opened") == [True]
