@@ -52,9 +52,17 @@ class CampaignSection(Section):
     """Time to draw one polygon by hand, for the speedup figure (paper: 80 s)."""
     correct_iou: float = 0.75
     """Replay: a mask is correct when its IoU with the best same-class GT is above this."""
+    stop_below_share: float = 0.0
+    """Stop at diminishing returns: once ``stop_patience`` rounds in a row that got answers each
+    decided fewer than this share of the masks (0: off; 0.001 stops a 100,000-mask campaign
+    after three rounds of under 100 masks each). Every HIT already out is still waited for and
+    settled. Raise it or set 0 in ``config.json`` and run again to go on."""
+    stop_patience: int = 3
 
     def validate(self, v: "_V") -> None:
         v.check(self.budget_usd > 0, "budget_usd", "must be > 0")
+        v.check(0.0 <= self.stop_below_share < 1.0, "stop_below_share", "must be in [0, 1)")
+        v.check(self.stop_patience >= 1, "stop_patience", "must be >= 1")
         v.check(self.max_rounds >= 1, "max_rounds", "must be >= 1")
         v.check(self.manual_seconds_per_mask > 0, "manual_seconds_per_mask", "must be > 0")
         v.check(0.0 < self.correct_iou < 1.0, "correct_iou", "must be in (0, 1)")

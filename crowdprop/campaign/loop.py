@@ -152,7 +152,29 @@ NO_CANDIDATES = "no candidates left"
 NO_PROGRESS = "no progress: a round would ask nothing and decide nothing"
 """Stop reason of a campaign whose next round would ask no question, split nothing for free,
 settle no mask and only wait: the round after it would be the same (recorded in campaign.json)."""
-STOP_REASONS = (NO_CANDIDATES, NO_PROGRESS)
+DIMINISHING = "diminishing returns: the last rounds each decided under [campaign] stop_below_share of the masks"
+"""Stop reason of a campaign whose last ``stop_patience`` rounds with answers each decided fewer than
+``stop_below_share`` of the masks (:func:`diminishing_returns`; recorded in campaign.json)."""
+STOP_REASONS = (NO_CANDIDATES, NO_PROGRESS, DIMINISHING)
+
+
+def diminishing_returns(decided_round: np.ndarray, final: np.ndarray, answers: pd.DataFrame | None,
+                        rounds: list[int], *, share: float, patience: int) -> bool:
+    """Whether the last ``patience`` committed rounds that got usable non-gold answers each
+    decided fewer than ``share`` of the masks (a mask counts in the round of its current
+    decision). A round that got no usable answer (its HITs expired, or all its work was
+    rejected) neither counts nor breaks the run: it says nothing about what asking yields."""
+    if share <= 0 or not rounds or answers is None or len(answers) == 0:
+        return False
+    kinds = answer_kinds(answers)
+    got = set(answers.loc[answers["used"].astype(bool).to_numpy() & (kinds != QuestionKind.GOLD.value),
+                          "round"].astype(int).tolist())
+    recent = [r for r in rounds if r in got][-patience:]
+    if len(recent) < patience:
+        return False
+    done = np.asarray(decided_round)[np.asarray(final) >= 0].astype(np.int64)
+    per = np.bincount(done, minlength=max(rounds) + 1)
+    return bool(all(per[r] < share * len(final) for r in recent))
 """Stop reasons that end a campaign with masks still open (``status`` calls it finished)."""
 
 
@@ -358,6 +380,12 @@ class Campaign(CrowdWork):
         round's policy tables (audits drawn, verifier verdicts, controls)."""
         cfg = self.cfg
         run = self.run_dir
+        if cfg.campaign.stop_below_share > 0 and diminishing_returns(
+                state.decided_round, state.final, state.answers, run.rounds(),
+                share=cfg.campaign.stop_below_share, patience=cfg.campaign.stop_patience):
+            from ..policy.controller import RoundPlan
+
+            return RoundPlanned(RoundPlan(), None, [], stop=DIMINISHING)
         rng = np.random.default_rng([cfg.campaign.seed, r])
         status = state.status.copy()
         extra = {"verdicts": _empty(VERDICT_COLUMNS), "controls": _empty(CONTROL_COLUMNS)}

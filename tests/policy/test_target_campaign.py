@@ -217,3 +217,65 @@ def test_a_class_still_short_with_nothing_to_reopen_is_logged_once():
     # "class 4" is not "class 14": a repeat needs the same class
     assert news_of(["class 4 audited 0.9 [0.6, 1.0] < target: 0 accepted clusters re-opened"],
                    "class 14 audited 0.9 [0.6, 1.0] < target: 0 accepted clusters re-opened") == [True]
+
+
+def test_diminishing_returns_counts_rounds_that_got_answers():
+    from crowdprop.campaign.loop import diminishing_returns
+
+    # 1,000 masks; rounds 1-5 decided 400, 300, 5, 0 and 8 of them (the last decision of each mask)
+    decided = np.repeat([1, 2, 3, 5, 0], [400, 300, 5, 8, 287])
+    final = np.where(decided > 0, 1, -1)
+
+    def answers(rounds, used=True, gold=False):
+        return pd.DataFrame({"round": rounds, "used": used, "is_gold": gold,
+                             "kind": "gold" if gold else "cluster", "label": 1, "mask_row": 0})
+
+    a = answers([1, 2, 3, 4, 5])
+    kw = dict(share=0.01, patience=3)  # under 10 masks a round, three rounds with answers in a row
+    assert diminishing_returns(decided, final, a, [1, 2, 3, 4, 5], **kw)
+    assert not diminishing_returns(decided, final, a, [1, 2, 3, 4, 5], share=0.005, patience=3)  # 5 and 8 >= 5
+    assert not diminishing_returns(decided, final, a, [1, 2, 3, 4, 5], share=0.01, patience=4)  # round 2: 300
+    assert not diminishing_returns(decided, final, a, [1, 2, 3, 4, 5], share=0.0, patience=3)  # off
+    # round 4's HITs expired (no answer): it is skipped, not counted, so rounds 2, 3, 5 are the last three
+    a4 = answers([1, 2, 3, 5])
+    assert not diminishing_returns(decided, final, a4, [1, 2, 3, 4, 5], **kw)
+    # only rejected work or only gold answers in round 4: the same
+    a4r = pd.concat([a4, answers([4], used=False), answers([4], gold=True)], ignore_index=True)
+    assert not diminishing_returns(decided, final, a4r, [1, 2, 3, 4, 5], **kw)
+    # fewer rounds with answers than the patience: not yet
+    assert not diminishing_returns(decided, final, answers([4, 5]), [4, 5], **kw)
+    # masks re-opened since (final -1) do not count for the round that had decided them
+    assert diminishing_returns(decided, np.where(decided == 2, -1, final), a, [1, 2, 3, 4, 5], share=0.01, patience=4)
+
+
+def test_a_campaign_stops_at_diminishing_returns(mixed, tmp_path):
+    """With [campaign] stop_below_share, the campaign ends once its last rounds each decide under
+    that share of the masks: recorded as the stop reason, the same rounds as without it up to there."""
+    from crowdprop.campaign.loop import DIMINISHING
+    from crowdprop.commands.status import collect_status
+
+    runs = {}
+    for name, extra in [("off", {}), ("on", {"stop_below_share": 0.01, "stop_patience": 2})]:
+        d = tmp_path / name
+        d.mkdir()
+        cfg = d / "c.toml"
+        cfg.write_text('[policy]\nname = "target"\n[campaign]\n'
+                       + "".join(f"{k} = {v}\n" for k, v in extra.items()))
+        rd = init_run(d / "run", predictions=mixed / "predictions.json", gt=mixed / "gt.json",
+                      features=mixed / "features.npy", crowd={"kind": "simulated"}, config_path=cfg)
+        res = Campaign(rd, simulated_backend(rd), progress=False).run()
+        st = load_state(rd)
+        runs[name] = (rd, res, np.bincount(st.decided_round[st.final >= 0], minlength=res.last_round + 1)[1:])
+    (rd_off, off, per_off), (rd_on, on, per_on) = runs["off"], runs["on"]
+    assert on.stop_reason == DIMINISHING and off.stop_reason != DIMINISHING
+    assert on.last_round < off.last_round
+    bar = 0.01 * 4000  # 40 masks of the 4,000
+    # it stopped after the first two rounds in a row under 40 masks each, not before
+    low = per_on < bar
+    assert low[-1] and low[-2] and not (low[:-2][1:] & low[:-2][:-1]).any()
+    # up to there the campaign is the one without the rule
+    assert per_on.tolist() == per_off[:len(per_on)].tolist()
+    q_on, q_off = rd_on.read_rounds("questions"), rd_off.read_rounds("questions")
+    assert q_on["mask_row"].tolist() == q_off[q_off["round"] <= on.last_round]["mask_row"].tolist()
+    assert RunDir(rd_on.path).campaign["stopped"] == {"reason": DIMINISHING, "after_round": on.last_round}
+    assert collect_status(RunDir(rd_on.path))["finished"]
