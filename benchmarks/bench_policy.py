@@ -53,7 +53,11 @@ def run_one(base: RunDir | Path, work: Path, label: str, pname: str, seed: int, 
     src = base.path if isinstance(base, RunDir) else base
     shutil.copytree(src, d, ignore=shutil.ignore_patterns("state", "journal", "report.json"))
     cfg = json.loads((d / "config.json").read_text())
-    cfg["policy"].update(POLICIES[pname] if policy is None else policy)
+    spec = dict(POLICIES[pname] if policy is None else policy)
+    # keys named "campaign.KEY" go to [campaign] (e.g. campaign.stop_below_share), the rest to [policy]
+    for k in [k for k in spec if k.startswith("campaign.")]:
+        cfg["campaign"][k.split(".", 1)[1]] = spec.pop(k)
+    cfg["policy"].update(spec)
     cfg["campaign"]["seed"] = seed
     (d / "config.json").write_text(json.dumps(cfg))
     rd = RunDir(d)
@@ -207,7 +211,8 @@ def main() -> None:
                     help="print the tables from runs saved with --save (one or more files) instead of running")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=POLICY:KEY=VALUE,...",
                     help="a policy with [policy] keys changed, e.g. "
-                         "'lenient=target:verifier_reject=0.3,verifier_margin=0.0'; name it in --policies")
+                         "'lenient=target:verifier_reject=0.3,verifier_margin=0.0', or [campaign] keys named "
+                         "campaign.KEY ('tstop=target:campaign.stop_below_share=0.001'); name it in --policies")
     args = ap.parse_args()
     for v in args.variant:
         name, _, rest = v.partition("=")
