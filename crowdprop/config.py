@@ -56,7 +56,7 @@ class CampaignSection(Section):
     """Stop at diminishing returns: once ``stop_patience`` rounds in a row that got answers each
     decided fewer than this share of the masks (0: off; 0.001 stops a 100,000-mask campaign
     after three rounds of under 100 masks each). Every HIT already out is still waited for and
-    settled. Raise it or set 0 in ``config.json`` and run again to go on."""
+    settled. Lower it, or set 0, in ``config.json`` and run again to go on."""
     stop_patience: int = 3
 
     def validate(self, v: "_V") -> None:

@@ -156,6 +156,7 @@ DIMINISHING = "diminishing returns: the last rounds each decided under [campaign
 """Stop reason of a campaign whose last ``stop_patience`` rounds with answers each decided fewer than
 ``stop_below_share`` of the masks (:func:`diminishing_returns`; recorded in campaign.json)."""
 STOP_REASONS = (NO_CANDIDATES, NO_PROGRESS, DIMINISHING)
+"""Stop reasons that end a campaign with masks still open (``status`` calls it finished)."""
 
 
 def diminishing_returns(decided_round: np.ndarray, final: np.ndarray, answers: pd.DataFrame | None,
@@ -175,7 +176,6 @@ def diminishing_returns(decided_round: np.ndarray, final: np.ndarray, answers: p
     done = np.asarray(decided_round)[np.asarray(final) >= 0].astype(np.int64)
     per = np.bincount(done, minlength=max(rounds) + 1)
     return bool(all(per[r] < share * len(final) for r in recent))
-"""Stop reasons that end a campaign with masks still open (``status`` calls it finished)."""
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
