@@ -382,3 +382,37 @@ def test_config_with_mturk_and_quality_tables_is_accepted(tmp_path):
     with pytest.raises(InputError) as e:
         config_mod.load(bad)
     assert "[mturk]" in str(e.value) and "reward" in str(e.value) and str(bad) in str(e.value)
+
+
+@pytest.mark.parametrize("unanswered", [0.0, 1.0])
+def test_the_diminishing_returns_stop_counts_only_rounds_that_got_answers(base_run, tmp_path, unanswered):
+    """Through boto3 and the endpoint: a round whose HITs all expire unanswered says nothing about
+    what asking yields, so it does not stop the campaign; a round that got answers and decided
+    under the share does. Either way every HIT published is settled and paid for once."""
+    from crowdprop.campaign.loop import DIMINISHING
+
+    rd = clone(base_run, tmp_path / "r", {"kind": "mturk-local", "images": "skip"},
+               crowd={"round_timeout_s": 5.0, "poll_interval_s": 0.0},
+               campaign={"stop_below_share": 0.99, "stop_patience": 1, "max_rounds": 2})
+    crowd = local_endpoint_backend(rd, unanswered_share=unanswered)
+    ticks = iter(range(10**6))
+    try:
+        res = Campaign(rd, crowd, progress=False, clock=lambda: float(next(ticks))).run()
+        hits = rd.read_rounds("hits")
+        ans = rd.read_rounds("answers")
+        if unanswered:
+            # nothing answered: both rounds ran (round 2 asked round 1's questions again), no stop
+            assert res.stop_reason == "round limit reached" and rd.rounds() == [1, 2]
+            assert len(ans) == 0 and hits["expired"].all() and set(hits["round"]) == {1, 2}
+            assert "stopped" not in RunDir(rd.path).campaign
+        else:
+            # round 1 got its answers and decided under 99 % of the masks: round 2 is never published
+            assert res.stop_reason == DIMINISHING and rd.rounds() == [1]
+            assert len(ans) > 0 and set(hits["round"]) == {1}
+            assert RunDir(rd.path).campaign["stopped"] == {"reason": DIMINISHING, "after_round": 1}
+        led = check_books(rd, crowd.local)
+        assert led["hits_created"] == len(hits)
+        for hid in hits["hit_id"]:  # nothing left on the market
+            assert crowd.backend.client.get_hit(HITId=hid)["HIT"]["NumberOfAssignmentsAvailable"] == 0
+    finally:
+        crowd.close()
