@@ -159,23 +159,23 @@ STOP_REASONS = (NO_CANDIDATES, NO_PROGRESS, DIMINISHING)
 """Stop reasons that end a campaign with masks still open (``status`` calls it finished)."""
 
 
-def diminishing_returns(decided_round: np.ndarray, final: np.ndarray, answers: pd.DataFrame | None,
-                        rounds: list[int], *, share: float, patience: int) -> bool:
-    """Whether the last ``patience`` committed rounds that got usable non-gold answers each
-    decided fewer than ``share`` of the masks (a mask counts in the round of its current
-    decision). A round that got no usable answer (its HITs expired, or all its work was
-    rejected) neither counts nor breaks the run: it says nothing about what asking yields."""
-    if share <= 0 or not rounds or answers is None or len(answers) == 0:
+def diminishing_returns(decided_round: np.ndarray, final: np.ndarray, answers: pd.DataFrame | None, *,
+                        share: float, patience: int) -> bool:
+    """Whether the last ``patience`` committed rounds that got usable non-gold answers (the
+    rounds of ``answers``, the committed answers table) each decided fewer than ``share`` of the
+    masks (a mask counts in the round of its current decision). A round that got no usable answer
+    (its HITs expired, or all its work was rejected) neither counts nor breaks the run: it says
+    nothing about what asking yields."""
+    if share <= 0 or answers is None or len(answers) == 0:
         return False
     kinds = answer_kinds(answers)
-    got = set(answers.loc[answers["used"].astype(bool).to_numpy() & (kinds != QuestionKind.GOLD.value),
-                          "round"].astype(int).tolist())
-    recent = [r for r in rounds if r in got][-patience:]
+    got = answers.loc[answers["used"].astype(bool).to_numpy() & (kinds != QuestionKind.GOLD.value), "round"]
+    recent = np.unique(got.to_numpy(np.int64))[-patience:]
     if len(recent) < patience:
         return False
     done = np.asarray(decided_round)[np.asarray(final) >= 0].astype(np.int64)
-    per = np.bincount(done, minlength=max(rounds) + 1)
-    return bool(all(per[r] < share * len(final) for r in recent))
+    per = np.bincount(done, minlength=int(recent[-1]) + 1)
+    return bool((per[recent] < share * len(final)).all())
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
@@ -381,7 +381,7 @@ class Campaign(CrowdWork):
         cfg = self.cfg
         run = self.run_dir
         if cfg.campaign.stop_below_share > 0 and diminishing_returns(
-                state.decided_round, state.final, state.answers, run.rounds(),
+                state.decided_round, state.final, state.answers,
                 share=cfg.campaign.stop_below_share, patience=cfg.campaign.stop_patience):
             from ..policy.controller import RoundPlan
 

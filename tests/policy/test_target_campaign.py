@@ -232,20 +232,20 @@ def test_diminishing_returns_counts_rounds_that_got_answers():
 
     a = answers([1, 2, 3, 4, 5])
     kw = dict(share=0.01, patience=3)  # under 10 masks a round, three rounds with answers in a row
-    assert diminishing_returns(decided, final, a, [1, 2, 3, 4, 5], **kw)
-    assert not diminishing_returns(decided, final, a, [1, 2, 3, 4, 5], share=0.005, patience=3)  # 5 and 8 >= 5
-    assert not diminishing_returns(decided, final, a, [1, 2, 3, 4, 5], share=0.01, patience=4)  # round 2: 300
-    assert not diminishing_returns(decided, final, a, [1, 2, 3, 4, 5], share=0.0, patience=3)  # off
+    assert diminishing_returns(decided, final, a, **kw)
+    assert not diminishing_returns(decided, final, a, share=0.005, patience=3)  # 5 and 8 >= 5
+    assert not diminishing_returns(decided, final, a, share=0.01, patience=4)  # round 2: 300
+    assert not diminishing_returns(decided, final, a, share=0.0, patience=3)  # off
     # round 4's HITs expired (no answer): it is skipped, not counted, so rounds 2, 3, 5 are the last three
     a4 = answers([1, 2, 3, 5])
-    assert not diminishing_returns(decided, final, a4, [1, 2, 3, 4, 5], **kw)
+    assert not diminishing_returns(decided, final, a4, **kw)
     # only rejected work or only gold answers in round 4: the same
     a4r = pd.concat([a4, answers([4], used=False), answers([4], gold=True)], ignore_index=True)
-    assert not diminishing_returns(decided, final, a4r, [1, 2, 3, 4, 5], **kw)
+    assert not diminishing_returns(decided, final, a4r, **kw)
     # fewer rounds with answers than the patience: not yet
-    assert not diminishing_returns(decided, final, answers([4, 5]), [4, 5], **kw)
+    assert not diminishing_returns(decided, final, answers([4, 5]), **kw)
     # masks re-opened since (final -1) do not count for the round that had decided them
-    assert diminishing_returns(decided, np.where(decided == 2, -1, final), a, [1, 2, 3, 4, 5], share=0.01, patience=4)
+    assert diminishing_returns(decided, np.where(decided == 2, -1, final), a, share=0.01, patience=4)
 
 
 def test_a_campaign_stops_at_diminishing_returns(mixed, tmp_path):
