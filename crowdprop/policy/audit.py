@@ -112,6 +112,12 @@ def stratum_key(source, label, decided_round) -> np.ndarray:
             + np.asarray(label, dtype=np.int64))
 
 
+def stratum_parts(key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (decided round, source, label) of stratum keys: the inverse of :func:`stratum_key`."""
+    key = np.asarray(key, dtype=np.int64)
+    return key // 8, (key // 2) % 4, key % 2
+
+
 def current_strata(final: np.ndarray, source: np.ndarray, decided_round: np.ndarray) -> np.ndarray:
     """Masks per stratum key (:func:`stratum_key`) as they are labeled now (open masks count nowhere)."""
     final = np.asarray(final)
@@ -164,23 +170,22 @@ def plan_audits(final: np.ndarray, source: np.ndarray, decided_round: np.ndarray
         done[at[mine]] = True
     have = np.add.reduceat(done.astype(np.int64), first)
     free = size - have
-    lab = strata % 2
-    wt = np.where(lab == 1, 1.0, REJECT_AUDIT_WEIGHT)
+    s_round, s_source, s_label = stratum_parts(strata)
+    wt = np.where(s_label == 1, 1.0, REJECT_AUDIT_WEIGHT)
     share = size * wt / (size * wt).sum()
     want = np.maximum(share * (have.sum() + budget) - have, 0.0)
     take = want / want.sum() * budget if want.sum() > 0 else np.zeros(len(strata))
-    newest = strata // 8 == round_ - 1
+    newest = s_round == round_ - 1
     take = np.where(newest, np.maximum(np.round(take), min_per_stratum), np.round(take)).astype(np.int64)
     take = np.minimum(take, free)
     out = []
-    for k, i, m, n_h in zip(strata.tolist(), first.tolist(), size.tolist(), take.tolist()):
+    for j, (i, m, n_h) in enumerate(zip(first.tolist(), size.tolist(), take.tolist())):
         if n_h <= 0:
             continue
         cand = rows[i:i + m][~done[i:i + m]]
         pick = np.sort(rng.choice(cand, size=int(n_h), replace=False))
-        d, rest = divmod(k, 8)
-        out.append(pd.DataFrame({"round": round_, "mask_row": pick.astype(np.int64), "source": np.int8(rest // 2),
-                                 "label": np.int8(rest % 2), "decided_round": np.int64(d),
+        out.append(pd.DataFrame({"round": round_, "mask_row": pick.astype(np.int64), "source": np.int8(s_source[j]),
+                                 "label": np.int8(s_label[j]), "decided_round": np.int64(s_round[j]),
                                  "frame": np.int64(m), "weight": m / float(n_h)}))
     if not out:
         return empty
